@@ -1,0 +1,14 @@
+//! Sans-IO token verification: JWS compact serialization (RFC 7515) carrying JWT claims
+//! (RFC 7519), checked with RFC 8725's advice, over borrowed bytes and one reusable buffer.
+//!
+//! - [`keys`]: configured keys, the algorithm each one allows, and key selection;
+//! - [`jws`]: segment split, canonical base64url, the JOSE header;
+//! - [`claims`]: the claims object (duplicate names, types, time, issuer, audience, scopes);
+//! - [`verify`]: [`verify::Verifier::verify`], the one entry point for a handshake;
+//! - [`error`]: [`error::TokenError`], one variant per rule, with its peer-visible text.
+
+pub mod claims;
+pub mod error;
+pub mod jws;
+pub mod keys;
+pub mod verify;

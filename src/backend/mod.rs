@@ -1,0 +1,3 @@
+//! Backends: what serves a connection once it is open.
+
+pub mod echo;

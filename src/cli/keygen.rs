@@ -1,0 +1,178 @@
+//! `wsgate keygen --alg EdDSA|HS256|HS384|HS512 --out PREFIX` (SPEC §2).
+
+use std::ffi::OsString;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write as _};
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use ring::rand::{SecureRandom as _, SystemRandom};
+use ring::signature::{Ed25519KeyPair, KeyPair as _};
+
+use crate::auth::keys::{pem_encode, Alg, ED25519_SPKI_PREFIX};
+
+/// Writes new key files for `alg` next to `out_prefix` and returns their paths:
+/// EdDSA: `PREFIX.key.pem` (PKCS#8 `PRIVATE KEY`) and `PREFIX.pub.pem` (SPKI `PUBLIC KEY`);
+/// HS256/HS384/HS512: `PREFIX.secret` (32/48/64 random bytes as base64url text and a
+/// newline). Files are created with mode 0600 and never overwrite an existing file.
+pub fn keygen(alg: Alg, out_prefix: &Path) -> Result<Vec<PathBuf>, String> {
+    let rng = SystemRandom::new();
+    match alg {
+        Alg::EdDSA => {
+            let private_path = with_suffix(out_prefix, ".key.pem");
+            let public_path = with_suffix(out_prefix, ".pub.pem");
+            // Refuse before writing anything when either file is already there.
+            for path in [&private_path, &public_path] {
+                if fs::symlink_metadata(path).is_ok() {
+                    return Err(exists(path));
+                }
+            }
+            let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng)
+                .map_err(|_| "keygen: the system random generator failed".to_owned())?;
+            let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref())
+                .map_err(|_| "keygen: generated key did not parse".to_owned())?;
+            let spki = [&ED25519_SPKI_PREFIX[..], pair.public_key().as_ref()].concat();
+            write_new(
+                &private_path,
+                pem_encode(pkcs8.as_ref(), "PRIVATE KEY").as_bytes(),
+            )?;
+            if let Err(e) = write_new(&public_path, pem_encode(&spki, "PUBLIC KEY").as_bytes()) {
+                // Do not leave half a key pair behind (we created this file just now).
+                let _ = fs::remove_file(&private_path);
+                return Err(e);
+            }
+            Ok(vec![private_path, public_path])
+        }
+        Alg::HS256 | Alg::HS384 | Alg::HS512 => {
+            let path = with_suffix(out_prefix, ".secret");
+            let mut secret = [0u8; 64];
+            let len = alg.min_secret_len();
+            let bytes = secret
+                .get_mut(..len)
+                .ok_or_else(|| "keygen: secret length".to_owned())?;
+            rng.fill(bytes)
+                .map_err(|_| "keygen: the system random generator failed".to_owned())?;
+            let text = format!("{}\n", URL_SAFE_NO_PAD.encode(&*bytes));
+            write_new(&path, text.as_bytes())?;
+            Ok(vec![path])
+        }
+    }
+}
+
+/// `PREFIX` + `suffix`, without touching any dots already in the prefix.
+fn with_suffix(prefix: &Path, suffix: &str) -> PathBuf {
+    let mut s: OsString = prefix.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+fn exists(path: &Path) -> String {
+    format!("{}: already exists; not overwriting it", path.display())
+}
+
+/// Creates `path` (mode 0600, must not exist) and writes `contents`, synced to disk.
+fn write_new(path: &Path, contents: &[u8]) -> Result<(), String> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::AlreadyExists => exists(path),
+            _ => format!("{}: {e}", path.display()),
+        })?;
+    file.write_all(contents)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::keys::{decode_secret_file, pem_decode, Key};
+    use std::os::unix::fs::PermissionsExt as _;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("wsgate-keygen-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("temp dir");
+        dir
+    }
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).expect("metadata").permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn eddsa_key_pair_files() {
+        let dir = temp_dir("ed");
+        let prefix = dir.join("ed-2026.11");
+        let paths = keygen(Alg::EdDSA, &prefix).expect("keygen");
+        assert_eq!(
+            paths,
+            [
+                dir.join("ed-2026.11.key.pem"),
+                dir.join("ed-2026.11.pub.pem")
+            ]
+        );
+        for p in &paths {
+            assert_eq!(mode(p), 0o600, "{}", p.display());
+        }
+        let private = fs::read_to_string(&paths[0]).expect("read");
+        let public = fs::read_to_string(&paths[1]).expect("read");
+        let pkcs8 = pem_decode(&private, "PRIVATE KEY").expect("pkcs8 pem");
+        let pair = Ed25519KeyPair::from_pkcs8(&pkcs8).expect("pkcs8");
+        let spki = pem_decode(&public, "PUBLIC KEY").expect("spki pem");
+        assert_eq!(spki.len(), 44);
+        assert_eq!(spki.get(12..), Some(pair.public_key().as_ref()));
+        assert!(Key::ed25519_spki_der(None, &spki).is_ok());
+
+        // Never overwrite: both files exist, and a half-existing pair is refused too.
+        let e = keygen(Alg::EdDSA, &prefix).expect_err("exists");
+        assert!(
+            e.contains("ed-2026.11.key.pem") && e.contains("already exists"),
+            "{e}"
+        );
+        fs::remove_file(&paths[0]).expect("rm");
+        let e = keygen(Alg::EdDSA, &prefix).expect_err("pub exists");
+        assert!(e.contains("ed-2026.11.pub.pem"), "{e}");
+        assert!(!paths[0].exists(), "no half pair written");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn hmac_secret_files() {
+        let dir = temp_dir("hs");
+        for (alg, len) in [(Alg::HS256, 32), (Alg::HS384, 48), (Alg::HS512, 64)] {
+            let prefix = dir.join(alg.name());
+            let paths = keygen(alg, &prefix).expect("keygen");
+            assert_eq!(paths, [dir.join(format!("{}.secret", alg.name()))]);
+            assert_eq!(mode(&paths[0]), 0o600);
+            let text = fs::read_to_string(&paths[0]).expect("read");
+            assert!(text.ends_with('\n'));
+            assert!(!text.contains('='));
+            let secret = decode_secret_file(&text).expect("base64url");
+            assert_eq!(secret.len(), len);
+            assert!(Key::hmac(None, alg, &secret).is_ok());
+            let e = keygen(alg, &prefix).expect_err("exists");
+            assert!(e.contains(".secret"), "{e}");
+        }
+        let e = keygen(Alg::HS256, &dir.join("missing-dir/x")).expect_err("no dir");
+        assert!(e.contains("missing-dir/x.secret"), "{e}");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn two_secrets_differ() {
+        let dir = temp_dir("rand");
+        let a = keygen(Alg::HS256, &dir.join("a")).expect("a");
+        let b = keygen(Alg::HS256, &dir.join("b")).expect("b");
+        assert_ne!(
+            fs::read_to_string(&a[0]).expect("a"),
+            fs::read_to_string(&b[0]).expect("b")
+        );
+        let _ = fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,188 @@
+//! Dispatch of a parsed [`Command`]: each arm loads what it needs, runs, and turns
+//! failures into one line and an exit code (SPEC §2: 1 bad config or rejected input,
+//! 2 usage error).
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use super::Command;
+use ring::signature::{Ed25519KeyPair, KeyPair as _};
+
+use crate::auth::keys::{Alg, ED25519_SPKI_PREFIX};
+use crate::config::{self, Backend, Config};
+use crate::net::{clock, server};
+
+/// A failed command: the line to print (may be empty when already printed) and the
+/// exit code.
+#[derive(Debug)]
+pub struct Failure {
+    /// One line naming what is wrong.
+    pub message: String,
+    /// Exit status.
+    pub code: u8,
+}
+
+impl Failure {
+    fn config(message: impl Into<String>) -> Failure {
+        Failure {
+            message: message.into(),
+            code: 1,
+        }
+    }
+    fn usage(message: impl Into<String>) -> Failure {
+        Failure {
+            message: message.into(),
+            code: 2,
+        }
+    }
+}
+
+/// Runs one command.
+pub fn run(command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Serve {
+            config: Some(path), ..
+        } => serve_file(&path),
+        Command::Serve { demo: true, .. } => serve_demo(),
+        Command::Serve { .. } => Err(Failure::usage("serve: give -c FILE or --demo")),
+        Command::Check { config } => match super::check::run_check(&config) {
+            0 => Ok(()),
+            code => Err(Failure {
+                message: String::new(),
+                code: u8::try_from(code).unwrap_or(1),
+            }),
+        },
+        Command::Keygen { alg, out } => {
+            let alg = Alg::from_config_name(&alg).ok_or_else(|| {
+                Failure::usage(format!(
+                    "--alg: unknown algorithm {alg:?} (EdDSA, HS256, HS384, HS512)"
+                ))
+            })?;
+            let files = super::keygen::keygen(alg, &out).map_err(Failure::config)?;
+            for f in files {
+                println!("wrote {}", f.display());
+            }
+            Ok(())
+        }
+        Command::TokenMint {
+            key,
+            kid,
+            sub,
+            ttl,
+            scope,
+            aud,
+            iss,
+            jti,
+            claims,
+        } => {
+            let mut parsed = Vec::with_capacity(claims.len());
+            for (name, json) in claims {
+                let value: serde_json::Value = serde_json::from_str(&json).map_err(|e| {
+                    Failure::usage(format!("--claim {name}: value is not JSON: {e}"))
+                })?;
+                parsed.push((name, value));
+            }
+            let opts = super::token::MintOptions {
+                key_file: key,
+                alg: None,
+                kid,
+                sub,
+                ttl_secs: ttl.as_secs(),
+                scope,
+                aud,
+                iss,
+                jti,
+                claims: parsed,
+            };
+            let token = super::token::mint(&opts, clock::unix_now()).map_err(Failure::config)?;
+            println!("{token}");
+            Ok(())
+        }
+        Command::TokenInspect { config, token } => {
+            let verifier = match config {
+                Some(path) => {
+                    let cfg = load(&path)?;
+                    server::build_verifier(&cfg).map_err(Failure::config)?
+                }
+                None => None,
+            };
+            let (report, accepted) =
+                super::token::inspect(token.trim(), verifier.as_ref(), clock::unix_now());
+            print!("{report}");
+            if accepted {
+                Ok(())
+            } else {
+                Err(Failure::config(String::new()))
+            }
+        }
+    }
+}
+
+fn load(path: &Path) -> Result<Config, Failure> {
+    config::load(path).map_err(|errors| Failure::config(errors.to_string().trim_end().to_string()))
+}
+
+fn serve_file(path: &Path) -> Result<(), Failure> {
+    let cfg = load(path)?;
+    for w in cfg.warnings() {
+        crate::warn!("{w}");
+    }
+    refuse_unimplemented(&cfg)?;
+    server::serve(&cfg).map_err(Failure::config)
+}
+
+/// Parts of SPEC §3 this build parses but does not yet serve: refusing to start beats
+/// silently running without them.
+fn refuse_unimplemented(cfg: &Config) -> Result<(), Failure> {
+    for (i, r) in cfg.routes.iter().enumerate() {
+        if matches!(r.backend, Backend::Upstream { .. }) {
+            return Err(Failure::config(format!(
+                "route[{i}].upstream: upstream backends are not implemented in this version; use backend = \"echo\""
+            )));
+        }
+    }
+    if cfg.admin.is_some() {
+        crate::warn!("[admin] is not implemented in this version: no admin listener is started");
+    }
+    Ok(())
+}
+
+/// `serve --demo`: an in-memory Ed25519 key, a token for it, `/echo` on 127.0.0.1:8080.
+fn serve_demo() -> Result<(), Failure> {
+    let listen: SocketAddr = ([127, 0, 0, 1], 8080).into();
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng)
+        .map_err(|_| Failure::config("demo: the system random generator failed"))?;
+    let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref())
+        .map_err(|_| Failure::config("demo: generated key did not parse"))?;
+    let spki = [&ED25519_SPKI_PREFIX[..], pair.public_key().as_ref()].concat();
+    let cfg = config::demo(listen, spki);
+    let now = clock::unix_now();
+    let payload = serde_json::json!({
+        "sub": "demo-user",
+        "iat": now,
+        "exp": now + 3600,
+    });
+    let token = super::token::sign(
+        Alg::EdDSA,
+        &super::token::SigningKey::Ed25519(pair),
+        r#"{"alg":"EdDSA","typ":"JWT","kid":"demo"}"#,
+        &payload.to_string(),
+    )
+    .map_err(Failure::config)?;
+    let url = format!("ws://{listen}/echo?access_token={token}");
+    println!("wsgate demo: an in-memory Ed25519 key (kid \"demo\"); this token is valid for 1h:");
+    println!();
+    println!("  {token}");
+    println!();
+    println!("URL:  {url}");
+    println!();
+    println!("Try it (Node.js 20.10+):");
+    println!(
+        "  node --experimental-websocket -e 'const ws = new WebSocket(process.argv[1]); ws.onopen = () => ws.send(\"hello\"); ws.onmessage = (e) => {{ console.log(\"echo:\", e.data); ws.close(); }}' '{url}'"
+    );
+    println!("or with websocat:");
+    println!("  websocat '{url}'");
+    println!();
+    server::serve(&cfg).map_err(Failure::config)
+}

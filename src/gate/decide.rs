@@ -1,0 +1,390 @@
+//! The handshake decision: every check of SPEC §4, cheapest first, before any 101.
+//!
+//! Order: (parse, size, method, version: done by `proto::http`) → route (404) →
+//! capacity (503) → per-IP limits (429) → Origin (403) → token (400/401) → scope (403)
+//! → per-subject limit (429). Nothing expensive runs for a request that a cheap check
+//! already rejected: no signature is checked for a request that a table lookup refuses.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Instant;
+
+use crate::auth::error::TokenError;
+use crate::auth::verify::{Claims, Scratch, Verifier};
+use crate::config::{Route, Source};
+use crate::gate::limits::{IpRefusal, IpTable, SubjectTable};
+use crate::gate::origin::{OriginPolicy, OriginVerdict};
+use crate::gate::reject::Reject;
+use crate::proto::http::fields;
+use crate::proto::http::request::{RequestHead, Upgrade};
+
+/// What a connection keeps of its verified token for its lifetime (SPEC §4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The token's `sub`.
+    pub sub: Box<str>,
+    /// The union of `scope` and `scp`.
+    pub scopes: Box<[Box<str>]>,
+    /// The `kid` of the key that verified it (or the key's configured kid).
+    pub kid: Option<Box<str>>,
+    /// The token's `exp`, unix seconds.
+    pub exp: u64,
+    /// The token's `iat`, if any.
+    pub iat: Option<u64>,
+    /// The token's `jti`, if any.
+    pub jti: Option<Box<str>>,
+}
+
+impl Identity {
+    fn from_claims(c: &Claims<'_>) -> Identity {
+        Identity {
+            sub: c.sub.as_ref().into(),
+            scopes: c.scopes().map(Into::into).collect(),
+            kid: c.kid.as_deref().map(Into::into),
+            exp: c.exp,
+            iat: c.iat,
+            jti: c.jti.as_deref().map(Into::into),
+        }
+    }
+}
+
+/// A request that passed every check.
+#[derive(Debug)]
+pub struct Accept<'b> {
+    /// Index into [`Gate::routes`].
+    pub route: usize,
+    /// The subprotocol to select in the 101, if any.
+    pub protocol: Option<&'b str>,
+    /// The verified identity (None on public routes).
+    pub identity: Option<Identity>,
+    /// `auth.explain_to_browsers`: upgrade, then close at once with this code and reason.
+    pub explain: Option<(u16, &'static str)>,
+}
+
+/// The per-request inputs that are not in the request itself.
+pub struct Ctx<'a> {
+    /// The peer's address.
+    pub peer: IpAddr,
+    /// Monotonic now.
+    pub now: Instant,
+    /// Wall-clock now, unix seconds.
+    pub now_unix: u64,
+    /// Connections open in the whole process, this one included.
+    pub open_connections: usize,
+    /// True once shutdown began.
+    pub draining: bool,
+    /// Shared per-IP budgets.
+    pub ips: &'a IpTable,
+    /// Shared per-subject counts.
+    pub subjects: &'a SubjectTable,
+    /// The worker's reusable token decode buffer.
+    pub scratch: &'a mut Scratch,
+    /// The worker's reusable buffer for percent-decoded query tokens.
+    pub token_buf: &'a mut Vec<u8>,
+}
+
+/// The compiled handshake policy for one configuration generation.
+pub struct Gate {
+    /// The routes, in configuration order.
+    pub routes: Vec<Route>,
+    by_path: HashMap<String, usize>,
+    origin: OriginPolicy,
+    verifier: Option<Verifier>,
+    sources: Vec<Source>,
+    explain_to_browsers: bool,
+    max_connections: usize,
+}
+
+/// A token as found in the request, before percent-decoding.
+#[derive(Clone, Copy)]
+enum Found<'b> {
+    Raw(&'b [u8]),
+    Query(&'b str),
+}
+
+impl Gate {
+    /// Compiles the policy.
+    pub fn new(
+        routes: Vec<Route>,
+        origin: OriginPolicy,
+        verifier: Option<Verifier>,
+        sources: Vec<Source>,
+        explain_to_browsers: bool,
+        max_connections: usize,
+    ) -> Gate {
+        let by_path = routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.path.clone(), i))
+            .collect();
+        Gate {
+            routes,
+            by_path,
+            origin,
+            verifier,
+            sources,
+            explain_to_browsers,
+            max_connections,
+        }
+    }
+
+    /// The verifier (None when no keys are configured).
+    pub fn verifier(&self) -> Option<&Verifier> {
+        self.verifier.as_ref()
+    }
+
+    /// Names of the query parameters that carry tokens (stripped and redacted).
+    pub fn token_query_names(&self) -> Vec<&str> {
+        self.sources
+            .iter()
+            .filter_map(|s| match s {
+                Source::Query(n) => Some(n.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Decides a complete, syntactically valid upgrade request.
+    pub fn decide<'b>(
+        &self,
+        head: &RequestHead<'_, 'b>,
+        upgrade: &Upgrade<'b>,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<Accept<'b>, Reject> {
+        // Route: exact path match; the query string is not part of it.
+        let route_index = *self.by_path.get(head.path).ok_or(Reject::NoRoute)?;
+        let route = &self.routes[route_index];
+
+        // Capacity.
+        if ctx.draining {
+            return Err(Reject::Draining);
+        }
+        if ctx.open_connections > self.max_connections {
+            return Err(Reject::OverCapacity);
+        }
+
+        // Per-IP budgets, before anything that costs more than a lookup.
+        ctx.ips
+            .admit_handshake(ctx.peer, ctx.now)
+            .map_err(|r| match r {
+                IpRefusal::Connections => Reject::RateLimited {
+                    retry_after_secs: 1,
+                },
+                IpRefusal::Handshakes(s) | IpRefusal::AuthFailures(s) => Reject::RateLimited {
+                    retry_after_secs: s,
+                },
+            })?;
+
+        // Origin (cross-site WebSocket hijacking).
+        match self.origin.check(upgrade.origin) {
+            OriginVerdict::Allowed => {}
+            OriginVerdict::NotAllowed => return Err(Reject::OriginNotAllowed),
+            OriginVerdict::Missing => return Err(Reject::OriginMissing),
+        }
+
+        let protocol = select_protocol(head, &route.protocols);
+
+        if route.public {
+            return Ok(Accept {
+                route: route_index,
+                protocol,
+                identity: None,
+                explain: None,
+            });
+        }
+
+        // Token.
+        let explain = self.explain_to_browsers && upgrade.origin.is_some();
+        let result = self.verify_token(head, ctx, explain);
+        let claims = match result {
+            Ok(c) => c,
+            Err(reject) => {
+                ctx.ips.auth_failed(ctx.peer, ctx.now);
+                return Err(reject);
+            }
+        };
+        let identity = match claims {
+            TokenOutcome::Valid(id) => id,
+            TokenOutcome::Explain(code, reason) => {
+                return Ok(Accept {
+                    route: route_index,
+                    protocol,
+                    identity: None,
+                    explain: Some((code, reason)),
+                });
+            }
+        };
+
+        // Scope: every scope the route lists, matched whole.
+        if !route
+            .scope
+            .iter()
+            .all(|need| identity.scopes.iter().any(|have| **have == **need))
+        {
+            if explain {
+                return Ok(Accept {
+                    route: route_index,
+                    protocol,
+                    identity: None,
+                    explain: Some((4403, "insufficient scope")),
+                });
+            }
+            return Err(Reject::InsufficientScope {
+                scope: route.scope.join(" "),
+            });
+        }
+
+        // Per-subject limit, counted across workers; the caller releases it on close.
+        if !ctx.subjects.try_acquire(&identity.sub) {
+            return Err(Reject::RateLimited {
+                retry_after_secs: 1,
+            });
+        }
+
+        Ok(Accept {
+            route: route_index,
+            protocol,
+            identity: Some(identity),
+            explain: None,
+        })
+    }
+
+    /// Finds exactly one token in the configured sources and verifies it.
+    fn verify_token<'b>(
+        &self,
+        head: &RequestHead<'_, 'b>,
+        ctx: &mut Ctx<'_>,
+        explain: bool,
+    ) -> Result<TokenOutcome, Reject> {
+        let mut first: Option<Found<'b>> = None;
+        let mut count = 0usize;
+        let mut note = |f: Found<'b>| {
+            count += 1;
+            first.get_or_insert(f);
+        };
+        for source in &self.sources {
+            match source {
+                Source::Query(name) => {
+                    if let Some(q) = head.query {
+                        for (k, v) in fields::query_params(q) {
+                            if k == name {
+                                note(Found::Query(v));
+                            }
+                        }
+                    }
+                }
+                Source::Protocol => {
+                    for value in head.headers_named("sec-websocket-protocol") {
+                        for p in fields::list_tokens(value) {
+                            if let Some(t) = p.strip_prefix(b"bearer.") {
+                                note(Found::Raw(t));
+                            }
+                        }
+                    }
+                }
+                Source::Header => {
+                    for value in head.headers_named("authorization") {
+                        if let Some(t) = bearer(value) {
+                            note(Found::Raw(t));
+                        }
+                    }
+                }
+                Source::Cookie(name) => {
+                    for value in head.headers_named("cookie") {
+                        for (k, v) in fields::cookies(value) {
+                            if k == name.as_bytes() {
+                                note(Found::Raw(v));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // More than one token (two sources, or one source twice, even the same
+        // token) is ambiguous: SPEC §4 answers 400 invalid_request.
+        if count > 1 {
+            return Err(Reject::MultipleTokens);
+        }
+        let Some(found) = first else {
+            return Err(Reject::MissingToken);
+        };
+        let Some(verifier) = &self.verifier else {
+            // `wsgate check` refuses a token route without keys; stay closed anyway.
+            return Err(Reject::InvalidToken {
+                description: TokenError::UnknownKid.description(),
+            });
+        };
+        let max = verifier.rules.max_token_bytes;
+        let token: &[u8] = match found {
+            Found::Raw(t) => t,
+            Found::Query(q) => {
+                // Cap before decoding: a percent-encoded token is at most 3x its size.
+                if q.len() > max.saturating_mul(3) {
+                    return Err(invalid(&TokenError::TooLarge));
+                }
+                fields::percent_decode(q, ctx.token_buf).map_err(|()| Reject::InvalidToken {
+                    description: "malformed token",
+                })?
+            }
+        };
+        match verifier.verify(token, ctx.now_unix, ctx.scratch) {
+            Ok(claims) => Ok(TokenOutcome::Valid(Identity::from_claims(&claims))),
+            Err(e) => {
+                // explain_to_browsers: only for correctly signed tokens whose time
+                // is wrong; every other failure stays an HTTP status (SPEC §4).
+                if explain {
+                    match e {
+                        TokenError::Expired => {
+                            return Ok(TokenOutcome::Explain(4401, "token expired"))
+                        }
+                        TokenError::NotYetValid => {
+                            return Ok(TokenOutcome::Explain(4401, "token not yet valid"))
+                        }
+                        _ => {}
+                    }
+                }
+                Err(invalid(&e))
+            }
+        }
+    }
+}
+
+enum TokenOutcome {
+    Valid(Identity),
+    Explain(u16, &'static str),
+}
+
+fn invalid(e: &TokenError) -> Reject {
+    Reject::InvalidToken {
+        description: e.description(),
+    }
+}
+
+/// `Authorization: Bearer <token>` (RFC 6750 §2.1; the scheme is case-insensitive).
+fn bearer(value: &[u8]) -> Option<&[u8]> {
+    let (scheme, rest) = value.split_at_checked(7)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer ") {
+        return None;
+    }
+    let t = rest.trim_ascii();
+    (!t.is_empty()).then_some(t)
+}
+
+/// SPEC §4: the 101 never echoes the `bearer.` entry; it selects the first offered
+/// protocol that the route lists, or, when the route lists none, the first offered.
+fn select_protocol<'b>(head: &RequestHead<'_, 'b>, allowed: &[String]) -> Option<&'b str> {
+    for value in head.headers_named("sec-websocket-protocol") {
+        for p in fields::list_tokens(value) {
+            if p.starts_with(b"bearer.") {
+                continue;
+            }
+            let Ok(p) = std::str::from_utf8(p) else {
+                continue;
+            };
+            if allowed.is_empty() || allowed.iter().any(|a| a == p) {
+                return Some(p);
+            }
+        }
+    }
+    None
+}

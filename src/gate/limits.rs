@@ -1,0 +1,418 @@
+//! Pure rate and count limits. Every function takes `now`; nothing here reads a clock.
+
+use std::time::{Duration, Instant};
+
+/// A token bucket whose burst equals its per-second rate (SPEC §3: `"50/s"`).
+///
+/// Tokens are kept in nano-units (1 token = 1e9) so that refill is exact integer
+/// arithmetic with no drift and no floating point.
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    /// Tokens per second, also the burst size.
+    rate: u64,
+    /// Current fill, in nano-tokens, at most `rate * 1e9`.
+    level: u128,
+    last: Instant,
+}
+
+const NANO: u128 = 1_000_000_000;
+
+impl TokenBucket {
+    /// A full bucket. `rate == 0` means "unlimited": every take succeeds.
+    pub fn new(rate: u64, now: Instant) -> Self {
+        TokenBucket {
+            rate,
+            level: u128::from(rate) * NANO,
+            last: now,
+        }
+    }
+
+    /// The configured rate (and burst).
+    pub fn rate(&self) -> u64 {
+        self.rate
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.last);
+        self.last = self.last.max(now);
+        let cap = u128::from(self.rate) * NANO;
+        // elapsed_ns * rate tokens-per-second = nano-tokens gained.
+        let gained = elapsed.as_nanos().saturating_mul(u128::from(self.rate));
+        self.level = self.level.saturating_add(gained).min(cap);
+    }
+
+    /// Takes `n` tokens if they are there; returns whether it did.
+    pub fn try_take(&mut self, n: u64, now: Instant) -> bool {
+        if self.rate == 0 {
+            return true;
+        }
+        self.refill(now);
+        let need = u128::from(n) * NANO;
+        if self.level >= need {
+            self.level -= need;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// How long until `n` tokens will be available (zero when they are now).
+    pub fn retry_after(&mut self, n: u64, now: Instant) -> Duration {
+        if self.rate == 0 {
+            return Duration::ZERO;
+        }
+        self.refill(now);
+        let need = u128::from(n.min(self.rate)) * NANO;
+        if self.level >= need {
+            return Duration::ZERO;
+        }
+        let missing = need - self.level;
+        let nanos = missing.div_ceil(u128::from(self.rate));
+        Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
+
+    /// True when the bucket is full again (nothing to remember about this key).
+    pub fn is_full(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        self.level >= u128::from(self.rate) * NANO
+    }
+}
+
+/// Whole seconds for a `Retry-After` header: at least 1.
+pub fn retry_after_secs(d: Duration) -> u64 {
+    let s = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    s.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn burst_then_refill() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(3, t0);
+        assert!(b.try_take(1, t0));
+        assert!(b.try_take(1, t0));
+        assert!(b.try_take(1, t0));
+        assert!(!b.try_take(1, t0));
+        assert_eq!(b.retry_after(1, t0), Duration::from_nanos(333_333_334));
+        let t1 = t0 + Duration::from_millis(334);
+        assert!(b.try_take(1, t1));
+        assert!(!b.try_take(1, t1));
+        // Refill never exceeds the burst.
+        let t2 = t1 + Duration::from_secs(100);
+        assert!(b.try_take(3, t2));
+        assert!(!b.try_take(1, t2));
+    }
+
+    #[test]
+    fn zero_rate_is_unlimited() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(0, t0);
+        for _ in 0..1000 {
+            assert!(b.try_take(u64::MAX, t0));
+        }
+    }
+
+    #[test]
+    fn more_than_burst_never_fits() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(10, t0);
+        assert!(!b.try_take(11, t0 + Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1001)), 2);
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+    }
+}
+
+// === per-IP and per-subject tables, shared by every worker ===
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+const SHARDS: usize = 16;
+
+/// What one source address has used.
+#[derive(Debug)]
+struct IpEntry {
+    connections: u32,
+    handshakes: TokenBucket,
+    auth_failures: TokenBucket,
+}
+
+/// Per-IP budgets (SPEC §3 `per_ip_connections`, `per_ip_handshakes`,
+/// `per_ip_auth_failures`), sharded so that workers rarely contend. An entry lives while
+/// its address has connections or a bucket that is not yet full again; tables are swept
+/// when they double, so memory follows the number of active addresses.
+#[derive(Debug)]
+pub struct IpTable {
+    shards: Vec<Mutex<Shard<IpAddr, IpEntry>>>,
+    hasher: std::collections::hash_map::RandomState,
+    /// Rates and caps; replaced as a whole on reload.
+    pub budget: IpBudget,
+}
+
+/// The configured per-IP budgets.
+#[derive(Debug, Clone, Copy)]
+pub struct IpBudget {
+    /// Concurrent connections (handshake included) per address.
+    pub connections: u32,
+    /// Upgrade attempts per second (burst equal).
+    pub handshakes_per_sec: u64,
+    /// Failed token verifications per second (burst equal).
+    pub auth_failures_per_sec: u64,
+}
+
+#[derive(Debug)]
+struct Shard<K, V> {
+    map: HashMap<K, V>,
+    sweep_at: usize,
+}
+
+impl<K, V> Default for Shard<K, V> {
+    fn default() -> Self {
+        Shard {
+            map: HashMap::new(),
+            sweep_at: 1024,
+        }
+    }
+}
+
+/// Why a per-IP check refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpRefusal {
+    /// Too many open connections from this address.
+    Connections,
+    /// Handshake rate exceeded; retry after this many seconds.
+    Handshakes(u64),
+    /// Failed-token budget exhausted; retry after this many seconds.
+    AuthFailures(u64),
+}
+
+impl IpTable {
+    /// An empty table with the given budgets.
+    pub fn new(budget: IpBudget) -> IpTable {
+        IpTable {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            hasher: Default::default(),
+            budget,
+        }
+    }
+
+    fn shard(&self, ip: &IpAddr) -> std::sync::MutexGuard<'_, Shard<IpAddr, IpEntry>> {
+        let i = (self.hasher.hash_one(ip) as usize) % SHARDS;
+        // A poisoned lock only means another worker panicked mid-update; the counters
+        // are still usable, so keep serving rather than cascading the panic.
+        self.shards[i]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn entry<'a>(
+        &self,
+        shard: &'a mut Shard<IpAddr, IpEntry>,
+        ip: IpAddr,
+        now: Instant,
+    ) -> &'a mut IpEntry {
+        if shard.map.len() >= shard.sweep_at && !shard.map.contains_key(&ip) {
+            shard.map.retain(|_, e| {
+                e.connections > 0 || !e.handshakes.is_full(now) || !e.auth_failures.is_full(now)
+            });
+            shard.sweep_at = (shard.map.len() * 2).max(1024);
+        }
+        let budget = self.budget;
+        shard.map.entry(ip).or_insert_with(|| IpEntry {
+            connections: 0,
+            handshakes: TokenBucket::new(budget.handshakes_per_sec, now),
+            auth_failures: TokenBucket::new(budget.auth_failures_per_sec, now),
+        })
+    }
+
+    /// Counts a newly accepted connection from `ip`.
+    pub fn connection_opened(&self, ip: IpAddr, now: Instant) {
+        let mut shard = self.shard(&ip);
+        let e = self.entry(&mut shard, ip, now);
+        e.connections = e.connections.saturating_add(1);
+    }
+
+    /// Uncounts a connection from `ip`.
+    pub fn connection_closed(&self, ip: IpAddr, now: Instant) {
+        let mut shard = self.shard(&ip);
+        if let Some(e) = shard.map.get_mut(&ip) {
+            e.connections = e.connections.saturating_sub(1);
+            if e.connections == 0 && e.handshakes.is_full(now) && e.auth_failures.is_full(now) {
+                shard.map.remove(&ip);
+            }
+        }
+    }
+
+    /// The per-IP step of the handshake (SPEC §4 order: connections, handshakes,
+    /// failed-token budget). Takes one handshake token when it passes.
+    pub fn admit_handshake(&self, ip: IpAddr, now: Instant) -> Result<(), IpRefusal> {
+        let budget = self.budget;
+        let mut shard = self.shard(&ip);
+        let e = self.entry(&mut shard, ip, now);
+        if budget.connections > 0 && e.connections > budget.connections {
+            return Err(IpRefusal::Connections);
+        }
+        if !e.handshakes.try_take(1, now) {
+            return Err(IpRefusal::Handshakes(retry_after_secs(
+                e.handshakes.retry_after(1, now),
+            )));
+        }
+        let wait = e.auth_failures.retry_after(1, now);
+        if !wait.is_zero() {
+            return Err(IpRefusal::AuthFailures(retry_after_secs(wait)));
+        }
+        Ok(())
+    }
+
+    /// Records one failed token verification from `ip`.
+    pub fn auth_failed(&self, ip: IpAddr, now: Instant) {
+        let mut shard = self.shard(&ip);
+        let e = self.entry(&mut shard, ip, now);
+        let _ = e.auth_failures.try_take(1, now);
+    }
+
+    /// Number of addresses tracked (for tests and metrics).
+    pub fn tracked(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().map(|s| s.map.len()).unwrap_or(0))
+            .sum()
+    }
+}
+
+/// Live connections per token subject, across all workers (SPEC §3
+/// `per_subject_connections`).
+#[derive(Debug)]
+pub struct SubjectTable {
+    shards: Vec<Mutex<HashMap<Box<str>, u32>>>,
+    hasher: std::collections::hash_map::RandomState,
+    /// The cap; 0 = unlimited.
+    pub limit: AtomicUsize,
+}
+
+impl SubjectTable {
+    /// An empty table.
+    pub fn new(limit: u32) -> SubjectTable {
+        SubjectTable {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: Default::default(),
+            limit: AtomicUsize::new(limit as usize),
+        }
+    }
+
+    fn shard<Q: Hash + ?Sized>(
+        &self,
+        sub: &Q,
+    ) -> std::sync::MutexGuard<'_, HashMap<Box<str>, u32>> {
+        let i = (self.hasher.hash_one(sub) as usize) % SHARDS;
+        self.shards[i]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Counts one more connection for `sub`, unless it already has the maximum.
+    pub fn try_acquire(&self, sub: &str) -> bool {
+        let limit = self.limit.load(Ordering::Relaxed);
+        let mut shard = self.shard(sub);
+        match shard.get_mut(sub) {
+            Some(n) => {
+                if limit > 0 && *n as usize >= limit {
+                    return false;
+                }
+                *n += 1;
+            }
+            None => {
+                shard.insert(sub.into(), 1);
+            }
+        }
+        true
+    }
+
+    /// Releases one connection of `sub`.
+    pub fn release(&self, sub: &str) {
+        let mut shard = self.shard(sub);
+        if let Some(n) = shard.get_mut(sub) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                shard.remove(sub);
+            }
+        }
+    }
+
+    /// Current count for `sub`.
+    pub fn count(&self, sub: &str) -> u32 {
+        self.shard(sub).get(sub).copied().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod table_tests {
+    use super::*;
+
+    fn budget() -> IpBudget {
+        IpBudget {
+            connections: 2,
+            handshakes_per_sec: 3,
+            auth_failures_per_sec: 1,
+        }
+    }
+
+    #[test]
+    fn connections_counted_from_accept() {
+        let t0 = Instant::now();
+        let t = IpTable::new(budget());
+        let ip: IpAddr = "10.0.0.1".parse().expect("ip");
+        t.connection_opened(ip, t0);
+        t.connection_opened(ip, t0);
+        assert_eq!(t.admit_handshake(ip, t0), Ok(()));
+        t.connection_opened(ip, t0);
+        assert_eq!(t.admit_handshake(ip, t0), Err(IpRefusal::Connections));
+        t.connection_closed(ip, t0);
+        assert_eq!(t.admit_handshake(ip, t0), Ok(()));
+    }
+
+    #[test]
+    fn handshake_bucket_and_auth_failures() {
+        let t0 = Instant::now();
+        let t = IpTable::new(budget());
+        let ip: IpAddr = "10.0.0.2".parse().expect("ip");
+        for _ in 0..3 {
+            assert_eq!(t.admit_handshake(ip, t0), Ok(()));
+        }
+        assert_eq!(t.admit_handshake(ip, t0), Err(IpRefusal::Handshakes(1)));
+        let t1 = t0 + Duration::from_secs(1);
+        t.auth_failed(ip, t1);
+        assert_eq!(t.admit_handshake(ip, t1), Err(IpRefusal::AuthFailures(1)));
+        let other: IpAddr = "10.0.0.3".parse().expect("ip");
+        assert_eq!(t.admit_handshake(other, t1), Ok(()));
+        // Entries for addresses with nothing outstanding are dropped.
+        let t9 = t1 + Duration::from_secs(9);
+        t.connection_opened(ip, t9);
+        t.connection_closed(ip, t9);
+        assert_eq!(t.tracked(), 1);
+    }
+
+    #[test]
+    fn subject_cap() {
+        let s = SubjectTable::new(2);
+        assert!(s.try_acquire("alice"));
+        assert!(s.try_acquire("alice"));
+        assert!(!s.try_acquire("alice"));
+        assert!(s.try_acquire("bob"));
+        s.release("alice");
+        assert!(s.try_acquire("alice"));
+        s.release("bob");
+        assert_eq!(s.count("bob"), 0);
+    }
+}

@@ -1,0 +1,222 @@
+//! Starting and stopping the whole gateway: runtime from config, listeners, workers,
+//! the acceptor, and the signal loop on the main thread.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use super::listener::{self, Acceptor};
+use super::tls;
+use super::worker::{Command, Runtime, Shared, Worker};
+use crate::auth::keys::{Alg, Key, KeySet};
+use crate::auth::verify::{Rules, Verifier};
+use crate::config::{Config, KeyMaterial};
+use crate::gate::decide::Gate;
+use crate::gate::limits::{IpBudget, IpTable, SubjectTable};
+use crate::gate::origin::OriginPolicy;
+use crate::proto::ws::session::SessionLimits;
+use crate::{info, warn};
+
+/// How long the gateway keeps draining a connection after its last bytes (close frame
+/// or HTTP rejection) before dropping it without the peer's FIN.
+pub const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
+/// Builds the token verifier from the configured keys (None when there are none).
+pub fn build_verifier(config: &Config) -> Result<Option<Verifier>, String> {
+    if config.auth.keys.is_empty() {
+        return Ok(None);
+    }
+    let mut keys = Vec::with_capacity(config.auth.keys.len());
+    for (i, k) in config.auth.keys.iter().enumerate() {
+        let alg = Alg::from_config_name(&k.alg)
+            .ok_or_else(|| format!("auth.key[{i}].alg: unknown algorithm {:?}", k.alg))?;
+        let key = match &k.material {
+            KeyMaterial::Ed25519Spki(der) => Key::ed25519_spki_der(k.kid.clone(), der),
+            KeyMaterial::HmacSecret(secret) => Key::hmac(k.kid.clone(), alg, secret),
+        }
+        .map_err(|e| format!("auth.key[{i}] ({}): {e}", k.path.display()))?;
+        keys.push(key);
+    }
+    let keys = KeySet::new(keys).map_err(|e| format!("auth.key: {e}"))?;
+    Ok(Some(Verifier {
+        keys,
+        rules: Rules {
+            issuer: config.auth.issuer.clone(),
+            audience: config.auth.audience.clone(),
+            leeway_secs: config.auth.leeway.as_secs(),
+            max_token_bytes: config.auth.max_token_bytes,
+        },
+    }))
+}
+
+/// Everything a worker needs from one configuration.
+pub fn build_runtime(config: &Config) -> Result<Runtime, String> {
+    let verifier = build_verifier(config)?;
+    let origin = OriginPolicy::new(&config.origin.allow, config.origin.allow_missing)
+        .map_err(|e| format!("origin.allow: {e}"))?;
+    let l = &config.limits;
+    let session = SessionLimits {
+        max_frame: l.max_frame,
+        max_message: l.max_message,
+        idle_timeout: l.idle_timeout,
+        messages_per_sec: l.messages,
+        bytes_per_sec: l.bytes,
+        write_buffer: usize::try_from(l.write_buffer).unwrap_or(usize::MAX),
+        close_linger: CLOSE_LINGER,
+    };
+    let tls = match &config.tls {
+        Some(files) => Some(tls::server_config(
+            files.cert_chain.clone(),
+            files.key.clone_key(),
+        )?),
+        None => None,
+    };
+    let token_query_names = config
+        .auth
+        .sources
+        .iter()
+        .filter_map(|s| match s {
+            crate::config::Source::Query(n) => Some(n.clone()),
+            _ => None,
+        })
+        .collect();
+    Ok(Runtime {
+        gate: Gate::new(
+            config.routes.clone(),
+            origin,
+            verifier,
+            config.auth.sources.clone(),
+            config.auth.explain_to_browsers,
+            config.server.max_connections,
+        ),
+        session,
+        handshake_timeout: l.handshake_timeout,
+        max_request_bytes: usize::try_from(l.max_request_bytes).unwrap_or(usize::MAX),
+        shutdown_grace: config.server.shutdown_grace,
+        token_query_names,
+        max_token_bytes: config.auth.max_token_bytes,
+        tls,
+    })
+}
+
+/// A running gateway (threads started, signals not yet awaited).
+pub struct Running {
+    /// The bound addresses, in `server.listen` order (port 0 resolved).
+    pub local_addrs: Vec<SocketAddr>,
+    /// Shared counters.
+    pub shared: Arc<Shared>,
+    workers: Vec<(
+        crossbeam_channel::Sender<Command>,
+        Arc<mio::Waker>,
+        JoinHandle<()>,
+    )>,
+    acceptor: Option<(Arc<mio::Waker>, JoinHandle<()>)>,
+    grace: Duration,
+}
+
+/// Binds and starts workers and the acceptor.
+pub fn start(config: &Config) -> Result<Running, String> {
+    let rt = Arc::new(build_runtime(config)?);
+    let mut listeners = Vec::new();
+    let mut local_addrs = Vec::new();
+    for (i, addr) in config.server.listen.iter().enumerate() {
+        let l = listener::bind(*addr)
+            .map_err(|e| format!("server.listen[{i}]: cannot listen on {addr}: {e}"))?;
+        local_addrs.push(
+            l.local_addr()
+                .map_err(|e| format!("server.listen[{i}]: {e}"))?,
+        );
+        listeners.push(l);
+    }
+    let n = match config.server.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let l = &config.limits;
+    let shared = Arc::new(Shared {
+        open: AtomicUsize::new(0),
+        per_worker: (0..n).map(|_| AtomicUsize::new(0)).collect(),
+        accepted_per_worker: (0..n).map(|_| AtomicUsize::new(0)).collect(),
+        ips: IpTable::new(IpBudget {
+            connections: l.per_ip_connections,
+            handshakes_per_sec: l.per_ip_handshakes,
+            auth_failures_per_sec: l.per_ip_auth_failures,
+        }),
+        subjects: SubjectTable::new(l.per_subject_connections),
+        draining: AtomicBool::new(false),
+    });
+    let mut workers = Vec::with_capacity(n);
+    let mut handles = Vec::with_capacity(n);
+    for i in 0..n {
+        let (worker, handle) =
+            Worker::new(i, rt.clone(), shared.clone()).map_err(|e| format!("worker {i}: {e}"))?;
+        let join = std::thread::Builder::new()
+            .name(format!("wsgate-worker-{i}"))
+            .spawn(move || worker.run())
+            .map_err(|e| format!("worker {i}: cannot start thread: {e}"))?;
+        workers.push((handle.tx.clone(), handle.waker.clone(), join));
+        handles.push(handle);
+    }
+    let (acceptor, stop) =
+        Acceptor::new(listeners, handles, shared.clone()).map_err(|e| format!("acceptor: {e}"))?;
+    let acceptor_join = std::thread::Builder::new()
+        .name("wsgate-acceptor".into())
+        .spawn(move || acceptor.run())
+        .map_err(|e| format!("acceptor: cannot start thread: {e}"))?;
+    for a in &local_addrs {
+        let scheme = if rt.tls.is_some() { "wss" } else { "ws" };
+        info!("listening on {a} ({scheme}://, {n} workers)");
+    }
+    Ok(Running {
+        local_addrs,
+        shared,
+        workers,
+        acceptor: Some((stop, acceptor_join)),
+        grace: config.server.shutdown_grace,
+    })
+}
+
+impl Running {
+    /// Graceful shutdown (SPEC §6): stop accepting, close every connection with 1001,
+    /// wait for the workers at most `shutdown_grace` (they enforce it themselves).
+    pub fn shutdown(mut self) {
+        self.shared.draining.store(true, Ordering::SeqCst);
+        if let Some((stop, join)) = self.acceptor.take() {
+            let _ = stop.wake();
+            let _ = join.join();
+        }
+        for (tx, waker, _) in &self.workers {
+            let _ = tx.send(Command::Drain);
+            let _ = waker.wake();
+        }
+        for (_, _, join) in self.workers.drain(..) {
+            let _ = join.join();
+        }
+        info!("stopped (grace {:?})", self.grace);
+    }
+}
+
+/// `wsgate serve`: runs until SIGTERM or SIGINT, then shuts down gracefully.
+pub fn serve(config: &Config) -> Result<(), String> {
+    // Signals are registered before any thread starts so none of them inherits a
+    // default disposition that would kill the process on SIGHUP.
+    let mut signals =
+        Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(|e| format!("signals: {e}"))?;
+    let running = start(config)?;
+    for sig in signals.forever() {
+        match sig {
+            SIGHUP => warn!("SIGHUP: configuration reload is not implemented yet; ignored"),
+            _ => {
+                info!("signal {sig}: draining");
+                break;
+            }
+        }
+    }
+    running.shutdown();
+    Ok(())
+}

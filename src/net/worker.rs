@@ -1,0 +1,622 @@
+//! One worker: one `mio::Poll`, its own connections, timers and scratch buffers.
+//!
+//! The loop: poll → dispatch readiness → revisit connections whose turn was cut short
+//! → fire due timers → (when draining) exit once empty or past the grace period.
+//! Sockets are registered once for READABLE | WRITABLE, edge-triggered, and never
+//! re-registered: a connection that stops reading for backpressure is revisited by hand
+//! when its output drains, so steady state costs no `epoll_ctl` per message.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Waker};
+
+use super::clock;
+use super::conn::{Conn, Phase, ReadOutcome};
+use super::timer::Timers;
+use super::token::{ConnId, Slab, WAKER};
+use crate::auth::verify::Scratch;
+use crate::gate::decide::{Ctx, Gate};
+use crate::gate::limits::{IpTable, SubjectTable};
+use crate::gate::reject::Reject;
+use crate::proto::http::request::{parse_head, validate_upgrade, HeadReader};
+use crate::proto::http::response::write_switching_protocols;
+use crate::proto::ws::accept::accept_key;
+use crate::proto::ws::session::{Session, SessionLimits, SessionState};
+use crate::{info, warn};
+
+/// Reads per connection per turn before others get theirs (fairness under floods).
+const MAX_READS_PER_TURN: usize = 16;
+/// The worker's read buffer: one per worker, not per connection.
+const READ_BUFFER: usize = 64 * 1024;
+/// Output capacity kept by an idle connection; more is released after a burst.
+const KEEP_CAPACITY: usize = 16 * 1024;
+
+/// Everything that does not change for one configuration generation.
+pub struct Runtime {
+    /// The handshake policy.
+    pub gate: Gate,
+    /// Per-connection WebSocket limits.
+    pub session: SessionLimits,
+    /// SPEC `limits.handshake_timeout`.
+    pub handshake_timeout: Duration,
+    /// SPEC `limits.max_request_bytes`.
+    pub max_request_bytes: usize,
+    /// SPEC `server.shutdown_grace`.
+    pub shutdown_grace: Duration,
+    /// Token query parameter names, redacted in logs.
+    pub token_query_names: Vec<String>,
+    /// SPEC `auth.max_token_bytes` (sizes each worker's scratch buffer).
+    pub max_token_bytes: usize,
+    /// TLS when `[tls]` is configured.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// State every worker and the acceptor share.
+pub struct Shared {
+    /// Connections open in the process (from accept to close).
+    pub open: AtomicUsize,
+    /// Connections open per worker.
+    pub per_worker: Vec<AtomicUsize>,
+    /// Connections accepted per worker since start.
+    pub accepted_per_worker: Vec<AtomicUsize>,
+    /// Per-IP budgets.
+    pub ips: IpTable,
+    /// Per-subject connection counts.
+    pub subjects: SubjectTable,
+    /// Shutdown began.
+    pub draining: AtomicBool,
+}
+
+/// Messages to a worker.
+pub enum Command {
+    /// A freshly accepted socket.
+    Conn(TcpStream, SocketAddr),
+    /// Begin graceful shutdown.
+    Drain,
+}
+
+/// How the acceptor and the main thread reach a worker.
+pub struct WorkerHandle {
+    /// Command queue.
+    pub tx: Sender<Command>,
+    /// Wakes the worker's poll.
+    pub waker: Arc<Waker>,
+}
+
+struct Env {
+    index: usize,
+    rt: Arc<Runtime>,
+    shared: Arc<Shared>,
+    readbuf: Vec<u8>,
+    scratch: Scratch,
+    token_buf: Vec<u8>,
+    ready: Vec<ConnId>,
+    draining: bool,
+}
+
+/// One event loop.
+pub struct Worker {
+    poll: Poll,
+    rx: Receiver<Command>,
+    conns: Slab<Conn>,
+    timers: Timers,
+    env: Env,
+    drain_deadline: Option<Instant>,
+}
+
+impl Worker {
+    /// Creates worker `index` and the handle to reach it.
+    pub fn new(
+        index: usize,
+        rt: Arc<Runtime>,
+        shared: Arc<Shared>,
+    ) -> io::Result<(Worker, WorkerHandle)> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let scratch = Scratch::new(rt.max_token_bytes);
+        Ok((
+            Worker {
+                poll,
+                rx,
+                conns: Slab::default(),
+                timers: Timers::default(),
+                env: Env {
+                    index,
+                    rt,
+                    shared,
+                    readbuf: vec![0; READ_BUFFER],
+                    scratch,
+                    token_buf: Vec::new(),
+                    ready: Vec::new(),
+                    draining: false,
+                },
+                drain_deadline: None,
+            },
+            WorkerHandle { tx, waker },
+        ))
+    }
+
+    /// Runs until drained.
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        let mut revisit: Vec<ConnId> = Vec::new();
+        loop {
+            let now = clock::now();
+            let mut deadline = self.timers.next_deadline();
+            if let Some(d) = self.drain_deadline {
+                deadline = Some(deadline.map_or(d, |t| t.min(d)));
+            }
+            let timeout = if !self.env.ready.is_empty() {
+                Some(Duration::ZERO)
+            } else {
+                deadline.map(|d| d.saturating_duration_since(now))
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                crate::error!("worker {}: poll failed: {e}", self.env.index);
+                return;
+            }
+            for event in events.iter() {
+                if event.token() == WAKER {
+                    self.commands();
+                } else {
+                    // Readiness is a hint: the step reads and writes until WouldBlock.
+                    self.drive(ConnId::from_token(event.token()), false);
+                }
+            }
+            std::mem::swap(&mut revisit, &mut self.env.ready);
+            for id in revisit.drain(..) {
+                self.drive(id, false);
+            }
+            let now = clock::now();
+            while let Some(id) = self.timers.pop_due(now) {
+                self.drive(id, true);
+            }
+            if self.env.draining
+                && (self.conns.is_empty() || self.drain_deadline.is_some_and(|d| now >= d))
+            {
+                for id in self.conns.ids() {
+                    self.remove(id);
+                }
+                return;
+            }
+        }
+    }
+
+    fn commands(&mut self) {
+        while let Ok(cmd) = self.rx.try_recv() {
+            match cmd {
+                Command::Conn(socket, peer) => self.add(socket, peer),
+                Command::Drain => self.drain(),
+            }
+        }
+    }
+
+    fn add(&mut self, socket: TcpStream, peer: SocketAddr) {
+        let now = clock::now();
+        let shared = &self.env.shared;
+        shared.per_worker[self.env.index].fetch_add(1, Ordering::Relaxed);
+        shared.accepted_per_worker[self.env.index].fetch_add(1, Ordering::Relaxed);
+        let tls = match &self.env.rt.tls {
+            Some(cfg) => match rustls::ServerConnection::new(cfg.clone()) {
+                Ok(c) => Some(Box::new(c)),
+                Err(e) => {
+                    warn!("peer={peer} tls setup failed: {e}");
+                    self.release_counts(peer, None, now);
+                    return;
+                }
+            },
+            None => None,
+        };
+        let deadline = now + self.env.rt.handshake_timeout;
+        let id = self.conns.insert_with(|_| Conn {
+            socket,
+            peer,
+            tls,
+            phase: Phase::Handshake {
+                reader: HeadReader::default(),
+                deadline,
+            },
+            rbuf: Vec::new(),
+            wbuf: Vec::new(),
+            scheduled: None,
+            closing: false,
+            write_shut: false,
+            linger_until: None,
+            read_eof: false,
+            over_limit_since: None,
+            received_any: false,
+            identity: None,
+            accepted_at: now,
+        });
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
+        if let Err(e) = self.poll.registry().register(
+            &mut conn.socket,
+            id.token(),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            warn!("peer={peer} register failed: {e}");
+            self.remove(id);
+            return;
+        }
+        info!(
+            "conn={}.{} peer={peer} worker={} accepted",
+            self.env.index, id.index, self.env.index
+        );
+        if self.env.draining {
+            self.remove(id);
+            return;
+        }
+        self.timers.schedule(deadline, id);
+        if let Some(conn) = self.conns.get_mut(id) {
+            conn.scheduled = Some(deadline);
+        }
+        // Data may already be waiting; edge-triggered registration reports it, but a
+        // first pass costs one read and avoids depending on that.
+        self.drive(id, false);
+    }
+
+    fn drain(&mut self) {
+        if self.env.draining {
+            return;
+        }
+        self.env.draining = true;
+        let now = clock::now();
+        self.drain_deadline = Some(now + self.env.rt.shutdown_grace);
+        for id in self.conns.ids() {
+            let Some(conn) = self.conns.get_mut(id) else {
+                continue;
+            };
+            match &mut conn.phase {
+                Phase::Handshake { .. } => {
+                    self.remove(id);
+                    continue;
+                }
+                Phase::Open { session, .. } => {
+                    // SPEC §6: SIGTERM closes every connection with 1001 "going away".
+                    session.close(1001, "going away", &mut conn.wbuf);
+                }
+                Phase::Rejected => {}
+            }
+            self.drive(id, false);
+        }
+    }
+
+    /// One pass over a connection: timers (if `timer`), reads, processing, writes,
+    /// close bookkeeping and rescheduling.
+    fn drive(&mut self, id: ConnId, timer: bool) {
+        let now = clock::now();
+        let Some(conn) = self.conns.get_mut(id) else {
+            return; // stale event or timer for a closed connection
+        };
+        if timer {
+            conn.scheduled = None;
+        }
+        let keep = step(conn, &mut self.env, id, now, timer);
+        if !keep {
+            self.remove(id);
+            return;
+        }
+        if let Some(next) = next_deadline(conn, &self.env.rt) {
+            if conn.scheduled.is_none_or(|s| next < s) {
+                self.timers.schedule(next, id);
+                conn.scheduled = Some(next);
+            }
+        }
+    }
+
+    fn remove(&mut self, id: ConnId) {
+        let Some(mut conn) = self.conns.remove(id) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut conn.socket);
+        let now = clock::now();
+        let (sent, received) = match &conn.phase {
+            Phase::Open { session, .. } => (session.close_sent(), session.close_received()),
+            _ => (None, None),
+        };
+        if matches!(conn.phase, Phase::Open { .. }) {
+            info!(
+                "conn={}.{} peer={} closed sent={} received={} after={}ms",
+                self.env.index,
+                id.index,
+                conn.peer,
+                sent.map_or("-".to_string(), |c| c.to_string()),
+                received.map_or("-".to_string(), |c| c.to_string()),
+                now.saturating_duration_since(conn.accepted_at).as_millis()
+            );
+        }
+        self.env.shared.per_worker[self.env.index].fetch_sub(1, Ordering::Relaxed);
+        self.release_counts(conn.peer, conn.identity.as_ref().map(|i| &*i.sub), now);
+    }
+
+    fn release_counts(&self, peer: SocketAddr, sub: Option<&str>, now: Instant) {
+        let shared = &self.env.shared;
+        shared.open.fetch_sub(1, Ordering::Relaxed);
+        shared.ips.connection_closed(peer.ip(), now);
+        if let Some(sub) = sub {
+            shared.subjects.release(sub);
+        }
+    }
+}
+
+/// The earliest moment this connection needs attention.
+fn next_deadline(conn: &Conn, rt: &Runtime) -> Option<Instant> {
+    let mut next = conn.linger_until;
+    let mut consider = |t: Option<Instant>| {
+        if let Some(t) = t {
+            next = Some(next.map_or(t, |n: Instant| n.min(t)));
+        }
+    };
+    match &conn.phase {
+        Phase::Handshake { deadline, .. } => consider(Some(*deadline)),
+        Phase::Open { session, .. } => consider(session.poll_timeout()),
+        Phase::Rejected => {}
+    }
+    consider(conn.over_limit_since.map(|t| t + rt.session.idle_timeout));
+    next
+}
+
+/// Whether more input should be read now.
+fn wants_read(conn: &Conn, rt: &Runtime) -> bool {
+    if conn.read_eof {
+        return false;
+    }
+    match &conn.phase {
+        // Backpressure: stop reading what feeds an output that is over its limit.
+        Phase::Open { session, .. } if session.state() == SessionState::Open => {
+            conn.pending_output() < rt.session.write_buffer
+        }
+        // Handshake: bounded by max_request_bytes below. Closing / rejected: drain and
+        // discard so our last bytes are not destroyed by a reset over unread input.
+        _ => true,
+    }
+}
+
+fn step(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant, timer: bool) -> bool {
+    let rt = env.rt.clone();
+    if timer && !on_timer(conn, env, id, now) {
+        return false;
+    }
+    // Output first: a writable event after backpressure frees room before reading.
+    if conn.pending_output() > 0 && conn.flush().is_err() {
+        return false;
+    }
+    // Input left over from a turn cut short by backpressure goes next.
+    if matches!(conn.phase, Phase::Open { .. })
+        && !conn.rbuf.is_empty()
+        && conn.pending_output() < rt.session.write_buffer
+    {
+        feed_session(conn, env, 0, now);
+    }
+    let mut reads = 0;
+    let mut paused = false;
+    loop {
+        if !wants_read(conn, &rt) {
+            paused = !conn.read_eof;
+            break;
+        }
+        if reads == MAX_READS_PER_TURN {
+            env.ready.push(id);
+            break;
+        }
+        reads += 1;
+        match conn.read_into(&mut env.readbuf) {
+            ReadOutcome::Data(n) => {
+                conn.received_any = true;
+                on_data(conn, env, id, n, now);
+            }
+            ReadOutcome::WouldBlock => break,
+            ReadOutcome::Eof => {
+                conn.read_eof = true;
+                break;
+            }
+            ReadOutcome::Failed => return false,
+        }
+    }
+    if let Phase::Open { session, .. } = &conn.phase {
+        if session.state() != SessionState::Open {
+            conn.closing = true;
+        }
+    }
+    if conn.flush().is_err() {
+        return false;
+    }
+    let pending = conn.pending_output();
+    if pending >= rt.session.write_buffer {
+        conn.over_limit_since.get_or_insert(now);
+    } else {
+        conn.over_limit_since = None;
+        if pending == 0 && conn.wbuf.capacity() > KEEP_CAPACITY {
+            conn.wbuf = Vec::new();
+        }
+        // Reading stopped for backpressure and the output has since drained below
+        // its limit: come back next turn (edge-triggered readiness will not repeat).
+        if paused && wants_read(conn, &rt) {
+            env.ready.push(id);
+        }
+    }
+    if conn.closing && !conn.write_shut && conn.output_drained() {
+        conn.shutdown_write();
+        conn.linger_until = Some(now + rt.session.close_linger);
+    }
+    if conn.read_eof {
+        // The peer is done. Whatever could be flushed has been; the session (if any)
+        // saw no close frame if it is still Open: an abnormal closure (1006).
+        return false;
+    }
+    true
+}
+
+/// Handles a fired timer. Returns false to drop the connection.
+fn on_timer(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant) -> bool {
+    if conn.linger_until.is_some_and(|t| now >= t) {
+        return false;
+    }
+    match &mut conn.phase {
+        Phase::Handshake { deadline, .. } if now >= *deadline => {
+            // Slowloris: the whole request must arrive within handshake_timeout.
+            if !conn.received_any {
+                return false;
+            }
+            reject(conn, env, id, Reject::HandshakeTimeout, None);
+        }
+        Phase::Open { session, .. } => {
+            session.handle_timeout(now, &mut conn.wbuf);
+            if conn
+                .over_limit_since
+                .is_some_and(|t| now >= t + env.rt.session.idle_timeout)
+            {
+                // SPEC §5: output above write_buffer for idle_timeout.
+                session.close(1008, "slow consumer", &mut conn.wbuf);
+                conn.over_limit_since = None;
+                conn.closing = true;
+                // The peer is not reading: do not wait for the close frame to drain.
+                conn.linger_until = Some(now + env.rt.session.close_linger);
+            }
+        }
+        _ => {}
+    }
+    true
+}
+
+/// Routes freshly read bytes (at the start of `env.readbuf`) by phase.
+fn on_data(conn: &mut Conn, env: &mut Env, id: ConnId, n: usize, now: Instant) {
+    match &mut conn.phase {
+        Phase::Handshake { reader, .. } => {
+            conn.rbuf.extend_from_slice(&env.readbuf[..n]);
+            match reader.poll(&conn.rbuf, env.rt.max_request_bytes) {
+                Ok(None) => {}
+                Ok(Some(head_len)) => handshake(conn, env, id, head_len, now),
+                Err(e) => reject(conn, env, id, e.reject(), None),
+            }
+        }
+        Phase::Open { .. } => feed_session(conn, env, n, now),
+        // Discarded: after our answer or close, input only needs draining.
+        Phase::Rejected => {}
+    }
+}
+
+/// Feeds the session: `n` new bytes at the start of `env.readbuf`, after any bytes
+/// kept in `conn.rbuf`. Complete messages go to the echo backend.
+fn feed_session(conn: &mut Conn, env: &mut Env, n: usize, now: Instant) {
+    let Phase::Open { session, .. } = &mut conn.phase else {
+        return;
+    };
+    let echo = crate::backend::echo::on_message;
+    if conn.rbuf.is_empty() {
+        // Common case: process straight from the worker's buffer, keep only the tail.
+        let input = &mut env.readbuf[..n];
+        let used = session.handle_input(input, now, &mut conn.wbuf, echo);
+        conn.rbuf.extend_from_slice(&env.readbuf[used..n]);
+    } else {
+        conn.rbuf.extend_from_slice(&env.readbuf[..n]);
+        let used = session.handle_input(&mut conn.rbuf, now, &mut conn.wbuf, echo);
+        conn.rbuf.drain(..used);
+    }
+    if conn.rbuf.is_empty() && conn.rbuf.capacity() > KEEP_CAPACITY {
+        conn.rbuf = Vec::new();
+    }
+}
+
+/// Queues an HTTP rejection and moves to flushing it.
+fn reject(conn: &mut Conn, env: &Env, id: ConnId, r: Reject, target: Option<&str>) {
+    conn.wbuf.clear();
+    r.write(&mut conn.wbuf);
+    warn!(
+        "conn={}.{} peer={} target={} rejected status={} reason={}",
+        env.index,
+        id.index,
+        conn.peer,
+        target.unwrap_or("-"),
+        r.status(),
+        r.reason_label()
+    );
+    conn.rbuf = Vec::new();
+    conn.phase = Phase::Rejected;
+    conn.closing = true;
+}
+
+/// The request head is complete: parse, decide, answer.
+fn handshake(conn: &mut Conn, env: &mut Env, id: ConnId, head_len: usize, now: Instant) {
+    let rt = env.rt.clone();
+    let outcome = {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let head = match parse_head(&conn.rbuf[..head_len], &mut headers) {
+            Ok(h) => h,
+            Err(e) => {
+                let r = e.reject();
+                reject(conn, env, id, r, None);
+                return;
+            }
+        };
+        let names: Vec<&str> = rt.token_query_names.iter().map(String::as_str).collect();
+        let target = crate::log::enabled(crate::log::Level::Warn)
+            .then(|| crate::log::redacted_target(head.path, head.query, &names));
+        let upgrade = match validate_upgrade(&head) {
+            Ok(u) => u,
+            Err(e) => {
+                let r = e.reject();
+                reject(conn, env, id, r, target.as_deref());
+                return;
+            }
+        };
+        let mut ctx = Ctx {
+            peer: conn.peer.ip(),
+            now,
+            now_unix: clock::unix_now(),
+            open_connections: env.shared.open.load(Ordering::Relaxed),
+            draining: env.draining || env.shared.draining.load(Ordering::Relaxed),
+            ips: &env.shared.ips,
+            subjects: &env.shared.subjects,
+            scratch: &mut env.scratch,
+            token_buf: &mut env.token_buf,
+        };
+        match rt.gate.decide(&head, &upgrade, &mut ctx) {
+            Ok(accept) => {
+                let key = accept_key(upgrade.key);
+                conn.wbuf.clear();
+                write_switching_protocols(&mut conn.wbuf, &key, accept.protocol);
+                Ok((accept.route, accept.identity, accept.explain, target))
+            }
+            Err(r) => Err((r, target)),
+        }
+    };
+    match outcome {
+        Err((r, target)) => reject(conn, env, id, r, target.as_deref()),
+        Ok((route, identity, explain, target)) => {
+            let mut session = Session::new(rt.session.clone(), now);
+            info!(
+                "conn={}.{} peer={} target={} route={} sub={} upgraded",
+                env.index,
+                id.index,
+                conn.peer,
+                target.as_deref().unwrap_or("-"),
+                rt.gate.routes[route].path,
+                identity.as_ref().map_or("-", |i| &*i.sub)
+            );
+            if let Some((code, reason)) = explain {
+                // auth.explain_to_browsers: tell the script why, then close.
+                session.close(code, reason, &mut conn.wbuf);
+            }
+            conn.identity = identity;
+            conn.rbuf.drain(..head_len);
+            conn.phase = Phase::Open { session, route };
+            // Bytes that followed the head in the same read are frames (SPEC §4).
+            if !conn.rbuf.is_empty() {
+                feed_session(conn, env, 0, now);
+            }
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! SPEC §4 rows that need no token, through real sockets.
+
+use std::io::{Read, Write};
+
+use crate::support::*;
+
+/// A public echo route and a protected one, with generous limits.
+pub fn public_config(extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = ["127.0.0.1:0"]
+workers = 2
+
+[[route]]
+path = "/echo"
+backend = "echo"
+public = true
+{extra}
+"#
+    )
+}
+
+#[test]
+fn upgrade_and_echo_with_tungstenite() {
+    let gw = Gateway::start(&public_config(""));
+    let (mut ws, resp) = tungstenite::connect(gw.url("/echo")).expect("connect");
+    assert_eq!(resp.status(), 101);
+    ws.send(tungstenite::Message::Text("hello".into()))
+        .expect("send");
+    assert_eq!(
+        ws.read().expect("read"),
+        tungstenite::Message::Text("hello".into())
+    );
+    ws.send(tungstenite::Message::Binary(vec![0u8, 1, 2, 255].into()))
+        .expect("send");
+    assert_eq!(
+        ws.read().expect("read"),
+        tungstenite::Message::Binary(vec![0u8, 1, 2, 255].into())
+    );
+    ws.close(None).expect("close");
+    loop {
+        match ws.read() {
+            Ok(tungstenite::Message::Close(_)) => {}
+            Ok(m) => panic!("unexpected {m:?}"),
+            Err(tungstenite::Error::ConnectionClosed) => break,
+            Err(e) => panic!("close: {e}"),
+        }
+    }
+}
+
+#[test]
+fn accept_key_is_rfc6455_section_1_3() {
+    let gw = Gateway::start(&public_config(""));
+    let (r, _s) = request(&gw, upgrade_request("/echo", &[]).as_bytes());
+    assert_eq!(r.status, 101);
+    // RFC 6455 §1.3: key "dGhlIHNhbXBsZSBub25jZQ==" -> this accept value.
+    assert_eq!(
+        r.header("sec-websocket-accept"),
+        Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+    );
+    assert_eq!(r.header("sec-websocket-protocol"), None);
+}
+
+fn assert_rejected(gw: &Gateway, req: &[u8], status: u16) -> Response {
+    let (r, mut s) = request(gw, req);
+    assert_eq!(r.status, status, "{r:?}");
+    assert_eq!(r.header("connection"), Some("close"), "{r:?}");
+    assert!(reads_to_eof(&mut s), "socket closed after the response");
+    r
+}
+
+#[test]
+fn malformed_requests_get_400() {
+    let gw = Gateway::start(&public_config(""));
+    // Not HTTP/1.1 at all: a TLS ClientHello on a plain port, the HTTP/2 preface.
+    assert_rejected(
+        &gw,
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage-garbage",
+        400,
+    );
+    assert_rejected(&gw, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400);
+    assert_rejected(&gw, b"GET /echo HTTP/1.0\r\nHost: x\r\n\r\n", 400);
+    // Missing Upgrade / Connection / key; bad key.
+    let no_upgrade = upgrade_request("/echo", &[]).replace("Upgrade: websocket\r\n", "");
+    assert_rejected(&gw, no_upgrade.as_bytes(), 400);
+    let no_conn = upgrade_request("/echo", &[]).replace("Connection: Upgrade\r\n", "");
+    assert_rejected(&gw, no_conn.as_bytes(), 400);
+    let bad_key = upgrade_request("/echo", &[]).replace("dGhlIHNhbXBsZSBub25jZQ==", "c2hvcnQ=");
+    assert_rejected(&gw, bad_key.as_bytes(), 400);
+}
+
+#[test]
+fn method_version_and_route() {
+    let gw = Gateway::start(&public_config(""));
+    let post = upgrade_request("/echo", &[]).replacen("GET", "POST", 1);
+    let r = assert_rejected(&gw, post.as_bytes(), 405);
+    assert_eq!(r.header("allow"), Some("GET"));
+    let v8 = upgrade_request("/echo", &[]).replace("Version: 13", "Version: 8");
+    let r = assert_rejected(&gw, v8.as_bytes(), 426);
+    assert_eq!(r.header("sec-websocket-version"), Some("13"));
+    assert_rejected(&gw, upgrade_request("/nope", &[]).as_bytes(), 404);
+    // The query string is not part of the route match.
+    let (r, _s) = request(&gw, upgrade_request("/echo?x=1", &[]).as_bytes());
+    assert_eq!(r.status, 101);
+}
+
+#[test]
+fn oversized_head_gets_431() {
+    let gw = Gateway::start(&public_config("[limits]\nmax_request_bytes = \"1KiB\"\n"));
+    let big = format!("X-Pad: {}", "a".repeat(2000));
+    assert_rejected(&gw, upgrade_request("/echo", &[&big]).as_bytes(), 431);
+    let many: Vec<String> = (0..70).map(|i| format!("X-H{i}: v")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    let gw2 = Gateway::start(&public_config(""));
+    assert_rejected(&gw2, upgrade_request("/echo", &many).as_bytes(), 431);
+}
+
+#[test]
+fn slowloris_gets_408_or_silent_close() {
+    let gw = Gateway::start(&public_config("[limits]\nhandshake_timeout = \"300ms\"\n"));
+    // Part of a request, then nothing: 408 after handshake_timeout.
+    let mut s = gw.connect();
+    s.write_all(b"GET /echo HTTP/1.1\r\nHost: x\r\n")
+        .expect("write");
+    let r = read_response(&mut s);
+    assert_eq!(r.status, 408);
+    assert!(reads_to_eof(&mut s));
+    // Nothing at all: closed without a response.
+    let mut s = gw.connect();
+    let mut buf = [0u8; 64];
+    assert_eq!(s.read(&mut buf).expect("eof"), 0);
+}
+
+#[test]
+fn max_connections_gives_503() {
+    let gw = Gateway::start(
+        &public_config("").replace("workers = 2", "workers = 2\nmax_connections = 2"),
+    );
+    let _a = open(&gw, "/echo", &[]);
+    let _b = open(&gw, "/echo", &[]);
+    assert_rejected(&gw, upgrade_request("/echo", &[]).as_bytes(), 503);
+}
+
+#[test]
+fn bytes_after_the_head_are_frames() {
+    let gw = Gateway::start(&public_config(""));
+    let mut req = upgrade_request("/echo", &[]).into_bytes();
+    req.extend(client_frame(true, 1, b"early"));
+    let (r, mut s) = request(&gw, &req);
+    assert_eq!(r.status, 101);
+    assert_eq!(read_frame(&mut s), (true, 1, b"early".to_vec()));
+}
+
+#[test]
+fn connections_land_on_every_worker() {
+    let gw = Gateway::start(&public_config("").replace("workers = 2", "workers = 3"));
+    let conns: Vec<_> = (0..6).map(|_| open(&gw, "/echo", &[])).collect();
+    for w in 0..3 {
+        gw.wait_log(&format!("worker={w} accepted"));
+    }
+    drop(conns);
+}

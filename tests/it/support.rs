@@ -1,0 +1,357 @@
+//! Test harness: start the real `wsgate` binary on 127.0.0.1:0 with a config written
+//! to a fresh directory, find its port from its "listening on" log line, and talk to
+//! it through raw sockets or tungstenite.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Upper bound for any single wait in a test; a bound, never a synchronisation.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A fresh, unique directory under the system temp dir (removed on drop).
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("wsgate-it-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+    pub fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.0.join(name);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(&p, contents).expect("write file");
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The path of the binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_wsgate")
+}
+
+/// Runs `wsgate ARGS`, returning (exit code, stdout, stderr).
+pub fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run wsgate");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A running gateway process.
+pub struct Gateway {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub dir: TempDir,
+    log: Arc<Mutex<String>>,
+    lines: crossbeam_channel::Receiver<String>,
+}
+
+impl Gateway {
+    /// Starts `wsgate serve -c <dir>/wsgate.toml` with `config` (which should listen on
+    /// 127.0.0.1:0); `dir` may already hold key files the config names.
+    pub fn start_in(dir: TempDir, config: &str) -> Gateway {
+        let cfg = dir.write("wsgate.toml", config);
+        let mut child = Command::new(bin())
+            .args(["serve", "-c"])
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn wsgate");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().expect("log lock").push_str(&line);
+                sink.lock().expect("log lock").push('\n');
+                let _ = tx.send(line);
+            }
+        });
+        let addr = loop {
+            match rx.recv_timeout(WAIT) {
+                Ok(line) => {
+                    if let Some(rest) = line.split("listening on ").nth(1) {
+                        let a = rest.split_whitespace().next().expect("addr");
+                        break a.parse().expect("listen addr");
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let status = child.wait().ok();
+                    panic!(
+                        "gateway did not start ({status:?}); log:\n{}",
+                        log.lock().expect("log lock")
+                    );
+                }
+            }
+        };
+        Gateway {
+            child,
+            addr,
+            dir,
+            log,
+            lines: rx,
+        }
+    }
+
+    /// Starts with a config and no extra files.
+    pub fn start(config: &str) -> Gateway {
+        Gateway::start_in(TempDir::new(), config)
+    }
+
+    /// Everything logged so far.
+    pub fn logs(&self) -> String {
+        self.log.lock().expect("log lock").clone()
+    }
+
+    /// Waits (bounded) for a log line containing `needle`; returns it.
+    pub fn wait_log(&self, needle: &str) -> String {
+        if let Some(l) = self.logs().lines().find(|l| l.contains(needle)) {
+            return l.to_string();
+        }
+        loop {
+            match self.lines.recv_timeout(WAIT) {
+                Ok(l) if l.contains(needle) => return l,
+                Ok(_) => {}
+                Err(_) => panic!("no log line containing {needle:?}; log:\n{}", self.logs()),
+            }
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    /// A raw TCP connection with read/write timeouts.
+    pub fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(self.addr).expect("connect");
+        s.set_read_timeout(Some(WAIT)).expect("timeout");
+        s.set_write_timeout(Some(WAIT)).expect("timeout");
+        s.set_nodelay(true).expect("nodelay");
+        s
+    }
+
+    /// Sends a signal to the gateway process.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY-free: plain libc call through std's process id.
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits (bounded) for exit; returns the exit code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                return st.code();
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal valid upgrade request for `path` with extra header lines.
+pub fn upgrade_request(path: &str, extra: &[&str]) -> String {
+    let mut r = format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+    );
+    for h in extra {
+        r.push_str(h);
+        r.push_str("\r\n");
+    }
+    r.push_str("\r\n");
+    r
+}
+
+/// A parsed HTTP response head plus body (read until the head, then Content-Length).
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads one HTTP response from `s`. For a 101, stops after the head.
+pub fn read_response(s: &mut TcpStream) -> Response {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(0) => break,
+            Ok(_) => buf.push(byte[0]),
+            Err(e) => panic!(
+                "reading response: {e}; got {:?}",
+                String::from_utf8_lossy(&buf)
+            ),
+        }
+    }
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let mut lines = text.split("\r\n");
+    let status_line = lines.next().unwrap_or("");
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers: Vec<(String, String)> = lines
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let mut resp = Response {
+        status,
+        headers,
+        body: String::new(),
+    };
+    if status != 101 {
+        let len: usize = resp
+            .header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0; len];
+        s.read_exact(&mut body).expect("body");
+        resp.body = String::from_utf8_lossy(&body).into_owned();
+    }
+    resp
+}
+
+/// Sends `req` on a new connection and reads the response.
+pub fn request(gw: &Gateway, req: &[u8]) -> (Response, TcpStream) {
+    let mut s = gw.connect();
+    s.write_all(req).expect("send request");
+    let r = read_response(&mut s);
+    (r, s)
+}
+
+/// Reads until EOF (bounded by the socket timeout); true if the peer closed cleanly.
+pub fn reads_to_eof(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+/// A masked client frame.
+pub fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let key = [0x37, 0xfa, 0x21, 0x3d];
+    let mut out = vec![(u8::from(fin) << 7) | opcode];
+    let len = payload.len();
+    if len < 126 {
+        out.push(0x80 | len as u8);
+    } else if len <= 0xffff {
+        out.push(0x80 | 126);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.push(0x80 | 127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    out.extend_from_slice(&key);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    out
+}
+
+/// One server frame: (fin, opcode, payload). Panics if the frame is masked.
+pub fn read_frame(s: &mut TcpStream) -> (bool, u8, Vec<u8>) {
+    let mut h = [0u8; 2];
+    s.read_exact(&mut h).expect("frame header");
+    assert_eq!(h[1] & 0x80, 0, "server frames must not be masked");
+    let len = match h[1] & 0x7f {
+        126 => {
+            let mut b = [0u8; 2];
+            s.read_exact(&mut b).expect("len16");
+            u16::from_be_bytes(b) as usize
+        }
+        127 => {
+            let mut b = [0u8; 8];
+            s.read_exact(&mut b).expect("len64");
+            u64::from_be_bytes(b) as usize
+        }
+        n => n as usize,
+    };
+    let mut payload = vec![0; len];
+    s.read_exact(&mut payload).expect("payload");
+    (h[0] & 0x80 != 0, h[0] & 0x0f, payload)
+}
+
+/// Reads frames until a close frame; returns its code (None for an empty close).
+pub fn read_close(s: &mut TcpStream) -> (Option<u16>, String) {
+    loop {
+        let (_, op, p) = read_frame(s);
+        if op == 8 {
+            if p.len() >= 2 {
+                return (
+                    Some(u16::from_be_bytes([p[0], p[1]])),
+                    String::from_utf8_lossy(&p[2..]).into_owned(),
+                );
+            }
+            return (None, String::new());
+        }
+    }
+}
+
+/// Opens a WebSocket with raw bytes; asserts the 101.
+pub fn open(gw: &Gateway, path: &str, extra: &[&str]) -> TcpStream {
+    let (r, s) = request(gw, upgrade_request(path, extra).as_bytes());
+    assert_eq!(r.status, 101, "expected 101, got {r:?}");
+    s
+}
