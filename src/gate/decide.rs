@@ -40,7 +40,7 @@ impl Identity {
         Identity {
             sub: c.sub.as_ref().into(),
             scopes: c.scopes().map(Into::into).collect(),
-            kid: c.kid.as_deref().map(Into::into),
+            kid: c.kid.map(Into::into),
             exp: c.exp,
             iat: c.iat,
             jti: c.jti.as_deref().map(Into::into),

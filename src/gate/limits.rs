@@ -90,7 +90,7 @@ mod tests {
 
     #[test]
     fn burst_then_refill() {
-        let t0 = Instant::now();
+        let t0 = crate::fuzzing::virtual_epoch();
         let mut b = TokenBucket::new(3, t0);
         assert!(b.try_take(1, t0));
         assert!(b.try_take(1, t0));
@@ -108,7 +108,7 @@ mod tests {
 
     #[test]
     fn zero_rate_is_unlimited() {
-        let t0 = Instant::now();
+        let t0 = crate::fuzzing::virtual_epoch();
         let mut b = TokenBucket::new(0, t0);
         for _ in 0..1000 {
             assert!(b.try_take(u64::MAX, t0));
@@ -117,7 +117,7 @@ mod tests {
 
     #[test]
     fn more_than_burst_never_fits() {
-        let t0 = Instant::now();
+        let t0 = crate::fuzzing::virtual_epoch();
         let mut b = TokenBucket::new(10, t0);
         assert!(!b.try_take(11, t0 + Duration::from_secs(60)));
     }
@@ -370,7 +370,7 @@ mod table_tests {
 
     #[test]
     fn connections_counted_from_accept() {
-        let t0 = Instant::now();
+        let t0 = crate::fuzzing::virtual_epoch();
         let t = IpTable::new(budget());
         let ip: IpAddr = "10.0.0.1".parse().expect("ip");
         t.connection_opened(ip, t0);
@@ -384,7 +384,7 @@ mod table_tests {
 
     #[test]
     fn handshake_bucket_and_auth_failures() {
-        let t0 = Instant::now();
+        let t0 = crate::fuzzing::virtual_epoch();
         let t = IpTable::new(budget());
         let ip: IpAddr = "10.0.0.2".parse().expect("ip");
         for _ in 0..3 {

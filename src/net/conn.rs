@@ -24,7 +24,7 @@ pub enum Phase {
     /// Upgraded: frames both ways.
     Open {
         /// The RFC 6455 state machine.
-        session: Session,
+        session: Box<Session>,
         /// Index of the route in the gate.
         route: usize,
     },

@@ -66,7 +66,7 @@ pub fn build_runtime(config: &Config) -> Result<Runtime, String> {
         idle_timeout: l.idle_timeout,
         messages_per_sec: l.messages,
         bytes_per_sec: l.bytes,
-        write_buffer: usize::try_from(l.write_buffer).unwrap_or(usize::MAX),
+        write_buffer: l.write_buffer,
         close_linger: CLOSE_LINGER,
     };
     let tls = match &config.tls {
@@ -96,7 +96,7 @@ pub fn build_runtime(config: &Config) -> Result<Runtime, String> {
         ),
         session,
         handshake_timeout: l.handshake_timeout,
-        max_request_bytes: usize::try_from(l.max_request_bytes).unwrap_or(usize::MAX),
+        max_request_bytes: l.max_request_bytes,
         shutdown_grace: config.server.shutdown_grace,
         token_query_names,
         max_token_bytes: config.auth.max_token_bytes,

@@ -55,7 +55,7 @@ mod tests {
 
     #[test]
     fn pops_in_deadline_order_only_when_due() {
-        let t0 = Instant::now();
+        let t0 = crate::fuzzing::virtual_epoch();
         let mut t = Timers::default();
         let a = ConnId {
             index: 1,

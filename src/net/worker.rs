@@ -596,7 +596,7 @@ fn handshake(conn: &mut Conn, env: &mut Env, id: ConnId, head_len: usize, now: I
     match outcome {
         Err((r, target)) => reject(conn, env, id, r, target.as_deref()),
         Ok((route, identity, explain, target)) => {
-            let mut session = Session::new(rt.session.clone(), now);
+            let mut session = Box::new(Session::new(rt.session, now));
             info!(
                 "conn={}.{} peer={} target={} route={} sub={} upgraded",
                 env.index,
