@@ -447,9 +447,14 @@ fn step(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant, timer: bool) -
             env.ready.push(id);
         }
     }
-    if conn.closing && !conn.write_shut && conn.output_drained() {
-        conn.shutdown_write();
-        conn.linger_until = Some(now + rt.session.close_linger);
+    if conn.closing {
+        // One bound for the whole goodbye: flushing the last bytes to a peer that may
+        // not read, then waiting for its FIN. Never extended.
+        conn.linger_until
+            .get_or_insert(now + rt.session.close_linger);
+        if !conn.write_shut && conn.output_drained() {
+            conn.shutdown_write();
+        }
     }
     if conn.read_eof {
         // The peer is done. Whatever could be flushed has been; the session (if any)
@@ -482,8 +487,6 @@ fn on_timer(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant) -> bool {
                 session.close(1008, "slow consumer", &mut conn.wbuf);
                 conn.over_limit_since = None;
                 conn.closing = true;
-                // The peer is not reading: do not wait for the close frame to drain.
-                conn.linger_until = Some(now + env.rt.session.close_linger);
             }
         }
         _ => {}
