@@ -15,6 +15,7 @@ use crate::config::{Route, Source};
 use crate::gate::limits::{IpRefusal, IpTable, SubjectTable};
 use crate::gate::origin::{OriginPolicy, OriginVerdict};
 use crate::gate::reject::Reject;
+use crate::proto::error::ProtocolError;
 use crate::proto::http::fields;
 use crate::proto::http::request::{RequestHead, Upgrade};
 
@@ -58,7 +59,7 @@ pub struct Accept<'b> {
     /// The verified identity (None on public routes).
     pub identity: Option<Identity>,
     /// `auth.explain_to_browsers`: upgrade, then close at once with this code and reason.
-    pub explain: Option<(u16, &'static str)>,
+    pub explain: Option<ProtocolError>,
 }
 
 /// The per-request inputs that are not in the request itself.
@@ -205,12 +206,12 @@ impl Gate {
         };
         let identity = match claims {
             TokenOutcome::Valid(id) => id,
-            TokenOutcome::Explain(code, reason) => {
+            TokenOutcome::Explain(why) => {
                 return Ok(Accept {
                     route: route_index,
                     protocol,
                     identity: None,
-                    explain: Some((code, reason)),
+                    explain: Some(why),
                 });
             }
         };
@@ -226,7 +227,7 @@ impl Gate {
                     route: route_index,
                     protocol,
                     identity: None,
-                    explain: Some((4403, "insufficient scope")),
+                    explain: Some(ProtocolError::InsufficientScope),
                 });
             }
             return Err(Reject::InsufficientScope {
@@ -335,10 +336,10 @@ impl Gate {
                 if explain {
                     match e {
                         TokenError::Expired => {
-                            return Ok(TokenOutcome::Explain(4401, "token expired"))
+                            return Ok(TokenOutcome::Explain(ProtocolError::TokenExpired))
                         }
                         TokenError::NotYetValid => {
-                            return Ok(TokenOutcome::Explain(4401, "token not yet valid"))
+                            return Ok(TokenOutcome::Explain(ProtocolError::TokenNotYetValid))
                         }
                         _ => {}
                     }
@@ -351,7 +352,7 @@ impl Gate {
 
 enum TokenOutcome {
     Valid(Identity),
-    Explain(u16, &'static str),
+    Explain(ProtocolError),
 }
 
 fn invalid(e: &TokenError) -> Reject {
@@ -387,4 +388,55 @@ fn select_protocol<'b>(head: &RequestHead<'_, 'b>, allowed: &[String]) -> Option
         }
     }
     None
+}
+
+/// The prefix that marks an in-band refresh message (SPEC §6). Testing it is all that an
+/// ordinary message costs.
+pub const REFRESH_PREFIX: &[u8] = br#"{"type":"wsgate.refresh""#;
+
+/// `{"type":"wsgate.refresh","token":"<jwt>"}`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefreshMessage<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(borrow)]
+    token: std::borrow::Cow<'a, str>,
+}
+
+impl Gate {
+    /// An in-band refresh (SPEC §6): the new token passes every rule of §4, carries the
+    /// same `sub` and the route's scopes. Returns the new identity, or the reason sent in
+    /// `wsgate.refresh_failed` (the old deadline then stands).
+    pub fn refresh(
+        &self,
+        route: usize,
+        current: &Identity,
+        message: &[u8],
+        now_unix: u64,
+        scratch: &mut Scratch,
+    ) -> Result<Identity, &'static str> {
+        let msg: RefreshMessage<'_> =
+            serde_json::from_slice(message).map_err(|_| "malformed refresh message")?;
+        if msg.kind != "wsgate.refresh" {
+            return Err("malformed refresh message");
+        }
+        let verifier = self.verifier.as_ref().ok_or("no keys configured")?;
+        let claims = verifier
+            .verify(msg.token.as_bytes(), now_unix, scratch)
+            .map_err(|e| e.description())?;
+        let identity = Identity::from_claims(&claims);
+        if identity.sub != current.sub {
+            return Err("subject mismatch");
+        }
+        let route = self.routes.get(route).ok_or("no route")?;
+        if !route
+            .scope
+            .iter()
+            .all(|need| identity.scopes.iter().any(|have| **have == **need))
+        {
+            return Err("insufficient scope");
+        }
+        Ok(identity)
+    }
 }

@@ -75,6 +75,10 @@ pub struct Conn {
     pub received_any: bool,
     /// The verified identity (per-subject count is released when the conn goes).
     pub identity: Option<Identity>,
+    /// SPEC §6: when the token's `exp` (+ leeway) passes; the connection closes 4401.
+    pub token_deadline: Option<Instant>,
+    /// SPEC §6: when `wsgate.expiring` is due (refresh on).
+    pub notice_at: Option<Instant>,
     /// When the connection was accepted.
     pub accepted_at: Instant,
 }

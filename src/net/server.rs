@@ -101,6 +101,9 @@ pub fn build_runtime(config: &Config) -> Result<Runtime, String> {
         token_query_names,
         max_token_bytes: config.auth.max_token_bytes,
         tls,
+        refresh: config.session.refresh == crate::config::Refresh::Message,
+        expiry_notice: config.session.expiry_notice,
+        leeway_secs: config.auth.leeway.as_secs(),
     })
 }
 

@@ -21,13 +21,14 @@ use super::conn::{Conn, Phase, ReadOutcome};
 use super::timer::Timers;
 use super::token::{ConnId, Slab, WAKER};
 use crate::auth::verify::Scratch;
-use crate::gate::decide::{Ctx, Gate};
+use crate::gate::decide::{Ctx, Gate, Identity, REFRESH_PREFIX};
 use crate::gate::limits::{IpTable, SubjectTable};
 use crate::gate::reject::Reject;
+use crate::proto::error::ProtocolError;
 use crate::proto::http::request::{parse_head, validate_upgrade, HeadReader};
 use crate::proto::http::response::write_switching_protocols;
 use crate::proto::ws::accept::accept_key;
-use crate::proto::ws::session::{Session, SessionLimits, SessionState};
+use crate::proto::ws::session::{write_message, MessageKind, Session, SessionLimits, SessionState};
 use crate::{info, warn};
 
 /// Reads per connection per turn before others get theirs (fairness under floods).
@@ -55,6 +56,12 @@ pub struct Runtime {
     pub max_token_bytes: usize,
     /// TLS when `[tls]` is configured.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// SPEC `session.refresh = "message"`.
+    pub refresh: bool,
+    /// SPEC `session.expiry_notice`.
+    pub expiry_notice: Duration,
+    /// SPEC `auth.leeway`, whole seconds.
+    pub leeway_secs: u64,
 }
 
 /// State every worker and the acceptor share.
@@ -236,6 +243,8 @@ impl Worker {
             over_limit_since: None,
             received_any: false,
             identity: None,
+            token_deadline: None,
+            notice_at: None,
             accepted_at: now,
         });
         let Some(conn) = self.conns.get_mut(id) else {
@@ -285,7 +294,8 @@ impl Worker {
                 }
                 Phase::Open { session, .. } => {
                     // SPEC §6: SIGTERM closes every connection with 1001 "going away".
-                    session.close(1001, "going away", &mut conn.wbuf);
+                    let why = ProtocolError::GoingAway;
+                    session.close(why.close_code(), why.reason(), &mut conn.wbuf);
                 }
                 Phase::Rejected => {}
             }
@@ -361,7 +371,13 @@ fn next_deadline(conn: &Conn, rt: &Runtime) -> Option<Instant> {
     };
     match &conn.phase {
         Phase::Handshake { deadline, .. } => consider(Some(*deadline)),
-        Phase::Open { session, .. } => consider(session.poll_timeout()),
+        Phase::Open { session, .. } => {
+            consider(session.poll_timeout());
+            if session.state() == SessionState::Open {
+                consider(conn.token_deadline);
+                consider(conn.notice_at);
+            }
+        }
         Phase::Rejected => {}
     }
     consider(conn.over_limit_since.map(|t| t + rt.session.idle_timeout));
@@ -479,12 +495,28 @@ fn on_timer(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant) -> bool {
         }
         Phase::Open { session, .. } => {
             session.handle_timeout(now, &mut conn.wbuf);
+            if session.state() == SessionState::Open {
+                if conn.token_deadline.is_some_and(|t| now >= t) {
+                    // SPEC §6: at exp (+ leeway), close 4401 "token expired".
+                    let why = ProtocolError::TokenExpired;
+                    session.close(why.close_code(), why.reason(), &mut conn.wbuf);
+                    conn.token_deadline = None;
+                    conn.notice_at = None;
+                } else if conn.notice_at.is_some_and(|t| now >= t) {
+                    conn.notice_at = None;
+                    if let Some(id) = &conn.identity {
+                        let msg = format!(r#"{{"type":"wsgate.expiring","exp":{}}}"#, id.exp);
+                        write_message(&mut conn.wbuf, MessageKind::Text, msg.as_bytes());
+                    }
+                }
+            }
             if conn
                 .over_limit_since
                 .is_some_and(|t| now >= t + env.rt.session.idle_timeout)
             {
                 // SPEC §5: output above write_buffer for idle_timeout.
-                session.close(1008, "slow consumer", &mut conn.wbuf);
+                let why = ProtocolError::SlowConsumer;
+                session.close(why.close_code(), why.reason(), &mut conn.wbuf);
                 conn.over_limit_since = None;
                 conn.closing = true;
             }
@@ -514,23 +546,79 @@ fn on_data(conn: &mut Conn, env: &mut Env, id: ConnId, n: usize, now: Instant) {
 /// Feeds the session: `n` new bytes at the start of `env.readbuf`, after any bytes
 /// kept in `conn.rbuf`. Complete messages go to the echo backend.
 fn feed_session(conn: &mut Conn, env: &mut Env, n: usize, now: Instant) {
-    let Phase::Open { session, .. } = &mut conn.phase else {
+    let Phase::Open { session, route } = &mut conn.phase else {
         return;
     };
-    let echo = crate::backend::echo::on_message;
+    let rt = &*env.rt;
+    let route = *route;
+    let scratch = &mut env.scratch;
+    let identity = &mut conn.identity;
+    let times = (&mut conn.token_deadline, &mut conn.notice_at);
+    let mut on_message = |kind: MessageKind, payload: &[u8], out: &mut Vec<u8>| {
+        if rt.refresh && kind == MessageKind::Text && payload.starts_with(REFRESH_PREFIX) {
+            if let Some(current) = identity.as_mut() {
+                refresh(
+                    rt, route, current, payload, now, scratch, out, times.0, times.1,
+                );
+                return;
+            }
+        }
+        crate::backend::echo::on_message(kind, payload, out);
+    };
     if conn.rbuf.is_empty() {
         // Common case: process straight from the worker's buffer, keep only the tail.
         let input = &mut env.readbuf[..n];
-        let used = session.handle_input(input, now, &mut conn.wbuf, echo);
+        let used = session.handle_input(input, now, &mut conn.wbuf, &mut on_message);
         conn.rbuf.extend_from_slice(&env.readbuf[used..n]);
     } else {
         conn.rbuf.extend_from_slice(&env.readbuf[..n]);
-        let used = session.handle_input(&mut conn.rbuf, now, &mut conn.wbuf, echo);
+        let used = session.handle_input(&mut conn.rbuf, now, &mut conn.wbuf, &mut on_message);
         conn.rbuf.drain(..used);
     }
     if conn.rbuf.is_empty() && conn.rbuf.capacity() > KEEP_CAPACITY {
         conn.rbuf = Vec::new();
     }
+}
+
+/// When the token's connection must close, and when to send `wsgate.expiring`.
+fn token_times(rt: &Runtime, exp: u64, now: Instant, now_unix: u64) -> (Instant, Option<Instant>) {
+    let at = |unix: u64| now + Duration::from_secs(unix.saturating_sub(now_unix));
+    let deadline = at(exp.saturating_add(rt.leeway_secs));
+    // Inside the notice window already (a short token): say so at once.
+    let notice = rt
+        .refresh
+        .then(|| at(exp.saturating_sub(rt.expiry_notice.as_secs())));
+    (deadline, notice)
+}
+
+/// Handles one `wsgate.refresh` message; the reply goes to `out`, never to the backend.
+#[allow(clippy::too_many_arguments)]
+fn refresh(
+    rt: &Runtime,
+    route: usize,
+    current: &mut Identity,
+    payload: &[u8],
+    now: Instant,
+    scratch: &mut Scratch,
+    out: &mut Vec<u8>,
+    deadline: &mut Option<Instant>,
+    notice: &mut Option<Instant>,
+) {
+    let now_unix = clock::unix_now();
+    let reply = match rt.gate.refresh(route, current, payload, now_unix, scratch) {
+        Ok(new) => {
+            let (d, n) = token_times(rt, new.exp, now, now_unix);
+            *deadline = Some(d);
+            *notice = n;
+            let reply = format!(r#"{{"type":"wsgate.refreshed","exp":{}}}"#, new.exp);
+            *current = new;
+            reply
+        }
+        Err(reason) => {
+            serde_json::json!({"type": "wsgate.refresh_failed", "reason": reason}).to_string()
+        }
+    };
+    write_message(out, MessageKind::Text, reply.as_bytes());
 }
 
 /// Queues an HTTP rejection and moves to flushing it.
@@ -554,6 +642,7 @@ fn reject(conn: &mut Conn, env: &Env, id: ConnId, r: Reject, target: Option<&str
 /// The request head is complete: parse, decide, answer.
 fn handshake(conn: &mut Conn, env: &mut Env, id: ConnId, head_len: usize, now: Instant) {
     let rt = env.rt.clone();
+    let now_unix = clock::unix_now();
     let outcome = {
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let head = match parse_head(&conn.rbuf[..head_len], &mut headers) {
@@ -578,7 +667,7 @@ fn handshake(conn: &mut Conn, env: &mut Env, id: ConnId, head_len: usize, now: I
         let mut ctx = Ctx {
             peer: conn.peer.ip(),
             now,
-            now_unix: clock::unix_now(),
+            now_unix,
             open_connections: env.shared.open.load(Ordering::Relaxed),
             draining: env.draining || env.shared.draining.load(Ordering::Relaxed),
             ips: &env.shared.ips,
@@ -609,9 +698,14 @@ fn handshake(conn: &mut Conn, env: &mut Env, id: ConnId, head_len: usize, now: I
                 rt.gate.routes[route].path,
                 identity.as_ref().map_or("-", |i| &*i.sub)
             );
-            if let Some((code, reason)) = explain {
+            if let Some(why) = explain {
                 // auth.explain_to_browsers: tell the script why, then close.
-                session.close(code, reason, &mut conn.wbuf);
+                session.close(why.close_code(), why.reason(), &mut conn.wbuf);
+            }
+            if let Some(id) = &identity {
+                let (deadline, notice) = token_times(&rt, id.exp, now, now_unix);
+                conn.token_deadline = Some(deadline);
+                conn.notice_at = notice;
             }
             conn.identity = identity;
             conn.rbuf.drain(..head_len);

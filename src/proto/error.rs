@@ -39,7 +39,24 @@ pub enum ProtocolError {
     IdleTimeout,
     /// Our `write_buffer`: pending output stayed over the limit (decided by the I/O shell).
     SlowConsumer,
+    /// SIGTERM / SIGINT: the gateway is shutting down (SPEC §6).
+    GoingAway,
+    /// SPEC §6: the connection's token reached `exp` (+ leeway).
+    TokenExpired,
+    /// SPEC §4 `explain_to_browsers`: the token's `nbf` is in the future.
+    TokenNotYetValid,
+    /// SPEC §4 `explain_to_browsers`: the token lacks the route's scope.
+    InsufficientScope,
+    /// SPEC §6: the connection's token was revoked.
+    TokenRevoked,
+    /// SPEC §6: the key that signed the connection's token was removed by a reload.
+    KeyRetired,
 }
+
+/// SPEC §6: 4401 mirrors HTTP 401 ("refresh and reconnect") in the private-use range.
+const TOKEN_UNAUTHORIZED: u16 = 4401;
+/// SPEC §6: 4403 mirrors HTTP 403 ("do not retry") in the private-use range.
+const TOKEN_FORBIDDEN: u16 = 4403;
 
 /// RFC 6455 §7.4.1: 1001, the endpoint is going away.
 const GOING_AWAY: u16 = 1001;
@@ -69,7 +86,11 @@ impl ProtocolError {
             ProtocolError::InvalidUtf8 | ProtocolError::InvalidCloseReason => INVALID_PAYLOAD,
             ProtocolError::FrameTooBig | ProtocolError::MessageTooBig => MESSAGE_TOO_BIG,
             ProtocolError::RateLimited | ProtocolError::SlowConsumer => POLICY_VIOLATION,
-            ProtocolError::IdleTimeout => GOING_AWAY,
+            ProtocolError::IdleTimeout | ProtocolError::GoingAway => GOING_AWAY,
+            ProtocolError::TokenExpired
+            | ProtocolError::TokenNotYetValid
+            | ProtocolError::KeyRetired => TOKEN_UNAUTHORIZED,
+            ProtocolError::InsufficientScope | ProtocolError::TokenRevoked => TOKEN_FORBIDDEN,
         }
     }
 
@@ -93,6 +114,12 @@ impl ProtocolError {
             ProtocolError::RateLimited => "rate limit",
             ProtocolError::IdleTimeout => "idle timeout",
             ProtocolError::SlowConsumer => "slow consumer",
+            ProtocolError::GoingAway => "going away",
+            ProtocolError::TokenExpired => "token expired",
+            ProtocolError::TokenNotYetValid => "token not yet valid",
+            ProtocolError::InsufficientScope => "insufficient scope",
+            ProtocolError::TokenRevoked => "token revoked",
+            ProtocolError::KeyRetired => "key retired",
         }
     }
 }
@@ -101,7 +128,7 @@ impl ProtocolError {
 mod tests {
     use super::*;
 
-    const ALL: [ProtocolError; 17] = [
+    const ALL: [ProtocolError; 23] = [
         ProtocolError::ReservedBitsSet,
         ProtocolError::ReservedOpcode(3),
         ProtocolError::UnmaskedFrame,
@@ -119,6 +146,12 @@ mod tests {
         ProtocolError::RateLimited,
         ProtocolError::IdleTimeout,
         ProtocolError::SlowConsumer,
+        ProtocolError::GoingAway,
+        ProtocolError::TokenExpired,
+        ProtocolError::TokenNotYetValid,
+        ProtocolError::InsufficientScope,
+        ProtocolError::TokenRevoked,
+        ProtocolError::KeyRetired,
     ];
 
     #[test]
@@ -144,7 +177,10 @@ mod tests {
         for e in ALL {
             let code = e.close_code();
             // RFC 6455 §7.4.1: codes we may send; §5.5: 2 + reason <= 125.
-            assert!(matches!(code, 1001 | 1002 | 1007 | 1008 | 1009), "{e:?}");
+            assert!(
+                matches!(code, 1001 | 1002 | 1007 | 1008 | 1009 | 4401 | 4403),
+                "{e:?}"
+            );
             assert!(e.reason().len() <= 123 && e.reason().is_ascii(), "{e:?}");
         }
     }

@@ -45,3 +45,8 @@ fn frame_header_corpus() {
 fn session_corpus() {
     replay("session", wsgate::fuzzing::fuzz_session);
 }
+
+#[test]
+fn jws_corpus() {
+    replay("jws", wsgate::fuzzing::fuzz_jws);
+}

@@ -1,0 +1,180 @@
+//! SPEC §6 on live connections: expiry close, `wsgate.expiring`, in-band refresh.
+
+use std::io::Write;
+use std::time::Duration;
+
+use wsgate::auth::keys::Alg;
+use wsgate::cli::token::{sign, SigningKey};
+
+use crate::support::*;
+
+const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-session-tests";
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+fn token(sub: &str, ttl: u64, scope: &str) -> String {
+    let now = now_unix();
+    let payload = format!(
+        r#"{{"sub":"{sub}","iat":{now},"exp":{},"scope":"{scope}"}}"#,
+        now + ttl
+    );
+    sign(
+        Alg::HS256,
+        &SigningKey::Hmac(SECRET.to_vec()),
+        r#"{"alg":"HS256","typ":"JWT","kid":"hs"}"#,
+        &payload,
+    )
+    .expect("sign")
+}
+
+fn gateway(session: &str) -> Gateway {
+    use base64::Engine as _;
+    let dir = TempDir::new();
+    dir.write(
+        "hs.secret",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(SECRET),
+    );
+    Gateway::start_in(
+        dir,
+        &format!(
+            r#"
+[server]
+listen = ["127.0.0.1:0"]
+workers = 2
+
+[auth]
+leeway = "0s"
+
+[[auth.key]]
+kid = "hs"
+alg = "HS256"
+secret_file = "hs.secret"
+
+[session]
+{session}
+
+[[route]]
+path = "/echo"
+backend = "echo"
+scope = ["echo"]
+"#
+        ),
+    )
+}
+
+fn text(s: &mut std::net::TcpStream, msg: &str) {
+    s.write_all(&client_frame(true, 1, msg.as_bytes()))
+        .expect("send");
+}
+
+fn next_text(s: &mut std::net::TcpStream) -> String {
+    loop {
+        let (_, op, p) = read_frame(s);
+        match op {
+            1 => return String::from_utf8(p).expect("utf8"),
+            9 | 10 => continue,
+            8 => panic!("unexpected close {:?}", p),
+            _ => panic!("unexpected opcode {op}"),
+        }
+    }
+}
+
+#[test]
+fn connection_closes_4401_when_the_token_expires() {
+    let gw = gateway(r#"refresh = "off""#);
+    let t = token("alice", 2, "echo");
+    let mut s = open(&gw, &format!("/echo?access_token={t}"), &[]);
+    text(&mut s, "still here");
+    assert_eq!(next_text(&mut s), "still here");
+    let started = std::time::Instant::now();
+    let (code, reason) = read_close(&mut s);
+    assert_eq!(code, Some(4401));
+    assert_eq!(reason, "token expired");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(!gw.logs().contains(&t), "token must never be logged");
+}
+
+#[test]
+fn expiring_notice_then_refresh_moves_the_deadline() {
+    let gw = gateway(
+        r#"refresh = "message"
+expiry_notice = "60s""#,
+    );
+    let short = token("bob", 3, "echo");
+    let mut s = open(&gw, &format!("/echo?access_token={short}"), &[]);
+    // Inside the notice window from the start: the notice comes at once.
+    let notice: serde_json::Value = serde_json::from_str(&next_text(&mut s)).expect("json");
+    assert_eq!(notice["type"], "wsgate.expiring");
+    let old_exp = notice["exp"].as_u64().expect("exp");
+
+    // A refresh for another subject is refused and the old deadline stands.
+    text(
+        &mut s,
+        &format!(
+            r#"{{"type":"wsgate.refresh","token":"{}"}}"#,
+            token("mallory", 3600, "echo")
+        ),
+    );
+    let failed: serde_json::Value = serde_json::from_str(&next_text(&mut s)).expect("json");
+    assert_eq!(failed["type"], "wsgate.refresh_failed");
+    assert_eq!(failed["reason"], "subject mismatch");
+
+    // Lacking the route's scope: refused too.
+    text(
+        &mut s,
+        &format!(
+            r#"{{"type":"wsgate.refresh","token":"{}"}}"#,
+            token("bob", 3600, "other")
+        ),
+    );
+    let failed: serde_json::Value = serde_json::from_str(&next_text(&mut s)).expect("json");
+    assert_eq!(failed["reason"], "insufficient scope");
+
+    let long = token("bob", 3600, "echo");
+    text(
+        &mut s,
+        &format!(r#"{{"type":"wsgate.refresh","token":"{long}"}}"#),
+    );
+    let ok: serde_json::Value = serde_json::from_str(&next_text(&mut s)).expect("json");
+    assert_eq!(ok["type"], "wsgate.refreshed");
+    assert!(ok["exp"].as_u64().expect("exp") > old_exp + 3000);
+
+    // Past the first token's exp the connection still echoes.
+    while now_unix() <= old_exp + 1 {
+        text(&mut s, "ping");
+        assert_eq!(next_text(&mut s), "ping");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    text(&mut s, "after");
+    assert_eq!(next_text(&mut s), "after");
+}
+
+#[test]
+fn refresh_messages_are_ordinary_when_refresh_is_off() {
+    let gw = gateway(r#"refresh = "off""#);
+    let t = token("carol", 3600, "echo");
+    let mut s = open(&gw, &format!("/echo?access_token={t}"), &[]);
+    let msg = r#"{"type":"wsgate.refresh","token":"x"}"#;
+    text(&mut s, msg);
+    assert_eq!(next_text(&mut s), msg);
+}
+
+#[test]
+fn a_bad_refresh_is_answered_and_not_echoed() {
+    let gw = gateway(r#"refresh = "message""#);
+    let t = token("dave", 3600, "echo");
+    let mut s = open(&gw, &format!("/echo?access_token={t}"), &[]);
+    text(&mut s, r#"{"type":"wsgate.refresh","token":"not.a.token"}"#);
+    let failed: serde_json::Value = serde_json::from_str(&next_text(&mut s)).expect("json");
+    assert_eq!(failed["type"], "wsgate.refresh_failed");
+    text(&mut s, r#"{"type":"wsgate.refresh" garbage"#);
+    let failed: serde_json::Value = serde_json::from_str(&next_text(&mut s)).expect("json");
+    assert_eq!(failed["reason"], "malformed refresh message");
+    text(&mut s, "ordinary");
+    assert_eq!(next_text(&mut s), "ordinary");
+}
