@@ -128,7 +128,7 @@ fn serve_file(path: &Path) -> Result<(), Failure> {
         crate::warn!("{w}");
     }
     refuse_unimplemented(&cfg)?;
-    server::serve(&cfg).map_err(Failure::config)
+    server::serve(&cfg, Some(path)).map_err(Failure::config)
 }
 
 /// Parts of SPEC §3 this build parses but does not yet serve: refusing to start beats
@@ -184,5 +184,5 @@ fn serve_demo() -> Result<(), Failure> {
     println!("or with websocat:");
     println!("  websocat '{url}'");
     println!();
-    server::serve(&cfg).map_err(Failure::config)
+    server::serve(&cfg, None).map_err(Failure::config)
 }

@@ -34,11 +34,14 @@ pub struct Identity {
     pub iat: Option<u64>,
     /// The token's `jti`, if any.
     pub jti: Option<Box<str>>,
+    /// Fingerprint of the key that verified it (SIGHUP: "key retired" when it is gone).
+    pub key: u64,
 }
 
 impl Identity {
-    fn from_claims(c: &Claims<'_>) -> Identity {
+    fn from_claims(c: &Claims<'_>, key_fingerprints: &[u64]) -> Identity {
         Identity {
+            key: key_fingerprints.get(c.key_index()).copied().unwrap_or(0),
             sub: c.sub.as_ref().into(),
             scopes: c.scopes().map(Into::into).collect(),
             kid: c.kid.map(Into::into),
@@ -94,6 +97,8 @@ pub struct Gate {
     sources: Vec<Source>,
     explain_to_browsers: bool,
     max_connections: usize,
+    /// One per configured key, in key order: what identifies "the same key" across reloads.
+    pub key_fingerprints: Vec<u64>,
 }
 
 /// A token as found in the request, before percent-decoding.
@@ -112,6 +117,7 @@ impl Gate {
         sources: Vec<Source>,
         explain_to_browsers: bool,
         max_connections: usize,
+        key_fingerprints: Vec<u64>,
     ) -> Gate {
         let by_path = routes
             .iter()
@@ -126,6 +132,7 @@ impl Gate {
             sources,
             explain_to_browsers,
             max_connections,
+            key_fingerprints,
         }
     }
 
@@ -329,7 +336,10 @@ impl Gate {
             }
         };
         match verifier.verify(token, ctx.now_unix, ctx.scratch) {
-            Ok(claims) => Ok(TokenOutcome::Valid(Identity::from_claims(&claims))),
+            Ok(claims) => Ok(TokenOutcome::Valid(Identity::from_claims(
+                &claims,
+                &self.key_fingerprints,
+            ))),
             Err(e) => {
                 // explain_to_browsers: only for correctly signed tokens whose time
                 // is wrong; every other failure stays an HTTP status (SPEC §4).
@@ -425,7 +435,7 @@ impl Gate {
         let claims = verifier
             .verify(msg.token.as_bytes(), now_unix, scratch)
             .map_err(|e| e.description())?;
-        let identity = Identity::from_claims(&claims);
+        let identity = Identity::from_claims(&claims, &self.key_fingerprints);
         if identity.sub != current.sub {
             return Err("subject mismatch");
         }

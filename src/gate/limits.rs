@@ -156,8 +156,8 @@ struct IpEntry {
 pub struct IpTable {
     shards: Vec<Mutex<Shard<IpAddr, IpEntry>>>,
     hasher: std::collections::hash_map::RandomState,
-    /// Rates and caps; replaced as a whole on reload.
-    pub budget: IpBudget,
+    /// Rates and caps; replaced as a whole on reload (new entries use the new rates).
+    budget: Mutex<IpBudget>,
 }
 
 /// The configured per-IP budgets.
@@ -198,12 +198,28 @@ pub enum IpRefusal {
 }
 
 impl IpTable {
+    /// The budgets in force.
+    pub fn budget(&self) -> IpBudget {
+        *self
+            .budget
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Replaces the budgets (SIGHUP); existing buckets keep their rate until refilled.
+    pub fn set_budget(&self, budget: IpBudget) {
+        *self
+            .budget
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = budget;
+    }
+
     /// An empty table with the given budgets.
     pub fn new(budget: IpBudget) -> IpTable {
         IpTable {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             hasher: Default::default(),
-            budget,
+            budget: Mutex::new(budget),
         }
     }
 
@@ -228,7 +244,7 @@ impl IpTable {
             });
             shard.sweep_at = (shard.map.len() * 2).max(1024);
         }
-        let budget = self.budget;
+        let budget = self.budget();
         shard.map.entry(ip).or_insert_with(|| IpEntry {
             connections: 0,
             handshakes: TokenBucket::new(budget.handshakes_per_sec, now),
@@ -257,7 +273,7 @@ impl IpTable {
     /// The per-IP step of the handshake (SPEC §4 order: connections, handshakes,
     /// failed-token budget). Takes one handshake token when it passes.
     pub fn admit_handshake(&self, ip: IpAddr, now: Instant) -> Result<(), IpRefusal> {
-        let budget = self.budget;
+        let budget = self.budget();
         let mut shard = self.shard(&ip);
         let e = self.entry(&mut shard, ip, now);
         if budget.connections > 0 && e.connections > budget.connections {

@@ -54,6 +54,31 @@ pub fn build_verifier(config: &Config) -> Result<Option<Verifier>, String> {
     }))
 }
 
+/// A stable fingerprint per configured key (algorithm, kid and material), so that a
+/// reload can tell which keys it removed. Never printed.
+fn key_fingerprints(config: &Config) -> Vec<u64> {
+    config
+        .auth
+        .keys
+        .iter()
+        .map(|k| {
+            let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+            ctx.update(k.alg.as_bytes());
+            ctx.update(&[0]);
+            ctx.update(k.kid.as_deref().unwrap_or("").as_bytes());
+            ctx.update(&[0]);
+            match &k.material {
+                KeyMaterial::Ed25519Spki(der) => ctx.update(der),
+                KeyMaterial::HmacSecret(secret) => ctx.update(secret),
+            }
+            let d = ctx.finish();
+            let mut first = [0u8; 8];
+            first.copy_from_slice(&d.as_ref()[..8]);
+            u64::from_le_bytes(first)
+        })
+        .collect()
+}
+
 /// Everything a worker needs from one configuration.
 pub fn build_runtime(config: &Config) -> Result<Runtime, String> {
     let verifier = build_verifier(config)?;
@@ -93,6 +118,7 @@ pub fn build_runtime(config: &Config) -> Result<Runtime, String> {
             config.auth.sources.clone(),
             config.auth.explain_to_browsers,
             config.server.max_connections,
+            key_fingerprints(config),
         ),
         session,
         handshake_timeout: l.handshake_timeout,
@@ -120,6 +146,7 @@ pub struct Running {
     )>,
     acceptor: Option<(Arc<mio::Waker>, JoinHandle<()>)>,
     grace: Duration,
+    listen: Vec<SocketAddr>,
 }
 
 /// Binds and starts workers and the acceptor.
@@ -181,10 +208,50 @@ pub fn start(config: &Config) -> Result<Running, String> {
         workers,
         acceptor: Some((stop, acceptor_join)),
         grace: config.server.shutdown_grace,
+        listen: config.server.listen.clone(),
     })
 }
 
 impl Running {
+    /// SIGHUP (SPEC §6): reload keys, certificates, origin lists and limits as one swap.
+    /// A config that does not load or build is reported and the old one stays.
+    pub fn reload(&self, path: &std::path::Path) {
+        let config = match crate::config::load(path) {
+            Ok(c) => c,
+            Err(errors) => {
+                for line in errors.to_string().lines() {
+                    warn!("reload failed, keeping the running configuration: {line}");
+                }
+                return;
+            }
+        };
+        let rt = match build_runtime(&config) {
+            Ok(rt) => Arc::new(rt),
+            Err(e) => {
+                warn!("reload failed, keeping the running configuration: {e}");
+                return;
+            }
+        };
+        if config.server.listen != self.listen {
+            warn!("reload: server.listen changes take effect at the next restart");
+        }
+        let l = &config.limits;
+        self.shared.ips.set_budget(IpBudget {
+            connections: l.per_ip_connections,
+            handshakes_per_sec: l.per_ip_handshakes,
+            auth_failures_per_sec: l.per_ip_auth_failures,
+        });
+        self.shared
+            .subjects
+            .limit
+            .store(l.per_subject_connections as usize, Ordering::Relaxed);
+        for (tx, waker, _) in &self.workers {
+            let _ = tx.send(Command::Reload(rt.clone()));
+            let _ = waker.wake();
+        }
+        info!("reloaded {}", path.display());
+    }
+
     /// Graceful shutdown (SPEC §6): stop accepting, close every connection with 1001,
     /// wait for the workers at most `shutdown_grace` (they enforce it themselves).
     pub fn shutdown(mut self) {
@@ -205,7 +272,8 @@ impl Running {
 }
 
 /// `wsgate serve`: runs until SIGTERM or SIGINT, then shuts down gracefully.
-pub fn serve(config: &Config) -> Result<(), String> {
+pub fn serve(config: &Config, config_path: Option<&std::path::Path>) -> Result<(), String> {
+    let config_path = config_path.map(std::path::Path::to_path_buf);
     // Signals are registered before any thread starts so none of them inherits a
     // default disposition that would kill the process on SIGHUP.
     let mut signals =
@@ -213,7 +281,10 @@ pub fn serve(config: &Config) -> Result<(), String> {
     let running = start(config)?;
     for sig in signals.forever() {
         match sig {
-            SIGHUP => warn!("SIGHUP: configuration reload is not implemented yet; ignored"),
+            SIGHUP => match &config_path {
+                Some(path) => running.reload(path),
+                None => warn!("SIGHUP: nothing to reload (no config file)"),
+            },
             _ => {
                 info!("signal {sig}: draining");
                 break;

@@ -86,6 +86,9 @@ pub enum Command {
     Conn(TcpStream, SocketAddr),
     /// Begin graceful shutdown.
     Drain,
+    /// SIGHUP: a new configuration generation for new handshakes; live connections whose
+    /// key is gone are closed 4401 "key retired".
+    Reload(Arc<Runtime>),
 }
 
 /// How the acceptor and the main thread reach a worker.
@@ -204,6 +207,7 @@ impl Worker {
             match cmd {
                 Command::Conn(socket, peer) => self.add(socket, peer),
                 Command::Drain => self.drain(),
+                Command::Reload(rt) => self.reload(rt),
             }
         }
     }
@@ -301,6 +305,38 @@ impl Worker {
             }
             self.drive(id, false);
         }
+    }
+
+    fn reload(&mut self, rt: Arc<Runtime>) {
+        self.env.rt = rt;
+        if self.env.rt.max_token_bytes > self.env.scratch.max_token_bytes() {
+            self.env.scratch = Scratch::new(self.env.rt.max_token_bytes);
+        }
+        // A reload is rare and operator-driven: a pass over this worker's connections
+        // is the simplest correct way to find the retired keys' sessions.
+        let keys = self.env.rt.gate.key_fingerprints.clone();
+        let mut retired = 0usize;
+        for id in self.conns.ids() {
+            let Some(conn) = self.conns.get_mut(id) else {
+                continue;
+            };
+            let Phase::Open { session, .. } = &mut conn.phase else {
+                continue;
+            };
+            let Some(identity) = &conn.identity else {
+                continue;
+            };
+            if session.state() == SessionState::Open && !keys.contains(&identity.key) {
+                let why = ProtocolError::KeyRetired;
+                session.close(why.close_code(), why.reason(), &mut conn.wbuf);
+                retired += 1;
+                self.drive(id, false);
+            }
+        }
+        info!(
+            "worker {}: configuration reloaded; {retired} connections closed (key retired)",
+            self.env.index
+        );
     }
 
     /// One pass over a connection: timers (if `timer`), reads, processing, writes,

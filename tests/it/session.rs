@@ -178,3 +178,77 @@ fn a_bad_refresh_is_answered_and_not_echoed() {
     text(&mut s, "ordinary");
     assert_eq!(next_text(&mut s), "ordinary");
 }
+
+fn token_with(kid: &str, secret: &[u8], sub: &str) -> String {
+    let now = now_unix();
+    let payload = format!(
+        r#"{{"sub":"{sub}","iat":{now},"exp":{},"scope":"echo"}}"#,
+        now + 3600
+    );
+    sign(
+        Alg::HS256,
+        &SigningKey::Hmac(secret.to_vec()),
+        &format!(r#"{{"alg":"HS256","typ":"JWT","kid":"{kid}"}}"#),
+        &payload,
+    )
+    .expect("sign")
+}
+
+fn two_key_config(keys: &[&str]) -> String {
+    let mut cfg = String::from(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = 2\n\n[[route]]\npath = \"/echo\"\nbackend = \"echo\"\nscope = [\"echo\"]\n",
+    );
+    for k in keys {
+        cfg.push_str(&format!(
+            "\n[[auth.key]]\nkid = \"{k}\"\nalg = \"HS256\"\nsecret_file = \"{k}.secret\"\n"
+        ));
+    }
+    cfg
+}
+
+#[test]
+fn sighup_retires_removed_keys_and_keeps_the_rest() {
+    use base64::Engine as _;
+    let a = b"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".to_vec();
+    let b = b"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb".to_vec();
+    let dir = TempDir::new();
+    let enc = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    dir.write("a.secret", enc.encode(&a));
+    dir.write("b.secret", enc.encode(&b));
+    let gw = Gateway::start_in(dir, &two_key_config(&["a", "b"]));
+    let mut sa = open(
+        &gw,
+        &format!("/echo?access_token={}", token_with("a", &a, "ann")),
+        &[],
+    );
+    let mut sb = open(
+        &gw,
+        &format!("/echo?access_token={}", token_with("b", &b, "ben")),
+        &[],
+    );
+
+    // A broken config is reported and changes nothing.
+    gw.dir.write("wsgate.toml", "this is not toml = = =");
+    gw.signal(1);
+    gw.wait_log("reload failed");
+    text(&mut sb, "b still open");
+    assert_eq!(next_text(&mut sb), "b still open");
+
+    // Key b removed: its session closes 4401 "key retired"; a's stays.
+    gw.dir.write("wsgate.toml", two_key_config(&["a"]));
+    gw.signal(1);
+    let (code, reason) = read_close(&mut sb);
+    assert_eq!((code, reason.as_str()), (Some(4401), "key retired"));
+    text(&mut sa, "a still open");
+    assert_eq!(next_text(&mut sa), "a still open");
+    // New handshakes with key b are refused now.
+    let (r, _) = request(
+        &gw,
+        upgrade_request(
+            &format!("/echo?access_token={}", token_with("b", &b, "ben")),
+            &[],
+        )
+        .as_bytes(),
+    );
+    assert_eq!(r.status, 401);
+}
