@@ -11,4 +11,5 @@ pub mod claims;
 pub mod error;
 pub mod jws;
 pub mod keys;
+pub mod revocation;
 pub mod verify;

@@ -7,9 +7,12 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::RwLock;
 use std::time::Instant;
 
 use crate::auth::error::TokenError;
+use crate::auth::revocation::{token_lifetime, RevocationSet};
 use crate::auth::verify::{Claims, Scratch, Verifier};
 use crate::config::{Route, Source};
 use crate::gate::limits::{IpRefusal, IpTable, SubjectTable};
@@ -81,6 +84,10 @@ pub struct Ctx<'a> {
     pub ips: &'a IpTable,
     /// Shared per-subject counts.
     pub subjects: &'a SubjectTable,
+    /// Revoked tokens (SPEC §6): a match is 401 "token revoked".
+    pub revocations: &'a RwLock<RevocationSet>,
+    /// The longest token lifetime seen (kept for `sub` revocation retention).
+    pub longest_lifetime: &'a AtomicU64,
     /// The worker's reusable token decode buffer.
     pub scratch: &'a mut Scratch,
     /// The worker's reusable buffer for percent-decoded query tokens.
@@ -336,10 +343,24 @@ impl Gate {
             }
         };
         match verifier.verify(token, ctx.now_unix, ctx.scratch) {
-            Ok(claims) => Ok(TokenOutcome::Valid(Identity::from_claims(
-                &claims,
-                &self.key_fingerprints,
-            ))),
+            Ok(claims) => {
+                let identity = Identity::from_claims(&claims, &self.key_fingerprints);
+                let revoked = ctx
+                    .revocations
+                    .read()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .is_revoked(identity.jti.as_deref(), &identity.sub, identity.iat);
+                if revoked {
+                    return Err(Reject::InvalidToken {
+                        description: TokenError::Revoked.description(),
+                    });
+                }
+                ctx.longest_lifetime.fetch_max(
+                    token_lifetime(identity.exp, identity.iat, ctx.now_unix),
+                    Ordering::Relaxed,
+                );
+                Ok(TokenOutcome::Valid(identity))
+            }
             Err(e) => {
                 // explain_to_browsers: only for correctly signed tokens whose time
                 // is wrong; every other failure stays an HTTP status (SPEC §4).

@@ -2,8 +2,8 @@
 //! the acceptor, and the signal loop on the main thread.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -14,6 +14,7 @@ use super::listener::{self, Acceptor};
 use super::tls;
 use super::worker::{Command, Runtime, Shared, Worker};
 use crate::auth::keys::{Alg, Key, KeySet};
+use crate::auth::revocation::{RetentionPolicy, RevocationSet};
 use crate::auth::verify::{Rules, Verifier};
 use crate::config::{Config, KeyMaterial};
 use crate::gate::decide::Gate;
@@ -52,6 +53,17 @@ pub fn build_verifier(config: &Config) -> Result<Option<Verifier>, String> {
             max_token_bytes: config.auth.max_token_bytes,
         },
     }))
+}
+
+/// How long revocation entries are kept (SPEC §6).
+fn retention_policy(config: &Config) -> RetentionPolicy {
+    RetentionPolicy {
+        leeway_secs: config.auth.leeway.as_secs(),
+        retention_secs: config
+            .admin
+            .as_ref()
+            .map_or(7 * 24 * 3600, |a| a.revocation_retention.as_secs()),
+    }
 }
 
 /// A stable fingerprint per configured key (algorithm, kid and material), so that a
@@ -179,6 +191,8 @@ pub fn start(config: &Config) -> Result<Running, String> {
         }),
         subjects: SubjectTable::new(l.per_subject_connections),
         draining: AtomicBool::new(false),
+        revocations: RwLock::new(RevocationSet::new(retention_policy(config))),
+        longest_lifetime: AtomicU64::new(0),
     });
     let mut workers = Vec::with_capacity(n);
     let mut handles = Vec::with_capacity(n);

@@ -8,8 +8,9 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -20,6 +21,7 @@ use super::clock;
 use super::conn::{Conn, Phase, ReadOutcome};
 use super::timer::Timers;
 use super::token::{ConnId, Slab, WAKER};
+use crate::auth::revocation::{Revocation, RevocationSet};
 use crate::auth::verify::Scratch;
 use crate::gate::decide::{Ctx, Gate, Identity, REFRESH_PREFIX};
 use crate::gate::limits::{IpTable, SubjectTable};
@@ -78,6 +80,10 @@ pub struct Shared {
     pub subjects: SubjectTable,
     /// Shutdown began.
     pub draining: AtomicBool,
+    /// Revoked `jti`s and subjects (SPEC §6); read at every handshake and refresh.
+    pub revocations: RwLock<RevocationSet>,
+    /// The longest token lifetime (exp - iat) seen, so `sub` entries are kept long enough.
+    pub longest_lifetime: AtomicU64,
 }
 
 /// Messages to a worker.
@@ -86,6 +92,8 @@ pub enum Command {
     Conn(TcpStream, SocketAddr),
     /// Begin graceful shutdown.
     Drain,
+    /// A revocation to enforce on live connections; the reply is how many were closed.
+    Revoke(Revocation, Sender<usize>),
     /// SIGHUP: a new configuration generation for new handshakes; live connections whose
     /// key is gone are closed 4401 "key retired".
     Reload(Arc<Runtime>),
@@ -108,6 +116,10 @@ struct Env {
     token_buf: Vec<u8>,
     ready: Vec<ConnId>,
     draining: bool,
+    /// Live connections by token subject and by `jti`, so a revocation finds its
+    /// connections without a scan.
+    by_sub: HashMap<Box<str>, Vec<ConnId>>,
+    by_jti: HashMap<Box<str>, Vec<ConnId>>,
 }
 
 /// One event loop.
@@ -146,6 +158,8 @@ impl Worker {
                     token_buf: Vec::new(),
                     ready: Vec::new(),
                     draining: false,
+                    by_sub: HashMap::new(),
+                    by_jti: HashMap::new(),
                 },
                 drain_deadline: None,
             },
@@ -208,6 +222,10 @@ impl Worker {
                 Command::Conn(socket, peer) => self.add(socket, peer),
                 Command::Drain => self.drain(),
                 Command::Reload(rt) => self.reload(rt),
+                Command::Revoke(r, reply) => {
+                    let closed = self.revoke(&r);
+                    let _ = reply.send(closed);
+                }
             }
         }
     }
@@ -307,6 +325,36 @@ impl Worker {
         }
     }
 
+    /// Closes this worker's live connections that `r` matches with 4403 "token revoked".
+    fn revoke(&mut self, r: &Revocation) -> usize {
+        let candidates: Vec<ConnId> = match r {
+            Revocation::Jti { jti, .. } => self.env.by_jti.get(jti.as_str()).cloned(),
+            Revocation::Sub { sub, .. } => self.env.by_sub.get(sub.as_str()).cloned(),
+        }
+        .unwrap_or_default();
+        let mut closed = 0;
+        for id in candidates {
+            let Some(conn) = self.conns.get_mut(id) else {
+                continue;
+            };
+            let Phase::Open { session, .. } = &mut conn.phase else {
+                continue;
+            };
+            let Some(identity) = &conn.identity else {
+                continue;
+            };
+            if session.state() == SessionState::Open
+                && RevocationSet::matches(r, identity.jti.as_deref(), &identity.sub, identity.iat)
+            {
+                let why = ProtocolError::TokenRevoked;
+                session.close(why.close_code(), why.reason(), &mut conn.wbuf);
+                closed += 1;
+                self.drive(id, false);
+            }
+        }
+        closed
+    }
+
     fn reload(&mut self, rt: Arc<Runtime>) {
         self.env.rt = rt;
         if self.env.rt.max_token_bytes > self.env.scratch.max_token_bytes() {
@@ -383,6 +431,12 @@ impl Worker {
                 now.saturating_duration_since(conn.accepted_at).as_millis()
             );
         }
+        if let Some(identity) = &conn.identity {
+            unindex(&mut self.env.by_sub, &identity.sub, id);
+            if let Some(jti) = &identity.jti {
+                unindex(&mut self.env.by_jti, jti, id);
+            }
+        }
         self.env.shared.per_worker[self.env.index].fetch_sub(1, Ordering::Relaxed);
         self.release_counts(conn.peer, conn.identity.as_ref().map(|i| &*i.sub), now);
     }
@@ -393,6 +447,24 @@ impl Worker {
         shared.ips.connection_closed(peer.ip(), now);
         if let Some(sub) = sub {
             shared.subjects.release(sub);
+        }
+    }
+}
+
+fn index(map: &mut HashMap<Box<str>, Vec<ConnId>>, key: &str, id: ConnId) {
+    match map.get_mut(key) {
+        Some(ids) => ids.push(id),
+        None => {
+            map.insert(key.into(), vec![id]);
+        }
+    }
+}
+
+fn unindex(map: &mut HashMap<Box<str>, Vec<ConnId>>, key: &str, id: ConnId) {
+    if let Some(ids) = map.get_mut(key) {
+        ids.retain(|x| *x != id);
+        if ids.is_empty() {
+            map.remove(key);
         }
     }
 }
@@ -450,7 +522,7 @@ fn step(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant, timer: bool) -
         && !conn.rbuf.is_empty()
         && conn.pending_output() < rt.session.write_buffer
     {
-        feed_session(conn, env, 0, now);
+        feed_session(conn, env, id, 0, now);
     }
     let mut reads = 0;
     let mut paused = false;
@@ -573,7 +645,7 @@ fn on_data(conn: &mut Conn, env: &mut Env, id: ConnId, n: usize, now: Instant) {
                 Err(e) => reject(conn, env, id, e.reject(), None),
             }
         }
-        Phase::Open { .. } => feed_session(conn, env, n, now),
+        Phase::Open { .. } => feed_session(conn, env, id, n, now),
         // Discarded: after our answer or close, input only needs draining.
         Phase::Rejected => {}
     }
@@ -581,7 +653,7 @@ fn on_data(conn: &mut Conn, env: &mut Env, id: ConnId, n: usize, now: Instant) {
 
 /// Feeds the session: `n` new bytes at the start of `env.readbuf`, after any bytes
 /// kept in `conn.rbuf`. Complete messages go to the echo backend.
-fn feed_session(conn: &mut Conn, env: &mut Env, n: usize, now: Instant) {
+fn feed_session(conn: &mut Conn, env: &mut Env, id: ConnId, n: usize, now: Instant) {
     let Phase::Open { session, route } = &mut conn.phase else {
         return;
     };
@@ -590,12 +662,27 @@ fn feed_session(conn: &mut Conn, env: &mut Env, n: usize, now: Instant) {
     let scratch = &mut env.scratch;
     let identity = &mut conn.identity;
     let times = (&mut conn.token_deadline, &mut conn.notice_at);
+    let shared = &*env.shared;
+    let by_jti = &mut env.by_jti;
     let mut on_message = |kind: MessageKind, payload: &[u8], out: &mut Vec<u8>| {
         if rt.refresh && kind == MessageKind::Text && payload.starts_with(REFRESH_PREFIX) {
             if let Some(current) = identity.as_mut() {
-                refresh(
-                    rt, route, current, payload, now, scratch, out, times.0, times.1,
-                );
+                let old_jti = current.jti.clone();
+                let live = LiveToken {
+                    rt,
+                    shared,
+                    route,
+                    now,
+                };
+                live.refresh(current, payload, scratch, out, times.0, times.1);
+                if current.jti != old_jti {
+                    if let Some(j) = &old_jti {
+                        unindex(by_jti, j, id);
+                    }
+                    if let Some(j) = &current.jti {
+                        index(by_jti, j, id);
+                    }
+                }
                 return;
             }
         }
@@ -627,34 +714,62 @@ fn token_times(rt: &Runtime, exp: u64, now: Instant, now_unix: u64) -> (Instant,
     (deadline, notice)
 }
 
-/// Handles one `wsgate.refresh` message; the reply goes to `out`, never to the backend.
-#[allow(clippy::too_many_arguments)]
-fn refresh(
-    rt: &Runtime,
+/// What a refresh needs besides the connection's own state.
+struct LiveToken<'a> {
+    rt: &'a Runtime,
+    shared: &'a Shared,
     route: usize,
-    current: &mut Identity,
-    payload: &[u8],
     now: Instant,
-    scratch: &mut Scratch,
-    out: &mut Vec<u8>,
-    deadline: &mut Option<Instant>,
-    notice: &mut Option<Instant>,
-) {
-    let now_unix = clock::unix_now();
-    let reply = match rt.gate.refresh(route, current, payload, now_unix, scratch) {
-        Ok(new) => {
-            let (d, n) = token_times(rt, new.exp, now, now_unix);
-            *deadline = Some(d);
-            *notice = n;
-            let reply = format!(r#"{{"type":"wsgate.refreshed","exp":{}}}"#, new.exp);
-            *current = new;
-            reply
-        }
-        Err(reason) => {
-            serde_json::json!({"type": "wsgate.refresh_failed", "reason": reason}).to_string()
-        }
-    };
-    write_message(out, MessageKind::Text, reply.as_bytes());
+}
+
+impl LiveToken<'_> {
+    /// Handles one `wsgate.refresh` message; the reply goes to `out`, never to the backend.
+    fn refresh(
+        &self,
+        current: &mut Identity,
+        payload: &[u8],
+        scratch: &mut Scratch,
+        out: &mut Vec<u8>,
+        deadline: &mut Option<Instant>,
+        notice: &mut Option<Instant>,
+    ) {
+        let now_unix = clock::unix_now();
+        let result = self
+            .rt
+            .gate
+            .refresh(self.route, current, payload, now_unix, scratch)
+            .and_then(|new| {
+                let revoked = read_lock(&self.shared.revocations).is_revoked(
+                    new.jti.as_deref(),
+                    &new.sub,
+                    new.iat,
+                );
+                if revoked {
+                    Err("token revoked")
+                } else {
+                    Ok(new)
+                }
+            });
+        let reply = match result {
+            Ok(new) => {
+                let (d, n) = token_times(self.rt, new.exp, self.now, now_unix);
+                *deadline = Some(d);
+                *notice = n;
+                let reply = format!(r#"{{"type":"wsgate.refreshed","exp":{}}}"#, new.exp);
+                *current = new;
+                reply
+            }
+            Err(reason) => {
+                serde_json::json!({"type": "wsgate.refresh_failed", "reason": reason}).to_string()
+            }
+        };
+        write_message(out, MessageKind::Text, reply.as_bytes());
+    }
+}
+
+/// A read guard that survives a poisoned lock (the set stays usable).
+pub fn read_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Queues an HTTP rejection and moves to flushing it.
@@ -708,6 +823,8 @@ fn handshake(conn: &mut Conn, env: &mut Env, id: ConnId, head_len: usize, now: I
             draining: env.draining || env.shared.draining.load(Ordering::Relaxed),
             ips: &env.shared.ips,
             subjects: &env.shared.subjects,
+            revocations: &env.shared.revocations,
+            longest_lifetime: &env.shared.longest_lifetime,
             scratch: &mut env.scratch,
             token_buf: &mut env.token_buf,
         };
@@ -738,17 +855,21 @@ fn handshake(conn: &mut Conn, env: &mut Env, id: ConnId, head_len: usize, now: I
                 // auth.explain_to_browsers: tell the script why, then close.
                 session.close(why.close_code(), why.reason(), &mut conn.wbuf);
             }
-            if let Some(id) = &identity {
-                let (deadline, notice) = token_times(&rt, id.exp, now, now_unix);
+            if let Some(identity) = &identity {
+                let (deadline, notice) = token_times(&rt, identity.exp, now, now_unix);
                 conn.token_deadline = Some(deadline);
                 conn.notice_at = notice;
+                index(&mut env.by_sub, &identity.sub, id);
+                if let Some(jti) = &identity.jti {
+                    index(&mut env.by_jti, jti, id);
+                }
             }
             conn.identity = identity;
             conn.rbuf.drain(..head_len);
             conn.phase = Phase::Open { session, route };
             // Bytes that followed the head in the same read are frames (SPEC §4).
             if !conn.rbuf.is_empty() {
-                feed_session(conn, env, 0, now);
+                feed_session(conn, env, id, 0, now);
             }
         }
     }

@@ -7,3 +7,8 @@ mod support;
 
 mod handshake;
 mod session;
+mod frames;
+mod lifecycle;
+mod tls;
+mod cli;
+mod tokens;

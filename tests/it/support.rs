@@ -355,3 +355,138 @@ pub fn open(gw: &Gateway, path: &str, extra: &[&str]) -> TcpStream {
     assert_eq!(r.status, 101, "expected 101, got {r:?}");
     s
 }
+
+// ------------------------------------------------------------------------------------
+// Helpers for frames.rs, lifecycle.rs and tls.rs (generic over the stream so that the
+// same checks run over TLS).
+
+/// A client frame with an explicit first byte (FIN, RSV bits, opcode), masked with
+/// `mask` when given; the length is encoded in its minimal form.
+pub fn raw_frame(first: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+    let mut out = vec![first];
+    let bit = if mask.is_some() { 0x80 } else { 0 };
+    let len = payload.len();
+    if len < 126 {
+        out.push(bit | len as u8);
+    } else if len <= 0xffff {
+        out.push(bit | 126);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.push(bit | 127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    match mask {
+        Some(key) => {
+            out.extend_from_slice(&key);
+            out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        }
+        None => out.extend_from_slice(payload),
+    }
+    out
+}
+
+/// The mask key `client_frame` uses.
+pub const CLIENT_KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+
+/// A close frame body: the code in network byte order, then the reason bytes.
+pub fn close_payload(code: u16, reason: &[u8]) -> Vec<u8> {
+    let mut p = code.to_be_bytes().to_vec();
+    p.extend_from_slice(reason);
+    p
+}
+
+/// One server frame from any stream: (header bytes, fin, opcode, payload).
+/// Panics if the frame is masked or has RSV bits set.
+pub fn read_frame_from<R: Read>(s: &mut R) -> (Vec<u8>, bool, u8, Vec<u8>) {
+    let mut h = [0u8; 2];
+    s.read_exact(&mut h).expect("frame header");
+    assert_eq!(h[1] & 0x80, 0, "server frames must not be masked");
+    assert_eq!(h[0] & 0x70, 0, "server frames must not set RSV bits");
+    let mut header = h.to_vec();
+    let len = match h[1] & 0x7f {
+        126 => {
+            let mut b = [0u8; 2];
+            s.read_exact(&mut b).expect("len16");
+            header.extend_from_slice(&b);
+            u16::from_be_bytes(b) as usize
+        }
+        127 => {
+            let mut b = [0u8; 8];
+            s.read_exact(&mut b).expect("len64");
+            header.extend_from_slice(&b);
+            u64::from_be_bytes(b) as usize
+        }
+        n => n as usize,
+    };
+    let mut payload = vec![0; len];
+    s.read_exact(&mut payload).expect("payload");
+    (header, h[0] & 0x80 != 0, h[0] & 0x0f, payload)
+}
+
+/// The next server frame must be a close frame: returns (code, reason), None for an
+/// empty close. Panics on any other frame.
+pub fn expect_close<R: Read>(s: &mut R) -> (Option<u16>, String) {
+    let (_, fin, op, p) = read_frame_from(s);
+    assert!(fin, "close frames are never fragmented");
+    assert_eq!(
+        op, 8,
+        "expected a close frame, got opcode {op} payload {p:?}"
+    );
+    if p.is_empty() {
+        return (None, String::new());
+    }
+    assert!(p.len() >= 2, "a close body has at least a code: {p:?}");
+    let reason = std::str::from_utf8(&p[2..]).expect("close reason is UTF-8");
+    (Some(u16::from_be_bytes([p[0], p[1]])), reason.to_string())
+}
+
+/// The peer's next read must be a clean EOF (bounded by the socket timeout).
+pub fn expect_eof<R: Read>(s: &mut R) {
+    let mut buf = [0u8; 256];
+    match s.read(&mut buf) {
+        Ok(0) => {}
+        Ok(n) => panic!("expected EOF, got {n} more bytes: {:?}", &buf[..n]),
+        Err(e) => panic!("expected EOF, got error {e}"),
+    }
+}
+
+/// The next frame is a close with `code`, and TCP is closed after it.
+pub fn expect_closed_with<R: Read>(s: &mut R, code: u16) -> String {
+    let (got, reason) = expect_close(s);
+    assert_eq!(got, Some(code), "close reason {reason:?}");
+    expect_eof(s);
+    reason
+}
+
+/// Sends one masked, unfragmented message and expects it back unchanged as one frame.
+pub fn echo_once<S: Read + Write>(s: &mut S, opcode: u8, payload: &[u8]) {
+    s.write_all(&client_frame(true, opcode, payload))
+        .expect("send");
+    let (_, fin, op, p) = read_frame_from(s);
+    assert!(fin);
+    assert_eq!(op, opcode);
+    assert!(p == payload, "echo of {} bytes differs", payload.len());
+}
+
+/// A public echo route at /echo with `workers` workers; `server` and `limits` are extra
+/// lines for those sections (per_ip_handshakes is raised so that tests may open many
+/// connections quickly).
+pub fn echo_config(workers: usize, server: &str, limits: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = ["127.0.0.1:0"]
+workers = {workers}
+{server}
+
+[limits]
+per_ip_handshakes = "1000/s"
+{limits}
+
+[[route]]
+path = "/echo"
+backend = "echo"
+public = true
+"#
+    )
+}
