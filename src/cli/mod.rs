@@ -57,6 +57,8 @@ pub enum Command {
         jti: Option<String>,
         /// Extra claims, `(name, raw JSON text)`, in order; the JSON is not checked here.
         claims: Vec<(String, String)>,
+        /// `--alg` for an HMAC secret (an extension to SPEC §2).
+        alg: Option<String>,
     },
     /// `token inspect [-c FILE] TOKEN`.
     TokenInspect {
@@ -89,6 +91,7 @@ pub fn parse_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, 
             iss: mint.iss,
             jti: mint.jti,
             claims: mint.claims,
+            alg: mint.alg,
         },
         TopCommand::Token {
             command: TokenCommand::Inspect { config, token },
@@ -185,6 +188,9 @@ struct MintArgs {
     /// Extra claim as NAME=JSON, e.g. --claim 'role="admin"'; repeatable
     #[arg(long = "claim", value_name = "NAME=JSON", value_parser = parse_claim)]
     claims: Vec<(String, String)>,
+    /// Algorithm for a .secret key (default: from the file name, else the secret's length)
+    #[arg(long, value_name = "HS256|HS384|HS512")]
+    alg: Option<String>,
 }
 
 /// `--ttl`: the config's duration syntax.

@@ -74,7 +74,16 @@ pub fn run(command: Command) -> Result<(), Failure> {
             iss,
             jti,
             claims,
+            alg,
         } => {
+            let alg = match alg {
+                Some(a) => Some(Alg::from_config_name(&a).ok_or_else(|| {
+                    Failure::usage(format!(
+                        "--alg: unknown algorithm {a:?} (HS256, HS384, HS512)"
+                    ))
+                })?),
+                None => None,
+            };
             let mut parsed = Vec::with_capacity(claims.len());
             for (name, json) in claims {
                 let value: serde_json::Value = serde_json::from_str(&json).map_err(|e| {
@@ -84,7 +93,7 @@ pub fn run(command: Command) -> Result<(), Failure> {
             }
             let opts = super::token::MintOptions {
                 key_file: key,
-                alg: None,
+                alg,
                 kid,
                 sub,
                 ttl_secs: ttl.as_secs(),

@@ -76,29 +76,39 @@ impl SigningKey {
                 "unsupported PEM key: expected an Ed25519 PKCS#8 PRIVATE KEY",
             ));
         }
-        let alg = alg.unwrap_or_else(|| alg_from_file_name(path));
+        let secret = decode_secret_file(&text).map_err(|e| at(&e.to_string()))?;
+        // --alg, else the file name's hint, else the length `keygen` writes for each
+        // algorithm (48 bytes: HS384, 64: HS512), else HS256.
+        let alg = alg
+            .or_else(|| alg_from_file_name(path))
+            .unwrap_or(match secret.len() {
+                48 => Alg::HS384,
+                64 => Alg::HS512,
+                _ => Alg::HS256,
+            });
         if !alg.is_hmac() {
             return Err(at("is not a PEM private key; EdDSA needs PREFIX.key.pem"));
         }
-        let secret = decode_secret_file(&text).map_err(|e| at(&e.to_string()))?;
         // The same length rule the gateway applies when it loads the key.
         Key::hmac(None, alg, &secret).map_err(|e| at(&e.to_string()))?;
         Ok((alg, SigningKey::Hmac(secret)))
     }
 }
 
-/// HS384 / HS512 when the secret's file name says so, else HS256.
-fn alg_from_file_name(path: &Path) -> Alg {
+/// HS256 / HS384 / HS512 when the secret's file name says so.
+fn alg_from_file_name(path: &Path) -> Option<Alg> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().to_ascii_lowercase())
         .unwrap_or_default();
     if name.contains("hs512") {
-        Alg::HS512
+        Some(Alg::HS512)
     } else if name.contains("hs384") {
-        Alg::HS384
+        Some(Alg::HS384)
+    } else if name.contains("hs256") {
+        Some(Alg::HS256)
     } else {
-        Alg::HS256
+        None
     }
 }
 

@@ -6,10 +6,10 @@
 //! re-registered: a connection that stops reading for backpressure is revisited by hand
 //! when its output drains, so steady state costs no `epoll_ctl` per message.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -311,8 +311,8 @@ impl Worker {
             };
             match &mut conn.phase {
                 Phase::Handshake { .. } => {
-                    self.remove(id);
-                    continue;
+                    // Not upgraded yet: SPEC §4 "draining" is 503.
+                    reject(conn, &self.env, id, Reject::Draining, None);
                 }
                 Phase::Open { session, .. } => {
                     // SPEC §6: SIGTERM closes every connection with 1001 "going away".
@@ -397,7 +397,24 @@ impl Worker {
         if timer {
             conn.scheduled = None;
         }
-        let keep = step(conn, &mut self.env, id, now, timer);
+        // A bug must cost one connection, never the worker and its other clients.
+        let env = &mut self.env;
+        let keep = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            step(conn, env, id, now, timer)
+        })) {
+            Ok(keep) => keep,
+            Err(_) => {
+                crate::error!(
+                    "conn={}.{} dropped after an internal error",
+                    env.index,
+                    id.index
+                );
+                false
+            }
+        };
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
         if !keep {
             self.remove(id);
             return;
@@ -571,6 +588,15 @@ fn step(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant, timer: bool) -
             env.ready.push(id);
         }
     }
+    if conn.read_eof {
+        // The peer is done sending (a session still Open saw no close frame: an
+        // abnormal closure, 1006). It may still be reading: deliver what is queued
+        // first, within the linger bound, then go.
+        if conn.output_drained() {
+            return false;
+        }
+        conn.closing = true;
+    }
     if conn.closing {
         // One bound for the whole goodbye: flushing the last bytes to a peer that may
         // not read, then waiting for its FIN. Never extended.
@@ -579,11 +605,6 @@ fn step(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant, timer: bool) -
         if !conn.write_shut && conn.output_drained() {
             conn.shutdown_write();
         }
-    }
-    if conn.read_eof {
-        // The peer is done. Whatever could be flushed has been; the session (if any)
-        // saw no close frame if it is still Open: an abnormal closure (1006).
-        return false;
     }
     true
 }
@@ -602,7 +623,11 @@ fn on_timer(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant) -> bool {
             reject(conn, env, id, Reject::HandshakeTimeout, None);
         }
         Phase::Open { session, .. } => {
-            session.handle_timeout(now, &mut conn.wbuf);
+            // While its output is over write_buffer the gateway is not reading this
+            // peer, so silence proves nothing: the slow-consumer rule decides instead.
+            if conn.over_limit_since.is_none() || session.state() != SessionState::Open {
+                session.handle_timeout(now, &mut conn.wbuf);
+            }
             if session.state() == SessionState::Open {
                 if conn.token_deadline.is_some_and(|t| now >= t) {
                     // SPEC §6: at exp (+ leeway), close 4401 "token expired".
@@ -704,13 +729,20 @@ fn feed_session(conn: &mut Conn, env: &mut Env, id: ConnId, n: usize, now: Insta
 }
 
 /// When the token's connection must close, and when to send `wsgate.expiring`.
-fn token_times(rt: &Runtime, exp: u64, now: Instant, now_unix: u64) -> (Instant, Option<Instant>) {
-    let at = |unix: u64| now + Duration::from_secs(unix.saturating_sub(now_unix));
+fn token_times(
+    rt: &Runtime,
+    exp: u64,
+    now: Instant,
+    now_unix: u64,
+) -> (Option<Instant>, Option<Instant>) {
+    // A far-future `exp` would overflow `Instant`: such a deadline is simply never.
+    let at = |unix: u64| now.checked_add(Duration::from_secs(unix.saturating_sub(now_unix)));
     let deadline = at(exp.saturating_add(rt.leeway_secs));
     // Inside the notice window already (a short token): say so at once.
     let notice = rt
         .refresh
-        .then(|| at(exp.saturating_sub(rt.expiry_notice.as_secs())));
+        .then(|| at(exp.saturating_sub(rt.expiry_notice.as_secs())))
+        .flatten();
     (deadline, notice)
 }
 
@@ -753,7 +785,7 @@ impl LiveToken<'_> {
         let reply = match result {
             Ok(new) => {
                 let (d, n) = token_times(self.rt, new.exp, self.now, now_unix);
-                *deadline = Some(d);
+                *deadline = d;
                 *notice = n;
                 let reply = format!(r#"{{"type":"wsgate.refreshed","exp":{}}}"#, new.exp);
                 *current = new;
@@ -857,7 +889,7 @@ fn handshake(conn: &mut Conn, env: &mut Env, id: ConnId, head_len: usize, now: I
             }
             if let Some(identity) = &identity {
                 let (deadline, notice) = token_times(&rt, identity.exp, now, now_unix);
-                conn.token_deadline = Some(deadline);
+                conn.token_deadline = deadline;
                 conn.notice_at = notice;
                 index(&mut env.by_sub, &identity.sub, id);
                 if let Some(jti) = &identity.jti {

@@ -253,7 +253,6 @@ fn minted_tokens_are_accepted_by_the_gateway() {
 
 /// An HS384 / HS512 secret whose file name does not say its algorithm.
 #[test]
-#[ignore = "bug: token mint signs any .secret whose name lacks hs384/hs512 as HS256 (no --alg flag), so an HS384 key from `keygen --alg HS384 --out keys/legacy` mints tokens its own gateway refuses"]
 fn minted_hs384_token_from_a_neutrally_named_secret_is_accepted() {
     let dir = TempDir::new();
     make_keys(&dir);

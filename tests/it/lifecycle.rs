@@ -185,7 +185,6 @@ fn slow_consumer_is_stopped_then_disconnected() {
 }
 
 #[test]
-#[ignore = "bug: a paused slow consumer is closed 1001 \"idle timeout\", not 1008 \"slow consumer\""]
 fn slow_consumer_close_code_is_1008() {
     // SPEC §5: output above write_buffer for idle_timeout closes with 1008 "slow
     // consumer" -- even though, with reading paused, no frame is received either.
@@ -392,7 +391,6 @@ fn sigterm_with_no_connections_exits_0_at_once() {
 }
 
 #[test]
-#[ignore = "bug: SIGTERM drops connections still in their handshake (reset) instead of answering 503"]
 fn handshake_completed_while_draining_gets_503() {
     // SPEC §4: "max_connections reached, or draining -> 503". A request that was
     // arriving when SIGTERM came is answered, not dropped mid-request.
@@ -421,7 +419,6 @@ fn handshake_completed_while_draining_gets_503() {
 }
 
 #[test]
-#[ignore = "bug: on the client's FIN the gateway drops the connection with output still queued"]
 fn half_close_before_reading_still_gets_the_queued_output() {
     // The client writes a big message, its close frame and FIN, and only then starts
     // reading: everything queued for it must still arrive, then the close reply.

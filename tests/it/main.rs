@@ -5,10 +5,10 @@
 
 mod support;
 
-mod handshake;
-mod session;
-mod frames;
-mod lifecycle;
-mod tls;
 mod cli;
+mod frames;
+mod handshake;
+mod lifecycle;
+mod session;
+mod tls;
 mod tokens;
