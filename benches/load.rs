@@ -33,6 +33,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Registry, Token};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use wsgate::cli::token::{mint, MintOptions};
 use wsgate::proto::ws::frame::{parse_header, write_masked_frame, OpCode, MAX_HEADER_LEN};
 
@@ -376,6 +377,9 @@ fn print_machine(nofile: u64, s: &Settings) {
         kernel.trim()
     );
     println!("loadavg before: {}", loadavg());
+    if let Some(n) = tt_read_buffer() {
+        println!("tokio-tungstenite read_buffer_size = {n} (WSGATE_BENCH_TT_READ_BUFFER)");
+    }
     println!(
         "both servers: 1 worker thread, loopback; client: 1 thread (mio, raw frames); \
          window {:.1} s after {:.1} s warm-up, best of {} alternating rounds",
@@ -716,6 +720,14 @@ impl CpuWindow {
 // The reference server
 // ---------------------------------------------------------------------------------------
 
+/// `WSGATE_BENCH_TT_READ_BUFFER`: a read buffer size for the reference server (tungstenite
+/// zeroes the whole free part of its read buffer before every read, 128 KiB by default).
+fn tt_read_buffer() -> Option<usize> {
+    std::env::var("WSGATE_BENCH_TT_READ_BUFFER")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// tokio-tungstenite's echo server example, on a one-worker multi-thread runtime, with
 /// TCP_NODELAY like wsgate's accepted sockets.
 fn tt_server() {
@@ -724,6 +736,8 @@ fn tt_server() {
         let _ = io::copy(&mut io::stdin(), &mut io::sink());
         std::process::exit(0);
     });
+    // tungstenite's default read buffer (128 KiB) unless WSGATE_BENCH_TT_READ_BUFFER says.
+    let config = tt_read_buffer().map(|n| WebSocketConfig::default().read_buffer_size(n));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -763,7 +777,8 @@ fn tt_server() {
             };
             let _ = stream.set_nodelay(true);
             tokio::spawn(async move {
-                let Ok(ws) = tokio_tungstenite::accept_async(stream).await else {
+                let Ok(ws) = tokio_tungstenite::accept_async_with_config(stream, config).await
+                else {
                     return;
                 };
                 let (write, read) = ws.split();

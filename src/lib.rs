@@ -13,6 +13,7 @@
 //! Data flows one way: socket → `net` → `proto::http` → `gate` (+ `auth`) →
 //! `proto::ws::session` → `backend` → `proto::ws::session` → `net` → socket.
 
+pub mod admin;
 pub mod auth;
 pub mod backend;
 pub mod cli;
@@ -21,5 +22,6 @@ pub mod config;
 pub mod fuzzing;
 pub mod gate;
 pub mod log;
+pub mod metrics;
 pub mod net;
 pub mod proto;

@@ -159,6 +159,40 @@ impl TokenError {
         }
     }
 
+    /// Every `reason_label`, plus the gateway's own token failures (for the metrics
+    /// registry's fixed label set).
+    pub const REASON_LABELS: [&'static str; 29] = [
+        "too_large",
+        "malformed",
+        "base64",
+        "header_not_object",
+        "alg_none",
+        "alg_not_allowed",
+        "unknown_crit",
+        "b64_false",
+        "unknown_kid",
+        "no_key_for_alg",
+        "ambiguous_key",
+        "alg_key_mismatch",
+        "bad_signature",
+        "payload_not_object",
+        "payload_malformed",
+        "duplicate_claim",
+        "missing_exp",
+        "missing_sub",
+        "bad_claim_type",
+        "wrong_issuer",
+        "wrong_audience",
+        "expired",
+        "not_yet_valid",
+        "issued_in_future",
+        "revoked",
+        "missing_token",
+        "multiple_tokens",
+        "insufficient_scope",
+        "no_keys",
+    ];
+
     /// The snake_case label for the `auth failures by reason` metric (SPEC §7).
     pub fn reason_label(&self) -> &'static str {
         match self {

@@ -376,6 +376,7 @@ mod tests {
                     ("n".into(), "1".into()),
                     ("eq".into(), "a=b".into()),
                 ],
+                alg: None,
             }
         );
     }
@@ -394,6 +395,7 @@ mod tests {
                 iss: None,
                 jti: None,
                 claims: Vec::new(),
+                alg: None,
             }
         );
         assert_eq!(

@@ -150,9 +150,6 @@ fn refuse_unimplemented(cfg: &Config) -> Result<(), Failure> {
             )));
         }
     }
-    if cfg.admin.is_some() {
-        crate::warn!("[admin] is not implemented in this version: no admin listener is started");
-    }
     Ok(())
 }
 

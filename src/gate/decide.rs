@@ -88,6 +88,8 @@ pub struct Ctx<'a> {
     pub revocations: &'a RwLock<RevocationSet>,
     /// The longest token lifetime seen (kept for `sub` revocation retention).
     pub longest_lifetime: &'a AtomicU64,
+    /// Set when the token step refused: the `auth failures by reason` metric label.
+    pub auth_failure: Option<&'static str>,
     /// The worker's reusable token decode buffer.
     pub scratch: &'a mut Scratch,
     /// The worker's reusable buffer for percent-decoded query tokens.
@@ -215,6 +217,11 @@ impl Gate {
             Ok(c) => c,
             Err(reject) => {
                 ctx.ips.auth_failed(ctx.peer, ctx.now);
+                ctx.auth_failure.get_or_insert(match &reject {
+                    Reject::MissingToken => "missing_token",
+                    Reject::MultipleTokens => "multiple_tokens",
+                    _ => "malformed",
+                });
                 return Err(reject);
             }
         };
@@ -244,6 +251,7 @@ impl Gate {
                     explain: Some(ProtocolError::InsufficientScope),
                 });
             }
+            ctx.auth_failure = Some("insufficient_scope");
             return Err(Reject::InsufficientScope {
                 scope: route.scope.join(" "),
             });
@@ -351,6 +359,7 @@ impl Gate {
                     .unwrap_or_else(|poisoned| poisoned.into_inner())
                     .is_revoked(identity.jti.as_deref(), &identity.sub, identity.iat);
                 if revoked {
+                    ctx.auth_failure = Some(TokenError::Revoked.reason_label());
                     return Err(Reject::InvalidToken {
                         description: TokenError::Revoked.description(),
                     });
@@ -362,6 +371,7 @@ impl Gate {
                 Ok(TokenOutcome::Valid(identity))
             }
             Err(e) => {
+                ctx.auth_failure = Some(e.reason_label());
                 // explain_to_browsers: only for correctly signed tokens whose time
                 // is wrong; every other failure stays an HTTP status (SPEC §4).
                 if explain {

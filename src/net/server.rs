@@ -10,9 +10,12 @@ use std::time::Duration;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+use super::admin::GatewayAdmin;
 use super::listener::{self, Acceptor};
 use super::tls;
 use super::worker::{Command, Runtime, Shared, Worker};
+use crate::admin::revlog::RevocationLog;
+use crate::auth::error::TokenError;
 use crate::auth::keys::{Alg, Key, KeySet};
 use crate::auth::revocation::{RetentionPolicy, RevocationSet};
 use crate::auth::verify::{Rules, Verifier};
@@ -20,6 +23,7 @@ use crate::config::{Config, KeyMaterial};
 use crate::gate::decide::Gate;
 use crate::gate::limits::{IpBudget, IpTable, SubjectTable};
 use crate::gate::origin::OriginPolicy;
+use crate::metrics::Metrics;
 use crate::proto::ws::session::SessionLimits;
 use crate::{info, warn};
 
@@ -159,6 +163,15 @@ pub struct Running {
     acceptor: Option<(Arc<mio::Waker>, JoinHandle<()>)>,
     grace: Duration,
     listen: Vec<SocketAddr>,
+    admin: Option<AdminHandle>,
+}
+
+/// The running admin listener.
+struct AdminHandle {
+    backend: Arc<GatewayAdmin>,
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    join: JoinHandle<()>,
 }
 
 /// Binds and starts workers and the acceptor.
@@ -180,6 +193,33 @@ pub fn start(config: &Config) -> Result<Running, String> {
         n => n,
     };
     let l = &config.limits;
+    // Revocations replayed before anything listens: a restart forgets none (SPEC §6).
+    let mut revocations = RevocationSet::new(retention_policy(config));
+    let revocation_log = match config
+        .admin
+        .as_ref()
+        .and_then(|a| a.revocation_log.as_ref())
+    {
+        Some(path) => {
+            let (log, report) =
+                RevocationLog::open(path, &mut revocations, super::clock::unix_now())
+                    .map_err(|e| format!("admin.revocation_log: {e}"))?;
+            if let Some(bytes) = report.torn_tail_bytes {
+                warn!(
+                    "admin.revocation_log: {}: a torn last line ({bytes} bytes, from an interrupted write) was dropped; earlier entries kept",
+                    path.display()
+                );
+            }
+            info!(
+                "revocation log {}: {} entries replayed, {} expired",
+                path.display(),
+                report.replayed,
+                report.expired
+            );
+            Some(log)
+        }
+        None => None,
+    };
     let shared = Arc::new(Shared {
         open: AtomicUsize::new(0),
         per_worker: (0..n).map(|_| AtomicUsize::new(0)).collect(),
@@ -191,8 +231,9 @@ pub fn start(config: &Config) -> Result<Running, String> {
         }),
         subjects: SubjectTable::new(l.per_subject_connections),
         draining: AtomicBool::new(false),
-        revocations: RwLock::new(RevocationSet::new(retention_policy(config))),
+        revocations: RwLock::new(revocations),
         longest_lifetime: AtomicU64::new(0),
+        metrics: Arc::new(Metrics::new(n, &TokenError::REASON_LABELS)),
     });
     let mut workers = Vec::with_capacity(n);
     let mut handles = Vec::with_capacity(n);
@@ -216,6 +257,34 @@ pub fn start(config: &Config) -> Result<Running, String> {
         let scheme = if rt.tls.is_some() { "wss" } else { "ws" };
         info!("listening on {a} ({scheme}://, {n} workers)");
     }
+    let admin = match &config.admin {
+        Some(a) => {
+            let backend = Arc::new(GatewayAdmin::new(
+                rt.clone(),
+                shared.clone(),
+                workers
+                    .iter()
+                    .map(|(tx, w, _)| (tx.clone(), w.clone()))
+                    .collect(),
+                revocation_log,
+                a.token_scope.clone(),
+            ));
+            let stop = Arc::new(AtomicBool::new(false));
+            let (addr, join) = crate::admin::spawn(a.listen, backend.clone(), stop.clone())
+                .map_err(|e| format!("admin.listen: cannot listen on {}: {e}", a.listen))?;
+            info!("admin listening on {addr}");
+            Some(AdminHandle {
+                backend,
+                addr,
+                stop,
+                join,
+            })
+        }
+        None => None,
+    };
+    if let Some(admin) = &admin {
+        admin.backend.ready.store(true, Ordering::Relaxed);
+    }
     Ok(Running {
         local_addrs,
         shared,
@@ -223,6 +292,7 @@ pub fn start(config: &Config) -> Result<Running, String> {
         acceptor: Some((stop, acceptor_join)),
         grace: config.server.shutdown_grace,
         listen: config.server.listen.clone(),
+        admin,
     })
 }
 
@@ -263,6 +333,18 @@ impl Running {
             let _ = tx.send(Command::Reload(rt.clone()));
             let _ = waker.wake();
         }
+        if let (Some(admin), Some(cfg)) = (&self.admin, &config.admin) {
+            *admin
+                .backend
+                .rt
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = rt.clone();
+            *admin
+                .backend
+                .token_scope
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = cfg.token_scope.clone();
+        }
         info!("reloaded {}", path.display());
     }
 
@@ -280,6 +362,10 @@ impl Running {
         }
         for (_, _, join) in self.workers.drain(..) {
             let _ = join.join();
+        }
+        if let Some(admin) = self.admin.take() {
+            crate::admin::request_stop(admin.addr, &admin.stop);
+            let _ = admin.join.join();
         }
         info!("stopped (grace {:?})", self.grace);
     }

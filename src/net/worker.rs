@@ -26,6 +26,7 @@ use crate::auth::verify::Scratch;
 use crate::gate::decide::{Ctx, Gate, Identity, REFRESH_PREFIX};
 use crate::gate::limits::{IpTable, SubjectTable};
 use crate::gate::reject::Reject;
+use crate::metrics::{Metrics, WorkerMetrics};
 use crate::proto::error::ProtocolError;
 use crate::proto::http::request::{parse_head, validate_upgrade, HeadReader};
 use crate::proto::http::response::write_switching_protocols;
@@ -84,6 +85,8 @@ pub struct Shared {
     pub revocations: RwLock<RevocationSet>,
     /// The longest token lifetime (exp - iat) seen, so `sub` entries are kept long enough.
     pub longest_lifetime: AtomicU64,
+    /// Counters, one block per worker (SPEC §7).
+    pub metrics: Arc<Metrics>,
 }
 
 /// Messages to a worker.
@@ -120,6 +123,8 @@ struct Env {
     /// connections without a scan.
     by_sub: HashMap<Box<str>, Vec<ConnId>>,
     by_jti: HashMap<Box<str>, Vec<ConnId>>,
+    /// This worker's counters (written only here).
+    metrics: Arc<WorkerMetrics>,
 }
 
 /// One event loop.
@@ -143,6 +148,7 @@ impl Worker {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, rx) = crossbeam_channel::unbounded();
         let scratch = Scratch::new(rt.max_token_bytes);
+        let metrics = shared.metrics.workers[index].clone();
         Ok((
             Worker {
                 poll,
@@ -160,6 +166,7 @@ impl Worker {
                     draining: false,
                     by_sub: HashMap::new(),
                     by_jti: HashMap::new(),
+                    metrics,
                 },
                 drain_deadline: None,
             },
@@ -247,6 +254,7 @@ impl Worker {
             None => None,
         };
         let deadline = now + self.env.rt.handshake_timeout;
+        self.env.metrics.connection_opened();
         let id = self.conns.insert_with(|_| Conn {
             socket,
             peer,
@@ -437,7 +445,10 @@ impl Worker {
             Phase::Open { session, .. } => (session.close_sent(), session.close_received()),
             _ => (None, None),
         };
+        self.env.metrics.connection_closed();
         if matches!(conn.phase, Phase::Open { .. }) {
+            // 1006: the connection ended without any close frame (RFC 6455 §7.1.5).
+            self.env.metrics.close(sent.or(received).unwrap_or(1006));
             info!(
                 "conn={}.{} peer={} closed sent={} received={} after={}ms",
                 self.env.index,
@@ -689,6 +700,7 @@ fn feed_session(conn: &mut Conn, env: &mut Env, id: ConnId, n: usize, now: Insta
     let times = (&mut conn.token_deadline, &mut conn.notice_at);
     let shared = &*env.shared;
     let by_jti = &mut env.by_jti;
+    let metrics = &*env.metrics;
     let mut on_message = |kind: MessageKind, payload: &[u8], out: &mut Vec<u8>| {
         if rt.refresh && kind == MessageKind::Text && payload.starts_with(REFRESH_PREFIX) {
             if let Some(current) = identity.as_mut() {
@@ -711,7 +723,9 @@ fn feed_session(conn: &mut Conn, env: &mut Env, id: ConnId, n: usize, now: Insta
                 return;
             }
         }
+        metrics.message_in(payload.len() as u64);
         crate::backend::echo::on_message(kind, payload, out);
+        metrics.message_out(payload.len() as u64);
     };
     if conn.rbuf.is_empty() {
         // Common case: process straight from the worker's buffer, keep only the tail.
@@ -806,6 +820,7 @@ pub fn read_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 
 /// Queues an HTTP rejection and moves to flushing it.
 fn reject(conn: &mut Conn, env: &Env, id: ConnId, r: Reject, target: Option<&str>) {
+    env.metrics.handshake(r.status());
     conn.wbuf.clear();
     r.write(&mut conn.wbuf);
     warn!(
@@ -857,10 +872,15 @@ fn handshake(conn: &mut Conn, env: &mut Env, id: ConnId, head_len: usize, now: I
             subjects: &env.shared.subjects,
             revocations: &env.shared.revocations,
             longest_lifetime: &env.shared.longest_lifetime,
+            auth_failure: None,
             scratch: &mut env.scratch,
             token_buf: &mut env.token_buf,
         };
-        match rt.gate.decide(&head, &upgrade, &mut ctx) {
+        let decision = rt.gate.decide(&head, &upgrade, &mut ctx);
+        if let Some(reason) = ctx.auth_failure {
+            env.metrics.auth_failure(reason);
+        }
+        match decision {
             Ok(accept) => {
                 let key = accept_key(upgrade.key);
                 conn.wbuf.clear();
@@ -873,6 +893,7 @@ fn handshake(conn: &mut Conn, env: &mut Env, id: ConnId, head_len: usize, now: I
     match outcome {
         Err((r, target)) => reject(conn, env, id, r, target.as_deref()),
         Ok((route, identity, explain, target)) => {
+            env.metrics.handshake(101);
             let mut session = Box::new(Session::new(rt.session, now));
             info!(
                 "conn={}.{} peer={} target={} route={} sub={} upgraded",

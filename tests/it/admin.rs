@@ -1,0 +1,225 @@
+//! SPEC §6 revocation and §7 observability through the admin listener.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+
+use wsgate::auth::keys::Alg;
+use wsgate::cli::token::{sign, SigningKey};
+
+use crate::support::*;
+
+const SECRET: &[u8] = b"admin-tests-secret-0123456789abcdef-0123456789";
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+fn token(sub: &str, jti: &str, scope: &str) -> String {
+    let now = now_unix();
+    let payload = format!(
+        r#"{{"sub":"{sub}","jti":"{jti}","iat":{},"exp":{},"scope":"{scope}"}}"#,
+        now - 10,
+        now + 3600
+    );
+    sign(
+        Alg::HS256,
+        &SigningKey::Hmac(SECRET.to_vec()),
+        r#"{"alg":"HS256","typ":"JWT"}"#,
+        &payload,
+    )
+    .expect("sign")
+}
+
+fn config() -> String {
+    r#"
+[server]
+listen = ["127.0.0.1:0"]
+workers = 2
+
+[[auth.key]]
+alg = "HS256"
+secret_file = "hs.secret"
+
+[admin]
+listen = "127.0.0.1:0"
+revocation_log = "revocations.log"
+
+[[route]]
+path = "/echo"
+backend = "echo"
+scope = ["echo"]
+"#
+    .to_string()
+}
+
+fn start(dir: TempDir) -> (Gateway, SocketAddr) {
+    use base64::Engine as _;
+    dir.write(
+        "hs.secret",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(SECRET),
+    );
+    let gw = Gateway::start_in(dir, &config());
+    let line = gw.wait_log("admin listening on ");
+    let addr = line
+        .split("admin listening on ")
+        .nth(1)
+        .and_then(|a| a.split_whitespace().next())
+        .expect("admin addr")
+        .parse()
+        .expect("addr");
+    (gw, addr)
+}
+
+/// One admin request; returns (status, body).
+fn admin(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect admin");
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    let auth = bearer.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: admin\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).expect("send");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read");
+    let status = resp
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status");
+    let body = resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+fn echo_ok(s: &mut TcpStream) {
+    s.write_all(&client_frame(true, 1, b"hi")).expect("send");
+    assert_eq!(read_frame(s), (true, 1, b"hi".to_vec()));
+}
+
+#[test]
+fn health_ready_and_metrics() {
+    let (gw, addr) = start(TempDir::new());
+    assert_eq!(
+        admin(addr, "GET", "/healthz", None, ""),
+        (200, "ok\n".into())
+    );
+    assert_eq!(admin(addr, "GET", "/readyz", None, "").0, 200);
+    let _s = open(
+        &gw,
+        &format!("/echo?access_token={}", token("m", "m1", "echo")),
+        &[],
+    );
+    let (_r, _s2) = request(&gw, upgrade_request("/echo", &[]).as_bytes());
+    let (status, text) = admin(addr, "GET", "/metrics", None, "");
+    assert_eq!(status, 200);
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (name, value) = line.rsplit_once(' ').expect("sample");
+        assert!(value.parse::<f64>().is_ok(), "{line}");
+        assert!(name.starts_with("wsgate_"), "{line}");
+    }
+    assert!(
+        text.contains(r#"wsgate_handshakes_total{outcome="accepted",status="101"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"wsgate_auth_failures_total{reason="missing_token"} 1"#),
+        "{text}"
+    );
+    assert!(text.contains("wsgate_open_connections{worker="), "{text}");
+}
+
+#[test]
+fn revoke_needs_an_admin_token() {
+    let (_gw, addr) = start(TempDir::new());
+    assert_eq!(
+        admin(addr, "POST", "/revoke", None, r#"{"jti":"x"}"#).0,
+        401
+    );
+    let user = token("u", "u1", "echo");
+    assert_eq!(
+        admin(addr, "POST", "/revoke", Some(&user), r#"{"jti":"x"}"#).0,
+        403
+    );
+    let root = token("root", "r1", "wsgate:admin");
+    assert_eq!(
+        admin(addr, "POST", "/revoke", Some(&root), r#"{"nope":1}"#).0,
+        400
+    );
+    assert_eq!(
+        admin(addr, "POST", "/revoke", Some(&root), "not json").0,
+        400
+    );
+}
+
+#[test]
+fn revocation_closes_live_connections_and_survives_a_restart() {
+    let dir = TempDir::new();
+    let path = dir.path().to_path_buf();
+    let (mut gw, addr) = start(dir);
+    let root = token("root", "r1", "wsgate:admin");
+    let a1 = token("alice", "a1", "echo");
+    let a2 = token("alice", "a2", "echo");
+    let b1 = token("bob", "b1", "echo");
+    // Four connections spread over both workers.
+    let mut c_a1 = open(&gw, &format!("/echo?access_token={a1}"), &[]);
+    let mut c_a2 = open(&gw, &format!("/echo?access_token={a2}"), &[]);
+    let mut c_a2b = open(&gw, &format!("/echo?access_token={a2}"), &[]);
+    let mut c_b1 = open(&gw, &format!("/echo?access_token={b1}"), &[]);
+
+    let (status, body) = admin(addr, "POST", "/revoke", Some(&root), r#"{"jti":"a1"}"#);
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(
+        (v["revoked"].as_bool(), v["closed"].as_u64()),
+        (Some(true), Some(1))
+    );
+    assert_eq!(read_close(&mut c_a1), (Some(4403), "token revoked".into()));
+    echo_ok(&mut c_a2);
+    echo_ok(&mut c_b1);
+    let (r, _) = request(
+        &gw,
+        upgrade_request(&format!("/echo?access_token={a1}"), &[]).as_bytes(),
+    );
+    assert_eq!(r.status, 401);
+
+    // Every token of alice issued before now: both a2 connections, on whichever worker.
+    let body = format!(r#"{{"sub":"alice","before":{}}}"#, now_unix());
+    let (status, body) = admin(addr, "POST", "/revoke", Some(&root), &body);
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["closed"].as_u64(), Some(2));
+    assert_eq!(read_close(&mut c_a2).0, Some(4403));
+    assert_eq!(read_close(&mut c_a2b).0, Some(4403));
+    echo_ok(&mut c_b1);
+    assert!(!gw.logs().contains(&a1) && !gw.logs().contains(&root));
+
+    // Restart on the same log: both revocations still hold, bob is still welcome.
+    gw.signal(15);
+    assert_eq!(gw.wait_exit(), Some(0));
+    let dir2 = TempDir::new();
+    std::fs::copy(
+        path.join("revocations.log"),
+        dir2.path().join("revocations.log"),
+    )
+    .expect("copy log");
+    let (gw2, _addr2) = start(dir2);
+    gw2.wait_log("2 entries replayed");
+    for t in [&a1, &a2] {
+        let (r, _) = request(
+            &gw2,
+            upgrade_request(&format!("/echo?access_token={t}"), &[]).as_bytes(),
+        );
+        assert_eq!(r.status, 401, "revoked token accepted after restart");
+    }
+    let mut c = open(&gw2, &format!("/echo?access_token={b1}"), &[]);
+    echo_ok(&mut c);
+}
