@@ -13,6 +13,32 @@ use ring::signature::{Ed25519KeyPair, KeyPair as _};
 
 use crate::auth::keys::{pem_encode, Alg, ED25519_SPKI_PREFIX};
 
+/// RFC 8410 §7 PKCS#8 v1 for Ed25519: this prefix, then the 32-byte seed. ring writes
+/// v2 (RFC 5958, with the public key), which OpenSSL 3.0 and Python's `cryptography`
+/// refuse; v1 is what every JOSE signer reads.
+const ED25519_PKCS8_V1_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+/// ring's v2 document: this prefix, the seed, then `81 21 00` and the public key.
+const ED25519_PKCS8_V2_PREFIX: [u8; 16] = [
+    0x30, 0x51, 0x02, 0x01, 0x01, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+/// Re-encodes ring's PKCS#8 v2 Ed25519 key as v1 and checks that it still yields `public`.
+fn pkcs8_v1(v2: &[u8], public: &[u8]) -> Result<Vec<u8>, String> {
+    let seed = v2
+        .strip_prefix(&ED25519_PKCS8_V2_PREFIX[..])
+        .and_then(|rest| rest.get(..32))
+        .ok_or_else(|| "keygen: unexpected PKCS#8 layout from ring".to_owned())?;
+    let v1 = [&ED25519_PKCS8_V1_PREFIX[..], seed].concat();
+    let again = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&v1)
+        .map_err(|_| "keygen: PKCS#8 v1 re-encoding did not parse".to_owned())?;
+    if again.public_key().as_ref() != public {
+        return Err("keygen: PKCS#8 v1 re-encoding changed the key".into());
+    }
+    Ok(v1)
+}
+
 /// Writes new key files for `alg` next to `out_prefix` and returns their paths:
 /// EdDSA: `PREFIX.key.pem` (PKCS#8 `PRIVATE KEY`) and `PREFIX.pub.pem` (SPKI `PUBLIC KEY`);
 /// HS256/HS384/HS512: `PREFIX.secret` (32/48/64 random bytes as base64url text and a
@@ -34,10 +60,8 @@ pub fn keygen(alg: Alg, out_prefix: &Path) -> Result<Vec<PathBuf>, String> {
             let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref())
                 .map_err(|_| "keygen: generated key did not parse".to_owned())?;
             let spki = [&ED25519_SPKI_PREFIX[..], pair.public_key().as_ref()].concat();
-            write_new(
-                &private_path,
-                pem_encode(pkcs8.as_ref(), "PRIVATE KEY").as_bytes(),
-            )?;
+            let v1 = pkcs8_v1(pkcs8.as_ref(), pair.public_key().as_ref())?;
+            write_new(&private_path, pem_encode(&v1, "PRIVATE KEY").as_bytes())?;
             if let Err(e) = write_new(&public_path, pem_encode(&spki, "PUBLIC KEY").as_bytes()) {
                 // Do not leave half a key pair behind (we created this file just now).
                 let _ = fs::remove_file(&private_path);
@@ -101,6 +125,21 @@ mod tests {
         dir
     }
 
+    #[test]
+    fn ed25519_private_key_is_pkcs8_v1() {
+        let dir = temp_dir("v1");
+        let files = keygen(Alg::EdDSA, &dir.join("k")).expect("keygen");
+        let text = fs::read_to_string(&files[0]).expect("read");
+        let der = pem_decode(&text, "PRIVATE KEY").expect("pem");
+        assert_eq!(der.len(), 48);
+        assert_eq!(der[..16], ED25519_PKCS8_V1_PREFIX);
+        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).expect("parses");
+        let spki =
+            pem_decode(&fs::read_to_string(&files[1]).expect("read"), "PUBLIC KEY").expect("pem");
+        assert_eq!(&spki[12..], pair.public_key().as_ref());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
     fn mode(path: &Path) -> u32 {
         fs::metadata(path).expect("metadata").permissions().mode() & 0o777
     }
@@ -123,7 +162,7 @@ mod tests {
         let private = fs::read_to_string(&paths[0]).expect("read");
         let public = fs::read_to_string(&paths[1]).expect("read");
         let pkcs8 = pem_decode(&private, "PRIVATE KEY").expect("pkcs8 pem");
-        let pair = Ed25519KeyPair::from_pkcs8(&pkcs8).expect("pkcs8");
+        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&pkcs8).expect("pkcs8");
         let spki = pem_decode(&public, "PUBLIC KEY").expect("spki pem");
         assert_eq!(spki.len(), 44);
         assert_eq!(spki.get(12..), Some(pair.public_key().as_ref()));

@@ -91,6 +91,11 @@ pub fn run(command: Command) -> Result<(), Failure> {
                 })?;
                 parsed.push((name, value));
             }
+            // exp is whole seconds: a shorter lifetime would mint a token that is already
+            // expired (exp == iat) and only works inside the leeway.
+            if ttl < std::time::Duration::from_secs(1) {
+                return Err(Failure::usage("--ttl: must be at least 1s"));
+            }
             let opts = super::token::MintOptions {
                 key_file: key,
                 alg,

@@ -228,6 +228,8 @@ impl Gate {
         let identity = match claims {
             TokenOutcome::Valid(id) => id,
             TokenOutcome::Explain(why) => {
+                // Still a refused token: it counts against the failed-token budget.
+                ctx.ips.auth_failed(ctx.peer, ctx.now);
                 return Ok(Accept {
                     route: route_index,
                     protocol,
