@@ -9,7 +9,7 @@ use super::Command;
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
 
 use crate::auth::keys::{Alg, ED25519_SPKI_PREFIX};
-use crate::config::{self, Backend, Config};
+use crate::config::{self, Config};
 use crate::net::{clock, server};
 
 /// A failed command: the line to print (may be empty when already printed) and the
@@ -141,21 +141,7 @@ fn serve_file(path: &Path) -> Result<(), Failure> {
     for w in cfg.warnings() {
         crate::warn!("{w}");
     }
-    refuse_unimplemented(&cfg)?;
     server::serve(&cfg, Some(path)).map_err(Failure::config)
-}
-
-/// Parts of SPEC §3 this build parses but does not yet serve: refusing to start beats
-/// silently running without them.
-fn refuse_unimplemented(cfg: &Config) -> Result<(), Failure> {
-    for (i, r) in cfg.routes.iter().enumerate() {
-        if matches!(r.backend, Backend::Upstream { .. }) {
-            return Err(Failure::config(format!(
-                "route[{i}].upstream: upstream backends are not implemented in this version; use backend = \"echo\""
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// `serve --demo`: an in-memory Ed25519 key, a token for it, `/echo` on 127.0.0.1:8080.

@@ -14,7 +14,7 @@ use std::time::Instant;
 use crate::auth::error::TokenError;
 use crate::auth::revocation::{token_lifetime, RevocationSet};
 use crate::auth::verify::{Claims, Scratch, Verifier};
-use crate::config::{Route, Source};
+use crate::config::{Backend, Route, Source};
 use crate::gate::limits::{IpRefusal, IpTable, SubjectTable};
 use crate::gate::origin::{OriginPolicy, OriginVerdict};
 use crate::gate::reject::Reject;
@@ -66,6 +66,9 @@ pub struct Accept<'b> {
     pub identity: Option<Identity>,
     /// `auth.explain_to_browsers`: upgrade, then close at once with this code and reason.
     pub explain: Option<ProtocolError>,
+    /// The token's payload segment as received, for `X-Auth-Claims` (only on routes
+    /// with `forward_claims = true`).
+    pub claims_b64: Option<String>,
 }
 
 /// The per-request inputs that are not in the request itself.
@@ -207,12 +210,20 @@ impl Gate {
                 protocol,
                 identity: None,
                 explain: None,
+                claims_b64: None,
             });
         }
 
         // Token.
         let explain = self.explain_to_browsers && upgrade.origin.is_some();
-        let result = self.verify_token(head, ctx, explain);
+        let want_claims = matches!(
+            route.backend,
+            Backend::Upstream {
+                forward_claims: true,
+                ..
+            }
+        );
+        let result = self.verify_token(head, ctx, explain, want_claims);
         let claims = match result {
             Ok(c) => c,
             Err(reject) => {
@@ -225,8 +236,8 @@ impl Gate {
                 return Err(reject);
             }
         };
-        let identity = match claims {
-            TokenOutcome::Valid(id) => id,
+        let (identity, claims_b64) = match claims {
+            TokenOutcome::Valid(id, claims) => (id, claims),
             TokenOutcome::Explain(why) => {
                 // Still a refused token: it counts against the failed-token budget.
                 ctx.ips.auth_failed(ctx.peer, ctx.now);
@@ -235,6 +246,7 @@ impl Gate {
                     protocol,
                     identity: None,
                     explain: Some(why),
+                    claims_b64: None,
                 });
             }
         };
@@ -251,6 +263,7 @@ impl Gate {
                     protocol,
                     identity: None,
                     explain: Some(ProtocolError::InsufficientScope),
+                    claims_b64: None,
                 });
             }
             ctx.auth_failure = Some("insufficient_scope");
@@ -271,6 +284,7 @@ impl Gate {
             protocol,
             identity: Some(identity),
             explain: None,
+            claims_b64,
         })
     }
 
@@ -280,6 +294,7 @@ impl Gate {
         head: &RequestHead<'_, 'b>,
         ctx: &mut Ctx<'_>,
         explain: bool,
+        want_claims: bool,
     ) -> Result<TokenOutcome, Reject> {
         let mut first: Option<Found<'b>> = None;
         let mut count = 0usize;
@@ -370,7 +385,8 @@ impl Gate {
                     token_lifetime(identity.exp, identity.iat, ctx.now_unix),
                     Ordering::Relaxed,
                 );
-                Ok(TokenOutcome::Valid(identity))
+                let claims_b64 = want_claims.then(|| claims.payload_b64.to_owned());
+                Ok(TokenOutcome::Valid(identity, claims_b64))
             }
             Err(e) => {
                 ctx.auth_failure = Some(e.reason_label());
@@ -394,7 +410,7 @@ impl Gate {
 }
 
 enum TokenOutcome {
-    Valid(Identity),
+    Valid(Identity, Option<String>),
     Explain(ProtocolError),
 }
 

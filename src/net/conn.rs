@@ -28,6 +28,12 @@ pub enum Phase {
         /// Index of the route in the gate.
         route: usize,
     },
+    /// Accepted for an upstream route: waiting for the upstream's answer before the
+    /// client gets its 101 (SPEC §5).
+    Dialing {
+        /// Index of the route in the gate.
+        route: usize,
+    },
     /// An HTTP rejection is queued; flush it, then close.
     Rejected,
 }
@@ -75,6 +81,8 @@ pub struct Conn {
     pub received_any: bool,
     /// The verified identity (per-subject count is released when the conn goes).
     pub identity: Option<Identity>,
+    /// The upstream leg on proxied routes.
+    pub upstream: Option<Box<super::upstream::UpstreamLeg>>,
     /// SPEC §6: when the token's `exp` (+ leeway) passes; the connection closes 4401.
     pub token_deadline: Option<Instant>,
     /// SPEC §6: when `wsgate.expiring` is due (refresh on).

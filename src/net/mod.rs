@@ -8,4 +8,5 @@ pub mod server;
 pub mod timer;
 pub mod tls;
 pub mod token;
+pub mod upstream;
 pub mod worker;

@@ -126,6 +126,38 @@ pub fn build_runtime(config: &Config) -> Result<Runtime, String> {
             _ => None,
         })
         .collect();
+    // Upstream addresses are resolved once per configuration (start and SIGHUP), never
+    // on the hot path.
+    let mut upstream_addrs = Vec::with_capacity(config.routes.len());
+    for (i, r) in config.routes.iter().enumerate() {
+        let mut addrs = Vec::new();
+        if let crate::config::Backend::Upstream { urls, .. } = &r.backend {
+            for (j, u) in urls.iter().enumerate() {
+                if u.secure {
+                    return Err(format!(
+                        "route[{i}].upstream[{j}]: wss:// upstreams are not supported in this version; use ws:// on a private network"
+                    ));
+                }
+                let addr = std::net::ToSocketAddrs::to_socket_addrs(&(u.host.as_str(), u.port))
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .ok_or_else(|| {
+                        format!("route[{i}].upstream[{j}]: cannot resolve {}", u.host)
+                    })?;
+                addrs.push(addr);
+            }
+        }
+        upstream_addrs.push(addrs);
+    }
+    let token_cookie_names = config
+        .auth
+        .sources
+        .iter()
+        .filter_map(|s| match s {
+            crate::config::Source::Cookie(n) => Some(n.clone()),
+            _ => None,
+        })
+        .collect();
     Ok(Runtime {
         gate: Gate::new(
             config.routes.clone(),
@@ -146,6 +178,8 @@ pub fn build_runtime(config: &Config) -> Result<Runtime, String> {
         refresh: config.session.refresh == crate::config::Refresh::Message,
         expiry_notice: config.session.expiry_notice,
         leeway_secs: config.auth.leeway.as_secs(),
+        upstream_addrs,
+        token_cookie_names,
     })
 }
 

@@ -21,14 +21,19 @@ use super::clock;
 use super::conn::{Conn, Phase, ReadOutcome};
 use super::timer::Timers;
 use super::token::{ConnId, Slab, WAKER};
+use super::upstream::{self, LegState, Relayed, UpstreamLeg};
 use crate::auth::revocation::{Revocation, RevocationSet};
 use crate::auth::verify::Scratch;
+use crate::backend::upstream::Balancer;
+use crate::config::Backend;
 use crate::gate::decide::{Ctx, Gate, Identity, REFRESH_PREFIX};
 use crate::gate::limits::{IpTable, SubjectTable};
 use crate::gate::reject::Reject;
 use crate::metrics::{Metrics, WorkerMetrics};
 use crate::proto::error::ProtocolError;
-use crate::proto::http::request::{parse_head, validate_upgrade, HeadReader};
+use crate::proto::http::client::{random_key, write_upstream_request, ForwardRequest};
+use crate::proto::http::fields;
+use crate::proto::http::request::{parse_head, validate_upgrade, HeadReader, RequestHead, Upgrade};
 use crate::proto::http::response::write_switching_protocols;
 use crate::proto::ws::accept::accept_key;
 use crate::proto::ws::session::{write_message, MessageKind, Session, SessionLimits, SessionState};
@@ -65,6 +70,10 @@ pub struct Runtime {
     pub expiry_notice: Duration,
     /// SPEC `auth.leeway`, whole seconds.
     pub leeway_secs: u64,
+    /// Per route, the resolved address of each upstream (empty for echo routes).
+    pub upstream_addrs: Vec<Vec<SocketAddr>>,
+    /// Cookie names that carry tokens (never forwarded upstream).
+    pub token_cookie_names: Vec<String>,
 }
 
 /// State every worker and the acceptor share.
@@ -125,6 +134,10 @@ struct Env {
     by_jti: HashMap<Box<str>, Vec<ConnId>>,
     /// This worker's counters (written only here).
     metrics: Arc<WorkerMetrics>,
+    /// For registering upstream sockets from inside a connection's step.
+    registry: mio::Registry,
+    /// Per route: round-robin and health of its upstreams (this worker's view).
+    balancers: Vec<Balancer>,
 }
 
 /// One event loop.
@@ -149,6 +162,8 @@ impl Worker {
         let (tx, rx) = crossbeam_channel::unbounded();
         let scratch = Scratch::new(rt.max_token_bytes);
         let metrics = shared.metrics.workers[index].clone();
+        let registry = poll.registry().try_clone()?;
+        let balancers = balancers_for(&rt);
         Ok((
             Worker {
                 poll,
@@ -167,6 +182,8 @@ impl Worker {
                     by_sub: HashMap::new(),
                     by_jti: HashMap::new(),
                     metrics,
+                    registry,
+                    balancers,
                 },
                 drain_deadline: None,
             },
@@ -273,6 +290,7 @@ impl Worker {
             over_limit_since: None,
             received_any: false,
             identity: None,
+            upstream: None,
             token_deadline: None,
             notice_at: None,
             accepted_at: now,
@@ -318,7 +336,7 @@ impl Worker {
                 continue;
             };
             match &mut conn.phase {
-                Phase::Handshake { .. } => {
+                Phase::Handshake { .. } | Phase::Dialing { .. } => {
                     // Not upgraded yet: SPEC §4 "draining" is 503.
                     reject(conn, &self.env, id, Reject::Draining, None);
                 }
@@ -364,6 +382,7 @@ impl Worker {
     }
 
     fn reload(&mut self, rt: Arc<Runtime>) {
+        self.env.balancers = balancers_for(&rt);
         self.env.rt = rt;
         if self.env.rt.max_token_bytes > self.env.scratch.max_token_bytes() {
             self.env.scratch = Scratch::new(self.env.rt.max_token_bytes);
@@ -440,6 +459,9 @@ impl Worker {
             return;
         };
         let _ = self.poll.registry().deregister(&mut conn.socket);
+        if let Some(leg) = &mut conn.upstream {
+            let _ = self.poll.registry().deregister(&mut leg.socket);
+        }
         let now = clock::now();
         let (sent, received) = match &conn.phase {
             Phase::Open { session, .. } => (session.close_sent(), session.close_received()),
@@ -514,6 +536,7 @@ fn next_deadline(conn: &Conn, rt: &Runtime) -> Option<Instant> {
                 consider(conn.notice_at);
             }
         }
+        Phase::Dialing { .. } => consider(conn.upstream.as_ref().map(|l| l.deadline)),
         Phase::Rejected => {}
     }
     consider(conn.over_limit_since.map(|t| t + rt.session.idle_timeout));
@@ -529,7 +552,13 @@ fn wants_read(conn: &Conn, rt: &Runtime) -> bool {
         // Backpressure: stop reading what feeds an output that is over its limit.
         Phase::Open { session, .. } if session.state() == SessionState::Open => {
             conn.pending_output() < rt.session.write_buffer
+                && conn
+                    .upstream
+                    .as_ref()
+                    .is_none_or(|l| l.wbuf.len() < rt.session.write_buffer)
         }
+        // Frames that arrive before the upstream's 101 wait in the kernel.
+        Phase::Dialing { .. } => false,
         // Handshake: bounded by max_request_bytes below. Closing / rejected: drain and
         // discard so our last bytes are not destroyed by a reset over unread input.
         _ => true,
@@ -544,6 +573,11 @@ fn step(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant, timer: bool) -
     // Output first: a writable event after backpressure frees room before reading.
     if conn.pending_output() > 0 && conn.flush().is_err() {
         return false;
+    }
+    if let Some(leg) = &mut conn.upstream {
+        if leg.state != LegState::Connecting && leg.flush().is_err() {
+            leg.state = LegState::Done;
+        }
     }
     // Input left over from a turn cut short by backpressure goes next.
     if matches!(conn.phase, Phase::Open { .. })
@@ -577,6 +611,10 @@ fn step(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant, timer: bool) -
             ReadOutcome::Failed => return false,
         }
     }
+    let mut upstream_paused = false;
+    if conn.upstream.is_some() {
+        upstream_paused = proxy(conn, env, id, now);
+    }
     if let Phase::Open { session, .. } = &conn.phase {
         if session.state() != SessionState::Open {
             conn.closing = true;
@@ -586,6 +624,9 @@ fn step(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant, timer: bool) -
         return false;
     }
     let pending = conn.pending_output();
+    if upstream_paused && pending < rt.session.write_buffer {
+        env.ready.push(id);
+    }
     if pending >= rt.session.write_buffer {
         conn.over_limit_since.get_or_insert(now);
     } else {
@@ -632,6 +673,18 @@ fn on_timer(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant) -> bool {
                 return false;
             }
             reject(conn, env, id, Reject::HandshakeTimeout, None);
+        }
+        Phase::Dialing { route } => {
+            let route = *route;
+            if let Some(leg) = conn.upstream.as_ref().filter(|l| now >= l.deadline) {
+                // SPEC §5: no complete answer within upstream_timeout → 504. A target
+                // that never even accepted the connection is marked down.
+                if leg.state == LegState::Connecting {
+                    mark_down(env, route, leg.target, now);
+                }
+                env.metrics.upstream_error();
+                reject(conn, env, id, Reject::GatewayTimeout, None);
+            }
         }
         Phase::Open { session, .. } => {
             // While its output is over write_buffer the gateway is not reading this
@@ -682,6 +735,8 @@ fn on_data(conn: &mut Conn, env: &mut Env, id: ConnId, n: usize, now: Instant) {
             }
         }
         Phase::Open { .. } => feed_session(conn, env, id, n, now),
+        // Not read while dialing (wants_read); kept if it arrives anyway.
+        Phase::Dialing { .. } => conn.rbuf.extend_from_slice(&env.readbuf[..n]),
         // Discarded: after our answer or close, input only needs draining.
         Phase::Rejected => {}
     }
@@ -701,6 +756,7 @@ fn feed_session(conn: &mut Conn, env: &mut Env, id: ConnId, n: usize, now: Insta
     let shared = &*env.shared;
     let by_jti = &mut env.by_jti;
     let metrics = &*env.metrics;
+    let upstream = &mut conn.upstream;
     let mut on_message = |kind: MessageKind, payload: &[u8], out: &mut Vec<u8>| {
         if rt.refresh && kind == MessageKind::Text && payload.starts_with(REFRESH_PREFIX) {
             if let Some(current) = identity.as_mut() {
@@ -724,8 +780,14 @@ fn feed_session(conn: &mut Conn, env: &mut Env, id: ConnId, n: usize, now: Insta
             }
         }
         metrics.message_in(payload.len() as u64);
-        crate::backend::echo::on_message(kind, payload, out);
-        metrics.message_out(payload.len() as u64);
+        match upstream.as_mut() {
+            // Proxied: to the upstream as one masked frame (RFC 6455 §5.1).
+            Some(leg) => leg.send_message(kind, payload),
+            None => {
+                crate::backend::echo::on_message(kind, payload, out);
+                metrics.message_out(payload.len() as u64);
+            }
+        }
     };
     if conn.rbuf.is_empty() {
         // Common case: process straight from the worker's buffer, keep only the tail.
@@ -833,6 +895,8 @@ fn reject(conn: &mut Conn, env: &Env, id: ConnId, r: Reject, target: Option<&str
         r.reason_label()
     );
     conn.rbuf = Vec::new();
+    // An upstream leg being dialed is abandoned with the request.
+    conn.upstream = None;
     conn.phase = Phase::Rejected;
     conn.closing = true;
 }
@@ -882,17 +946,64 @@ fn handshake(conn: &mut Conn, env: &mut Env, id: ConnId, head_len: usize, now: I
         }
         match decision {
             Ok(accept) => {
-                let key = accept_key(upgrade.key);
-                conn.wbuf.clear();
-                write_switching_protocols(&mut conn.wbuf, &key, accept.protocol);
-                Ok((accept.route, accept.identity, accept.explain, target))
+                let plan = if accept.explain.is_none() {
+                    upstream_plan(
+                        &rt,
+                        accept.route,
+                        &head,
+                        &upgrade,
+                        conn.peer.ip(),
+                        accept.identity.as_ref(),
+                        accept.claims_b64.as_deref(),
+                    )
+                } else {
+                    Ok(None)
+                };
+                let plan = match plan {
+                    Ok(p) => p,
+                    Err(r) => {
+                        if let Some(i) = &accept.identity {
+                            env.shared.subjects.release(&i.sub);
+                        }
+                        return reject(conn, env, id, r, target.as_deref());
+                    }
+                };
+                if plan.is_none() {
+                    let key = accept_key(upgrade.key);
+                    conn.wbuf.clear();
+                    write_switching_protocols(&mut conn.wbuf, &key, accept.protocol);
+                }
+                Ok((accept.route, accept.identity, accept.explain, target, plan))
             }
             Err(r) => Err((r, target)),
         }
     };
     match outcome {
         Err((r, target)) => reject(conn, env, id, r, target.as_deref()),
-        Ok((route, identity, explain, target)) => {
+        Ok((route, identity, _, target, Some(plan))) => {
+            // Upstream route: the client's 101 waits for the upstream's (SPEC §5).
+            if let Some(identity) = &identity {
+                let (deadline, notice) = token_times(&rt, identity.exp, now, now_unix);
+                conn.token_deadline = deadline;
+                conn.notice_at = notice;
+                index(&mut env.by_sub, &identity.sub, id);
+                if let Some(jti) = &identity.jti {
+                    index(&mut env.by_jti, jti, id);
+                }
+            }
+            conn.identity = identity;
+            conn.rbuf.drain(..head_len);
+            info!(
+                "conn={}.{} peer={} target={} route={} dialing upstream",
+                env.index,
+                id.index,
+                conn.peer,
+                target.as_deref().unwrap_or("-"),
+                rt.gate.routes[route].path,
+            );
+            start_upstream(conn, env, id, route, plan, now);
+        }
+        Ok((route, identity, explain, target, None)) => {
             env.metrics.handshake(101);
             let mut session = Box::new(Session::new(rt.session, now));
             info!(
@@ -925,5 +1036,405 @@ fn handshake(conn: &mut Conn, env: &mut Env, id: ConnId, head_len: usize, now: I
                 feed_session(conn, env, id, 0, now);
             }
         }
+    }
+}
+
+// === upstream routes (SPEC §5) ===
+
+/// One balancer per route (empty for echo routes), sized from the runtime.
+fn balancers_for(rt: &Runtime) -> Vec<Balancer> {
+    rt.upstream_addrs
+        .iter()
+        .map(|targets| Balancer::new(targets.len()))
+        .collect()
+}
+
+fn mark_down(env: &mut Env, route: usize, target: usize, now: Instant) {
+    let backoff = match &env.rt.gate.routes.get(route).map(|r| &r.backend) {
+        Some(Backend::Upstream { backoff, .. }) => *backoff,
+        _ => return,
+    };
+    if let Some(b) = env.balancers.get_mut(route) {
+        b.mark_down(target, now, backoff);
+    }
+}
+
+/// What the handshake prepared for an upstream route.
+struct UpstreamPlan {
+    request: Vec<u8>,
+    key: [u8; 24],
+    offered: Vec<String>,
+    client_accept: [u8; 28],
+}
+
+/// Builds the upgrade request for the upstream from the client's request (SPEC §5):
+/// query minus token parameters, the client's end-to-end headers minus anything that
+/// carries a token or forged identity, `X-Forwarded-For`, `X-Auth-*` from the token.
+fn upstream_plan(
+    rt: &Runtime,
+    route: usize,
+    head: &RequestHead<'_, '_>,
+    upgrade: &Upgrade<'_>,
+    peer: std::net::IpAddr,
+    identity: Option<&Identity>,
+    claims_b64: Option<&str>,
+) -> Result<Option<UpstreamPlan>, Reject> {
+    let Some(r) = rt.gate.routes.get(route) else {
+        return Ok(None);
+    };
+    let Backend::Upstream { urls, .. } = &r.backend else {
+        return Ok(None);
+    };
+    // Every target of a route shares its path and Host in practice; the request is
+    // rebuilt per attempt only in its Host line, so use the first target's here and
+    // the real one in `start_upstream` (same path rules).
+    let url = urls.first().ok_or(Reject::BadGateway)?;
+    let mut offered: Vec<String> = Vec::new();
+    for value in head.headers_named("sec-websocket-protocol") {
+        for p in fields::list_tokens(value) {
+            if p.starts_with(b"bearer.") {
+                continue;
+            }
+            let Ok(p) = std::str::from_utf8(p) else {
+                continue;
+            };
+            if r.protocols.is_empty() || r.protocols.iter().any(|a| a == p) {
+                offered.push(p.to_owned());
+            }
+        }
+    }
+    let client_headers: Vec<(&str, &[u8])> =
+        head.headers.iter().map(|h| (h.name, h.value)).collect();
+    let token_query: Vec<&str> = rt.token_query_names.iter().map(String::as_str).collect();
+    let token_cookies: Vec<&str> = rt.token_cookie_names.iter().map(String::as_str).collect();
+    let offered_refs: Vec<&str> = offered.iter().map(String::as_str).collect();
+    let scope = identity.map(|i| i.scopes.join(" "));
+    let key = random_key(&ring::rand::SystemRandom::new()).map_err(|_| Reject::BadGateway)?;
+    let forward = ForwardRequest {
+        upstream_host_header: &url.host_header,
+        upstream_path: &url.path,
+        client_query: head.query,
+        token_query_names: &token_query,
+        client_headers: &client_headers,
+        token_cookie_names: &token_cookies,
+        offered_protocols: &offered_refs,
+        client_addr: peer,
+        subject: identity.map(|i| &*i.sub),
+        scope: scope.as_deref(),
+        claims_b64,
+    };
+    let mut request = Vec::with_capacity(512);
+    write_upstream_request(&forward, &key, &mut request).map_err(|_| Reject::BadGateway)?;
+    Ok(Some(UpstreamPlan {
+        request,
+        key,
+        offered,
+        client_accept: accept_key(upgrade.key),
+    }))
+}
+
+/// Connects to the next healthy upstream of `route` not yet tried; false when none is
+/// left (the caller answers 502).
+fn dial_next(conn: &mut Conn, env: &mut Env, id: ConnId, route: usize, now: Instant) -> bool {
+    loop {
+        let tried: Vec<usize> = conn
+            .upstream
+            .as_ref()
+            .map(|l| l.tried.clone())
+            .unwrap_or_default();
+        let Some(target) = env
+            .balancers
+            .get_mut(route)
+            .and_then(|b| b.pick(now, &tried))
+        else {
+            return false;
+        };
+        let Some(addr) = env
+            .rt
+            .upstream_addrs
+            .get(route)
+            .and_then(|t| t.get(target))
+            .copied()
+        else {
+            return false;
+        };
+        let Some(leg) = conn.upstream.as_mut() else {
+            return false;
+        };
+        match leg.reconnect(&env.registry, id, addr, target) {
+            Ok(()) => return true,
+            Err(_) => {
+                env.metrics.upstream_error();
+                mark_down(env, route, target, now);
+            }
+        }
+    }
+}
+
+/// Starts the upstream leg after the gate accepted a request for an upstream route.
+#[allow(clippy::too_many_arguments)]
+fn start_upstream(
+    conn: &mut Conn,
+    env: &mut Env,
+    id: ConnId,
+    route: usize,
+    plan: UpstreamPlan,
+    now: Instant,
+) {
+    let timeout = match env.rt.gate.routes.get(route).map(|r| &r.backend) {
+        Some(Backend::Upstream { timeout, .. }) => *timeout,
+        _ => Duration::from_secs(10),
+    };
+    let deadline = now + timeout;
+    let mut tried = Vec::new();
+    loop {
+        let Some(target) = env
+            .balancers
+            .get_mut(route)
+            .and_then(|b| b.pick(now, &tried))
+        else {
+            env.metrics.upstream_error();
+            reject(conn, env, id, Reject::BadGateway, None);
+            return;
+        };
+        tried.push(target);
+        let Some(addr) = env
+            .rt
+            .upstream_addrs
+            .get(route)
+            .and_then(|t| t.get(target))
+            .copied()
+        else {
+            reject(conn, env, id, Reject::BadGateway, None);
+            return;
+        };
+        match UpstreamLeg::connect(
+            &env.registry,
+            id,
+            addr,
+            target,
+            plan.request.clone(),
+            plan.key,
+            plan.offered.clone(),
+            plan.client_accept,
+            deadline,
+        ) {
+            Ok(mut leg) => {
+                leg.tried = tried;
+                conn.upstream = Some(Box::new(leg));
+                conn.phase = Phase::Dialing { route };
+                return;
+            }
+            Err(_) => {
+                env.metrics.upstream_error();
+                mark_down(env, route, target, now);
+            }
+        }
+    }
+}
+
+/// Drives the upstream leg: connect, handshake, relay, close. Returns true when reading
+/// the upstream paused because the client's output is over its limit.
+fn proxy(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant) -> bool {
+    let rt = env.rt.clone();
+    let limit = rt.session.write_buffer;
+    let Some(leg) = conn.upstream.as_mut() else {
+        return false;
+    };
+    if leg.state == LegState::Connecting {
+        match leg.poll_connected() {
+            Ok(false) => return false,
+            Ok(true) => {}
+            Err(_) => {
+                let Phase::Dialing { route } = conn.phase else {
+                    return false;
+                };
+                let target = leg.target;
+                env.metrics.upstream_error();
+                mark_down(env, route, target, now);
+                // SPEC §5: the next upstream is tried within the same client handshake.
+                let request = std::mem::take(&mut leg.request);
+                if dial_next(conn, env, id, route, now) {
+                    if let Some(leg) = conn.upstream.as_mut() {
+                        leg.request = request;
+                    }
+                } else {
+                    reject(conn, env, id, Reject::BadGateway, None);
+                }
+                return false;
+            }
+        }
+    }
+    let Some(leg) = conn.upstream.as_mut() else {
+        return false;
+    };
+    if let Phase::Dialing { route } = conn.phase {
+        if leg.state == LegState::Handshaking {
+            if let Some(b) = env.balancers.get_mut(route) {
+                b.mark_up(leg.target);
+            }
+        }
+    }
+    if leg.flush().is_err() {
+        leg.state = LegState::Done;
+    }
+    let mut paused = false;
+    let mut reads = 0;
+    loop {
+        let Some(leg) = conn.upstream.as_mut() else {
+            return false;
+        };
+        if leg.state == LegState::Done || leg.eof {
+            break;
+        }
+        if leg.state == LegState::Open && conn.wbuf.len() >= limit {
+            paused = true;
+            break;
+        }
+        if reads == MAX_READS_PER_TURN {
+            env.ready.push(id);
+            break;
+        }
+        reads += 1;
+        match leg.read(&mut env.readbuf) {
+            Ok(0) => leg.eof = true,
+            Ok(n) => leg.rbuf.extend_from_slice(&env.readbuf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(_) => leg.eof = true,
+        }
+        if leg.state != LegState::Handshaking {
+            continue;
+        }
+        let eof = leg.eof;
+        match leg.answer() {
+            upstream::Answer::Pending if eof => {
+                env.metrics.upstream_error();
+                reject(conn, env, id, Reject::BadGateway, None);
+                return false;
+            }
+            upstream::Answer::Pending => {}
+            upstream::Answer::Switching(protocol) => {
+                let client_accept = leg.client_accept;
+                open_proxied(conn, env, id, protocol.as_deref(), &client_accept, now);
+            }
+            upstream::Answer::Rejected {
+                status,
+                body,
+                www_authenticate,
+                retry_after,
+            } => {
+                let r = Reject::UpstreamStatus {
+                    status,
+                    body,
+                    www_authenticate,
+                    retry_after,
+                };
+                reject(conn, env, id, r, None);
+                return false;
+            }
+            upstream::Answer::Bad => {
+                env.metrics.upstream_error();
+                reject(conn, env, id, Reject::BadGateway, None);
+                return false;
+            }
+        }
+    }
+    relay_upstream(conn, env, now, limit, &mut paused);
+    paused
+}
+
+/// Upstream → client, and the close rules that tie the two legs (SPEC §5 "Relay").
+fn relay_upstream(conn: &mut Conn, env: &mut Env, _now: Instant, limit: usize, paused: &mut bool) {
+    let rt = env.rt.clone();
+    let Phase::Open { session, .. } = &mut conn.phase else {
+        return;
+    };
+    let Some(leg) = conn.upstream.as_mut() else {
+        return;
+    };
+    if matches!(leg.state, LegState::Open | LegState::Closing) && !leg.rbuf.is_empty() {
+        if session.state() == SessionState::Open {
+            let before = conn.wbuf.len();
+            match leg.relay(&mut conn.wbuf, limit, rt.session.max_frame) {
+                Relayed::Continue => {}
+                Relayed::Closed(code, reason) => {
+                    // Relayed as sent; "no status" becomes a plain normal closure.
+                    let code = if code == 1005 { 1000 } else { code };
+                    session.close(code, &reason, &mut conn.wbuf);
+                }
+                Relayed::Broken => {
+                    env.metrics.upstream_error();
+                    session.close(1014, "bad gateway", &mut conn.wbuf);
+                    leg.state = LegState::Done;
+                }
+            }
+            if conn.wbuf.len() > before {
+                env.metrics.message_out((conn.wbuf.len() - before) as u64);
+            }
+            if conn.wbuf.len() >= limit && !leg.rbuf.is_empty() {
+                *paused = true;
+            }
+        } else {
+            // The client is closing: upstream data has nowhere to go.
+            leg.rbuf.clear();
+        }
+    }
+    if leg.eof && session.state() == SessionState::Open {
+        // SPEC §5: an upstream that vanishes without a close gives the client 1014.
+        env.metrics.upstream_error();
+        session.close(1014, "bad gateway", &mut conn.wbuf);
+        leg.state = LegState::Done;
+    }
+    if session.state() != SessionState::Open && leg.state == LegState::Open {
+        // The client closed, or the gateway closed it (4401, 4403, 1008, ...): the
+        // upstream gets the same code and reason.
+        let (code, reason) = match session.close_received() {
+            Some(code) => (code, session.close_received_reason()),
+            None => (
+                session.close_sent().unwrap_or(1005),
+                session.close_sent_reason(),
+            ),
+        };
+        leg.send_close(code, reason);
+    }
+    if conn.read_eof && leg.state == LegState::Open {
+        // SPEC §5: a client that vanishes gives the upstream 1001 "going away".
+        leg.send_close(1001, "going away");
+    }
+    if leg.flush().is_err() {
+        leg.state = LegState::Done;
+    }
+}
+
+/// The upstream said 101: the client gets its 101 with the upstream's protocol, and
+/// frames start flowing.
+fn open_proxied(
+    conn: &mut Conn,
+    env: &mut Env,
+    id: ConnId,
+    protocol: Option<&str>,
+    client_accept: &[u8; 28],
+    now: Instant,
+) {
+    let Phase::Dialing { route } = conn.phase else {
+        return;
+    };
+    env.metrics.handshake(101);
+    conn.wbuf.clear();
+    write_switching_protocols(&mut conn.wbuf, client_accept, protocol);
+    info!(
+        "conn={}.{} peer={} route={} sub={} upgraded (upstream)",
+        env.index,
+        id.index,
+        conn.peer,
+        env.rt.gate.routes[route].path,
+        conn.identity.as_ref().map_or("-", |i| &*i.sub)
+    );
+    conn.phase = Phase::Open {
+        session: Box::new(Session::new(env.rt.session, now)),
+        route,
+    };
+    if !conn.rbuf.is_empty() {
+        feed_session(conn, env, id, 0, now);
     }
 }

@@ -7,9 +7,11 @@ mod support;
 
 mod admin;
 mod cli;
+mod corpus;
 mod frames;
 mod handshake;
 mod lifecycle;
+mod proxy;
 mod session;
 mod tls;
 mod tokens;

@@ -6,6 +6,7 @@
 //! [`request::parse_head`] on those bytes, [`request::validate_upgrade`] on the result, and
 //! either [`response::write_switching_protocols`] or `HttpError::reject().write(..)`.
 
+pub mod client;
 pub mod fields;
 pub mod request;
 pub mod response;

@@ -124,6 +124,9 @@ pub struct Session {
     close_sent: Option<u16>,
     /// The code of the close frame the peer sent.
     close_received: Option<u16>,
+    /// The reasons of both close frames, kept (only once closing) so a proxy can relay
+    /// them as sent: (ours, the peer's).
+    close_reasons: Option<Box<(String, String)>>,
     /// The data frame whose payload is arriving, in `Open`.
     frame: Option<PartialFrame>,
     /// Payload bytes of the current frame still to discard, in `CloseSent`.
@@ -144,6 +147,7 @@ impl Session {
             last_now: now,
             ping_sent: false,
             close_sent_at: None,
+            close_reasons: None,
             close_sent: None,
             close_received: None,
             frame: None,
@@ -263,6 +267,16 @@ impl Session {
         self.close_sent
     }
 
+    /// The reason of the close frame we sent ("" when none or not closing).
+    pub fn close_sent_reason(&self) -> &str {
+        self.close_reasons.as_ref().map_or("", |r| r.0.as_str())
+    }
+
+    /// The reason of the peer's close frame ("" when none or not received).
+    pub fn close_received_reason(&self) -> &str {
+        self.close_reasons.as_ref().map_or("", |r| r.1.as_str())
+    }
+
     /// The close code the peer sent, if its close frame was received (1005 when it had no code).
     pub fn close_received(&self) -> Option<u16> {
         self.close_received
@@ -298,6 +312,9 @@ impl Session {
             return;
         }
         write_close(out, code, reason);
+        if !reason.is_empty() {
+            self.close_reasons.get_or_insert_with(Default::default).0 = reason.to_owned();
+        }
         self.close_sent = Some(code);
         self.state = SessionState::CloseSent;
         self.close_sent_at = at;
@@ -466,8 +483,11 @@ impl Session {
                 write_empty_close(out);
                 (NO_STATUS_CODE, NO_STATUS_CODE)
             }
-            Ok(Some((code, _reason))) => {
+            Ok(Some((code, reason))) => {
                 write_close(out, code, "");
+                if !reason.is_empty() {
+                    self.close_reasons.get_or_insert_with(Default::default).1 = reason.to_owned();
+                }
                 (code, code)
             }
             Err(e) => {
