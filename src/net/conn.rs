@@ -81,6 +81,8 @@ pub struct Conn {
     pub received_any: bool,
     /// The verified identity (per-subject count is released when the conn goes).
     pub identity: Option<Identity>,
+    /// The 101 is queued: drop the output buffer's memory once it is written.
+    pub release_wbuf_when_flushed: bool,
     /// The upstream leg on proxied routes.
     pub upstream: Option<Box<super::upstream::UpstreamLeg>>,
     /// SPEC §6: when the token's `exp` (+ leeway) passes; the connection closes 4401.

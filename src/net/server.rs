@@ -289,7 +289,8 @@ pub fn start(config: &Config) -> Result<Running, String> {
         .map_err(|e| format!("acceptor: cannot start thread: {e}"))?;
     for a in &local_addrs {
         let scheme = if rt.tls.is_some() { "wss" } else { "ws" };
-        info!("listening on {a} ({scheme}://, {n} workers)");
+        // Always printed, whatever WSGATE_LOG says: tools find the port here.
+        eprintln!("wsgate info: listening on {a} ({scheme}://, {n} workers)");
     }
     let admin = match &config.admin {
         Some(a) => {
@@ -306,7 +307,7 @@ pub fn start(config: &Config) -> Result<Running, String> {
             let stop = Arc::new(AtomicBool::new(false));
             let (addr, join) = crate::admin::spawn(a.listen, backend.clone(), stop.clone())
                 .map_err(|e| format!("admin.listen: cannot listen on {}: {e}", a.listen))?;
-            info!("admin listening on {addr}");
+            eprintln!("wsgate info: admin listening on {addr}");
             Some(AdminHandle {
                 backend,
                 addr,

@@ -41,10 +41,12 @@ use crate::{info, warn};
 
 /// Reads per connection per turn before others get theirs (fairness under floods).
 const MAX_READS_PER_TURN: usize = 16;
-/// The worker's read buffer: one per worker, not per connection.
-const READ_BUFFER: usize = 64 * 1024;
-/// Output capacity kept by an idle connection; more is released after a burst.
-const KEEP_CAPACITY: usize = 16 * 1024;
+/// The worker's read buffer: one per worker, not per connection. Large enough that a
+/// 64 KiB message arrives whole and takes the zero-copy path.
+const READ_BUFFER: usize = 256 * 1024;
+/// Buffer capacity a busy connection keeps between messages (no allocator round trip per
+/// message); more is released after a burst, and everything when the connection idles.
+const KEEP_CAPACITY: usize = 256 * 1024;
 
 /// Everything that does not change for one configuration generation.
 pub struct Runtime {
@@ -291,6 +293,7 @@ impl Worker {
             received_any: false,
             identity: None,
             upstream: None,
+            release_wbuf_when_flushed: false,
             token_deadline: None,
             notice_at: None,
             accepted_at: now,
@@ -602,6 +605,12 @@ fn step(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant, timer: bool) -
             ReadOutcome::Data(n) => {
                 conn.received_any = true;
                 on_data(conn, env, id, n, now);
+                // A short read on plain TCP drained the socket: edge-triggered epoll
+                // reports any later bytes as a new event, so skip the read that would
+                // only say WouldBlock (one syscall per message saved).
+                if n < env.readbuf.len() && conn.tls.is_none() {
+                    break;
+                }
             }
             ReadOutcome::WouldBlock => break,
             ReadOutcome::Eof => {
@@ -624,6 +633,11 @@ fn step(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant, timer: bool) -
         return false;
     }
     let pending = conn.pending_output();
+    if pending == 0 && conn.release_wbuf_when_flushed {
+        // The 101 is out: an idle connection keeps no output buffer.
+        conn.release_wbuf_when_flushed = false;
+        conn.wbuf = Vec::new();
+    }
     if upstream_paused && pending < rt.session.write_buffer {
         env.ready.push(id);
     }
@@ -687,6 +701,13 @@ fn on_timer(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant) -> bool {
             }
         }
         Phase::Open { session, .. } => {
+            // Idle: a timer fired with nothing pending; give buffer memory back.
+            if conn.wbuf.is_empty() && conn.wbuf.capacity() > 0 {
+                conn.wbuf = Vec::new();
+            }
+            if conn.rbuf.is_empty() && conn.rbuf.capacity() > 0 {
+                conn.rbuf = Vec::new();
+            }
             // While its output is over write_buffer the gateway is not reading this
             // peer, so silence proves nothing: the slow-consumer rule decides instead.
             if conn.over_limit_since.is_none() || session.state() != SessionState::Open {
@@ -1030,6 +1051,11 @@ fn handshake(conn: &mut Conn, env: &mut Env, id: ConnId, head_len: usize, now: I
             }
             conn.identity = identity;
             conn.rbuf.drain(..head_len);
+            if conn.rbuf.is_empty() {
+                // The request head's buffer is not needed by an idle open connection.
+                conn.rbuf = Vec::new();
+            }
+            conn.release_wbuf_when_flushed = true;
             conn.phase = Phase::Open { session, route };
             // Bytes that followed the head in the same read are frames (SPEC §4).
             if !conn.rbuf.is_empty() {
@@ -1422,6 +1448,7 @@ fn open_proxied(
     env.metrics.handshake(101);
     conn.wbuf.clear();
     write_switching_protocols(&mut conn.wbuf, client_accept, protocol);
+    conn.release_wbuf_when_flushed = true;
     info!(
         "conn={}.{} peer={} route={} sub={} upgraded (upstream)",
         env.index,

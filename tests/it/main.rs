@@ -5,6 +5,7 @@
 
 mod support;
 
+mod abuse;
 mod admin;
 mod cli;
 mod corpus;
@@ -12,6 +13,7 @@ mod frames;
 mod handshake;
 mod lifecycle;
 mod proxy;
+mod proxy_edge;
 mod session;
 mod tls;
 mod tokens;

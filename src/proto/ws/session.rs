@@ -208,6 +208,8 @@ impl Session {
                     // frame) resets the idle clock.
                     write_frame(out, true, OpCode::Ping, &[]);
                     self.ping_sent = true;
+                    // Idle: give the reassembly buffer back.
+                    self.message.release();
                 }
             }
             SessionState::CloseSent => {
@@ -1499,15 +1501,21 @@ mod tests {
         l.max_frame = 1 << 20;
         l.max_message = 1 << 20;
         let mut peer = Peer::new(l);
-        let mut big = masked(false, OpCode::Binary, &[1; 40_000]);
-        big.extend(masked(true, OpCode::Continuation, &[2; 40_000]));
+        let mut big = masked(false, OpCode::Binary, &[1; 200_000]);
+        big.extend(masked(true, OpCode::Continuation, &[2; 200_000]));
         peer.feed(&big);
-        assert_eq!(peer.received[0].1.len(), 80_000);
+        assert_eq!(peer.received[0].1.len(), 400_000);
         assert_eq!(
             peer.session.message.capacity(),
             0,
-            "released after a message over 64 KiB"
+            "released after a message over RETAINED_CAPACITY"
         );
+        // Smaller ones are kept, sized by what the frames declared (no doubling past it).
+        let mut peer = Peer::new(l);
+        let mut mid = masked(false, OpCode::Binary, &[1; 32_768]);
+        mid.extend(masked(true, OpCode::Continuation, &[2; 32_768]));
+        peer.feed(&mid);
+        assert_eq!(peer.session.message.capacity(), 65_536);
     }
 
     #[test]
