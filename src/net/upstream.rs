@@ -16,6 +16,7 @@ use super::token::ConnId;
 use crate::proto::http::client::{parse_upstream_response, UpstreamResponse};
 use crate::proto::ws::close::{parse_close_payload, write_close};
 use crate::proto::ws::frame::{parse_header, write_masked_frame, OpCode};
+use crate::proto::ws::message::Utf8Validator;
 use crate::proto::ws::session::MessageKind;
 
 /// Set in a mio token for events of a connection's upstream socket.
@@ -74,6 +75,10 @@ pub struct UpstreamLeg {
     /// be unpredictable; one syscall per 256 frames instead of one per frame).
     keys: [u8; 1024],
     keys_used: usize,
+    /// A fragmented upstream message is in progress (RFC 6455 §5.4), and whether it is
+    /// text (validated as it is relayed, so the client never receives invalid UTF-8).
+    in_message: Option<bool>,
+    utf8: Utf8Validator,
 }
 
 /// Why the upstream side failed (for logs, metrics and the client's answer).
@@ -122,6 +127,8 @@ impl UpstreamLeg {
             close_sent: false,
             keys: [0; 1024],
             keys_used: 1024,
+            in_message: None,
+            utf8: Utf8Validator::default(),
         })
     }
 
@@ -379,6 +386,25 @@ impl UpstreamLeg {
                     break Relayed::Closed(code, reason);
                 }
                 OpCode::Continuation | OpCode::Text | OpCode::Binary => {
+                    // RFC 6455 §5.4: a continuation needs a message in progress, a new
+                    // message needs none; text must be UTF-8 (§8.1).
+                    let text = match (op, self.in_message) {
+                        (OpCode::Continuation, Some(text)) => text,
+                        (OpCode::Text, None) => true,
+                        (OpCode::Binary, None) => false,
+                        _ => break Relayed::Broken,
+                    };
+                    if text {
+                        if op == OpCode::Text {
+                            self.utf8.reset();
+                        }
+                        if self.utf8.feed(payload).is_err()
+                            || (header.fin && self.utf8.finish().is_err())
+                        {
+                            break Relayed::Broken;
+                        }
+                    }
+                    self.in_message = if header.fin { None } else { Some(text) };
                     client_out.extend_from_slice(frame);
                 }
             }

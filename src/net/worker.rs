@@ -22,6 +22,7 @@ use super::conn::{Conn, Phase, ReadOutcome};
 use super::timer::Timers;
 use super::token::{ConnId, Slab, WAKER};
 use super::upstream::{self, LegState, Relayed, UpstreamLeg};
+use crate::auth::error::TokenError;
 use crate::auth::revocation::{Revocation, RevocationSet};
 use crate::auth::verify::Scratch;
 use crate::backend::upstream::Balancer;
@@ -366,20 +367,28 @@ impl Worker {
             let Some(conn) = self.conns.get_mut(id) else {
                 continue;
             };
-            let Phase::Open { session, .. } = &mut conn.phase else {
-                continue;
-            };
             let Some(identity) = &conn.identity else {
                 continue;
             };
-            if session.state() == SessionState::Open
-                && RevocationSet::matches(r, identity.jti.as_deref(), &identity.sub, identity.iat)
-            {
-                let why = ProtocolError::TokenRevoked;
-                session.close(why.close_code(), why.reason(), &mut conn.wbuf);
-                closed += 1;
-                self.drive(id, false);
+            if !RevocationSet::matches(r, identity.jti.as_deref(), &identity.sub, identity.iat) {
+                continue;
             }
+            match &mut conn.phase {
+                Phase::Open { session, .. } if session.state() == SessionState::Open => {
+                    let why = ProtocolError::TokenRevoked;
+                    session.close(why.close_code(), why.reason(), &mut conn.wbuf);
+                }
+                // Still waiting for the upstream's 101: the client never gets one.
+                Phase::Dialing { .. } => {
+                    let r = Reject::InvalidToken {
+                        description: TokenError::Revoked.description(),
+                    };
+                    reject(conn, &self.env, id, r, None);
+                }
+                _ => continue,
+            }
+            closed += 1;
+            self.drive(id, false);
         }
         closed
     }
@@ -463,6 +472,12 @@ impl Worker {
         };
         let _ = self.poll.registry().deregister(&mut conn.socket);
         if let Some(leg) = &mut conn.upstream {
+            // Whatever ended the client's side (a reset included), the upstream hears
+            // 1001 "going away" rather than a bare EOF (SPEC §5), best effort.
+            if leg.state == LegState::Open {
+                leg.send_close(1001, "going away");
+                let _ = leg.flush();
+            }
             let _ = self.poll.registry().deregister(&mut leg.socket);
         }
         let now = clock::now();
@@ -579,7 +594,8 @@ fn step(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant, timer: bool) -
     }
     if let Some(leg) = &mut conn.upstream {
         if leg.state != LegState::Connecting && leg.flush().is_err() {
-            leg.state = LegState::Done;
+            // The upstream is gone (a reset over unread input): the relay answers 1014.
+            leg.eof = true;
         }
     }
     // Input left over from a turn cut short by backpressure goes next.
@@ -617,6 +633,11 @@ fn step(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant, timer: bool) -
                 conn.read_eof = true;
                 break;
             }
+            // A proxied client that reset: let the relay tell the upstream first.
+            ReadOutcome::Failed if conn.upstream.is_some() => {
+                conn.read_eof = true;
+                break;
+            }
             ReadOutcome::Failed => return false,
         }
     }
@@ -633,6 +654,7 @@ fn step(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant, timer: bool) -
         return false;
     }
     let pending = conn.pending_output();
+    let upstream_pending = conn.upstream.as_ref().map_or(0, |l| l.wbuf.len());
     if pending == 0 && conn.release_wbuf_when_flushed {
         // The 101 is out: an idle connection keeps no output buffer.
         conn.release_wbuf_when_flushed = false;
@@ -641,7 +663,8 @@ fn step(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant, timer: bool) -
     if upstream_paused && pending < rt.session.write_buffer {
         env.ready.push(id);
     }
-    if pending >= rt.session.write_buffer {
+    if pending >= rt.session.write_buffer || upstream_pending >= rt.session.write_buffer {
+        // SPEC §5: write_buffer applies to both legs.
         conn.over_limit_since.get_or_insert(now);
     } else {
         conn.over_limit_since = None;
@@ -1264,6 +1287,11 @@ fn start_upstream(
 fn proxy(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant) -> bool {
     let rt = env.rt.clone();
     let limit = rt.session.write_buffer;
+    let rbuf_cap = limit.max(
+        usize::try_from(rt.session.max_frame)
+            .unwrap_or(usize::MAX)
+            .saturating_add(14),
+    );
     let Some(leg) = conn.upstream.as_mut() else {
         return false;
     };
@@ -1302,7 +1330,7 @@ fn proxy(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant) -> bool {
         }
     }
     if leg.flush().is_err() {
-        leg.state = LegState::Done;
+        leg.eof = true;
     }
     let mut paused = false;
     let mut reads = 0;
@@ -1313,7 +1341,10 @@ fn proxy(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant) -> bool {
         if leg.state == LegState::Done || leg.eof {
             break;
         }
-        if leg.state == LegState::Open && conn.wbuf.len() >= limit {
+        // Backpressure (SPEC §5): read the upstream only while the client's output and
+        // the not-yet-relayed bytes are under their bounds (one whole frame may need up
+        // to max_frame).
+        if leg.state == LegState::Open && (conn.wbuf.len() >= limit || leg.rbuf.len() >= rbuf_cap) {
             paused = true;
             break;
         }
@@ -1427,7 +1458,12 @@ fn relay_upstream(conn: &mut Conn, env: &mut Env, _now: Instant, limit: usize, p
         // SPEC §5: a client that vanishes gives the upstream 1001 "going away".
         leg.send_close(1001, "going away");
     }
-    if leg.flush().is_err() {
+    if leg.flush().is_err() && leg.state == LegState::Open {
+        leg.eof = true;
+        if session.state() == SessionState::Open {
+            env.metrics.upstream_error();
+            session.close(1014, "bad gateway", &mut conn.wbuf);
+        }
         leg.state = LegState::Done;
     }
 }
