@@ -141,6 +141,8 @@ struct Env {
     registry: mio::Registry,
     /// Per route: round-robin and health of its upstreams (this worker's view).
     balancers: Vec<Balancer>,
+    /// The event being handled also reported the peer's FIN or an error.
+    peer_closed_hint: bool,
 }
 
 /// One event loop.
@@ -187,6 +189,7 @@ impl Worker {
                     metrics,
                     registry,
                     balancers,
+                    peer_closed_hint: false,
                 },
                 drain_deadline: None,
             },
@@ -220,8 +223,12 @@ impl Worker {
                 if event.token() == WAKER {
                     self.commands();
                 } else {
-                    // Readiness is a hint: the step reads and writes until WouldBlock.
+                    // Readiness is a hint: the step reads and writes until WouldBlock. A
+                    // peer that also closed (FIN / RST in the same edge) must be read to
+                    // EOF: no later edge will report it.
+                    self.env.peer_closed_hint = event.is_read_closed() || event.is_error();
                     self.drive(ConnId::from_token(event.token()), false);
+                    self.env.peer_closed_hint = false;
                 }
             }
             std::mem::swap(&mut revisit, &mut self.env.ready);
@@ -548,7 +555,11 @@ fn next_deadline(conn: &Conn, rt: &Runtime) -> Option<Instant> {
     match &conn.phase {
         Phase::Handshake { deadline, .. } => consider(Some(*deadline)),
         Phase::Open { session, .. } => {
-            consider(session.poll_timeout());
+            // While paused for backpressure the idle clock is not consulted (on_timer
+            // skips it), so its past-due deadline must not be either: it would spin.
+            if conn.over_limit_since.is_none() || session.state() != SessionState::Open {
+                consider(session.poll_timeout());
+            }
             if session.state() == SessionState::Open {
                 consider(conn.token_deadline);
                 consider(conn.notice_at);
@@ -624,7 +635,7 @@ fn step(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant, timer: bool) -
                 // A short read on plain TCP drained the socket: edge-triggered epoll
                 // reports any later bytes as a new event, so skip the read that would
                 // only say WouldBlock (one syscall per message saved).
-                if n < env.readbuf.len() && conn.tls.is_none() {
+                if n < env.readbuf.len() && conn.tls.is_none() && !env.peer_closed_hint {
                     break;
                 }
             }
