@@ -569,7 +569,8 @@ impl Session {
             self.fail(e, now, out);
             return Step::Continue(pos);
         }
-        self.touch(now);
+        // The idle clock moves when the frame is complete, not per header or chunk: SPEC
+        // §5 "no frame received", and a frame dribbled a byte at a time stays idle.
         self.frame = Some(PartialFrame {
             fin: header.fin,
             mask,
@@ -610,7 +611,6 @@ impl Session {
                 self.skip = remaining;
                 return Step::Continue(pos);
             }
-            self.touch(now);
             apply_mask(chunk, frame.mask, frame.offset);
             // RFC 6455 §8.1 with fail-fast: the text is validated as it arrives, so invalid
             // UTF-8 in the middle of a huge frame fails before the rest is sent.
@@ -631,6 +631,7 @@ impl Session {
             return Step::Continue(pos + n);
         }
         self.frame = None;
+        self.touch(now);
         if frame.fin {
             match self.message.finish() {
                 Ok((kind, payload)) => on_message(kind, payload, out),
