@@ -3,9 +3,11 @@
 //! through a sans-IO component and asserts its invariants, not only "no panic".
 
 mod auth;
+mod config;
 mod http;
 mod ws;
 
 pub use auth::fuzz_jws;
+pub use config::fuzz_config;
 pub use http::fuzz_http_request;
 pub use ws::{fuzz_frame_header, fuzz_session, virtual_epoch};

@@ -50,3 +50,8 @@ fn session_corpus() {
 fn jws_corpus() {
     replay("jws", wsgate::fuzzing::fuzz_jws);
 }
+
+#[test]
+fn config_corpus() {
+    replay("config", wsgate::fuzzing::fuzz_config);
+}
