@@ -65,11 +65,162 @@ fn handshake(c: &mut Criterion) {
     group.finish();
 }
 
+/// The whole sans-IO handshake as the worker runs it: find the head, parse, validate,
+/// decide (route, capacity, per-IP budget, Origin, token, scope, per-subject), then the
+/// accept key and the 101. Public route vs HS256 and EdDSA tokens in the query.
+fn whole_handshake(c: &mut Criterion) {
+    use base64::Engine as _;
+    use std::sync::atomic::AtomicU64;
+    use std::sync::RwLock;
+    use wsgate::auth::keys::Alg;
+    use wsgate::auth::revocation::{RetentionPolicy, RevocationSet};
+    use wsgate::auth::verify::Scratch;
+    use wsgate::cli::token::{sign, SigningKey};
+    use wsgate::gate::decide::Ctx;
+    use wsgate::gate::limits::{IpBudget, IpTable, SubjectTable};
+
+    let dir = std::env::temp_dir().join(format!("wsgate-bench-hs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let secret = [7u8; 32];
+    std::fs::write(
+        dir.join("hs.secret"),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret),
+    )
+    .expect("secret");
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).expect("ed25519");
+    let pair = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("pair");
+    let mut spki = wsgate::auth::keys::ED25519_SPKI_PREFIX.to_vec();
+    spki.extend_from_slice(ring::signature::KeyPair::public_key(&pair).as_ref());
+    std::fs::write(
+        dir.join("ed.pub.pem"),
+        wsgate::auth::keys::pem_encode(&spki, "PUBLIC KEY"),
+    )
+    .expect("pub");
+    let text = r#"
+[server]
+listen = ["127.0.0.1:0"]
+[origin]
+allow = ["https://app.example.com"]
+[[auth.key]]
+kid = "hs"
+alg = "HS256"
+secret_file = "hs.secret"
+[[auth.key]]
+kid = "ed"
+alg = "EdDSA"
+public_key = "ed.pub.pem"
+[[route]]
+path = "/chat"
+backend = "echo"
+scope = ["chat"]
+[[route]]
+path = "/public"
+backend = "echo"
+public = true
+"#;
+    let config = wsgate::config::parse_str(text, &dir, "bench.toml").expect("bench config");
+    let rt = wsgate::net::server::build_runtime(&config).expect("runtime");
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let now_unix = 1_900_000_000u64;
+    let payload = format!(
+        r#"{{"sub":"bench","iat":{now_unix},"exp":{},"scope":"chat"}}"#,
+        now_unix + 3600
+    );
+    let hs = sign(
+        Alg::HS256,
+        &SigningKey::Hmac(secret.to_vec()),
+        r#"{"alg":"HS256","typ":"JWT","kid":"hs"}"#,
+        &payload,
+    )
+    .expect("hs token");
+    let ed = sign(
+        Alg::EdDSA,
+        &SigningKey::Ed25519(pair),
+        r#"{"alg":"EdDSA","typ":"JWT","kid":"ed"}"#,
+        &payload,
+    )
+    .expect("ed token");
+    let request = |target: &str| {
+        String::from_utf8_lossy(BROWSER_REQUEST)
+            .replacen("/chat?room=lobby", target, 1)
+            .into_bytes()
+    };
+    let public = request("/public?room=lobby");
+    let with_hs = request(&format!("/chat?room=lobby&access_token={hs}"));
+    let with_ed = request(&format!("/chat?room=lobby&access_token={ed}"));
+
+    let ips = IpTable::new(IpBudget {
+        connections: u32::MAX,
+        handshakes_per_sec: 0,
+        auth_failures_per_sec: 0,
+    });
+    let subjects = SubjectTable::new(0);
+    let revocations = RwLock::new(RevocationSet::new(RetentionPolicy {
+        leeway_secs: 30,
+        retention_secs: 3600,
+    }));
+    let longest = AtomicU64::new(0);
+    let mut scratch = Scratch::new(4096);
+    let mut token_buf = Vec::new();
+    let now = wsgate::fuzzing::virtual_epoch();
+    let mut out = Vec::with_capacity(256);
+    let mut one = |req: &[u8]| -> bool {
+        let Some(head_len) = HeadReader::new()
+            .poll(req, MAX_REQUEST_BYTES)
+            .ok()
+            .flatten()
+        else {
+            return false;
+        };
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let Ok(head) = parse_head(&req[..head_len], &mut headers) else {
+            return false;
+        };
+        let Ok(upgrade) = validate_upgrade(&head) else {
+            return false;
+        };
+        let mut ctx = Ctx {
+            peer: [127, 0, 0, 1].into(),
+            now,
+            now_unix,
+            open_connections: 1,
+            draining: false,
+            ips: &ips,
+            subjects: &subjects,
+            revocations: &revocations,
+            longest_lifetime: &longest,
+            auth_failure: None,
+            scratch: &mut scratch,
+            token_buf: &mut token_buf,
+        };
+        let Ok(accept) = rt.gate.decide(&head, &upgrade, &mut ctx) else {
+            return false;
+        };
+        if let Some(id) = &accept.identity {
+            subjects.release(&id.sub);
+        }
+        out.clear();
+        write_switching_protocols(&mut out, &accept_key(upgrade.key), accept.protocol);
+        true
+    };
+    assert!(
+        one(&public) && one(&with_hs) && one(&with_ed),
+        "bench requests must pass"
+    );
+    let mut group = c.benchmark_group("whole_handshake");
+    group.bench_function("public_route", |b| b.iter(|| one(black_box(&public))));
+    group.bench_function("hs256_query_token", |b| b.iter(|| one(black_box(&with_hs))));
+    group.bench_function("eddsa_query_token", |b| b.iter(|| one(black_box(&with_ed))));
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = handshake
+    targets = handshake, whole_handshake
 }
 criterion_main!(benches);

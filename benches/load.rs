@@ -12,7 +12,14 @@
 //! the best of `WSGATE_BENCH_ROUNDS` (default 2) is kept. `WSGATE_BENCH_SECS` (default 3)
 //! is the length of each measurement window, after a 0.5 s warm-up. `WSGATE_BENCH_IDLE`
 //! (default 10000) sets the idle connection count (0 skips the row), and
-//! `WSGATE_BENCH_ROWS=echo,pipelined,bulk,handshake,auth,idle` picks rows (default all).
+//! `WSGATE_BENCH_ROWS=echo,pipelined,bulk,handshake,auth,proxy,idle` picks rows (default all).
+//!
+//! The proxy rows put the tokio-tungstenite server behind wsgate (an upstream route,
+//! `/proxy`) and compare client -> wsgate -> tokio-tungstenite with client ->
+//! tokio-tungstenite directly, alternating against the same server process: the 32 B
+//! round trip (100 connections, and 1 connection for the unloaded latency) and the
+//! pipelined 1 KiB scenario. Their wsgate column is "via wsgate", their tokio-tungstenite
+//! column "direct"; every echoed payload is checked byte for byte.
 //!
 //! Each cell also shows the server's CPU use (all its threads, user + system) during the
 //! window, and the last column the client's: a server below 100% while the client is at
@@ -99,6 +106,12 @@ public = true
 path = "/auth"
 backend = "echo"
 "#;
+/// The route appended to [`WSGATE_CONFIG`] once the upstream's address is known.
+const PROXY_PATH: &str = "/proxy";
+/// What the goals of the proxy rows ask: via/direct throughput at least this...
+const PROXY_MIN_RATIO: f64 = 0.60;
+/// ...and via p50 minus direct p50 below this, in microseconds.
+const PROXY_MAX_ADDED_P50_US: f64 = 50.0;
 
 type Res<T> = Result<T, String>;
 
@@ -175,18 +188,21 @@ fn run_in(dir: &Path, s: &Settings) -> Res<()> {
     let mut client = Client::new()?;
     let mut rows: Vec<Row> = Vec::new();
     {
-        let ws = Server::wsgate(&config)?;
+        // The reference server first: it is also the upstream of wsgate's proxy route.
         let tt = Server::tokio_tungstenite()?;
+        let proxy_config = proxy_config(dir, tt.addr)?;
+        let ws = Server::wsgate(&proxy_config)?;
         println!(
-            "servers: wsgate pid {} on {}, tokio-tungstenite pid {} on {}\n",
+            "servers: wsgate pid {} on {}, tokio-tungstenite pid {} on {} \
+             (also wsgate's upstream for {PROXY_PATH})\n",
             ws.pid, ws.addr, tt.pid, tt.addr
         );
-        let both = [&ws, &tt];
+        let both = [ws.endpoint("/echo"), tt.endpoint("/echo")];
 
         if s.wants("echo") {
-            let text32 = masked(OpCode::Text, &[b'x'; 32]);
-            let [w, t] = alternate(s, "echo", &both, |srv| {
-                client.echo_row(srv, s.window, ECHO_CONNS, &text32, 32, 1)
+            let text32 = Payload::new(OpCode::Text, b'x', 32);
+            let [w, t] = alternate(s, "echo", &both, |ep| {
+                client.echo_row(ep, s.window, ECHO_CONNS, &text32, 1)
             })?;
             let label = "echo 100 conn x 32 B text, 1 in flight: msg/s";
             rows.push(Row::rate(label, &w, &t));
@@ -194,9 +210,9 @@ fn run_in(dir: &Path, s: &Settings) -> Res<()> {
             rows.push(Row::latency("  round trip p99 (us)", &w, &t, |m| m.p99_us));
         }
         if s.wants("pipelined") {
-            let bin1k = masked(OpCode::Binary, &[0xa5; 1024]);
-            let [w, t] = alternate(s, "pipelined", &both, |srv| {
-                client.echo_row(srv, s.window, ECHO_CONNS, &bin1k, 1024, PIPELINE_DEPTH)
+            let bin1k = Payload::new(OpCode::Binary, 0xa5, 1024);
+            let [w, t] = alternate(s, "pipelined", &both, |ep| {
+                client.echo_row(ep, s.window, ECHO_CONNS, &bin1k, PIPELINE_DEPTH)
             })?;
             let label = "pipelined 100 conn x 16 x 1 KiB bin: msg/s";
             rows.push(Row::rate(label, &w, &t));
@@ -204,9 +220,9 @@ fn run_in(dir: &Path, s: &Settings) -> Res<()> {
             rows.push(Row::latency("  round trip p99 (us)", &w, &t, |m| m.p99_us));
         }
         if s.wants("bulk") {
-            let bin64k = masked(OpCode::Binary, &[0x5a; BULK_SIZE]);
-            let [w, t] = alternate(s, "bulk", &both, |srv| {
-                let mut m = client.echo_row(srv, s.window, BULK_CONNS, &bin64k, BULK_SIZE, 1)?;
+            let bin64k = Payload::new(OpCode::Binary, 0x5a, BULK_SIZE);
+            let [w, t] = alternate(s, "bulk", &both, |ep| {
+                let mut m = client.echo_row(ep, s.window, BULK_CONNS, &bin64k, 1)?;
                 m.rate *= BULK_SIZE as f64 / 1e6;
                 Ok(m)
             })?;
@@ -215,8 +231,8 @@ fn run_in(dir: &Path, s: &Settings) -> Res<()> {
             rows.push(Row::latency("  round trip p99 (us)", &w, &t, |m| m.p99_us));
         }
         if s.wants("handshake") {
-            let [w, t] = alternate(s, "handshake", &both, |srv| {
-                client.storm_row(srv, s.window, "/echo")
+            let [w, t] = alternate(s, "handshake", &both, |ep| {
+                client.storm_row(ep, s.window, "/echo")
             })?;
             let label = "handshakes/s, public route (64 concurrent)";
             rows.push(Row::rate(label, &w, &t));
@@ -227,10 +243,56 @@ fn run_in(dir: &Path, s: &Settings) -> Res<()> {
                 ("handshakes/s, EdDSA query token", &ed_token),
             ] {
                 let target = format!("/auth?access_token={token}");
-                let [w] = alternate(s, label, &[&ws], |srv| {
-                    client.storm_row(srv, s.window, &target)
+                let [w] = alternate(s, label, &[ws.endpoint("/auth")], |ep| {
+                    client.storm_row(ep, s.window, &target)
                 })?;
                 rows.push(Row::wsgate_only(label, &w));
+            }
+        }
+        if s.wants("proxy") {
+            let via = Endpoint {
+                name: "via wsgate",
+                upstream_pid: Some(tt.pid),
+                ..ws.endpoint(PROXY_PATH)
+            };
+            let pair = [
+                via,
+                Endpoint {
+                    name: "direct",
+                    ..tt.endpoint("/echo")
+                },
+            ];
+            let scenarios = [
+                (
+                    "proxy 32 B",
+                    "proxy 100 conn x 32 B via wsgate | direct",
+                    ECHO_CONNS,
+                    Payload::checked(OpCode::Text, b'x', 32),
+                    1,
+                ),
+                (
+                    "proxy 32 B, 1 conn",
+                    "proxy 1 conn x 32 B via wsgate | direct",
+                    1,
+                    Payload::checked(OpCode::Text, b'x', 32),
+                    1,
+                ),
+                (
+                    "proxy pipelined",
+                    "proxy 100 conn x 16 x 1 KiB via | direct",
+                    ECHO_CONNS,
+                    Payload::checked(OpCode::Binary, 0xa5, 1024),
+                    PIPELINE_DEPTH,
+                ),
+            ];
+            for (name, label, conns, payload, depth) in scenarios {
+                let [v, d] = alternate(s, name, &pair, |ep| {
+                    client.echo_row(ep, s.window, conns, &payload, depth)
+                })?;
+                rows.push(Row::proxy_rate(&format!("{label}: msg/s"), &v, &d));
+                rows.push(Row::latency("  round trip p50 (us)", &v, &d, |m| m.p50_us));
+                rows.push(Row::latency("  round trip p99 (us)", &v, &d, |m| m.p99_us));
+                rows.push(Row::added_p50(&v, &d));
             }
         }
     }
@@ -255,24 +317,30 @@ fn run_in(dir: &Path, s: &Settings) -> Res<()> {
     Ok(())
 }
 
-/// Runs `f` on each server in turn, `rounds` times, and keeps each server's best.
+/// Runs `f` on each endpoint in turn, `rounds` times, and keeps each endpoint's best.
 /// Each measurement is reported on stderr as it completes.
 fn alternate<const N: usize>(
     s: &Settings,
     row: &str,
-    servers: &[&Server; N],
-    mut f: impl FnMut(&Server) -> Res<Measure>,
+    servers: &[Endpoint; N],
+    mut f: impl FnMut(&Endpoint) -> Res<Measure>,
 ) -> Res<[Measure; N]> {
     let mut best: [Option<Measure>; N] = std::array::from_fn(|_| None);
     for round in 1..=s.rounds {
         for (slot, srv) in best.iter_mut().zip(servers.iter()) {
             let m = f(srv).map_err(|e| format!("{row}, {}: {e}", srv.name))?;
             eprintln!(
-                "  {row} / {} / round {round}: {} (server cpu {}, client cpu {}{})",
+                "  {row} / {} / round {round}: {} (server cpu {}{}, client cpu {}{}{})",
                 srv.name,
                 group(m.rate),
                 pct(m.server_cpu),
+                m.upstream_cpu.map_or(String::new(), |c| format!(
+                    ", upstream cpu {}",
+                    pct(Some(c))
+                )),
                 pct(m.client_cpu),
+                m.p50_us
+                    .map_or(String::new(), |p| format!(", p50 {p:.0} us")),
                 m.p99_us
                     .map_or(String::new(), |p| format!(", p99 {p:.0} us"))
             );
@@ -307,6 +375,18 @@ fn prepare_wsgate(dir: &Path) -> Res<PathBuf> {
     Ok(config)
 }
 
+/// [`WSGATE_CONFIG`] plus a public route that proxies [`PROXY_PATH`] to the echo server
+/// at `upstream`.
+fn proxy_config(dir: &Path, upstream: SocketAddr) -> Res<PathBuf> {
+    let config = dir.join("wsgate-proxy.toml");
+    let text = format!(
+        "{WSGATE_CONFIG}\n[[route]]\npath = \"{PROXY_PATH}\"\nupstream = [\"ws://{upstream}/echo\"]\n\
+         public = true\n"
+    );
+    fs::write(&config, text).map_err(|e| format!("{}: {e}", config.display()))?;
+    Ok(config)
+}
+
 /// A one-hour token for `sub = bench`, through the library's `token mint`.
 fn mint_token(key: &Path, kid: &str) -> Res<String> {
     let now = SystemTime::now()
@@ -328,11 +408,35 @@ fn mint_token(key: &Path, kid: &str) -> Res<String> {
     mint(&opts, now)
 }
 
-/// A prebuilt client frame.
-fn masked(opcode: OpCode, payload: &[u8]) -> Vec<u8> {
-    let mut frame = Vec::new();
-    write_masked_frame(&mut frame, true, opcode, payload, MASK);
-    frame
+/// What an echo row sends: one prebuilt frame, and what its echo must look like.
+struct Payload {
+    /// The masked client frame.
+    frame: Vec<u8>,
+    /// The echo's expected shape.
+    expect: Expect,
+}
+
+impl Payload {
+    /// `len` bytes of `fill` in one `opcode` frame; echoes are checked for type and length.
+    fn new(opcode: OpCode, fill: u8, len: usize) -> Payload {
+        let mut frame = Vec::new();
+        write_masked_frame(&mut frame, true, opcode, &vec![fill; len], MASK);
+        Payload {
+            frame,
+            expect: Expect {
+                opcode: opcode as u8,
+                len: len as u64,
+                fill: None,
+            },
+        }
+    }
+
+    /// Like [`Payload::new`], and every echoed payload byte is checked as well.
+    fn checked(opcode: OpCode, fill: u8, len: usize) -> Payload {
+        let mut payload = Payload::new(opcode, fill, len);
+        payload.expect.fill = Some(fill);
+        payload
+    }
 }
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit (inherited by both servers).
@@ -816,9 +920,23 @@ struct FrameReader {
     carry_len: usize,
     /// Payload bytes of the current frame still to come.
     remaining: u64,
-    /// The current frame's opcode and length.
+    /// The current frame's opcode, FIN bit and length.
     opcode: u8,
+    fin: bool,
     len: u64,
+    /// Bytes of the current frame's payload that differ from the expected fill.
+    wrong: u64,
+}
+
+/// What every echoed data frame must be.
+#[derive(Debug, Clone, Copy)]
+struct Expect {
+    /// The opcode that was sent (1 text, 2 binary).
+    opcode: u8,
+    /// The payload length that was sent.
+    len: u64,
+    /// The payload's one repeated byte, when the payload is checked.
+    fill: Option<u8>,
 }
 
 /// What a chunk of input completed.
@@ -831,18 +949,23 @@ struct Seen {
 }
 
 impl FrameReader {
-    /// Consumes `input`; counts complete frames into `seen`. Data frames must be
-    /// `expect_len` long (when given).
-    fn feed(&mut self, mut input: &[u8], expect_len: Option<u64>, seen: &mut Seen) -> Res<()> {
+    /// Consumes `input`; counts complete frames into `seen`. Data frames must match
+    /// `expect` (when given).
+    fn feed(&mut self, mut input: &[u8], expect: Option<&Expect>, seen: &mut Seen) -> Res<()> {
         while !input.is_empty() {
             if self.remaining > 0 {
                 let k = usize::try_from(self.remaining)
                     .unwrap_or(usize::MAX)
                     .min(input.len());
+                if let Some(fill) = expect.and_then(|e| e.fill) {
+                    if matches!(self.opcode, 1 | 2) {
+                        self.wrong += input[..k].iter().filter(|&&b| b != fill).count() as u64;
+                    }
+                }
                 self.remaining -= k as u64;
                 input = &input[k..];
                 if self.remaining == 0 {
-                    self.complete(expect_len, seen)?;
+                    self.complete(expect, seen)?;
                 }
                 continue;
             }
@@ -878,20 +1001,36 @@ impl FrameReader {
             }
             input = &input[used..];
             self.opcode = header.opcode;
+            self.fin = header.fin;
             self.len = header.payload_len;
             self.remaining = header.payload_len;
+            self.wrong = 0;
             if self.remaining == 0 {
-                self.complete(expect_len, seen)?;
+                self.complete(expect, seen)?;
             }
         }
         Ok(())
     }
 
-    fn complete(&mut self, expect_len: Option<u64>, seen: &mut Seen) -> Res<()> {
+    fn complete(&mut self, expect: Option<&Expect>, seen: &mut Seen) -> Res<()> {
         match self.opcode {
-            1 | 2 => {
-                if expect_len.is_some_and(|l| l != self.len) {
-                    return Err(format!("echo of {} bytes, sent {expect_len:?}", self.len));
+            0..=2 => {
+                if let Some(e) = expect {
+                    if self.opcode != e.opcode || !self.fin {
+                        return Err(format!(
+                            "echo frame opcode {} fin {}, sent opcode {} fin true",
+                            self.opcode, self.fin, e.opcode
+                        ));
+                    }
+                    if self.len != e.len {
+                        return Err(format!("echo of {} bytes, sent {}", self.len, e.len));
+                    }
+                    if self.wrong > 0 {
+                        return Err(format!(
+                            "echo of {} bytes has {} bytes that differ from what was sent",
+                            self.len, self.wrong
+                        ));
+                    }
                 }
                 seen.data += 1;
             }

@@ -866,15 +866,64 @@ fn token_times(
     now: Instant,
     now_unix: u64,
 ) -> (Option<Instant>, Option<Instant>) {
-    // A far-future `exp` would overflow `Instant`: such a deadline is simply never.
+    let notice = rt.refresh.then_some(rt.expiry_notice);
+    deadlines(exp, rt.leeway_secs, notice, now, now_unix)
+}
+
+/// SPEC §6, pure: close at `exp` + leeway; with refresh on, notice `expiry_notice` before
+/// `exp` (at once when already inside that window). `None` = never (a far-future `exp`
+/// would overflow `Instant`).
+fn deadlines(
+    exp: u64,
+    leeway_secs: u64,
+    notice: Option<Duration>,
+    now: Instant,
+    now_unix: u64,
+) -> (Option<Instant>, Option<Instant>) {
     let at = |unix: u64| now.checked_add(Duration::from_secs(unix.saturating_sub(now_unix)));
-    let deadline = at(exp.saturating_add(rt.leeway_secs));
-    // Inside the notice window already (a short token): say so at once.
-    let notice = rt
-        .refresh
-        .then(|| at(exp.saturating_sub(rt.expiry_notice.as_secs())))
-        .flatten();
+    let deadline = at(exp.saturating_add(leeway_secs));
+    let notice = notice.and_then(|n| at(exp.saturating_sub(n.as_secs())));
     (deadline, notice)
+}
+
+#[cfg(test)]
+mod deadline_tests {
+    use super::*;
+
+    #[test]
+    fn expiry_and_notice_on_a_virtual_clock() {
+        let t0 = crate::fuzzing::virtual_epoch();
+        let now_unix = 1_000_000;
+        // exp in 120 s, leeway 30 s, notice 60 s before exp.
+        let (close, notice) = deadlines(
+            now_unix + 120,
+            30,
+            Some(Duration::from_secs(60)),
+            t0,
+            now_unix,
+        );
+        assert_eq!(close, Some(t0 + Duration::from_secs(150)));
+        assert_eq!(notice, Some(t0 + Duration::from_secs(60)));
+        // Refresh off: no notice.
+        assert_eq!(deadlines(now_unix + 120, 30, None, t0, now_unix).1, None);
+        // Already inside the notice window: notice now.
+        let (_, notice) = deadlines(
+            now_unix + 10,
+            0,
+            Some(Duration::from_secs(60)),
+            t0,
+            now_unix,
+        );
+        assert_eq!(notice, Some(t0));
+        // Expired but within leeway: close when the leeway ends.
+        let (close, _) = deadlines(now_unix - 5, 30, None, t0, now_unix);
+        assert_eq!(close, Some(t0 + Duration::from_secs(25)));
+        // A refresh moves the deadline to the new exp.
+        let (close, _) = deadlines(now_unix + 3600, 30, None, t0, now_unix);
+        assert_eq!(close, Some(t0 + Duration::from_secs(3630)));
+        // exp near u64::MAX: never, no overflow.
+        assert_eq!(deadlines(u64::MAX, 30, None, t0, now_unix).0, None);
+    }
 }
 
 /// What a refresh needs besides the connection's own state.
