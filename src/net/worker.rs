@@ -886,46 +886,6 @@ fn deadlines(
     (deadline, notice)
 }
 
-#[cfg(test)]
-mod deadline_tests {
-    use super::*;
-
-    #[test]
-    fn expiry_and_notice_on_a_virtual_clock() {
-        let t0 = crate::fuzzing::virtual_epoch();
-        let now_unix = 1_000_000;
-        // exp in 120 s, leeway 30 s, notice 60 s before exp.
-        let (close, notice) = deadlines(
-            now_unix + 120,
-            30,
-            Some(Duration::from_secs(60)),
-            t0,
-            now_unix,
-        );
-        assert_eq!(close, Some(t0 + Duration::from_secs(150)));
-        assert_eq!(notice, Some(t0 + Duration::from_secs(60)));
-        // Refresh off: no notice.
-        assert_eq!(deadlines(now_unix + 120, 30, None, t0, now_unix).1, None);
-        // Already inside the notice window: notice now.
-        let (_, notice) = deadlines(
-            now_unix + 10,
-            0,
-            Some(Duration::from_secs(60)),
-            t0,
-            now_unix,
-        );
-        assert_eq!(notice, Some(t0));
-        // Expired but within leeway: close when the leeway ends.
-        let (close, _) = deadlines(now_unix - 5, 30, None, t0, now_unix);
-        assert_eq!(close, Some(t0 + Duration::from_secs(25)));
-        // A refresh moves the deadline to the new exp.
-        let (close, _) = deadlines(now_unix + 3600, 30, None, t0, now_unix);
-        assert_eq!(close, Some(t0 + Duration::from_secs(3630)));
-        // exp near u64::MAX: never, no overflow.
-        assert_eq!(deadlines(u64::MAX, 30, None, t0, now_unix).0, None);
-    }
-}
-
 /// What a refresh needs besides the connection's own state.
 struct LiveToken<'a> {
     rt: &'a Runtime,
@@ -1559,5 +1519,45 @@ fn open_proxied(
     };
     if !conn.rbuf.is_empty() {
         feed_session(conn, env, id, 0, now);
+    }
+}
+
+#[cfg(test)]
+mod deadline_tests {
+    use super::*;
+
+    #[test]
+    fn expiry_and_notice_on_a_virtual_clock() {
+        let t0 = crate::fuzzing::virtual_epoch();
+        let now_unix = 1_000_000;
+        // exp in 120 s, leeway 30 s, notice 60 s before exp.
+        let (close, notice) = deadlines(
+            now_unix + 120,
+            30,
+            Some(Duration::from_secs(60)),
+            t0,
+            now_unix,
+        );
+        assert_eq!(close, Some(t0 + Duration::from_secs(150)));
+        assert_eq!(notice, Some(t0 + Duration::from_secs(60)));
+        // Refresh off: no notice.
+        assert_eq!(deadlines(now_unix + 120, 30, None, t0, now_unix).1, None);
+        // Already inside the notice window: notice now.
+        let (_, notice) = deadlines(
+            now_unix + 10,
+            0,
+            Some(Duration::from_secs(60)),
+            t0,
+            now_unix,
+        );
+        assert_eq!(notice, Some(t0));
+        // Expired but within leeway: close when the leeway ends.
+        let (close, _) = deadlines(now_unix - 5, 30, None, t0, now_unix);
+        assert_eq!(close, Some(t0 + Duration::from_secs(25)));
+        // A refresh moves the deadline to the new exp.
+        let (close, _) = deadlines(now_unix + 3600, 30, None, t0, now_unix);
+        assert_eq!(close, Some(t0 + Duration::from_secs(3630)));
+        // exp near u64::MAX: never, no overflow.
+        assert_eq!(deadlines(u64::MAX, 30, None, t0, now_unix).0, None);
     }
 }
