@@ -262,37 +262,46 @@ fn run_in(dir: &Path, s: &Settings) -> Res<()> {
                     ..tt.endpoint("/echo")
                 },
             ];
+            // (progress name, row label, connections, payload, depth, which goals apply:
+            // throughput ratio, added p50). One connection is latency-bound (its rate is
+            // 1 / round trip), and 16 in flight make the p50 a queue, not a hop.
+            let text32 = Payload::checked(OpCode::Text, b'x', 32);
+            let bin1k = Payload::checked(OpCode::Binary, 0xa5, 1024);
             let scenarios = [
                 (
                     "proxy 32 B",
                     "proxy 100 conn x 32 B via wsgate | direct",
                     ECHO_CONNS,
-                    Payload::checked(OpCode::Text, b'x', 32),
+                    &text32,
                     1,
+                    (true, true),
                 ),
                 (
                     "proxy 32 B, 1 conn",
                     "proxy 1 conn x 32 B via wsgate | direct",
                     1,
-                    Payload::checked(OpCode::Text, b'x', 32),
+                    &text32,
                     1,
+                    (false, true),
                 ),
                 (
                     "proxy pipelined",
                     "proxy 100 conn x 16 x 1 KiB via | direct",
                     ECHO_CONNS,
-                    Payload::checked(OpCode::Binary, 0xa5, 1024),
+                    &bin1k,
                     PIPELINE_DEPTH,
+                    (true, false),
                 ),
             ];
-            for (name, label, conns, payload, depth) in scenarios {
+            for (name, label, conns, payload, depth, (rate_goal, p50_goal)) in scenarios {
                 let [v, d] = alternate(s, name, &pair, |ep| {
-                    client.echo_row(ep, s.window, conns, &payload, depth)
+                    client.echo_row(ep, s.window, conns, payload, depth)
                 })?;
-                rows.push(Row::proxy_rate(&format!("{label}: msg/s"), &v, &d));
+                let label = format!("{label}: msg/s");
+                rows.push(Row::proxy_rate(&label, &v, &d, rate_goal));
                 rows.push(Row::latency("  round trip p50 (us)", &v, &d, |m| m.p50_us));
                 rows.push(Row::latency("  round trip p99 (us)", &v, &d, |m| m.p99_us));
-                rows.push(Row::added_p50(&v, &d));
+                rows.push(Row::added_p50(&v, &d, p50_goal));
             }
         }
     }
@@ -519,6 +528,8 @@ struct Measure {
     server_cpu: Option<f64>,
     /// Client CPU during the window, in cores.
     client_cpu: Option<f64>,
+    /// CPU of the upstream behind a proxy route during the window, in cores.
+    upstream_cpu: Option<f64>,
     /// Failed connects or handshakes during the window.
     errors: u64,
 }
@@ -559,6 +570,50 @@ impl Row {
         }
     }
 
+    /// A proxy row's rate: via wsgate (the wsgate column) against direct; the note gives
+    /// the upstream's CPU during the via window and, when `goal`, the throughput goal.
+    fn proxy_rate(label: &str, via: &Measure, direct: &Measure, goal: bool) -> Row {
+        let mut row = Row::rate(label, via, direct);
+        let ratio = (direct.rate > 0.0).then(|| via.rate / direct.rate);
+        let goal = if goal {
+            format!(
+                "; goal >= {PROXY_MIN_RATIO:.2}: {}",
+                verdict(ratio.map(|r| r >= PROXY_MIN_RATIO))
+            )
+        } else {
+            String::new()
+        };
+        row.note = format!(
+            "  upstream cpu {} via{goal}{}",
+            pct(via.upstream_cpu),
+            row.note
+        );
+        row
+    }
+
+    /// Via p50 minus direct p50, in the wsgate column; the note gives the latency goal
+    /// when `goal`.
+    fn added_p50(via: &Measure, direct: &Measure, goal: bool) -> Row {
+        let added = via.p50_us.zip(direct.p50_us).map(|(v, d)| v - d);
+        let note = if goal {
+            format!(
+                "  goal < {PROXY_MAX_ADDED_P50_US:.0}: {}",
+                verdict(added.map(|a| a < PROXY_MAX_ADDED_P50_US))
+            )
+        } else {
+            String::new()
+        };
+        Row {
+            label: "  added p50 via wsgate (us)".into(),
+            wsgate: added,
+            wsgate_cpu: None,
+            tt: None,
+            tt_cpu: None,
+            client_cpu: String::new(),
+            note,
+        }
+    }
+
     fn wsgate_only(label: &str, w: &Measure) -> Row {
         Row {
             label: label.into(),
@@ -581,12 +636,23 @@ fn errors_note(ms: &[&Measure]) -> String {
     }
 }
 
+fn verdict(met: Option<bool>) -> &'static str {
+    match met {
+        Some(true) => "met",
+        Some(false) => "missed",
+        None => "-",
+    }
+}
+
 fn pct(cores: Option<f64>) -> String {
     cores.map_or("-".into(), |c| format!("{:.0}%", c * 100.0))
 }
 
 /// `1234567.8` as `1,234,568` (small values keep one decimal).
 fn group(v: f64) -> String {
+    if v < 0.0 {
+        return format!("-{}", group(-v));
+    }
     if v < 100.0 {
         return format!("{v:.1}");
     }
@@ -605,10 +671,10 @@ fn print_table(rows: &[Row]) {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<46} {:>12} {:>5} {:>12} {:>5} {:>7}  {:>9}",
+        "{:<50} {:>12} {:>5} {:>12} {:>5} {:>7}  {:>9}",
         "row", "wsgate", "cpu", "tokio-tung", "cpu", "ws/tt", "client"
     );
-    let _ = writeln!(out, "{}", "-".repeat(104));
+    let _ = writeln!(out, "{}", "-".repeat(108));
     for r in rows {
         let cell = |v: Option<f64>| v.map_or("-".into(), group);
         let ratio = match (r.wsgate, r.tt) {
@@ -618,7 +684,7 @@ fn print_table(rows: &[Row]) {
         let cpu = |c: Option<f64>| c.map_or(String::new(), |c| pct(Some(c)));
         let _ = writeln!(
             out,
-            "{:<46} {:>12} {:>5} {:>12} {:>5} {:>7}  {:>9}{}",
+            "{:<50} {:>12} {:>5} {:>12} {:>5} {:>7}  {:>9}{}",
             r.label,
             cell(r.wsgate),
             cpu(r.wsgate_cpu),
@@ -633,7 +699,10 @@ fn print_table(rows: &[Row]) {
         out,
         "cpu: the server's CPU (all threads) during the window, 100% = one core; client: the \
          bench client's CPU (wsgate run / tokio-tungstenite run).\nws/tt: higher is better \
-         for rates, lower is better for latency and memory."
+         for rates, lower is better for latency and memory.\nproxy rows: wsgate column = client \
+         -> wsgate {PROXY_PATH} -> tokio-tungstenite (cpu: wsgate's; the upstream's is in the \
+         note),\n  tokio-tung column = client -> the same tokio-tungstenite directly; ws/tt = \
+         via/direct."
     );
     print!("{out}");
 }
@@ -657,7 +726,32 @@ impl Drop for Server {
     }
 }
 
+/// What one measurement talks to: a server's address and path, and the processes whose
+/// CPU it reports.
+struct Endpoint {
+    /// Shown in progress lines.
+    name: &'static str,
+    addr: SocketAddr,
+    /// The request target of echo rows.
+    path: &'static str,
+    /// The process that answers on `addr`.
+    pid: u32,
+    /// The upstream behind a proxy route (its CPU is reported too).
+    upstream_pid: Option<u32>,
+}
+
 impl Server {
+    /// This server at `path`.
+    fn endpoint(&self, path: &'static str) -> Endpoint {
+        Endpoint {
+            name: self.name,
+            addr: self.addr,
+            path,
+            pid: self.pid,
+            upstream_pid: None,
+        }
+    }
+
     /// `wsgate serve -c config` with `WSGATE_LOG=warn`; its warnings are relayed to our
     /// stderr. The port (the config says 0) is read from /proc, since the "listening"
     /// line is an info line.
@@ -782,29 +876,39 @@ fn rss_bytes(pid: u32) -> Res<u64> {
         .ok_or_else(|| "no VmRSS".to_string())
 }
 
-/// CPU use of the server and of this process between two instants.
+/// CPU ticks (server, client, upstream) at the start of a window.
+type Ticks = (Option<u64>, Option<u64>, Option<u64>);
+
+/// CPU use of the server, of this process and of an upstream between two instants.
 struct CpuWindow {
     server_pid: u32,
-    start: Option<(Instant, Option<u64>, Option<u64>)>,
+    upstream_pid: Option<u32>,
+    start: Option<(Instant, Ticks)>,
 }
 
 impl CpuWindow {
-    fn new(server_pid: u32) -> CpuWindow {
+    fn new(server_pid: u32, upstream_pid: Option<u32>) -> CpuWindow {
         CpuWindow {
             server_pid,
+            upstream_pid,
             start: None,
         }
     }
 
     fn begin(&mut self) {
         let me = std::process::id();
-        self.start = Some((Instant::now(), cpu_ticks(self.server_pid), cpu_ticks(me)));
+        let ticks = (
+            cpu_ticks(self.server_pid),
+            cpu_ticks(me),
+            self.upstream_pid.and_then(cpu_ticks),
+        );
+        self.start = Some((Instant::now(), ticks));
     }
 
-    /// (server cores, client cores) since `begin`.
-    fn end(&self) -> (Option<f64>, Option<f64>) {
-        let Some((t0, s0, c0)) = self.start else {
-            return (None, None);
+    /// (server cores, client cores, upstream cores) since `begin`.
+    fn end(&self) -> (Option<f64>, Option<f64>, Option<f64>) {
+        let Some((t0, (s0, c0, u0))) = self.start else {
+            return (None, None, None);
         };
         let secs = t0.elapsed().as_secs_f64();
         let cores = |a: Option<u64>, b: Option<u64>| match (a, b) {
@@ -816,6 +920,7 @@ impl CpuWindow {
         (
             cores(s0, cpu_ticks(self.server_pid)),
             cores(c0, cpu_ticks(std::process::id())),
+            cores(u0, self.upstream_pid.and_then(cpu_ticks)),
         )
     }
 }
@@ -1288,11 +1393,18 @@ impl Client {
         Ok(())
     }
 
-    /// Close handshake on every connection (bounded), then drops them all.
-    fn close_all(&mut self) {
+    /// Close handshake on every connection (bounded), then drops them all. Returns how
+    /// many did not complete it (the server's close frame, then EOF, within 2 s), and the
+    /// first reason.
+    fn close_all(&mut self) -> (usize, Option<String>) {
+        let (mut unclean, mut first) = (0, None);
         for c in &mut self.conns {
-            if c.state == State::Open && c.start_close().is_err() {
-                c.drop_socket();
+            if c.state == State::Open {
+                if let Err(e) = c.start_close() {
+                    unclean += 1;
+                    first.get_or_insert(format!("close write: {e}"));
+                    c.drop_socket();
+                }
             }
         }
         let deadline = Instant::now() + Duration::from_secs(2);
@@ -1304,44 +1416,64 @@ impl Client {
                 let (slot, generation) = slot_of(ev.token());
                 if let Some(c) = self.conns.get_mut(slot) {
                     if c.generation == generation && c.state == State::Closing {
-                        // Errors here only mean the server went first; either way it is gone.
-                        let _ = c.step_closing(&mut self.buf);
+                        if let Err(e) = c.step_closing(&mut self.buf) {
+                            unclean += 1;
+                            first.get_or_insert(e);
+                        }
                     }
                 }
             }
         }
+        let stuck = self
+            .conns
+            .iter()
+            .filter(|c| c.state == State::Closing)
+            .count();
+        if stuck > 0 {
+            unclean += stuck;
+            first.get_or_insert_with(|| "no close frame and EOF within 2 s".into());
+        }
         self.conns.clear();
+        (unclean, first)
     }
 
-    /// Echo row: `conns` connections, `depth` copies of `frame` in flight on each.
+    /// Echo row: `conns` connections to `ep`, `depth` copies of the payload's frame in
+    /// flight on each.
     fn echo_row(
         &mut self,
-        srv: &Server,
+        ep: &Endpoint,
         window: Duration,
         conns: usize,
-        frame: &[u8],
-        payload_len: usize,
+        payload: &Payload,
         depth: usize,
     ) -> Res<Measure> {
-        self.open_many(srv.addr, "/echo", conns)?;
-        let result = self.echo(srv.pid, window, frame, payload_len as u64, depth);
-        self.close_all();
+        self.open_many(ep.addr, ep.path, conns)?;
+        let result = self.echo(ep, window, payload, depth);
+        let (unclean, first) = self.close_all();
+        // After a failed row, unclean closes are expected; after a good one, they are news.
+        if result.is_ok() && unclean > 0 {
+            eprintln!(
+                "{}: {unclean} of {conns} connections failed the close handshake, first: {}",
+                ep.name,
+                first.unwrap_or_default()
+            );
+        }
         result
     }
 
     fn echo(
         &mut self,
-        server_pid: u32,
+        ep: &Endpoint,
         window: Duration,
-        frame: &[u8],
-        payload_len: u64,
+        payload: &Payload,
         depth: usize,
     ) -> Res<Measure> {
+        let (frame, expect) = (&payload.frame[..], &payload.expect);
         let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)
             .map_err(|e| format!("histogram: {e}"))?;
         let t0 = Instant::now();
         let (start, end) = (t0 + WARMUP, t0 + WARMUP + window);
-        let mut cpu = CpuWindow::new(server_pid);
+        let mut cpu = CpuWindow::new(ep.pid, ep.upstream_pid);
         let (mut measuring, mut sending) = (false, true);
         let (mut received, mut in_flight) = (0u64, 0usize);
         for c in &mut self.conns {
@@ -1352,7 +1484,7 @@ impl Client {
             }
             c.flush().map_err(|e| format!("write: {e}"))?;
         }
-        let mut cpu_used = (None, None);
+        let mut cpu_used = (None, None, None);
         loop {
             let now = Instant::now();
             if !measuring && now >= start {
@@ -1363,8 +1495,14 @@ impl Client {
                 sending = false;
                 cpu_used = cpu.end();
             }
-            if !sending && (in_flight == 0 || now >= end + Duration::from_secs(5)) {
+            if !sending && in_flight == 0 {
                 break;
+            }
+            if !sending && now >= end + Duration::from_secs(5) {
+                // Echoes still missing 5 s after the window: a stall, not a slow server.
+                return Err(format!(
+                    "{in_flight} echoes still missing 5 s after the window ended"
+                ));
             }
             self.poll(Duration::from_millis(20))?;
             for ev in self.events.iter() {
@@ -1385,7 +1523,8 @@ impl Client {
                         };
                         let mut seen = Seen::default();
                         c.frames
-                            .feed(&self.buf[..n], Some(payload_len), &mut seen)?;
+                            .feed(&self.buf[..n], Some(expect), &mut seen)
+                            .map_err(|e| format!("connection #{slot}: {e}"))?;
                         if seen.close {
                             return Err(format!("server sent a close frame on #{slot}"));
                         }
@@ -1422,19 +1561,20 @@ impl Client {
             p99_us: quantile(0.99),
             server_cpu: cpu_used.0,
             client_cpu: cpu_used.1,
+            upstream_cpu: cpu_used.2,
             errors: 0,
         })
     }
 
     /// Handshake row: `HANDSHAKE_CONCURRENCY` connectors, each looping connect, upgrade,
     /// close handshake, until the window ends.
-    fn storm_row(&mut self, srv: &Server, window: Duration, target: &str) -> Res<Measure> {
+    fn storm_row(&mut self, srv: &Endpoint, window: Duration, target: &str) -> Res<Measure> {
         let request = upgrade_request(srv.addr, target);
         self.conns.clear();
         self.conns.resize_with(HANDSHAKE_CONCURRENCY, Conn::new);
         let t0 = Instant::now();
         let (start, end) = (t0 + WARMUP, t0 + WARMUP + window);
-        let mut cpu = CpuWindow::new(srv.pid);
+        let mut cpu = CpuWindow::new(srv.pid, None);
         let cpu_used;
         let (mut measuring, mut completed, mut errors) = (false, 0u64, 0u64);
         let mut first_error: Option<String> = None;
