@@ -27,6 +27,18 @@ pub fn upstream_token(id: ConnId) -> Token {
     Token(id.token().0 | UPSTREAM_BIT)
 }
 
+/// A non-blocking connect to `addr`, registered under `id`'s upstream token.
+fn open_socket(registry: &Registry, id: ConnId, addr: SocketAddr) -> io::Result<TcpStream> {
+    let mut socket = TcpStream::connect(addr)?;
+    let _ = socket.set_nodelay(true);
+    registry.register(
+        &mut socket,
+        upstream_token(id),
+        Interest::READABLE | Interest::WRITABLE,
+    )?;
+    Ok(socket)
+}
+
 /// Where the leg stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LegState {
@@ -104,13 +116,7 @@ impl UpstreamLeg {
         client_accept: [u8; 28],
         deadline: Instant,
     ) -> io::Result<UpstreamLeg> {
-        let mut socket = TcpStream::connect(addr)?;
-        let _ = socket.set_nodelay(true);
-        registry.register(
-            &mut socket,
-            upstream_token(id),
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
+        let socket = open_socket(registry, id, addr)?;
         Ok(UpstreamLeg {
             socket,
             target,
@@ -141,14 +147,7 @@ impl UpstreamLeg {
         target: usize,
     ) -> io::Result<()> {
         let _ = registry.deregister(&mut self.socket);
-        let mut socket = TcpStream::connect(addr)?;
-        let _ = socket.set_nodelay(true);
-        registry.register(
-            &mut socket,
-            upstream_token(id),
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
-        self.socket = socket;
+        self.socket = open_socket(registry, id, addr)?;
         self.target = target;
         self.tried.push(target);
         self.state = LegState::Connecting;

@@ -965,6 +965,28 @@ fn reject(conn: &mut Conn, env: &Env, id: ConnId, r: Reject, target: Option<&str
     conn.closing = true;
 }
 
+/// The connection takes on its verified identity: token deadlines, and the per-worker
+/// indexes that revocation uses.
+fn adopt_identity(
+    conn: &mut Conn,
+    env: &mut Env,
+    id: ConnId,
+    identity: Option<Identity>,
+    now: Instant,
+    now_unix: u64,
+) {
+    if let Some(identity) = &identity {
+        let (deadline, notice) = token_times(&env.rt, identity.exp, now, now_unix);
+        conn.token_deadline = deadline;
+        conn.notice_at = notice;
+        index(&mut env.by_sub, &identity.sub, id);
+        if let Some(jti) = &identity.jti {
+            index(&mut env.by_jti, jti, id);
+        }
+    }
+    conn.identity = identity;
+}
+
 /// The request head is complete: parse, decide, answer.
 fn handshake(conn: &mut Conn, env: &mut Env, id: ConnId, head_len: usize, now: Instant) {
     let rt = env.rt.clone();
@@ -1046,16 +1068,7 @@ fn handshake(conn: &mut Conn, env: &mut Env, id: ConnId, head_len: usize, now: I
         Err((r, target)) => reject(conn, env, id, r, target.as_deref()),
         Ok((route, identity, _, target, Some(plan))) => {
             // Upstream route: the client's 101 waits for the upstream's (SPEC §5).
-            if let Some(identity) = &identity {
-                let (deadline, notice) = token_times(&rt, identity.exp, now, now_unix);
-                conn.token_deadline = deadline;
-                conn.notice_at = notice;
-                index(&mut env.by_sub, &identity.sub, id);
-                if let Some(jti) = &identity.jti {
-                    index(&mut env.by_jti, jti, id);
-                }
-            }
-            conn.identity = identity;
+            adopt_identity(conn, env, id, identity, now, now_unix);
             conn.rbuf.drain(..head_len);
             info!(
                 "conn={}.{} peer={} target={} route={} dialing upstream",
@@ -1083,16 +1096,7 @@ fn handshake(conn: &mut Conn, env: &mut Env, id: ConnId, head_len: usize, now: I
                 // auth.explain_to_browsers: tell the script why, then close.
                 session.close(why.close_code(), why.reason(), &mut conn.wbuf);
             }
-            if let Some(identity) = &identity {
-                let (deadline, notice) = token_times(&rt, identity.exp, now, now_unix);
-                conn.token_deadline = deadline;
-                conn.notice_at = notice;
-                index(&mut env.by_sub, &identity.sub, id);
-                if let Some(jti) = &identity.jti {
-                    index(&mut env.by_jti, jti, id);
-                }
-            }
-            conn.identity = identity;
+            adopt_identity(conn, env, id, identity, now, now_unix);
             conn.rbuf.drain(..head_len);
             if conn.rbuf.is_empty() {
                 // The request head's buffer is not needed by an idle open connection.
@@ -1202,6 +1206,18 @@ fn upstream_plan(
     }))
 }
 
+/// The next upstream of `route` that is not marked down and not in `tried`, round-robin.
+fn next_target(
+    env: &mut Env,
+    route: usize,
+    tried: &[usize],
+    now: Instant,
+) -> Option<(usize, SocketAddr)> {
+    let target = env.balancers.get_mut(route)?.pick(now, tried)?;
+    let addr = *env.rt.upstream_addrs.get(route)?.get(target)?;
+    Some((target, addr))
+}
+
 /// Connects to the next healthy upstream of `route` not yet tried; false when none is
 /// left (the caller answers 502).
 fn dial_next(conn: &mut Conn, env: &mut Env, id: ConnId, route: usize, now: Instant) -> bool {
@@ -1211,20 +1227,7 @@ fn dial_next(conn: &mut Conn, env: &mut Env, id: ConnId, route: usize, now: Inst
             .as_ref()
             .map(|l| l.tried.clone())
             .unwrap_or_default();
-        let Some(target) = env
-            .balancers
-            .get_mut(route)
-            .and_then(|b| b.pick(now, &tried))
-        else {
-            return false;
-        };
-        let Some(addr) = env
-            .rt
-            .upstream_addrs
-            .get(route)
-            .and_then(|t| t.get(target))
-            .copied()
-        else {
+        let Some((target, addr)) = next_target(env, route, &tried, now) else {
             return false;
         };
         let Some(leg) = conn.upstream.as_mut() else {
@@ -1257,26 +1260,13 @@ fn start_upstream(
     let deadline = now + timeout;
     let mut tried = Vec::new();
     loop {
-        let Some(target) = env
-            .balancers
-            .get_mut(route)
-            .and_then(|b| b.pick(now, &tried))
-        else {
+        let Some((target, addr)) = next_target(env, route, &tried, now) else {
+            // SPEC §5: no upstream left to try.
             env.metrics.upstream_error();
             reject(conn, env, id, Reject::BadGateway, None);
             return;
         };
         tried.push(target);
-        let Some(addr) = env
-            .rt
-            .upstream_addrs
-            .get(route)
-            .and_then(|t| t.get(target))
-            .copied()
-        else {
-            reject(conn, env, id, Reject::BadGateway, None);
-            return;
-        };
         match UpstreamLeg::connect(
             &env.registry,
             id,
