@@ -5,6 +5,8 @@
 //! are bounded before anything is buffered past them: the head by [`MAX_HEAD_BYTES`], the body
 //! by [`MAX_BODY_BYTES`] as soon as `Content-Length` is known.
 
+use crate::proto::http::fields::trim_ows;
+use crate::proto::http::response::{reason_phrase, write_header};
 use std::fmt;
 
 /// Longest request head (request line and header lines, with their CRLFs); more is 431.
@@ -261,17 +263,6 @@ fn bearer<'b>(headers: &[httparse::Header<'b>]) -> Result<Option<&'b [u8]>, Admi
     Ok((!token.is_empty()).then_some(token))
 }
 
-/// `value` without leading and trailing spaces and tabs (RFC 9110 §5.6.3 OWS).
-fn trim_ows(value: &[u8]) -> &[u8] {
-    let is_ows = |b: &u8| *b == b' ' || *b == b'\t';
-    let start = value.iter().position(|b| !is_ows(b)).unwrap_or(value.len());
-    let end = value
-        .iter()
-        .rposition(|b| !is_ows(b))
-        .map_or(start, |i| i + 1);
-    value.get(start..end).unwrap_or_default()
-}
-
 /// The path of a request target: before the first `?` or `#`.
 fn path_of(target: &str) -> &str {
     // RFC 3986 §3.4 / §3.5: the query starts at the first '?', a fragment at the first '#'.
@@ -328,42 +319,6 @@ pub fn write_response(
     }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body);
-}
-
-/// Appends `name: value\r\n` with every control character but HTAB dropped.
-fn write_header(out: &mut Vec<u8>, name: &str, value: &str) {
-    // RFC 9110 §5.5: CR, LF and NUL must never reach a field value; we drop every control.
-    let allowed = |b: &u8| (*b >= 0x20 || *b == b'\t') && *b != 0x7f;
-    out.extend(name.bytes().filter(allowed));
-    out.extend_from_slice(b": ");
-    out.extend(value.bytes().filter(allowed));
-    out.extend_from_slice(b"\r\n");
-}
-
-/// The reason phrase of the statuses the admin listener sends (RFC 9110 §15), else its class.
-fn reason_phrase(status: u16) -> &'static str {
-    match status {
-        100 => "Continue",
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        411 => "Length Required",
-        413 => "Content Too Large",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        503 => "Service Unavailable",
-        _ => match status / 100 {
-            1 => "Informational",
-            2 => "Successful",
-            3 => "Redirection",
-            4 => "Client Error",
-            _ => "Server Error",
-        },
-    }
 }
 
 #[cfg(test)]
