@@ -401,16 +401,53 @@ impl Worker {
     }
 
     fn reload(&mut self, rt: Arc<Runtime>) {
-        self.env.balancers = balancers_for(&rt);
-        self.env.rt = rt;
+        let old = std::mem::replace(&mut self.env.rt, rt);
+        self.env.balancers = balancers_for(&self.env.rt);
         if self.env.rt.max_token_bytes > self.env.scratch.max_token_bytes() {
             self.env.scratch = Scratch::new(self.env.rt.max_token_bytes);
         }
         // A reload is rare and operator-driven: a pass over this worker's connections
-        // is the simplest correct way to find the retired keys' sessions.
+        // is the simplest correct way to find the retired keys' sessions, and to move each
+        // connection's route index to the new route table (by path: indexes may shift).
         let keys = self.env.rt.gate.key_fingerprints.clone();
-        let mut retired = 0usize;
+        let (mut retired, mut unrouted) = (0usize, 0usize);
         for id in self.conns.ids() {
+            let Some(conn) = self.conns.get_mut(id) else {
+                continue;
+            };
+            let route = match &mut conn.phase {
+                Phase::Open { route, .. } | Phase::Dialing { route } => route,
+                _ => continue,
+            };
+            let new_index = old.gate.routes.get(*route).and_then(|r| {
+                self.env
+                    .rt
+                    .gate
+                    .routes
+                    .iter()
+                    .position(|n| n.path == r.path)
+            });
+            match (new_index, &mut conn.phase) {
+                (Some(i), phase) => {
+                    if let Phase::Open { route, .. } | Phase::Dialing { route } = phase {
+                        *route = i;
+                    }
+                }
+                // The reload removed this route: the connection goes with it.
+                (None, Phase::Open { session, .. }) => {
+                    let why = ProtocolError::GoingAway;
+                    session.close(why.close_code(), why.reason(), &mut conn.wbuf);
+                    unrouted += 1;
+                    self.drive(id, false);
+                    continue;
+                }
+                (None, _) => {
+                    reject(conn, &self.env, id, Reject::NoRoute, None);
+                    unrouted += 1;
+                    self.drive(id, false);
+                    continue;
+                }
+            }
             let Some(conn) = self.conns.get_mut(id) else {
                 continue;
             };
@@ -428,7 +465,7 @@ impl Worker {
             }
         }
         info!(
-            "worker {}: configuration reloaded; {retired} connections closed (key retired)",
+            "worker {}: configuration reloaded; {retired} connections closed (key retired), {unrouted} (route removed)",
             self.env.index
         );
     }
@@ -1001,9 +1038,8 @@ fn handshake(conn: &mut Conn, env: &mut Env, id: ConnId, head_len: usize, now: I
                 return;
             }
         };
-        let names: Vec<&str> = rt.token_query_names.iter().map(String::as_str).collect();
         let target = crate::log::enabled(crate::log::Level::Warn)
-            .then(|| crate::log::redacted_target(head.path, head.query, &names));
+            .then(|| crate::log::redacted_target(head.path, head.query, &rt.token_query_names));
         let upgrade = match validate_upgrade(&head) {
             Ok(u) => u,
             Err(e) => {
@@ -1307,9 +1343,9 @@ fn proxy(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant) -> bool {
     };
     if leg.state == LegState::Connecting {
         match leg.poll_connected() {
-            Ok(false) => return false,
-            Ok(true) => {}
-            Err(_) => {
+            Some(false) => return false,
+            Some(true) => {}
+            None => {
                 let Phase::Dialing { route } = conn.phase else {
                     return false;
                 };
@@ -1500,7 +1536,11 @@ fn open_proxied(
         env.index,
         id.index,
         conn.peer,
-        env.rt.gate.routes[route].path,
+        env.rt
+            .gate
+            .routes
+            .get(route)
+            .map_or("-", |r| r.path.as_str()),
         conn.identity.as_ref().map_or("-", |i| &*i.sub)
     );
     conn.phase = Phase::Open {

@@ -252,3 +252,27 @@ fn sighup_retires_removed_keys_and_keeps_the_rest() {
     );
     assert_eq!(r.status, 401);
 }
+
+#[test]
+fn sighup_follows_routes_by_path_and_closes_removed_ones() {
+    let cfg = |routes: &[&str]| {
+        let mut c = String::from("[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = 1\n");
+        for r in routes {
+            c.push_str(&format!(
+                "\n[[route]]\npath = \"{r}\"\nbackend = \"echo\"\npublic = true\n"
+            ));
+        }
+        c
+    };
+    let gw = Gateway::start(&cfg(&["/a", "/b", "/c"]));
+    let mut on_b = open(&gw, "/b", &[]);
+    let mut on_c = open(&gw, "/c", &[]);
+    // /b removed, /c moves from index 2 to index 0.
+    gw.dir.write("wsgate.toml", cfg(&["/c", "/a"]));
+    gw.signal(1);
+    let (code, reason) = read_close(&mut on_b);
+    assert_eq!((code, reason.as_str()), (Some(1001), "going away"));
+    text(&mut on_c, "still routed");
+    assert_eq!(next_text(&mut on_c), "still routed");
+    gw.wait_log("1 (route removed)");
+}
