@@ -71,7 +71,11 @@ macro_rules! error {
 }
 
 /// The request target with every token-bearing query parameter's value replaced.
-pub fn redacted_target(path: &str, query: Option<&str>, token_params: &[&str]) -> String {
+pub fn redacted_target<S: AsRef<str>>(
+    path: &str,
+    query: Option<&str>,
+    token_params: &[S],
+) -> String {
     let mut out = String::with_capacity(path.len() + query.map_or(0, str::len) + 1);
     out.push_str(path);
     if let Some(q) = query {

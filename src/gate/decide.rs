@@ -153,17 +153,6 @@ impl Gate {
         self.verifier.as_ref()
     }
 
-    /// Names of the query parameters that carry tokens (stripped and redacted).
-    pub fn token_query_names(&self) -> Vec<&str> {
-        self.sources
-            .iter()
-            .filter_map(|s| match s {
-                Source::Query(n) => Some(n.as_str()),
-                _ => None,
-            })
-            .collect()
-    }
-
     /// Decides a complete, syntactically valid upgrade request.
     pub fn decide<'b>(
         &self,

@@ -117,15 +117,17 @@ pub fn build_runtime(config: &Config) -> Result<Runtime, String> {
         )?),
         None => None,
     };
-    let token_query_names = config
-        .auth
-        .sources
-        .iter()
-        .filter_map(|s| match s {
-            crate::config::Source::Query(n) => Some(n.clone()),
-            _ => None,
-        })
-        .collect();
+    // Names of token-carrying query parameters (redacted, stripped upstream) and cookies
+    // (never forwarded upstream).
+    let mut token_query_names = Vec::new();
+    let mut token_cookie_names = Vec::new();
+    for source in &config.auth.sources {
+        match source {
+            crate::config::Source::Query(n) => token_query_names.push(n.clone()),
+            crate::config::Source::Cookie(n) => token_cookie_names.push(n.clone()),
+            crate::config::Source::Protocol | crate::config::Source::Header => {}
+        }
+    }
     // Upstream addresses are resolved once per configuration (start and SIGHUP), never
     // on the hot path.
     let mut upstream_addrs = Vec::with_capacity(config.routes.len());
@@ -149,15 +151,6 @@ pub fn build_runtime(config: &Config) -> Result<Runtime, String> {
         }
         upstream_addrs.push(addrs);
     }
-    let token_cookie_names = config
-        .auth
-        .sources
-        .iter()
-        .filter_map(|s| match s {
-            crate::config::Source::Cookie(n) => Some(n.clone()),
-            _ => None,
-        })
-        .collect();
     Ok(Runtime {
         gate: Gate::new(
             config.routes.clone(),

@@ -14,7 +14,7 @@ use ring::rand::SecureRandom;
 
 use super::token::ConnId;
 use crate::proto::http::client::{parse_upstream_response, UpstreamResponse};
-use crate::proto::ws::close::{parse_close_payload, write_close};
+use crate::proto::ws::close::{parse_close_payload, write_close_payload};
 use crate::proto::ws::frame::{parse_header, write_masked_frame, OpCode};
 use crate::proto::ws::message::Utf8Validator;
 use crate::proto::ws::session::MessageKind;
@@ -93,15 +93,6 @@ pub struct UpstreamLeg {
     utf8: Utf8Validator,
 }
 
-/// Why the upstream side failed (for logs, metrics and the client's answer).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LegFailure {
-    /// Connect refused or failed: try another upstream.
-    Connect,
-    /// The upstream broke the protocol or vanished.
-    Broken,
-}
-
 impl UpstreamLeg {
     /// Starts a non-blocking connect to `addr` and registers the socket.
     #[allow(clippy::too_many_arguments)]
@@ -156,20 +147,21 @@ impl UpstreamLeg {
         Ok(())
     }
 
-    /// While connecting: Ok(true) once connected, Ok(false) while in progress.
-    pub fn poll_connected(&mut self) -> Result<bool, LegFailure> {
+    /// While connecting: Some(true) once connected, Some(false) while in progress, None
+    /// when the connect failed (refused, unreachable): try another upstream.
+    pub fn poll_connected(&mut self) -> Option<bool> {
         // mio: after a writable event, `take_error` then `peer_addr` tell the outcome.
         if let Ok(Some(_)) | Err(_) = self.socket.take_error() {
-            return Err(LegFailure::Connect);
+            return None;
         }
         match self.socket.peer_addr() {
             Ok(_) => {
                 self.state = LegState::Handshaking;
                 self.wbuf = std::mem::take(&mut self.request);
-                Ok(true)
+                Some(true)
             }
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
-            Err(_) => Err(LegFailure::Connect),
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Some(false),
+            Err(_) => None,
         }
     }
 
@@ -242,11 +234,9 @@ impl UpstreamLeg {
             return;
         }
         let mut payload = Vec::with_capacity(2 + reason.len());
+        // 1005 "no status" is never sent: it means an empty close.
         if code != 1005 {
-            write_close(&mut payload, code, reason);
-            // write_close wrote a whole unmasked frame; keep only its payload.
-            let start = payload.len() - (payload[1] & 0x7f) as usize;
-            payload.drain(..start);
+            write_close_payload(&mut payload, code, reason);
         }
         let key = self.mask_key();
         write_masked_frame(&mut self.wbuf, true, OpCode::Close, &payload, key);

@@ -121,7 +121,7 @@ fn decoded_name_matches(raw: &str, want: &str) -> bool {
 /// Appends `query` to `out` with the value of every parameter named in `secret_names`
 /// replaced by [`REDACTED`]. Names are compared percent-decoded and ignoring ASCII case, so
 /// that an escaped or re-cased spelling of a token parameter is redacted too.
-pub fn redact_query(query: &str, secret_names: &[&str], out: &mut String) {
+pub fn redact_query<S: AsRef<str>>(query: &str, secret_names: &[S], out: &mut String) {
     for (i, segment) in query.split('&').enumerate() {
         if i > 0 {
             out.push('&');
@@ -130,7 +130,7 @@ pub fn redact_query(query: &str, secret_names: &[&str], out: &mut String) {
             Some((name, _))
                 if secret_names
                     .iter()
-                    .any(|secret| decoded_name_matches(name, secret)) =>
+                    .any(|secret| decoded_name_matches(name, secret.as_ref())) =>
             {
                 out.push_str(name);
                 out.push('=');

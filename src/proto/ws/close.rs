@@ -37,14 +37,26 @@ pub fn parse_close_payload(payload: &[u8]) -> Result<Option<(u16, &str)>, Protoc
 
 /// Writes a close frame; the reason is cut to at most 123 bytes on a char boundary.
 pub fn write_close(out: &mut Vec<u8>, code: u16, reason: &str) {
+    let reason = fit_reason(reason);
+    write_header(out, true, OpCode::Close, 2 + reason.len());
+    write_close_payload(out, code, reason);
+}
+
+/// Writes a close frame's payload only (code, then the reason cut like [`write_close`]),
+/// for callers that frame it themselves (a client leg masks it).
+pub fn write_close_payload(out: &mut Vec<u8>, code: u16, reason: &str) {
+    out.extend_from_slice(&code.to_be_bytes());
+    out.extend_from_slice(fit_reason(reason).as_bytes());
+}
+
+/// RFC 6455 §5.5: a control payload is at most 125 bytes, so a reason at most 123, cut on
+/// a char boundary so it stays UTF-8.
+fn fit_reason(reason: &str) -> &str {
     let mut cut = reason.len().min(MAX_CLOSE_REASON);
     while !reason.is_char_boundary(cut) {
         cut -= 1;
     }
-    let reason = reason.get(..cut).unwrap_or("");
-    write_header(out, true, OpCode::Close, 2 + reason.len());
-    out.extend_from_slice(&code.to_be_bytes());
-    out.extend_from_slice(reason.as_bytes());
+    reason.get(..cut).unwrap_or("")
 }
 
 /// Writes a close frame with no body (RFC 6455 §5.5.1: "The Close frame MAY contain a body").
