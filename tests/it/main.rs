@@ -11,6 +11,7 @@ mod cli;
 mod corpus;
 mod frames;
 mod handshake;
+mod harden;
 mod lifecycle;
 mod proxy;
 mod proxy_edge;

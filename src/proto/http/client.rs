@@ -8,9 +8,11 @@
 //! WebSocket frames; on `Rejected` or an error, the upstream connection is closed and the
 //! client is answered (the relayed status, or 502).
 //!
-//! Query token parameters and token cookies are matched by their exact raw name, the same test
-//! the gateway uses to find the token (`gate::decide`): `access%5Ftoken` or `ACCESS_TOKEN` is
-//! not the `access_token` parameter and is forwarded as the client sent it.
+//! Query token parameters are matched as log redaction matches them (SPEC §4 "Query
+//! parameters"): segments split on `&` and `;`, names percent-decoded and case-folded, so
+//! `x=1;access_token=...`, `ACCESS_TOKEN=...` and `access%5Ftoken=...` never reach an upstream
+//! even though the gateway reads a token only from the exact `&`-separated name. Token
+//! cookies are matched by their exact name, as `fields::cookies` finds them.
 
 use std::fmt;
 use std::io::Write as _;
@@ -20,6 +22,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use ring::rand::SecureRandom;
 
+use crate::proto::http::fields::{is_token_segment, query_segments};
 use crate::proto::ws::accept::accept_key;
 
 /// Longest upstream response head accepted (status line, headers, final CRLF); past it, 502.
@@ -34,7 +37,8 @@ pub const MAX_RELAYED_BODY: usize = 4 * 1024;
 /// Length of a `Sec-WebSocket-Key`: 16 bytes in padded base64.
 pub const KEY_LEN: usize = 24;
 
-/// Header fields that are never forwarded upstream, by lowercase name.
+/// Header fields that are never forwarded upstream, by lowercase name (compared with
+/// [`name_is`]: `_` read as `-`, ASCII case folded).
 const NOT_FORWARDED: &[&str] = &[
     // RFC 7230 §6.1 and RFC 2616 §13.5.1: hop-by-hop fields, meaningful only on the client's
     // connection to the gateway (Proxy-Connection is the legacy non-standard one).
@@ -56,14 +60,63 @@ const NOT_FORWARDED: &[&str] = &[
     "authorization",
 ];
 
+/// Forwarding headers a client could forge (SPEC §5): the gateway is the first trusted hop,
+/// so whatever a client claims about its address, host or scheme is dropped, and counted.
+/// The gateway writes its own `X-Forwarded-For`, `X-Forwarded-Host` and `X-Forwarded-Proto`.
+const FORGEABLE_FORWARDING: &[&str] = &[
+    "forwarded",
+    "x-real-ip",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+];
+
 /// Prefixes (lowercase) of header names that are never forwarded upstream.
 const NOT_FORWARDED_PREFIXES: &[&str] = &[
     // RFC 6455 §4.1: the key, version, protocols and extensions are the gateway's own offer on
     // its own connection; the client's are answered by the gateway.
     "sec-websocket-",
-    // SPEC §5: identity headers are the gateway's word; a client's would be forged.
-    "x-auth-",
 ];
+
+/// Prefix (lowercase) of the identity headers: the gateway's word; a client's would be forged
+/// (SPEC §5). Dropped and counted.
+const IDENTITY_PREFIX: &str = "x-auth-";
+
+/// `b` as header names are compared for forwarding (SPEC §5): ASCII lowercase, `_` read as
+/// `-`, because CGI, WSGI, Rack and PHP expose both `X-Auth-Subject` and `X_Auth_Subject` as
+/// `HTTP_X_AUTH_SUBJECT`.
+fn fold_name_byte(b: u8) -> u8 {
+    if b == b'_' {
+        b'-'
+    } else {
+        b.to_ascii_lowercase()
+    }
+}
+
+/// True when the header name `name` equals the lowercase `canonical` under [`fold_name_byte`].
+pub fn name_is(name: &[u8], canonical: &str) -> bool {
+    name.len() == canonical.len()
+        && name
+            .iter()
+            .zip(canonical.bytes())
+            .all(|(a, b)| fold_name_byte(*a) == b)
+}
+
+/// True when the header name `name` starts with the lowercase `prefix` under
+/// [`fold_name_byte`].
+fn name_starts_with(name: &[u8], prefix: &str) -> bool {
+    name.get(..prefix.len())
+        .is_some_and(|start| name_is(start, prefix))
+}
+
+/// Why a client header is not forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drop {
+    /// Hop-by-hop or the gateway's own (every upgrade carries some): not counted.
+    Routine,
+    /// A forged identity or forwarding header, or an `_` spelling of any refused name:
+    /// counted in `/metrics` (SPEC §5).
+    Forged,
+}
 
 /// Why the upgrade request could not be written; every variant is answered 502.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,6 +182,8 @@ pub struct ForwardRequest<'a> {
     pub offered_protocols: &'a [&'a str],
     /// The client's address, appended to `X-Forwarded-For`.
     pub client_addr: IpAddr,
+    /// The client reached the gateway over TLS: `X-Forwarded-Proto: https` (else `http`).
+    pub client_tls: bool,
     /// `X-Auth-Subject`: the token's `sub`.
     pub subject: Option<&'a str>,
     /// `X-Auth-Scope`: the token's scopes, space-separated.
@@ -197,22 +252,16 @@ fn is_identity_value(value: &str) -> bool {
 
 // === The request ===
 
-/// True when the query segment `segment` ("name=value" or "name") is a token parameter.
-fn is_token_param(segment: &str, token_query_names: &[&str]) -> bool {
-    let name = segment.split_once('=').map_or(segment, |(name, _)| name);
-    // Exact raw match, as `gate::decide` finds the token (see the module doc).
-    token_query_names.contains(&name)
-}
-
-/// The client's query segments that are forwarded: every non-empty one that is not a token.
+/// The client's query segments that are forwarded, each with the separator that preceded it:
+/// every non-empty one that is not a token parameter (SPEC §4 "Query parameters": split on
+/// `&` and `;`, names compared percent-decoded and case-folded, the test log redaction uses).
 fn forwarded_query<'a>(
     query: Option<&'a str>,
     token_query_names: &'a [&'a str],
-) -> impl Iterator<Item = &'a str> + 'a {
-    query
-        .unwrap_or_default()
-        .split('&')
-        .filter(move |segment| !segment.is_empty() && !is_token_param(segment, token_query_names))
+) -> impl Iterator<Item = (Option<char>, &'a str)> + 'a {
+    query_segments(query.unwrap_or_default()).filter(move |(_, segment)| {
+        !segment.is_empty() && !is_token_segment(segment, token_query_names)
+    })
 }
 
 /// The cookie pairs of one `Cookie` value that are forwarded (trimmed, raw), token cookies and
@@ -250,36 +299,46 @@ fn is_forwardable_protocol(protocol: &str) -> bool {
     is_token(protocol.as_bytes()) && !bearer
 }
 
-/// True when the client's header `name` (not lowercased) is never forwarded, whatever its
-/// value: the fixed list, the prefixes, and every name the client's `Connection` lists.
-fn is_not_forwarded(name: &str, client_headers: &[(&str, &[u8])]) -> bool {
+/// Whether the client's header `name` (as sent) is forwarded: `None` when it is, else why
+/// not. The fixed lists, the prefixes, and every name the client's `Connection` lists, all
+/// compared with `_` read as `-` and case folded ([`name_is`]).
+fn drop_reason(name: &str, client_headers: &[(&str, &[u8])]) -> Option<Drop> {
     let bytes = name.as_bytes();
-    if NOT_FORWARDED
-        .iter()
-        .any(|n| n.as_bytes().eq_ignore_ascii_case(bytes))
+    if name_starts_with(bytes, IDENTITY_PREFIX)
+        || FORGEABLE_FORWARDING.iter().any(|n| name_is(bytes, n))
     {
-        return true;
+        return Some(Drop::Forged);
     }
-    if NOT_FORWARDED_PREFIXES.iter().any(|prefix| {
-        bytes
-            .get(..prefix.len())
-            .is_some_and(|start| start.eq_ignore_ascii_case(prefix.as_bytes()))
-    }) {
-        return true;
+    let refused = NOT_FORWARDED.iter().any(|n| name_is(bytes, n))
+        || NOT_FORWARDED_PREFIXES
+            .iter()
+            .any(|prefix| name_starts_with(bytes, prefix))
+        // RFC 7230 §6.1: "a proxy or gateway MUST parse a received Connection header field
+        // before a message is forwarded and, for each connection-option in this field, remove
+        // any header field(s) from the message with the same name as the connection-option".
+        || connection_lists(name, client_headers);
+    match refused {
+        // An `_` spelling of a refused name is nobody's routine header: someone is probing.
+        true if bytes.contains(&b'_') => Some(Drop::Forged),
+        true => Some(Drop::Routine),
+        false => None,
     }
-    // RFC 7230 §6.1: "a proxy or gateway MUST parse a received Connection header field before
-    // a message is forwarded and, for each connection-option in this field, remove any header
-    // field(s) from the message with the same name as the connection-option".
-    connection_lists(name, client_headers)
 }
 
-/// True when the client's `Connection` header(s) list `name` (ASCII case-insensitive).
+/// True when the client's `Connection` header(s) list `name` (compared as [`name_is`]).
 fn connection_lists(name: &str, client_headers: &[(&str, &[u8])]) -> bool {
+    let name = name.as_bytes();
     client_headers
         .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
+        .filter(|(n, _)| name_is(n.as_bytes(), "connection"))
         .flat_map(|(_, value)| list_elements(value))
-        .any(|option| option.eq_ignore_ascii_case(name.as_bytes()))
+        .any(|option| {
+            option.len() == name.len()
+                && option
+                    .iter()
+                    .zip(name)
+                    .all(|(a, b)| fold_name_byte(*a) == fold_name_byte(*b))
+        })
 }
 
 fn write_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
@@ -305,10 +364,14 @@ fn write_target(req: &ForwardRequest<'_>, out: &mut Vec<u8>) {
     } else {
         b"&"
     };
-    for segment in forwarded_query(req.client_query, req.token_query_names) {
+    for (i, (sent, segment)) in forwarded_query(req.client_query, req.token_query_names).enumerate()
+    {
+        if i > 0 {
+            // Kept as the client wrote it, so that the upstream splits as it would have.
+            separator = if sent == Some(';') { b";" } else { b"&" };
+        }
         out.extend_from_slice(separator);
         out.extend_from_slice(segment.as_bytes());
-        separator = b"&";
     }
 }
 
@@ -351,14 +414,33 @@ fn write_forwarded_for(req: &ForwardRequest<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Writes `X-Forwarded-Host` (the client's `Host`, when it is one visible-ASCII value) and
+/// `X-Forwarded-Proto` (the scheme the client used to reach the gateway): the gateway's own,
+/// the client's were dropped (SPEC §5).
+fn write_forwarded_host_proto(req: &ForwardRequest<'_>, out: &mut Vec<u8>) {
+    let mut hosts = req
+        .client_headers
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case("host"));
+    if let (Some((_, host)), None) = (hosts.next(), hosts.next()) {
+        let host = trim_ows(host);
+        if !host.is_empty() && host.iter().all(|b| is_target_byte(*b)) {
+            write_header(out, "X-Forwarded-Host", host);
+        }
+    }
+    let proto: &[u8] = if req.client_tls { b"https" } else { b"http" };
+    write_header(out, "X-Forwarded-Proto", proto);
+}
+
 /// Writes the upstream upgrade request (SPEC §5 "upstream backend") into `out`, using `key`
 /// as its `Sec-WebSocket-Key` (keep it to check the answer's accept). On error nothing is
-/// written.
+/// written. Ok holds how many client headers were dropped as forged (identity or forwarding
+/// headers, `_` spellings of refused names), for `/metrics`.
 pub fn write_upstream_request(
     req: &ForwardRequest<'_>,
     key: &[u8; KEY_LEN],
     out: &mut Vec<u8>,
-) -> Result<(), ForwardError> {
+) -> Result<usize, ForwardError> {
     // RFC 7230 §3.1.1: the request line is split on SP and ends at CRLF; a target byte outside
     // visible ASCII would end it early or smuggle another line.
     let path_ok = req.upstream_path.is_empty() || req.upstream_path.starts_with('/');
@@ -414,11 +496,17 @@ pub fn write_upstream_request(
         out.extend_from_slice(b"\r\n");
     }
     // SPEC §5: the client's other end-to-end headers go along, in order.
+    let mut forged = 0;
     for (name, value) in req.client_headers {
-        if !is_token(name.as_bytes())
-            || !value.iter().all(|b| is_field_byte(*b))
-            || is_not_forwarded(name, req.client_headers)
-        {
+        match drop_reason(name, req.client_headers) {
+            Some(Drop::Forged) => {
+                forged += 1;
+                continue;
+            }
+            Some(Drop::Routine) => continue,
+            None => {}
+        }
+        if !is_token(name.as_bytes()) || !value.iter().all(|b| is_field_byte(*b)) {
             continue;
         }
         let value = trim_ows(value);
@@ -429,6 +517,7 @@ pub fn write_upstream_request(
         }
     }
     write_forwarded_for(req, out);
+    write_forwarded_host_proto(req, out);
     // SPEC §5: identity headers, after the client's (whose X-Auth-* were dropped above).
     if let Some(subject) = req.subject {
         write_header(out, "X-Auth-Subject", subject.as_bytes());
@@ -440,7 +529,7 @@ pub fn write_upstream_request(
         write_header(out, "X-Auth-Claims", claims.as_bytes());
     }
     out.extend_from_slice(b"\r\n");
-    Ok(())
+    Ok(forged)
 }
 
 /// The `Sec-WebSocket-Key` for a 16-byte nonce: its padded base64.
@@ -751,6 +840,7 @@ mod tests {
             token_cookie_names: &["wsgate_token"],
             offered_protocols: &[],
             client_addr: CLIENT_ADDR,
+            client_tls: false,
             subject: None,
             scope: None,
             claims_b64: None,
@@ -758,11 +848,16 @@ mod tests {
     }
 
     fn write(req: &ForwardRequest<'_>) -> String {
+        write_counted(req).0
+    }
+
+    /// The written request and the number of headers dropped as forged.
+    fn write_counted(req: &ForwardRequest<'_>) -> (String, usize) {
         let mut out = Vec::new();
-        assert_eq!(write_upstream_request(req, KEY, &mut out), Ok(()));
+        let forged = write_upstream_request(req, KEY, &mut out).expect("written");
         let text = String::from_utf8(out).expect("test requests are ASCII");
         assert_well_formed(&text);
-        text
+        (text, forged)
     }
 
     /// The written request parses as one complete HTTP/1.1 GET spanning all of it.
@@ -854,6 +949,8 @@ mod tests {
              Cookie: session=abc\r\n\
              X-Request-Id: 42\r\n\
              X-Forwarded-For: 203.0.113.7\r\n\
+             X-Forwarded-Host: gw.example.com\r\n\
+             X-Forwarded-Proto: http\r\n\
              X-Auth-Subject: alice\r\n\
              X-Auth-Scope: chat read\r\n\
              X-Auth-Claims: eyJzdWIiOiJhbGljZSJ9\r\n\
@@ -874,6 +971,7 @@ mod tests {
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
              Sec-WebSocket-Version: 13\r\n\
              X-Forwarded-For: 203.0.113.7\r\n\
+             X-Forwarded-Proto: http\r\n\
              \r\n"
         );
     }
@@ -883,7 +981,7 @@ mod tests {
         let headers = [];
         let mut out = b"earlier".to_vec();
         assert_eq!(
-            write_upstream_request(&request(&headers), KEY, &mut out),
+            write_upstream_request(&request(&headers), KEY, &mut out).map(|_| ()),
             Ok(())
         );
         assert!(out.starts_with(b"earlierGET /chat HTTP/1.1\r\n"));
@@ -904,13 +1002,18 @@ mod tests {
     }
 
     #[test]
-    fn token_names_match_exactly_and_raw() {
-        // Documented choice: names are compared raw and case-sensitively, exactly as the
-        // gateway finds the token, so these are not token parameters and are forwarded.
+    fn token_names_match_decoded_and_case_folded() {
+        // SPEC §4: no token-shaped segment is forwarded, whatever its spelling.
         assert_eq!(
-            target("access%5Ftoken=a&TOKEN=b&%74oken=c"),
-            "/chat?access%5Ftoken=a&TOKEN=b&%74oken=c"
+            target("access%5Ftoken=a&TOKEN=b&%74oken=c&k=1"),
+            "/chat?k=1"
         );
+        // `;` separates too, and the client's separators are kept.
+        assert_eq!(
+            target("x=1;access_token=eyJ.a.b;y=2&z=3"),
+            "/chat?x=1;y=2&z=3"
+        );
+        assert_eq!(target("access_token=a;x=1"), "/chat?x=1");
         // Prefixes, suffixes and values equal to a name are not the name.
         assert_eq!(
             target("tokens=1&my_token=2&toke=3&x=token"),
@@ -1051,7 +1154,7 @@ mod tests {
             ..request(&headers)
         };
         let mut out = Vec::new();
-        assert_eq!(write_upstream_request(&req, KEY, &mut out), Ok(()));
+        assert!(write_upstream_request(&req, KEY, &mut out).is_ok());
         assert!(out
             .windows("X-Auth-Subject: jürgen\r\n".len())
             .any(|w| w == "X-Auth-Subject: jürgen\r\n".as_bytes()));
@@ -1162,6 +1265,8 @@ mod tests {
                 "X-Auth",
                 "Sec-Fetch-Mode",
                 "X-Forwarded-For",
+                "X-Forwarded-Host",
+                "X-Forwarded-Proto",
                 "X-Auth-Subject",
                 "X-Auth-Scope",
                 "X-Auth-Claims",
@@ -1210,6 +1315,89 @@ mod tests {
     }
 
     #[test]
+    fn underscore_and_forwarding_spellings_dropped_and_counted() {
+        // SPEC §5: names compared with `_` read as `-` and case folded; CGI/WSGI/Rack/PHP
+        // read `X_Auth_Subject` as HTTP_X_AUTH_SUBJECT.
+        let headers: [(&str, &[u8]); 16] = [
+            ("Host", b"gw.example.com"),
+            ("X_Auth_Subject", b"admin"),
+            ("x_auth_scope", b"admin"),
+            ("X-Auth_Claims", b"e30"),
+            ("Authorization", b"Bearer x"),
+            ("AUTHORIZATION", b"Bearer y"),
+            ("Transfer_Encoding", b"chunked"),
+            ("Content_Length", b"5"),
+            ("Forwarded", b"for=1.2.3.4;proto=https"),
+            ("X-Real-IP", b"1.2.3.4"),
+            ("X_Real_Ip", b"1.2.3.4"),
+            ("x-forwarded-host", b"evil.example"),
+            ("X_Forwarded_Proto", b"https"),
+            ("X_Forwarded_For", b"6.6.6.6"),
+            ("X_Custom", b"kept"),
+            ("Sec_WebSocket_Protocol", b"bearer.x"),
+        ];
+        let req = ForwardRequest {
+            client_tls: true,
+            subject: Some("alice"),
+            ..request(&headers)
+        };
+        let (text, forged) = write_counted(&req);
+        let client_names: Vec<&str> = header_lines(&text)
+            .into_iter()
+            .filter_map(|l| l.split_once(": ").map(|(n, _)| n))
+            .collect();
+        assert_eq!(
+            client_names,
+            [
+                "Host",
+                "Upgrade",
+                "Connection",
+                "Sec-WebSocket-Key",
+                "Sec-WebSocket-Version",
+                "X_Custom",
+                "X-Forwarded-For",
+                "X-Forwarded-Host",
+                "X-Forwarded-Proto",
+                "X-Auth-Subject",
+            ]
+        );
+        assert_eq!(header_values(&text, "x-forwarded-for"), ["203.0.113.7"]);
+        assert_eq!(header_values(&text, "x-forwarded-host"), ["gw.example.com"]);
+        assert_eq!(header_values(&text, "x-forwarded-proto"), ["https"]);
+        assert_eq!(header_values(&text, "x-auth-subject"), ["alice"]);
+        // Everything but Host, the two Authorization (the token's own header) and X_Custom.
+        assert_eq!(forged, 12);
+        // Routine hop-by-hop drops are not counted.
+        let routine: [(&str, &[u8]); 3] = [
+            ("Connection", b"Upgrade"),
+            ("Upgrade", b"websocket"),
+            ("Sec-WebSocket-Key", b"x3JJHMbDL1EzLkh9GBhXDw=="),
+        ];
+        assert_eq!(write_counted(&request(&routine)).1, 0);
+    }
+
+    #[test]
+    fn connection_listed_names_compare_with_underscores() {
+        let headers: [(&str, &[u8]); 3] = [
+            ("Connection", b"Upgrade, x_hop"),
+            ("X-Hop", b"1"),
+            ("X-Other", b"2"),
+        ];
+        let text = write(&request(&headers));
+        assert!(header_values(&text, "x-hop").is_empty(), "{text}");
+        assert_eq!(header_values(&text, "x-other"), ["2"]);
+    }
+
+    #[test]
+    fn name_folding() {
+        assert!(name_is(b"X_AUTH-subject", "x-auth-subject"));
+        assert!(!name_is(b"x-auth-subjec", "x-auth-subject"));
+        assert!(!name_is(b"x.auth-subject", "x-auth-subject"));
+        assert!(name_starts_with(b"X_Auth_", "x-auth-"));
+        assert!(!name_starts_with(b"X_Aut", "x-auth-"));
+    }
+
+    #[test]
     fn header_values_with_control_characters_dropped() {
         let headers: [(&str, &[u8]); 8] = [
             ("X-Evil", b"a\r\nX-Auth-Subject: root"),
@@ -1224,7 +1412,7 @@ mod tests {
         let text = write(&request(&headers));
         let forwarded: Vec<&str> = header_lines(&text)
             .into_iter()
-            .filter(|l| l.starts_with("X-") && !l.starts_with("X-Forwarded-For"))
+            .filter(|l| l.starts_with("X-") && !l.starts_with("X-Forwarded-"))
             .collect();
         assert_eq!(forwarded, ["X-Tab: a\tb"]);
         assert!(!text.contains("root"));
@@ -1235,7 +1423,7 @@ mod tests {
         let headers: [(&str, &[u8]); 2] = [("X-Pad", b" \t v \t"), ("X-Latin", b"caf\xe9")];
         let mut out = Vec::new();
         assert_eq!(
-            write_upstream_request(&request(&headers), KEY, &mut out),
+            write_upstream_request(&request(&headers), KEY, &mut out).map(|_| ()),
             Ok(())
         );
         let find = |needle: &[u8]| out.windows(needle.len()).any(|w| w == needle);
@@ -1880,7 +2068,7 @@ mod tests {
             ..request(&headers)
         };
         let mut out = Vec::new();
-        assert_eq!(write_upstream_request(&req, &key, &mut out), Ok(()));
+        assert!(write_upstream_request(&req, &key, &mut out).is_ok());
         let mut parsed_headers = [httparse::EMPTY_HEADER; 32];
         let mut parsed = httparse::Request::new(&mut parsed_headers);
         assert!(matches!(

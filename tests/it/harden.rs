@@ -1,0 +1,267 @@
+//! Issue #10 hardening, through real sockets: forged identity and forwarding headers
+//! (SPEC §5), per-target upstream requests, `;` in query redaction and stripping (SPEC §4),
+//! uniform error descriptions, Origin strictness, log quoting (SPEC §7), IPv6 budgets.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+
+use base64::Engine as _;
+use crossbeam_channel::{unbounded, Receiver};
+use wsgate::auth::keys::Alg;
+use wsgate::cli::token::{sign, SigningKey};
+
+use crate::support::*;
+
+const SECRET: &[u8] = b"harden-tests-secret-0123456789abcdef-01234567";
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+fn token_with(header: &str, sub: &str) -> String {
+    let now = now_unix();
+    sign(
+        Alg::HS256,
+        &SigningKey::Hmac(SECRET.to_vec()),
+        header,
+        &format!(
+            r#"{{"sub":{},"iat":{now},"exp":{},"scope":"chat"}}"#,
+            serde_json::to_string(sub).expect("json"),
+            now + 3600
+        ),
+    )
+    .expect("sign")
+}
+
+fn token(sub: &str) -> String {
+    token_with(r#"{"alg":"HS256","typ":"JWT"}"#, sub)
+}
+
+/// An upstream that records each upgrade request head, answers 101, then holds the
+/// connection until the gateway closes it.
+fn recording_upstream() -> (SocketAddr, Receiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = unbounded();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { break };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let _ = s.set_read_timeout(Some(WAIT));
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match s.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let key = head_values(&head, "sec-websocket-key")
+                    .into_iter()
+                    .next()
+                    .unwrap_or_default();
+                let accept = wsgate::proto::ws::accept::accept_key(key.as_bytes());
+                let _ = tx.send(head);
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+                    String::from_utf8_lossy(&accept)
+                );
+                let mut sink = [0u8; 1024];
+                while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// Values of header `name` (case-insensitive) in a raw request head.
+fn head_values(head: &str, name: &str) -> Vec<String> {
+    head.split("\r\n")
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim().to_string())
+        .collect()
+}
+
+fn admin_addr(gw: &Gateway) -> SocketAddr {
+    gw.wait_log("admin listening on ")
+        .split("admin listening on ")
+        .nth(1)
+        .and_then(|a| a.split_whitespace().next())
+        .map(|a| a.trim_end_matches(['"', ',', '}']))
+        .expect("admin addr")
+        .parse()
+        .expect("addr")
+}
+
+fn metrics(gw: &Gateway) -> String {
+    let mut s = TcpStream::connect(admin_addr(gw)).expect("connect admin");
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+        .expect("send");
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body
+}
+
+fn metric(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in {text}"))
+}
+
+fn dir_with_secret() -> TempDir {
+    let dir = TempDir::new();
+    dir.write(
+        "hs.secret",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(SECRET),
+    );
+    dir
+}
+
+/// A gateway with one upstream route `/chat` over `upstreams` (full URLs).
+fn proxy_gateway(upstreams: &[String], extra: &str) -> Gateway {
+    let list: Vec<String> = upstreams.iter().map(|u| format!("\"{u}\"")).collect();
+    Gateway::start_in(
+        dir_with_secret(),
+        &format!(
+            r#"
+[server]
+listen = ["127.0.0.1:0"]
+workers = 1
+
+[admin]
+listen = "127.0.0.1:0"
+
+[[auth.key]]
+alg = "HS256"
+secret_file = "hs.secret"
+
+[[route]]
+path = "/chat"
+upstream = [{}]
+scope = ["chat"]
+{extra}
+"#,
+            list.join(", ")
+        ),
+    )
+}
+
+// === item 1: forged identity and forwarding headers (SPEC §5) ===
+
+#[test]
+fn underscore_identity_and_client_forwarding_headers_never_reach_the_upstream() {
+    let (up, heads) = recording_upstream();
+    let gw = proxy_gateway(&[format!("ws://{up}/chat")], "");
+    let before = metric(&metrics(&gw), "wsgate_upstream_forged_headers_total");
+    let t = token("alice");
+    let mut s = open(
+        &gw,
+        &format!("/chat?access_token={t}"),
+        &[
+            "X_Auth_Subject: admin",
+            "x_auth_scope: admin",
+            "X-AUTH_CLAIMS: e30",
+            "Forwarded: for=6.6.6.6;proto=https;host=evil.example",
+            "X-Real-IP: 6.6.6.6",
+            "X_Real_IP: 6.6.6.6",
+            "X-Forwarded-Host: evil.example",
+            "X-Forwarded-Proto: https",
+            "X_Forwarded_For: 6.6.6.6",
+            "X_Custom: kept",
+        ],
+    );
+    let head = heads.recv_timeout(WAIT).expect("upstream saw the request");
+    let h = |name: &str| head_values(&head, name);
+    assert_eq!(h("x-auth-subject"), ["alice"], "{head}");
+    assert_eq!(h("x-auth-scope"), ["chat"], "{head}");
+    assert!(h("x-auth-claims").is_empty(), "{head}");
+    assert!(h("forwarded").is_empty(), "{head}");
+    assert!(
+        h("x-real-ip").is_empty() && h("x_real_ip").is_empty(),
+        "{head}"
+    );
+    assert_eq!(h("x-forwarded-for"), ["127.0.0.1"], "{head}");
+    assert_eq!(h("x-forwarded-host"), ["localhost"], "{head}");
+    assert_eq!(h("x-forwarded-proto"), ["http"], "{head}");
+    assert_eq!(h("x_custom"), ["kept"], "{head}");
+    for forged in ["admin", "6.6.6.6", "evil.example", "e30"] {
+        assert!(
+            !head.contains(forged),
+            "{forged} reached the upstream:\n{head}"
+        );
+    }
+    assert!(!head.contains(&t));
+    drop(s.write_all(&client_frame(true, 8, &[0x03, 0xe8])));
+    let after = metric(&metrics(&gw), "wsgate_upstream_forged_headers_total");
+    assert_eq!(after - before, 9, "each forged header counted");
+}
+
+// === item 3: one request per target (SPEC §5) ===
+
+#[test]
+fn retry_sends_the_next_upstreams_own_host_and_path() {
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let (up, heads) = recording_upstream();
+    // The first target refuses; the second has another port and another path.
+    let gw = proxy_gateway(
+        &[format!("ws://{dead}/first"), format!("ws://{up}/second")],
+        "",
+    );
+    let _s = open(
+        &gw,
+        &format!("/chat?room=7&access_token={}", token("bo")),
+        &[],
+    );
+    let head = heads.recv_timeout(WAIT).expect("second upstream reached");
+    assert!(
+        head.starts_with("GET /second?room=7 HTTP/1.1\r\n"),
+        "{head}"
+    );
+    assert_eq!(head_values(&head, "host"), [up.to_string()], "{head}");
+}
+
+// === item 7: `;` separates for redaction and stripping (SPEC §4) ===
+
+#[test]
+fn semicolon_token_segments_are_neither_logged_nor_forwarded() {
+    let (up, heads) = recording_upstream();
+    let gw = proxy_gateway(&[format!("ws://{up}/chat")], "");
+    let t = token("cy");
+    let other = token("other");
+    // The token is read from the `&` parameter; a `;`-joined token-named segment, a
+    // re-cased one and a JWS-shaped value under another name ride along.
+    let path =
+        format!("/chat?x=1;access_token={other}&access_token={t}&y=2;ACCESS_TOKEN={other};z=3");
+    let _s = open(&gw, &path, &[]);
+    let head = heads.recv_timeout(WAIT).expect("upstream saw the request");
+    assert!(
+        head.starts_with("GET /chat?x=1&y=2;z=3 HTTP/1.1\r\n"),
+        "{head}"
+    );
+    assert!(!head.contains(&other) && !head.contains(&t), "{head}");
+    let line = gw.wait_log("dialing upstream");
+    assert!(line.contains("x=1;access_token=REDACTED"), "{line}");
+    let logs = gw.logs();
+    assert!(!logs.contains(&other) && !logs.contains(&t), "{logs}");
+    // Another name holding a JWS-shaped value: redacted in logs.
+    let gw = Gateway::start(&echo_config(1, "", ""));
+    let (r, _s) = request(
+        &gw,
+        upgrade_request(&format!("/nowhere?id={t};k=1"), &[]).as_bytes(),
+    );
+    assert_eq!(r.status, 404);
+    let line = gw.wait_log("status=404");
+    assert!(!gw.logs().contains(&t), "{line}");
+}
