@@ -660,6 +660,7 @@ mod tests {
                 "wsgate_open_connections",
                 "wsgate_revocations_total",
                 "wsgate_upstream_errors_total",
+                "wsgate_upstream_forged_headers_total",
             ]
         );
         assert_eq!(

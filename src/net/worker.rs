@@ -389,6 +389,7 @@ impl Worker {
                 Phase::Dialing { .. } => {
                     let r = Reject::InvalidToken {
                         description: TokenError::Revoked.description(),
+                        reason: TokenError::Revoked.reason_label(),
                     };
                     reject(conn, &self.env, id, r, None);
                 }
@@ -1185,6 +1186,7 @@ struct UpstreamPlan {
 /// Builds the upgrade request for the upstream from the client's request (SPEC §5):
 /// query minus token parameters, the client's end-to-end headers minus anything that
 /// carries a token or forged identity, `X-Forwarded-For`, `X-Auth-*` from the token.
+#[allow(clippy::too_many_arguments)]
 fn upstream_plan(
     rt: &Runtime,
     route: usize,

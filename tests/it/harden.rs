@@ -265,3 +265,87 @@ fn semicolon_token_segments_are_neither_logged_nor_forwarded() {
     let line = gw.wait_log("status=404");
     assert!(!gw.logs().contains(&t), "{line}");
 }
+
+// === item 12: uniform error descriptions on the wire (SPEC §4) ===
+
+fn hs(alg: Alg, header: &str, sub: &str) -> String {
+    let now = now_unix();
+    sign(
+        alg,
+        &SigningKey::Hmac(SECRET.to_vec()),
+        header,
+        &format!(r#"{{"sub":"{sub}","iat":{now},"exp":{}}}"#, now + 3600),
+    )
+    .expect("sign")
+}
+
+fn description(gw: &Gateway, token: &str) -> String {
+    let (r, _s) = request(
+        gw,
+        upgrade_request("/echo", &[&format!("Authorization: Bearer {token}")]).as_bytes(),
+    );
+    assert_eq!(r.status, 401, "{r:?}");
+    let w = r.header("www-authenticate").expect("challenge").to_string();
+    let prefix = "Bearer error=\"invalid_token\", error_description=\"";
+    w.strip_prefix(prefix)
+        .and_then(|d| d.strip_suffix('"'))
+        .unwrap_or_else(|| panic!("{w}"))
+        .to_string()
+}
+
+#[test]
+fn key_setup_failures_all_read_invalid_signature_and_logs_keep_the_reason() {
+    let gw = Gateway::start_in(
+        dir_with_secret(),
+        r#"
+[server]
+listen = ["127.0.0.1:0"]
+workers = 1
+
+[[auth.key]]
+kid = "a"
+alg = "HS256"
+secret_file = "hs.secret"
+
+[[auth.key]]
+kid = "b"
+alg = "HS256"
+secret_file = "hs.secret"
+
+[[route]]
+path = "/echo"
+backend = "echo"
+"#,
+    );
+    let cases = [
+        (
+            hs(Alg::HS256, r#"{"alg":"HS256","kid":"zz"}"#, "u"),
+            "unknown_kid",
+        ),
+        (
+            hs(Alg::HS384, r#"{"alg":"HS384","kid":"a"}"#, "u"),
+            "alg_key_mismatch",
+        ),
+        (hs(Alg::HS256, r#"{"alg":"HS256"}"#, "u"), "ambiguous_key"),
+        (hs(Alg::HS512, r#"{"alg":"HS512"}"#, "u"), "no_key_for_alg"),
+        (
+            hs(Alg::HS256, r#"{"alg":"HS256","kid":"a"}"#, "u") + "x",
+            "bad_signature",
+        ),
+    ];
+    for (token, label) in &cases {
+        assert_eq!(description(&gw, token), "invalid signature", "{label}");
+        gw.wait_log(&format!("status=401 reason={label}"));
+    }
+    // An in-band refresh with an unknown kid gets the same uniform reason.
+    let good = hs(Alg::HS256, r#"{"alg":"HS256","kid":"a"}"#, "u");
+    let mut s = open(&gw, "/echo", &[&format!("Authorization: Bearer {good}")]);
+    let refresh = format!(r#"{{"type":"wsgate.refresh","token":"{}"}}"#, cases[0].0);
+    s.write_all(&client_frame(true, 1, refresh.as_bytes()))
+        .expect("send");
+    let (_, op, payload) = read_frame(&mut s);
+    assert_eq!(op, 1);
+    let v: serde_json::Value = serde_json::from_slice(&payload).expect("json");
+    assert_eq!(v["type"], "wsgate.refresh_failed");
+    assert_eq!(v["reason"], "invalid signature");
+}
