@@ -698,40 +698,10 @@ fn origin(raw: &OriginSection, problems: &mut Problems) -> Origin {
 }
 
 /// RFC 6454 §6.1 serialization: `scheme://host[:port]`, lower case, default port left
-/// out. A host may start with the label `*.` followed by at least two labels.
+/// out. A host may start with the label `*.` followed by at least two labels. The gate's
+/// parser, so that a pattern is read exactly as a request's `Origin` is (SPEC §4).
 fn normalize_origin(entry: &str) -> Result<String, String> {
-    let Some((scheme, rest)) = entry.split_once("://") else {
-        return Err("missing scheme".to_owned());
-    };
-    let scheme = scheme.to_ascii_lowercase();
-    let default_port = match scheme.as_str() {
-        "http" => 80,
-        "https" => 443,
-        _ => return Err("the scheme must be http or https".to_owned()),
-    };
-    if rest.contains(['/', '?', '#', '@']) {
-        return Err("an origin has no path, query, fragment or user info".to_owned());
-    }
-    let authority = split_authority(rest)?;
-    let host = match authority.host {
-        Host::Ipv6(address) => format!("[{address}]"),
-        Host::Name(name) => {
-            let name = name.to_ascii_lowercase();
-            if let Some(parent) = name.strip_prefix("*.") {
-                if !parent.contains('.') {
-                    return Err("a wildcard needs at least two labels after \"*.\"".to_owned());
-                }
-                check_host_name(parent)?;
-            } else {
-                check_host_name(&name)?;
-            }
-            name
-        }
-    };
-    Ok(match authority.port {
-        Some(port) if port != default_port => format!("{scheme}://{host}:{port}"),
-        _ => format!("{scheme}://{host}"),
-    })
+    crate::gate::origin::parse_origin(entry, true).map(|origin| origin.serialize())
 }
 
 /// A host and optional port, split.

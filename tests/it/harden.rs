@@ -349,3 +349,39 @@ backend = "echo"
     assert_eq!(v["type"], "wsgate.refresh_failed");
     assert_eq!(v["reason"], "invalid signature");
 }
+
+// === item 9: Origin strictness (SPEC §4 "Origins") ===
+
+#[test]
+fn origins_that_are_not_serialized_origins_are_403() {
+    let gw = Gateway::start(&format!(
+        "{}\n[origin]\nallow = [\"https://*.example.com\", \"http://127.0.0.1:3000\"]\n",
+        echo_config(1, "", "")
+    ));
+    let status = |origin: &[u8]| {
+        let mut req = b"GET /echo HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nOrigin: ".to_vec();
+        req.extend_from_slice(origin);
+        req.extend_from_slice(b"\r\n\r\n");
+        request(&gw, &req).0.status
+    };
+    assert_eq!(status(b"https://a.example.com"), 101);
+    assert_eq!(status(b"https://A.b.Example.com:443"), 101);
+    assert_eq!(status(b"http://127.0.0.1:3000"), 101);
+    for bad in [
+        &b"https://*.example.com"[..],
+        b"https://a..example.com",
+        b"https://a.example.com.",
+        b"https://%61.example.com",
+        b"https://a.example.com:+443",
+        b"https://a.example.com:0443",
+        b"https://u@a.example.com",
+        b"https://a.example.com/x",
+        b"https://a.example.com\xe2\x80\xae",
+        b"http://127.0.0.01:3000",
+        b"null",
+    ] {
+        assert_eq!(status(bad), 403, "{}", String::from_utf8_lossy(bad));
+    }
+    // A control character is refused earlier, by the HTTP parser (RFC 9110 §5.5).
+    assert_eq!(status(b"https://a\x01.example.com"), 400);
+}
