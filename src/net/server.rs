@@ -283,7 +283,7 @@ pub fn start(config: &Config) -> Result<Running, String> {
     for a in &local_addrs {
         let scheme = if rt.tls.is_some() { "wss" } else { "ws" };
         // Always printed, whatever WSGATE_LOG says: tools find the port here.
-        eprintln!("wsgate info: listening on {a} ({scheme}://, {n} workers)");
+        crate::log::always(format_args!("listening on {a} ({scheme}://, {n} workers)"));
     }
     let admin = match &config.admin {
         Some(a) => {
@@ -300,7 +300,7 @@ pub fn start(config: &Config) -> Result<Running, String> {
             let stop = Arc::new(AtomicBool::new(false));
             let (addr, join) = crate::admin::spawn(a.listen, backend.clone(), stop.clone())
                 .map_err(|e| format!("admin.listen: cannot listen on {}: {e}", a.listen))?;
-            eprintln!("wsgate info: admin listening on {addr}");
+            crate::log::always(format_args!("admin listening on {addr}"));
             Some(AdminHandle {
                 backend,
                 addr,

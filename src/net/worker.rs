@@ -1129,7 +1129,7 @@ fn handshake(conn: &mut Conn, env: &mut Env, id: ConnId, head_len: usize, now: I
                 conn.peer,
                 target.as_deref().unwrap_or("-"),
                 rt.gate.routes[route].path,
-                identity.as_ref().map_or("-", |i| &*i.sub)
+                crate::log::QOpt(identity.as_ref().map(|i| &*i.sub))
             );
             if let Some(why) = explain {
                 // auth.explain_to_browsers: tell the script why, then close.
@@ -1552,7 +1552,7 @@ fn open_proxied(
             .routes
             .get(route)
             .map_or("-", |r| r.path.as_str()),
-        conn.identity.as_ref().map_or("-", |i| &*i.sub)
+        crate::log::QOpt(conn.identity.as_ref().map(|i| &*i.sub))
     );
     conn.phase = Phase::Open {
         session: Box::new(Session::new(env.rt.session, now)),

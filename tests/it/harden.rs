@@ -385,3 +385,99 @@ fn origins_that_are_not_serialized_origins_are_403() {
     // A control character is refused earlier, by the HTTP parser (RFC 9110 §5.5).
     assert_eq!(status(b"https://a\x01.example.com"), 400);
 }
+
+// === item 10: log injection (SPEC §7) ===
+
+/// A `sub` that tries to start a forged line and to reorder what a terminal shows (control
+/// characters proper are refused in `sub` by the token rules).
+const NASTY_SUB: &str =
+    "eve\u{2028}wsgate info: conn=9.9 sub=\"root\" upgraded\u{202e}\u{200f}\u{2066}\u{2029}\\\": ";
+
+fn token_route_config() -> String {
+    r#"
+[server]
+listen = ["127.0.0.1:0"]
+workers = 1
+
+[[auth.key]]
+kid = "a"
+alg = "HS256"
+secret_file = "hs.secret"
+
+[[route]]
+path = "/echo"
+backend = "echo"
+"#
+    .to_string()
+}
+
+#[test]
+fn client_controlled_fields_are_quoted_escaped_and_cut() {
+    let gw = Gateway::start_in(dir_with_secret(), &token_route_config());
+    let t = token(NASTY_SUB);
+    let long_query = "q".repeat(600);
+    let _s = open(&gw, &format!("/echo?access_token={t}&{long_query}"), &[]);
+    let line = gw.wait_log("upgraded");
+    let logs = gw.logs();
+    for raw in ['\u{2028}', '\u{2029}', '\u{202e}', '\u{200f}', '\u{2066}'] {
+        assert!(!logs.contains(raw), "{raw:?} logged raw:\n{logs}");
+    }
+    // One line per event: the forged "upgraded" never starts a line of its own.
+    assert_eq!(
+        logs.lines().filter(|l| l.contains("upgraded")).count(),
+        1,
+        "{logs}"
+    );
+    assert!(
+        line.contains(
+            r#"sub="eve\u2028wsgate info: conn=9.9 sub=\"root\" upgraded\u202e\u200f\u2066\u2029\\\": ""#
+        ),
+        "{line}"
+    );
+    // The target is quoted and cut at 256 bytes.
+    let target = line
+        .split("target=")
+        .nth(1)
+        .and_then(|rest| {
+            serde_json::Deserializer::from_str(rest)
+                .into_iter::<String>()
+                .next()
+        })
+        .and_then(Result::ok)
+        .expect("quoted target");
+    assert_eq!(target.len(), 256, "{target}");
+    assert!(
+        target.starts_with("/echo?access_token=REDACTED&qqq"),
+        "{target}"
+    );
+    assert!(!logs.contains(&t));
+}
+
+#[test]
+fn json_log_format_writes_one_object_per_line() {
+    let gw = Gateway::start_with_env(
+        dir_with_secret(),
+        &token_route_config(),
+        &[("WSGATE_LOG_FORMAT", "json")],
+    );
+    let t = token(NASTY_SUB);
+    let _s = open(&gw, &format!("/echo?access_token={t}"), &[]);
+    let (r, _s2) = request(&gw, upgrade_request("/nope?x=\u{1}", &[]).as_bytes());
+    assert!(r.status == 400 || r.status == 404);
+    gw.wait_log("upgraded");
+    gw.wait_log("rejected");
+    let logs = gw.logs();
+    let mut upgraded = 0;
+    for line in logs.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v["level"].is_string(), "{line}");
+        if v["msg"] == "upgraded" {
+            upgraded += 1;
+            assert_eq!(v["sub"], NASTY_SUB);
+            assert_eq!(v["target"], "/echo?access_token=REDACTED");
+        }
+    }
+    assert_eq!(upgraded, 1, "{logs}");
+    assert!(!logs.contains(&t));
+}
