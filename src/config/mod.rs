@@ -163,6 +163,8 @@ pub struct LimitsSection {
     pub per_ip_handshakes: Rate,
     /// Failed tokens per client IP.
     pub per_ip_auth_failures: Rate,
+    /// IPv6 clients are counted per /ipv6_prefix in every per-IP limit (1..=128).
+    pub ipv6_prefix: u8,
     /// Open connections per token subject.
     pub per_subject_connections: u32,
     /// Frames received per connection.
@@ -183,6 +185,7 @@ impl Default for LimitsSection {
             per_ip_connections: 256,
             per_ip_handshakes: Rate(50),
             per_ip_auth_failures: Rate(10),
+            ipv6_prefix: 64,
             per_subject_connections: 32,
             messages: Rate(1000),
             bytes: ByteRate(8 << 20),
@@ -517,6 +520,8 @@ pub struct Limits {
     pub per_ip_handshakes: u64,
     /// Failed tokens per client IP per second (burst = rate).
     pub per_ip_auth_failures: u64,
+    /// Prefix length by which IPv6 clients are counted in per-IP limits.
+    pub ipv6_prefix: u8,
     /// Open connections per token subject.
     pub per_subject_connections: u32,
     /// Frames received per connection per second (burst = rate).

@@ -830,10 +830,23 @@ fn limits(raw: &LimitsSection, problems: &mut Problems) -> Limits {
         per_ip_connections: raw.per_ip_connections,
         per_ip_handshakes: raw.per_ip_handshakes.0,
         per_ip_auth_failures: raw.per_ip_auth_failures.0,
+        ipv6_prefix: ipv6_prefix(raw.ipv6_prefix, problems),
         per_subject_connections: raw.per_subject_connections,
         messages: raw.messages.0,
         bytes: raw.bytes.0,
     }
+}
+
+/// SPEC §3 `limits.ipv6_prefix`: 1 to 128 (the default 64 when out of range, reported).
+fn ipv6_prefix(prefix: u8, problems: &mut Problems) -> u8 {
+    if (1..=128).contains(&prefix) {
+        return prefix;
+    }
+    problems.error(
+        "limits.ipv6_prefix",
+        format!("must be from 1 to 128, got {prefix}"),
+    );
+    64
 }
 
 /// Saturating: a value past `usize::MAX` has already been reported as an error.

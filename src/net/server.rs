@@ -255,6 +255,7 @@ pub fn start(config: &Config) -> Result<Running, String> {
             connections: l.per_ip_connections,
             handshakes_per_sec: l.per_ip_handshakes,
             auth_failures_per_sec: l.per_ip_auth_failures,
+            ipv6_prefix: l.ipv6_prefix,
         }),
         subjects: SubjectTable::new(l.per_subject_connections),
         draining: AtomicBool::new(false),
@@ -352,6 +353,7 @@ impl Running {
             connections: l.per_ip_connections,
             handshakes_per_sec: l.per_ip_handshakes,
             auth_failures_per_sec: l.per_ip_auth_failures,
+            ipv6_prefix: l.ipv6_prefix,
         });
         self.shared
             .subjects
