@@ -247,7 +247,16 @@ pub fn redacted_target<S: AsRef<str>>(
     token_params: &[S],
 ) -> String {
     let mut out = String::with_capacity(path.len() + query.map_or(0, str::len) + 1);
-    out.push_str(path);
+    // Path parameters (`/echo;access_token=...`) get the query's redaction too: the path is
+    // logged, so no token-shaped segment of it may be.
+    match path.split_once(';') {
+        Some((before, params)) => {
+            out.push_str(before);
+            out.push(';');
+            crate::proto::http::fields::redact_query(params, token_params, &mut out);
+        }
+        None => out.push_str(path),
+    }
     if let Some(q) = query {
         out.push('?');
         crate::proto::http::fields::redact_query(q, token_params, &mut out);
@@ -258,6 +267,20 @@ pub fn redacted_target<S: AsRef<str>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn targets_are_redacted_in_query_and_path_parameters_then_quoted() {
+        let names = ["access_token"];
+        assert_eq!(
+            redacted_target("/e", Some("a=1;access_token=x&b=2"), &names),
+            r#""/e?a=1;access_token=REDACTED&b=2""#
+        );
+        assert_eq!(
+            redacted_target("/e;access_token=x;k=v", None, &names),
+            r#""/e;access_token=REDACTED;k=v""#
+        );
+        assert_eq!(redacted_target("/e", None, &names), r#""/e""#);
+    }
 
     #[test]
     fn quoted_fields_escape_every_listed_character() {

@@ -264,6 +264,14 @@ fn semicolon_token_segments_are_neither_logged_nor_forwarded() {
     assert_eq!(r.status, 404);
     let line = gw.wait_log("status=404");
     assert!(!gw.logs().contains(&t), "{line}");
+    // A token-named path parameter is redacted too.
+    let (r, _s) = request(
+        &gw,
+        upgrade_request(&format!("/echo;access_token={other}"), &[]).as_bytes(),
+    );
+    assert_eq!(r.status, 404);
+    let line = gw.wait_log("/echo;access_token=REDACTED");
+    assert!(!gw.logs().contains(&other), "{line}");
 }
 
 // === item 12: uniform error descriptions on the wire (SPEC §4) ===
