@@ -251,6 +251,11 @@ impl IpTable {
         }
     }
 
+    /// The IPv6 prefix length the table keys by (fixed at construction).
+    pub fn ipv6_prefix(&self) -> u8 {
+        self.ipv6_prefix
+    }
+
     /// The key `ip` is counted under.
     fn key(&self, ip: IpAddr) -> IpAddr {
         budget_key(ip, self.ipv6_prefix)

@@ -563,3 +563,13 @@ fn ipv6_prefix_must_be_1_to_128() {
         }
     }
 }
+
+#[test]
+fn ipv6_prefix_change_on_reload_waits_for_a_restart() {
+    let gw = Gateway::start(&echo_config(1, "", "ipv6_prefix = 64"));
+    gw.dir
+        .write("wsgate.toml", echo_config(1, "", "ipv6_prefix = 48"));
+    gw.signal(1); // SIGHUP
+    gw.wait_log("limits.ipv6_prefix changes take effect at the next restart");
+    gw.wait_log("reloaded");
+}
