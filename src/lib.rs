@@ -17,6 +17,7 @@ pub mod admin;
 pub mod auth;
 pub mod backend;
 pub mod cli;
+pub mod clock;
 pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -9,8 +9,9 @@ use super::Command;
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
 
 use crate::auth::keys::{Alg, ED25519_SPKI_PREFIX};
+use crate::clock;
 use crate::config::{self, Config};
-use crate::net::{clock, server};
+use crate::net::server;
 
 /// A failed command: the line to print (may be empty when already printed) and the
 /// exit code.

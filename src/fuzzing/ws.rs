@@ -11,7 +11,7 @@ use crate::proto::ws::session::{write_message, MessageKind, Session, SessionLimi
 
 /// The origin of a virtual clock for fuzzing and tests: read once, then only offsets from it
 /// are used, so runs stay deterministic.
-// The one clock read outside net/clock.rs: an origin for `t0 + Duration`, not a time source.
+// The one clock read outside src/clock.rs: an origin for `t0 + Duration`, not a time source.
 #[allow(clippy::disallowed_methods)]
 pub fn virtual_epoch() -> Instant {
     Instant::now()

@@ -17,7 +17,6 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Waker};
 
-use super::clock;
 use super::conn::{Conn, Phase, ReadOutcome};
 use super::timer::Timers;
 use super::token::{ConnId, Slab, WAKER};
@@ -26,6 +25,7 @@ use crate::auth::error::TokenError;
 use crate::auth::revocation::{Revocation, RevocationSet};
 use crate::auth::verify::Scratch;
 use crate::backend::upstream::Balancer;
+use crate::clock;
 use crate::config::Backend;
 use crate::gate::decide::{Ctx, Gate, Identity, REFRESH_PREFIX};
 use crate::gate::limits::{IpTable, SubjectTable};
