@@ -26,3 +26,4 @@ pub mod log;
 pub mod metrics;
 pub mod net;
 pub mod proto;
+pub mod rate;

@@ -823,7 +823,7 @@ fn on_data(conn: &mut Conn, env: &mut Env, id: ConnId, n: usize, now: Instant) {
             match reader.poll(&conn.rbuf, env.rt.max_request_bytes) {
                 Ok(None) => {}
                 Ok(Some(head_len)) => handshake(conn, env, id, head_len, now),
-                Err(e) => reject(conn, env, id, e.reject(), None),
+                Err(e) => reject(conn, env, id, Reject::from(e), None),
             }
         }
         Phase::Open { .. } => feed_session(conn, env, id, n, now),
@@ -1033,7 +1033,7 @@ fn handshake(conn: &mut Conn, env: &mut Env, id: ConnId, head_len: usize, now: I
         let head = match parse_head(&conn.rbuf[..head_len], &mut headers) {
             Ok(h) => h,
             Err(e) => {
-                let r = e.reject();
+                let r = Reject::from(e);
                 reject(conn, env, id, r, None);
                 return;
             }
@@ -1043,7 +1043,7 @@ fn handshake(conn: &mut Conn, env: &mut Env, id: ConnId, head_len: usize, now: I
         let upgrade = match validate_upgrade(&head) {
             Ok(u) => u,
             Err(e) => {
-                let r = e.reject();
+                let r = Reject::from(e);
                 reject(conn, env, id, r, target.as_deref());
                 return;
             }

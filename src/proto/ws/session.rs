@@ -7,8 +7,8 @@ use super::close::{is_valid_received_code, parse_close_payload, write_close, wri
 use super::frame::{parse_header, write_frame, FrameHeader, OpCode};
 use super::mask::apply_mask;
 use super::message::Reassembly;
-use crate::gate::limits::TokenBucket;
 use crate::proto::error::ProtocolError;
+use crate::rate::TokenBucket;
 
 /// RFC 6455 §5.5: "All control frames MUST have a payload length of 125 bytes or less".
 const MAX_CONTROL_PAYLOAD: u64 = 125;
