@@ -7,7 +7,8 @@ use crate::proto::ws::close::{is_valid_received_code, parse_close_payload};
 use crate::proto::ws::frame::{
     parse_header, write_header, write_masked_frame, FrameHeader, OpCode, MAX_HEADER_LEN,
 };
-use crate::proto::ws::session::{write_message, MessageKind, Session, SessionLimits, SessionState};
+use crate::proto::ws::message::MessageKind;
+use crate::proto::ws::session::{write_message, Session, SessionLimits, SessionState};
 
 /// The origin of a virtual clock for fuzzing and tests: read once, then only offsets from it
 /// are used, so runs stay deterministic.

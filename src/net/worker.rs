@@ -37,7 +37,8 @@ use crate::proto::http::fields;
 use crate::proto::http::request::{parse_head, validate_upgrade, HeadReader, RequestHead, Upgrade};
 use crate::proto::http::response::write_switching_protocols;
 use crate::proto::ws::accept::accept_key;
-use crate::proto::ws::session::{write_message, MessageKind, Session, SessionLimits, SessionState};
+use crate::proto::ws::message::MessageKind;
+use crate::proto::ws::session::{write_message, Session, SessionLimits, SessionState};
 use crate::{info, warn};
 
 /// Reads per connection per turn before others get theirs (fairness under floods).
