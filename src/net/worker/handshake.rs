@@ -183,5 +183,3 @@ pub(super) fn handshake(conn: &mut Conn, env: &mut Env, id: ConnId, head_len: us
         }
     }
 }
-
-// === upstream routes (SPEC §5) ===
