@@ -3,15 +3,19 @@
 //! `--help` / `--version` exit 0).
 
 pub mod check;
+pub mod demo;
+pub mod init;
 pub mod keygen;
+pub mod revoke;
 pub mod run;
 pub mod token;
 
 use std::ffi::OsString;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 
 use crate::config::units::DurationStr;
 
@@ -24,6 +28,22 @@ pub enum Command {
         config: Option<PathBuf>,
         /// Zero-config demo mode.
         demo: bool,
+        /// `--listen ADDR` (demo only; default 127.0.0.1:8080).
+        listen: Option<SocketAddr>,
+    },
+    /// `init DIR`: write a starting configuration and keys.
+    Init {
+        /// The directory to write into (created when missing).
+        dir: PathBuf,
+    },
+    /// `revoke -c FILE ...`: post a revocation to the admin listener.
+    Revoke {
+        /// The config naming the admin listener.
+        config: PathBuf,
+        /// What to revoke.
+        target: RevokeTarget,
+        /// How to authenticate.
+        auth: AdminAuth,
     },
     /// `check -c FILE`.
     Check {
@@ -69,6 +89,41 @@ pub enum Command {
     },
 }
 
+/// What `revoke` revokes (SPEC §6's two body forms).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevokeTarget {
+    /// `--jti J [--exp N]`.
+    Jti {
+        /// The token id.
+        jti: String,
+        /// Its `exp`, so the entry can be dropped after it.
+        exp: Option<u64>,
+    },
+    /// `--sub S [--before N]`.
+    Sub {
+        /// The subject.
+        sub: String,
+        /// Tokens issued before this (unix seconds; the gateway's default is now).
+        before: Option<u64>,
+    },
+}
+
+/// How `revoke` authenticates to the admin listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminAuth {
+    /// Mint a 60-second admin token from this signing key.
+    Key {
+        /// `PREFIX.key.pem` or `PREFIX.secret`.
+        key: PathBuf,
+        /// Header `kid`.
+        kid: Option<String>,
+    },
+    /// A ready admin token (`--token` or `WSGATE_ADMIN_TOKEN`).
+    Token(String),
+    /// Neither was given; `WSGATE_ADMIN_TOKEN` is read at run time.
+    Env,
+}
+
 /// Parses `args` (program name first, as in `std::env::args_os()`).
 pub fn parse_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, clap::Error> {
     let cli = Cli::try_parse_from(args)?;
@@ -76,6 +131,25 @@ pub fn parse_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, 
         TopCommand::Serve(serve) => Command::Serve {
             config: serve.config,
             demo: serve.demo,
+            listen: serve.listen,
+        },
+        TopCommand::Init { dir } => Command::Init { dir },
+        TopCommand::Revoke(r) => Command::Revoke {
+            config: r.config,
+            target: match (r.jti, r.sub) {
+                (Some(jti), None) => RevokeTarget::Jti { jti, exp: r.exp },
+                (None, Some(sub)) => RevokeTarget::Sub {
+                    sub,
+                    before: r.before,
+                },
+                // clap's groups make exactly one of the two present.
+                _ => unreachable!("revoke: --jti and --sub are one required group"),
+            },
+            auth: match (r.key, r.token) {
+                (Some(key), None) => AdminAuth::Key { key, kid: r.kid },
+                (None, Some(token)) => AdminAuth::Token(token),
+                _ => AdminAuth::Env,
+            },
         },
         TopCommand::Check { config } => Command::Check { config },
         TopCommand::Keygen { alg, out } => Command::Keygen { alg, out },
@@ -101,7 +175,11 @@ pub fn parse_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, 
 
 /// wsgate: a WebSocket security gateway that checks a signed token before every upgrade.
 #[derive(Debug, Parser)]
-#[command(name = "wsgate", version, disable_help_subcommand = true)]
+#[command(
+    name = "wsgate",
+    version,
+    after_help = "First steps:\n  wsgate serve --demo      a gateway with a browser page, a token and a client command\n  wsgate init DIR          an annotated config, keys, and the next three commands"
+)]
 struct Cli {
     #[command(subcommand)]
     command: TopCommand,
@@ -109,8 +187,16 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum TopCommand {
-    /// Run the gateway (foreground; logs to stderr)
+    /// Run the gateway (foreground; logs to stderr); try `serve --demo` first
     Serve(ServeArgs),
+    /// Write DIR/wsgate.toml (every key, annotated), keys under DIR/keys/; never overwrites
+    Init {
+        /// The directory (created when missing)
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Revoke tokens by jti or subject through the admin listener of a running gateway
+    Revoke(RevokeArgs),
     /// Validate a config file; every problem is reported with its key path
     Check {
         /// The config file
@@ -134,14 +220,49 @@ enum TopCommand {
 }
 
 #[derive(Debug, Args)]
-#[group(required = true, multiple = false)]
+#[group(skip)]
+#[command(group(ArgGroup::new("mode").required(true).args(["config", "demo"])))]
 struct ServeArgs {
     /// The config file
     #[arg(short, long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Zero-config demo: 127.0.0.1:8080, an in-memory Ed25519 key, /echo
+    /// Zero-config demo: an in-memory Ed25519 key, /echo, a browser page at /
     #[arg(long)]
     demo: bool,
+    /// Demo address (default 127.0.0.1:8080; port 0 picks a free one)
+    #[arg(long, value_name = "ADDR", requires = "demo")]
+    listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+#[group(skip)]
+#[command(group(ArgGroup::new("what").required(true).args(["jti", "sub"])))]
+#[command(group(ArgGroup::new("auth").args(["key", "token"])))]
+struct RevokeArgs {
+    /// The config file naming the admin listener
+    #[arg(short, long, value_name = "FILE")]
+    config: PathBuf,
+    /// Revoke the token with this id
+    #[arg(long, value_name = "J")]
+    jti: Option<String>,
+    /// With --jti: the token's exp (unix seconds), so the entry is dropped after it
+    #[arg(long, value_name = "N", requires = "jti")]
+    exp: Option<u64>,
+    /// Revoke every token of this subject issued before --before
+    #[arg(long, value_name = "S")]
+    sub: Option<String>,
+    /// With --sub: unix seconds (default: now, as the gateway's clock says)
+    #[arg(long, value_name = "N", requires = "sub")]
+    before: Option<u64>,
+    /// Mint a 60-second admin token with this signing key (one the gateway accepts)
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
+    /// With --key: the key id for the admin token's header
+    #[arg(long, value_name = "K", requires = "key")]
+    kid: Option<String>,
+    /// A ready admin token (default: $WSGATE_ADMIN_TOKEN)
+    #[arg(long, value_name = "T", allow_hyphen_values = true)]
+    token: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -240,28 +361,32 @@ mod tests {
             parse(&["serve", "-c", "wsgate.toml"]).unwrap(),
             Command::Serve {
                 config: Some("wsgate.toml".into()),
-                demo: false
+                demo: false,
+                listen: None
             }
         );
         assert_eq!(
             parse(&["serve", "--config", "a.toml"]).unwrap(),
             Command::Serve {
                 config: Some("a.toml".into()),
-                demo: false
+                demo: false,
+                listen: None
             }
         );
         assert_eq!(
             parse(&["serve", "--config=a.toml"]).unwrap(),
             Command::Serve {
                 config: Some("a.toml".into()),
-                demo: false
+                demo: false,
+                listen: None
             }
         );
         assert_eq!(
             parse(&["serve", "--demo"]).unwrap(),
             Command::Serve {
                 config: None,
-                demo: true
+                demo: true,
+                listen: None
             }
         );
         assert_eq!(kind(&["serve"]), ErrorKind::MissingRequiredArgument);

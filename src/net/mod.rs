@@ -4,6 +4,7 @@ pub mod admin;
 pub mod clock;
 pub mod conn;
 pub mod listener;
+pub mod plain;
 pub mod server;
 pub mod timer;
 pub mod tls;

@@ -77,6 +77,8 @@ pub struct Runtime {
     pub upstream_addrs: Vec<Vec<SocketAddr>>,
     /// Cookie names that carry tokens (never forwarded upstream).
     pub token_cookie_names: Vec<String>,
+    /// Plain HTTP requests' answers (`serve --demo` only).
+    pub plain: Option<Arc<dyn super::plain::PlainResponder>>,
 }
 
 /// State every worker and the acceptor share.
@@ -1040,6 +1042,18 @@ fn handshake(conn: &mut Conn, env: &mut Env, id: ConnId, head_len: usize, now: I
         };
         let target = crate::log::enabled(crate::log::Level::Warn)
             .then(|| crate::log::redacted_target(head.path, head.query, &rt.token_query_names));
+        if let Some(response) = rt
+            .plain
+            .as_ref()
+            .and_then(|p| p.respond(&head, conn.peer.ip()))
+        {
+            conn.wbuf = response;
+            conn.rbuf = Vec::new();
+            conn.upstream = None;
+            conn.phase = Phase::Rejected;
+            conn.closing = true;
+            return;
+        }
         let upgrade = match validate_upgrade(&head) {
             Ok(u) => u,
             Err(e) => {
