@@ -234,7 +234,10 @@ fn chromium_sees_an_echo_an_in_band_refresh_and_an_expired_token_closed_4401() {
         "Target.attachToTarget",
         json!({ "targetId": target["targetId"], "flatten": true }),
     );
-    let session = attached["sessionId"].as_str().expect("sessionId").to_owned();
+    let session = attached["sessionId"]
+        .as_str()
+        .expect("sessionId")
+        .to_owned();
     cdp.call(Some(&session), "Page.enable", json!({}));
     cdp.call(Some(&session), "Page.navigate", json!({ "url": page }));
     cdp.event(&session, "Page.loadEventFired");
@@ -246,9 +249,12 @@ fn chromium_sees_an_echo_an_in_band_refresh_and_an_expired_token_closed_4401() {
     if let Some(e) = evaluated.get("exceptionDetails") {
         panic!("the page's scenario failed: {e}");
     }
-    let result: Value =
-        serde_json::from_str(evaluated["result"]["value"].as_str().expect("string result"))
-            .expect("JSON result");
+    let result: Value = serde_json::from_str(
+        evaluated["result"]["value"]
+            .as_str()
+            .expect("string result"),
+    )
+    .expect("JSON result");
 
     // The gateway selected the real protocol, never the token entry (SPEC §4).
     assert!(

@@ -416,6 +416,16 @@ mod tests {
         ] {
             assert!(c.contains(part), "{part} missing from {c}");
         }
-        assert!(!c["node --experimental-websocket -e '".len()..c.len() - 30].contains('\''));
+        let script = c
+            .strip_prefix("node --experimental-websocket -e '")
+            .unwrap()
+            .split("' 'ws://")
+            .next()
+            .unwrap();
+        assert!(
+            !script.contains('\''),
+            "the script is one shell word: {script}"
+        );
+        assert!(c.ends_with("' 'ws://127.0.0.1:1/echo' 't.o.k'"), "{c}");
     }
 }

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{ArgGroup, Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, CommandFactory as _, Parser, Subcommand};
 
 use crate::config::units::DurationStr;
 
@@ -134,6 +134,12 @@ pub fn parse_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, 
             listen: serve.listen,
         },
         TopCommand::Init { dir } => Command::Init { dir },
+        TopCommand::Revoke(r) if r.kid.is_some() && r.key.is_none() => {
+            return Err(Cli::command().error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "revoke: --kid names the key of --key FILE; give --key too",
+            ));
+        }
         TopCommand::Revoke(r) => Command::Revoke {
             config: r.config,
             target: match (r.jti, r.sub) {
@@ -230,7 +236,7 @@ struct ServeArgs {
     #[arg(long)]
     demo: bool,
     /// Demo address (default 127.0.0.1:8080; port 0 picks a free one)
-    #[arg(long, value_name = "ADDR", requires = "demo")]
+    #[arg(long, value_name = "ADDR", conflicts_with = "config")]
     listen: Option<SocketAddr>,
 }
 
@@ -246,19 +252,19 @@ struct RevokeArgs {
     #[arg(long, value_name = "J")]
     jti: Option<String>,
     /// With --jti: the token's exp (unix seconds), so the entry is dropped after it
-    #[arg(long, value_name = "N", requires = "jti")]
+    #[arg(long, value_name = "N", conflicts_with = "sub")]
     exp: Option<u64>,
     /// Revoke every token of this subject issued before --before
     #[arg(long, value_name = "S")]
     sub: Option<String>,
     /// With --sub: unix seconds (default: now, as the gateway's clock says)
-    #[arg(long, value_name = "N", requires = "sub")]
+    #[arg(long, value_name = "N", conflicts_with = "jti")]
     before: Option<u64>,
     /// Mint a 60-second admin token with this signing key (one the gateway accepts)
     #[arg(long, value_name = "FILE")]
     key: Option<PathBuf>,
     /// With --key: the key id for the admin token's header
-    #[arg(long, value_name = "K", requires = "key")]
+    #[arg(long, value_name = "K", conflicts_with = "token")]
     kid: Option<String>,
     /// A ready admin token (default: $WSGATE_ADMIN_TOKEN)
     #[arg(long, value_name = "T", allow_hyphen_values = true)]
@@ -388,6 +394,26 @@ mod tests {
                 demo: true,
                 listen: None
             }
+        );
+        assert_eq!(
+            parse(&["serve", "--demo", "--listen", "127.0.0.1:0"]).unwrap(),
+            Command::Serve {
+                config: None,
+                demo: true,
+                listen: Some("127.0.0.1:0".parse().unwrap())
+            }
+        );
+        assert_eq!(
+            kind(&["serve", "-c", "a.toml", "--listen", "127.0.0.1:0"]),
+            ErrorKind::ArgumentConflict
+        );
+        assert_eq!(
+            kind(&["serve", "--listen", "127.0.0.1:0"]),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            kind(&["serve", "--demo", "--listen", "localhost"]),
+            ErrorKind::ValueValidation
         );
         assert_eq!(kind(&["serve"]), ErrorKind::MissingRequiredArgument);
         assert_eq!(
@@ -608,6 +634,69 @@ mod tests {
     }
 
     #[test]
+    fn init_and_revoke() {
+        assert_eq!(
+            parse(&["init", "gw"]).unwrap(),
+            Command::Init { dir: "gw".into() }
+        );
+        assert_eq!(kind(&["init"]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(
+            parse(&[
+                "revoke", "-c", "w.toml", "--jti", "j", "--exp", "9", "--key", "k", "--kid", "main"
+            ])
+            .unwrap(),
+            Command::Revoke {
+                config: "w.toml".into(),
+                target: RevokeTarget::Jti {
+                    jti: "j".into(),
+                    exp: Some(9)
+                },
+                auth: AdminAuth::Key {
+                    key: "k".into(),
+                    kid: Some("main".into())
+                },
+            }
+        );
+        assert_eq!(
+            parse(&["revoke", "-c", "w.toml", "--sub", "s", "--before", "5", "--token", "-t.x.y"])
+                .unwrap(),
+            Command::Revoke {
+                config: "w.toml".into(),
+                target: RevokeTarget::Sub {
+                    sub: "s".into(),
+                    before: Some(5)
+                },
+                auth: AdminAuth::Token("-t.x.y".into()),
+            }
+        );
+        assert_eq!(
+            parse(&["revoke", "-c", "w.toml", "--sub", "s"]).unwrap(),
+            Command::Revoke {
+                config: "w.toml".into(),
+                target: RevokeTarget::Sub {
+                    sub: "s".into(),
+                    before: None
+                },
+                auth: AdminAuth::Env,
+            }
+        );
+        for bad in [
+            &["revoke", "-c", "w.toml"][..],
+            &["revoke", "-c", "w.toml", "--jti", "j", "--sub", "s"],
+            &["revoke", "-c", "w.toml", "--jti", "j", "--before", "1"],
+            &["revoke", "-c", "w.toml", "--sub", "s", "--exp", "1"],
+            &[
+                "revoke", "-c", "w.toml", "--sub", "s", "--key", "k", "--token", "t",
+            ],
+            &["revoke", "-c", "w.toml", "--sub", "s", "--kid", "main"],
+            &["revoke", "--sub", "s"],
+            &["revoke", "-c", "w.toml", "--jti", "j", "--exp", "soon"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
     fn top_level() {
         assert_eq!(
             kind(&[]),
@@ -617,6 +706,10 @@ mod tests {
         assert_eq!(kind(&["--help"]), ErrorKind::DisplayHelp);
         assert_eq!(kind(&["--version"]), ErrorKind::DisplayVersion);
         assert_eq!(kind(&["serve", "--help"]), ErrorKind::DisplayHelp);
+        assert_eq!(kind(&["help"]), ErrorKind::DisplayHelp);
+        let help = parse(&["--help"]).unwrap_err().to_string();
+        assert!(help.contains("wsgate serve --demo"), "{help}");
+        assert!(help.contains("wsgate init DIR"), "{help}");
         let help = parse(&["token", "mint", "--help"]).unwrap_err().to_string();
         for flag in [
             "--key", "--kid", "--sub", "--ttl", "--scope", "--aud", "--iss", "--jti", "--claim",
