@@ -95,8 +95,26 @@ fn key_fingerprints(config: &Config) -> Vec<u64> {
         .collect()
 }
 
+/// What this version refuses in a configuration that loads (`wsgate check` reports the
+/// same, SPEC §2).
+pub fn refuse_unsupported(config: &Config) -> Result<(), String> {
+    for (i, r) in config.routes.iter().enumerate() {
+        if let crate::config::Backend::Upstream { urls, .. } = &r.backend {
+            for (j, u) in urls.iter().enumerate() {
+                if u.secure {
+                    return Err(format!(
+                        "route[{i}].upstream[{j}]: wss:// upstreams are not supported in this version; use ws:// on a private network"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Everything a worker needs from one configuration.
 pub fn build_runtime(config: &Config) -> Result<Runtime, String> {
+    refuse_unsupported(config)?;
     let verifier = build_verifier(config)?;
     let origin = OriginPolicy::new(&config.origin.allow, config.origin.allow_missing)
         .map_err(|e| format!("origin.allow: {e}"))?;
@@ -135,11 +153,6 @@ pub fn build_runtime(config: &Config) -> Result<Runtime, String> {
         let mut addrs = Vec::new();
         if let crate::config::Backend::Upstream { urls, .. } = &r.backend {
             for (j, u) in urls.iter().enumerate() {
-                if u.secure {
-                    return Err(format!(
-                        "route[{i}].upstream[{j}]: wss:// upstreams are not supported in this version; use ws:// on a private network"
-                    ));
-                }
                 let addr = std::net::ToSocketAddrs::to_socket_addrs(&(u.host.as_str(), u.port))
                     .ok()
                     .and_then(|mut a| a.next())
