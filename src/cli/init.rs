@@ -120,6 +120,41 @@ mod tests {
     }
 
     #[test]
+    fn the_reference_holds_the_defaults() {
+        let dir = temp("defaults");
+        let written = init(&dir).unwrap();
+        let reference = crate::config::load(&written.config).unwrap();
+        // The same file with every optional line removed: what remains is defaults.
+        let minimal = "[server]\nlisten = [\"127.0.0.1:8080\"]\n[[auth.key]]\nkid = \"main\"\nalg = \"EdDSA\"\npublic_key = \"keys/gateway.pub.pem\"\n[admin]\nlisten = \"127.0.0.1:9090\"\nrevocation_log = \"data/revocations.log\"\n[[route]]\npath = \"/echo\"\nbackend = \"echo\"\nscope = [\"echo\"]\n";
+        let minimal_path = dir.join("minimal.toml");
+        fs::write(&minimal_path, minimal).unwrap();
+        let defaults = crate::config::load(&minimal_path).unwrap();
+        let show = |c: &crate::config::Config| {
+            format!(
+                "{:?} {:?} {} {:?} {} {} {:?} {:?} {:?} {:?}",
+                c.limits,
+                c.session,
+                c.server.workers,
+                c.server.max_connections,
+                c.auth.leeway.as_secs(),
+                c.auth.max_token_bytes,
+                c.auth.sources,
+                c.auth.explain_to_browsers,
+                c.admin
+                    .as_ref()
+                    .map(|a| (&a.token_scope, a.revocation_retention)),
+                c.routes,
+            )
+        };
+        assert_eq!(show(&reference), show(&defaults));
+        assert_eq!(
+            reference.server.shutdown_grace,
+            defaults.server.shutdown_grace
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn an_existing_key_stops_it_before_any_write() {
         let dir = temp("key");
         fs::create_dir_all(dir.join("keys")).unwrap();
