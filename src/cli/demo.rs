@@ -289,8 +289,10 @@ pub fn serve_demo(listen: Option<SocketAddr>) -> Result<(), Failure> {
     rt.plain = Some(Arc::new(page));
     let (token, _) = signer.fresh(clock::unix_now(), PRINTED_TTL).map_err(fail)?;
     let running = server::start_on(&cfg, rt, vec![bound_listener]).map_err(fail)?;
-    let page_url = format!("http://{bound}/");
-    let ws_url = format!("ws://{bound}/echo");
+    // A wildcard address is opened on loopback (browsers refuse 0.0.0.0).
+    let shown = super::revoke::reach(bound);
+    let page_url = format!("http://{shown}/");
+    let ws_url = format!("ws://{shown}/echo");
     if !is_loopback(bound.ip()) {
         crate::warn!(
             "demo: listening on {bound}, not loopback: anyone who can reach it can get a demo token from /token"

@@ -190,3 +190,95 @@ fn the_demo_binds_first_and_a_busy_port_prints_no_token() {
     let (code, _, err) = run(&["serve", "-c", "x.toml", "--listen", &addr]);
     assert_eq!(code, 2, "{err}");
 }
+
+/// A child process killed on drop (also when an assertion fails).
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `serve --demo` on a free port: returns the child and the bound address, read from
+/// the printed page URL (printed only once listening).
+fn start_demo() -> (Killed, std::net::SocketAddr) {
+    use std::io::BufRead as _;
+    let mut child = std::process::Command::new(bin())
+        .args(["serve", "--demo", "--listen", "127.0.0.1:0"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn demo");
+    let stdout = child.stdout.take().expect("stdout");
+    let child = Killed(child);
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("the demo printed its page URL")
+            .expect("stdout line");
+        if let Some(url) = line.split("Open in a browser:").nth(1) {
+            let host = url
+                .trim()
+                .trim_start_matches("http://")
+                .trim_end_matches('/');
+            break host.parse().expect("page address");
+        }
+    };
+    (child, addr)
+}
+
+fn demo_request(addr: std::net::SocketAddr, req: &str) -> (Response, std::net::TcpStream) {
+    use std::io::Write as _;
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    s.write_all(req.as_bytes()).expect("send");
+    let r = read_response(&mut s);
+    (r, s)
+}
+
+#[test]
+fn the_demo_serves_its_page_and_accepts_only_its_own_origins() {
+    let (_demo, addr) = start_demo();
+    let port = addr.port();
+    let (page, _) = demo_request(
+        addr,
+        &format!("GET / HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n"),
+    );
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("new WebSocket("), "{}", page.body);
+    assert!(page.header("content-security-policy").is_some());
+    let (rebound, _) = demo_request(
+        addr,
+        &format!("GET /token HTTP/1.1\r\nHost: attacker.example:{port}\r\n\r\n"),
+    );
+    assert_eq!(rebound.status, 421);
+    let (minted, _) = demo_request(
+        addr,
+        &format!("GET /token HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"),
+    );
+    assert_eq!(minted.status, 200);
+    let token: serde_json::Value = serde_json::from_str(&minted.body).expect("JSON");
+    let token = token["token"].as_str().expect("token").to_owned();
+    let protocol = format!("Sec-WebSocket-Protocol: demo, bearer.{token}");
+    for (origin, status) in [
+        (format!("http://127.0.0.1:{port}"), 101),
+        (format!("http://localhost:{port}"), 101),
+        ("http://127.0.0.1:1".to_owned(), 403),
+        ("https://evil.example".to_owned(), 403),
+    ] {
+        let origin_line = format!("Origin: {origin}");
+        let (r, _) = demo_request(addr, &upgrade_request("/echo", &[&protocol, &origin_line]));
+        assert_eq!(r.status, status, "{origin}");
+        if status == 101 {
+            assert_eq!(r.header("sec-websocket-protocol"), Some("demo"));
+        }
+    }
+    // Without Origin (the printed Node.js command): accepted.
+    let (r, mut s) = demo_request(addr, &upgrade_request("/echo", &[&protocol]));
+    assert_eq!(r.status, 101);
+    echo_once(&mut s, 1, b"hi");
+}
