@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod conn;
 pub mod listener;
+pub mod plain;
 pub mod server;
 pub mod timer;
 pub mod tls;

@@ -76,6 +76,18 @@ pub(super) fn handshake(conn: &mut Conn, env: &mut Env, id: ConnId, head_len: us
         };
         let target = crate::log::enabled(crate::log::Level::Warn)
             .then(|| crate::log::redacted_target(head.path, head.query, &rt.token_query_names));
+        if let Some(response) = rt
+            .plain
+            .as_ref()
+            .and_then(|p| p.respond(&head, conn.peer.ip()))
+        {
+            conn.wbuf = response;
+            conn.rbuf = Vec::new();
+            conn.upstream = None;
+            conn.phase = Phase::Rejected;
+            conn.closing = true;
+            return;
+        }
         let upgrade = match validate_upgrade(&head) {
             Ok(u) => u,
             Err(e) => {

@@ -80,6 +80,8 @@ pub struct Runtime {
     pub upstream_addrs: Vec<Vec<SocketAddr>>,
     /// Cookie names that carry tokens (never forwarded upstream).
     pub token_cookie_names: Vec<String>,
+    /// Plain HTTP requests' answers (`serve --demo` only).
+    pub plain: Option<Arc<dyn super::plain::PlainResponder>>,
 }
 
 /// State every worker and the acceptor share.
