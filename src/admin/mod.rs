@@ -32,7 +32,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use self::http::{AdminHttpError, AdminRequest, MAX_BODY_BYTES, MAX_HEAD_BYTES};
-use crate::net::clock;
+use crate::clock;
 
 /// Threads serving admin connections: two, so one client stalling until [`REQUEST_TIMEOUT`]
 /// leaves the other free for `/healthz` and scrapes.

@@ -5,6 +5,7 @@
 //! carry outside text (scopes, descriptions, relayed upstream headers) are written through
 //! [`crate::proto::http::response`], which drops control characters and escapes quoted-strings.
 
+use crate::proto::http::request::HttpError;
 use crate::proto::http::response::{
     write_decimal, write_field_text, write_header, write_plain_head, write_quoted_string,
 };
@@ -81,6 +82,22 @@ pub enum Reject {
 
 /// Body of a 502.
 const BAD_GATEWAY_BODY: &str = "bad gateway\n";
+
+impl From<HttpError> for Reject {
+    /// The rejection (status, headers, body) a refused request head is answered with.
+    fn from(e: HttpError) -> Reject {
+        match e {
+            HttpError::HeadTooLarge => Reject::HeadTooLarge,
+            HttpError::TooManyHeaders => Reject::TooManyHeaders,
+            HttpError::Malformed(reason) => Reject::Malformed(reason),
+            HttpError::MethodNotAllowed => Reject::MethodNotAllowed,
+            HttpError::MissingUpgrade => Reject::MissingUpgrade,
+            HttpError::MissingConnectionUpgrade => Reject::MissingConnectionUpgrade,
+            HttpError::BadKey => Reject::BadKey,
+            HttpError::UnsupportedVersion => Reject::UnsupportedVersion,
+        }
+    }
+}
 
 impl Reject {
     /// True when an upstream status is relayed as is (otherwise the answer is 502).
@@ -645,5 +662,23 @@ mod tests {
         labels.sort_unstable();
         labels.dedup();
         assert_eq!(labels.len(), all.len());
+    }
+
+    // The statuses of the request-head errors (moved from proto/http/request.rs, which
+    // asserted 431 for TooManyHeaders and 426 for UnsupportedVersion in its own tests).
+    #[test]
+    fn every_http_error_maps_to_its_status() {
+        for (error, status) in [
+            (HttpError::HeadTooLarge, 431),
+            (HttpError::TooManyHeaders, 431),
+            (HttpError::Malformed("x"), 400),
+            (HttpError::MethodNotAllowed, 405),
+            (HttpError::MissingUpgrade, 400),
+            (HttpError::MissingConnectionUpgrade, 400),
+            (HttpError::BadKey, 400),
+            (HttpError::UnsupportedVersion, 426),
+        ] {
+            assert_eq!(Reject::from(error).status(), status, "{error}");
+        }
     }
 }

@@ -95,8 +95,26 @@ fn key_fingerprints(config: &Config) -> Vec<u64> {
         .collect()
 }
 
+/// What this version refuses in a configuration that loads (`wsgate check` reports the
+/// same, SPEC §2).
+pub fn refuse_unsupported(config: &Config) -> Result<(), String> {
+    for (i, r) in config.routes.iter().enumerate() {
+        if let crate::config::Backend::Upstream { urls, .. } = &r.backend {
+            for (j, u) in urls.iter().enumerate() {
+                if u.secure {
+                    return Err(format!(
+                        "route[{i}].upstream[{j}]: wss:// upstreams are not supported in this version; use ws:// on a private network"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Everything a worker needs from one configuration.
 pub fn build_runtime(config: &Config) -> Result<Runtime, String> {
+    refuse_unsupported(config)?;
     let verifier = build_verifier(config)?;
     let origin = OriginPolicy::new(&config.origin.allow, config.origin.allow_missing)
         .map_err(|e| format!("origin.allow: {e}"))?;
@@ -135,11 +153,6 @@ pub fn build_runtime(config: &Config) -> Result<Runtime, String> {
         let mut addrs = Vec::new();
         if let crate::config::Backend::Upstream { urls, .. } = &r.backend {
             for (j, u) in urls.iter().enumerate() {
-                if u.secure {
-                    return Err(format!(
-                        "route[{i}].upstream[{j}]: wss:// upstreams are not supported in this version; use ws:// on a private network"
-                    ));
-                }
                 let addr = std::net::ToSocketAddrs::to_socket_addrs(&(u.host.as_str(), u.port))
                     .ok()
                     .and_then(|mut a| a.next())
@@ -173,6 +186,7 @@ pub fn build_runtime(config: &Config) -> Result<Runtime, String> {
         leeway_secs: config.auth.leeway.as_secs(),
         upstream_addrs,
         token_cookie_names,
+        plain: None,
     })
 }
 
@@ -203,17 +217,30 @@ struct AdminHandle {
 
 /// Binds and starts workers and the acceptor.
 pub fn start(config: &Config) -> Result<Running, String> {
-    let rt = Arc::new(build_runtime(config)?);
+    let rt = build_runtime(config)?;
     let mut listeners = Vec::new();
-    let mut local_addrs = Vec::new();
     for (i, addr) in config.server.listen.iter().enumerate() {
         let l = listener::bind(*addr)
             .map_err(|e| format!("server.listen[{i}]: cannot listen on {addr}: {e}"))?;
+        listeners.push(l);
+    }
+    start_on(config, rt, listeners)
+}
+
+/// [`start`] on listeners the caller bound (`serve --demo` binds first, then builds a
+/// configuration that names the bound port).
+pub fn start_on(
+    config: &Config,
+    rt: Runtime,
+    listeners: Vec<mio::net::TcpListener>,
+) -> Result<Running, String> {
+    let rt = Arc::new(rt);
+    let mut local_addrs = Vec::with_capacity(listeners.len());
+    for (i, l) in listeners.iter().enumerate() {
         local_addrs.push(
             l.local_addr()
                 .map_err(|e| format!("server.listen[{i}]: {e}"))?,
         );
-        listeners.push(l);
     }
     let n = match config.server.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -406,12 +433,22 @@ impl Running {
 
 /// `wsgate serve`: runs until SIGTERM or SIGINT, then shuts down gracefully.
 pub fn serve(config: &Config, config_path: Option<&std::path::Path>) -> Result<(), String> {
-    let config_path = config_path.map(std::path::Path::to_path_buf);
-    // Signals are registered before any thread starts so none of them inherits a
-    // default disposition that would kill the process on SIGHUP.
-    let mut signals =
-        Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(|e| format!("signals: {e}"))?;
+    let signals = signals()?;
     let running = start(config)?;
+    wait(signals, running, config_path);
+    Ok(())
+}
+
+/// The signals `serve` handles. Registered before any thread starts so none of them
+/// inherits a default disposition that would kill the process on SIGHUP.
+pub fn signals() -> Result<Signals, String> {
+    Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(|e| format!("signals: {e}"))
+}
+
+/// Runs `running` until SIGTERM or SIGINT (SIGHUP reloads `config_path`), then shuts
+/// it down gracefully.
+pub fn wait(mut signals: Signals, running: Running, config_path: Option<&std::path::Path>) {
+    let config_path = config_path.map(std::path::Path::to_path_buf);
     for sig in signals.forever() {
         match sig {
             SIGHUP => match &config_path {
@@ -425,5 +462,4 @@ pub fn serve(config: &Config, config_path: Option<&std::path::Path>) -> Result<(
         }
     }
     running.shutdown();
-    Ok(())
 }

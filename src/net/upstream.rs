@@ -16,8 +16,8 @@ use super::token::ConnId;
 use crate::proto::http::client::{parse_upstream_response, UpstreamResponse};
 use crate::proto::ws::close::{parse_close_payload, write_close_payload};
 use crate::proto::ws::frame::{parse_header, write_masked_frame, OpCode};
+use crate::proto::ws::message::MessageKind;
 use crate::proto::ws::message::Utf8Validator;
-use crate::proto::ws::session::MessageKind;
 
 /// Set in a mio token for events of a connection's upstream socket.
 pub const UPSTREAM_BIT: usize = 1 << 63;
