@@ -184,6 +184,12 @@ pub fn build_runtime(config: &Config) -> Result<Runtime, String> {
         refresh: config.session.refresh == crate::config::Refresh::Message,
         expiry_notice: config.session.expiry_notice,
         leeway_secs: config.auth.leeway.as_secs(),
+        balancers: upstream_addrs
+            .iter()
+            .map(|targets| {
+                crate::backend::upstream::Balancer::new(targets.len(), crate::clock::now())
+            })
+            .collect(),
         upstream_addrs,
         token_cookie_names,
         plain: None,

@@ -19,3 +19,4 @@ mod proxy_edge;
 mod session;
 mod tls;
 mod tokens;
+mod upstream;

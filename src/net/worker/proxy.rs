@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use super::drive::feed_session;
 use super::handshake::reject;
 use super::{Env, Runtime, MAX_READS_PER_TURN};
-use crate::backend::upstream::Balancer;
 use crate::config::Backend;
 use crate::gate::decide::Identity;
 use crate::gate::reject::Reject;
@@ -22,20 +21,12 @@ use crate::proto::http::response::write_switching_protocols;
 use crate::proto::ws::accept::accept_key;
 use crate::proto::ws::session::{Session, SessionState};
 
-/// One balancer per route (empty for echo routes), sized from the runtime.
-pub(super) fn balancers_for(rt: &Runtime) -> Vec<Balancer> {
-    rt.upstream_addrs
-        .iter()
-        .map(|targets| Balancer::new(targets.len()))
-        .collect()
-}
-
 pub(super) fn mark_down(env: &mut Env, route: usize, target: usize, now: Instant) {
     let backoff = match &env.rt.gate.routes.get(route).map(|r| &r.backend) {
         Some(Backend::Upstream { backoff, .. }) => *backoff,
         _ => return,
     };
-    if let Some(b) = env.balancers.get_mut(route) {
+    if let Some(b) = env.rt.balancers.get(route) {
         b.mark_down(target, now, backoff);
     }
 }
@@ -127,20 +118,21 @@ pub(super) fn upstream_plan(
     }))
 }
 
-/// The next upstream of `route` that is not marked down and not in `tried`, round-robin.
+/// The next upstream of `route` not in `tried`: round-robin over those not marked down,
+/// else the one that recovers soonest (SPEC §5).
 fn next_target(
     env: &mut Env,
     route: usize,
     tried: &[usize],
     now: Instant,
 ) -> Option<(usize, SocketAddr)> {
-    let target = env.balancers.get_mut(route)?.pick(now, tried)?;
+    let target = env.rt.balancers.get(route)?.pick(now, tried)?;
     let addr = *env.rt.upstream_addrs.get(route)?.get(target)?;
     Some((target, addr))
 }
 
-/// Connects to the next healthy upstream of `route` not yet tried; false when none is
-/// left (the caller answers 502).
+/// Connects to the next upstream of `route` not yet tried; false when every one was
+/// tried (the caller answers 502).
 fn dial_next(conn: &mut Conn, env: &mut Env, id: ConnId, route: usize, now: Instant) -> bool {
     loop {
         let tried: Vec<usize> = conn
@@ -250,7 +242,7 @@ pub(super) fn proxy(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant) ->
     };
     if let Phase::Dialing { route } = conn.phase {
         if leg.state == LegState::Handshaking {
-            if let Some(b) = env.balancers.get_mut(route) {
+            if let Some(b) = env.rt.balancers.get(route) {
                 b.mark_up(leg.target);
             }
         }
