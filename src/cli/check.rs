@@ -51,12 +51,12 @@ pub fn run_check_to(path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> i3
 }
 
 /// What `serve` would refuse at start in a config that loads, found without binding,
-/// fetching or resolving anything (SPEC §2): unsupported upstreams, keys the verifier
+/// fetching or resolving anything (SPEC §2): upstream TLS trust that cannot be built, keys the verifier
 /// cannot use, origin patterns, a TLS pair rustls refuses, and a revocation log that
 /// cannot be opened or replayed. Binding the listeners is left to `serve`.
 pub fn start_refusals(config: &Config) -> Vec<String> {
     let mut refusals = Vec::new();
-    if let Err(e) = server::refuse_unsupported(config) {
+    if let Err(e) = server::upstream_tls(config) {
         refusals.push(e);
     }
     if let Err(e) = server::build_verifier(config) {

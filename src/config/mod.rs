@@ -363,7 +363,7 @@ pub(super) fn validate(raw: &RawConfig, base_dir: &Path, problems: &mut Problems
         .admin
         .as_ref()
         .and_then(|admin| self::admin(admin, &server.listen, base_dir, problems));
-    let routes = routes(&raw.route, problems);
+    let routes = routes(&raw.route, base_dir, problems);
 
     if raw.auth.key.is_empty() {
         if let Some(index) = raw.route.iter().position(|route| !route.public) {

@@ -76,6 +76,8 @@ pub struct Runtime {
     pub leeway_secs: u64,
     /// Per route, the resolved address of each upstream (empty for echo routes).
     pub upstream_addrs: Vec<Vec<SocketAddr>>,
+    /// Per route, per upstream: the TLS client side of `wss://` upstreams.
+    pub upstream_tls: Vec<Vec<Option<super::tls::UpstreamTls>>>,
     /// Per route, round-robin and health of its upstreams: one view per process, shared
     /// by every worker (SPEC §5; empty balancers for echo routes).
     pub balancers: Vec<crate::backend::upstream::Balancer>,

@@ -10,8 +10,8 @@ use super::{Env, Runtime, MAX_READS_PER_TURN};
 use crate::config::Backend;
 use crate::gate::decide::Identity;
 use crate::gate::reject::Reject;
-use crate::info;
 use crate::net::conn::{Conn, Phase};
+use crate::net::tls::UpstreamTls;
 use crate::net::token::ConnId;
 use crate::net::upstream::{self, LegState, Relayed, UpstreamLeg};
 use crate::proto::http::client::{random_key, write_upstream_request, ForwardRequest};
@@ -20,6 +20,7 @@ use crate::proto::http::request::{RequestHead, Upgrade};
 use crate::proto::http::response::write_switching_protocols;
 use crate::proto::ws::accept::accept_key;
 use crate::proto::ws::session::{Session, SessionState};
+use crate::{info, warn};
 
 pub(super) fn mark_down(env: &mut Env, route: usize, target: usize, now: Instant) {
     let backoff = match &env.rt.gate.routes.get(route).map(|r| &r.backend) {
@@ -121,14 +122,37 @@ pub(super) fn upstream_plan(
 /// The next upstream of `route` not in `tried`: round-robin over those not marked down,
 /// else the one that recovers soonest (SPEC §5).
 fn next_target(
-    env: &mut Env,
+    env: &Env,
     route: usize,
     tried: &[usize],
     now: Instant,
-) -> Option<(usize, SocketAddr)> {
+) -> Option<(usize, SocketAddr, Option<UpstreamTls>)> {
     let target = env.rt.balancers.get(route)?.pick(now, tried)?;
     let addr = *env.rt.upstream_addrs.get(route)?.get(target)?;
-    Some((target, addr))
+    let tls = env.rt.upstream_tls.get(route)?.get(target)?.clone();
+    Some((target, addr, tls))
+}
+
+/// One log line per failed upstream connect, with the reason (a refused TCP connect, a
+/// certificate that does not verify: SPEC §5).
+fn log_connect_failure(env: &Env, id: ConnId, route: usize, target: usize, reason: &str) {
+    let url = env
+        .rt
+        .gate
+        .routes
+        .get(route)
+        .and_then(|r| match &r.backend {
+            Backend::Upstream { urls, .. } => urls.get(target).map(|u| u.url.as_str()),
+            Backend::Echo => None,
+        })
+        .unwrap_or("-");
+    warn!(
+        "conn={}.{} upstream={} connect failed: {}",
+        env.index,
+        id.index,
+        crate::log::Q(url),
+        crate::log::Q(reason)
+    );
 }
 
 /// Connects to the next upstream of `route` not yet tried; false when every one was
@@ -140,15 +164,16 @@ fn dial_next(conn: &mut Conn, env: &mut Env, id: ConnId, route: usize, now: Inst
             .as_ref()
             .map(|l| l.tried.clone())
             .unwrap_or_default();
-        let Some((target, addr)) = next_target(env, route, &tried, now) else {
+        let Some((target, addr, tls)) = next_target(env, route, &tried, now) else {
             return false;
         };
         let Some(leg) = conn.upstream.as_mut() else {
             return false;
         };
-        match leg.reconnect(&env.registry, id, addr, target) {
+        match leg.reconnect(&env.registry, id, addr, target, tls.as_ref()) {
             Ok(()) => return true,
-            Err(_) => {
+            Err(e) => {
+                log_connect_failure(env, id, route, target, &e.to_string());
                 env.metrics.upstream_error();
                 mark_down(env, route, target, now);
             }
@@ -173,7 +198,7 @@ pub(super) fn start_upstream(
     let deadline = now + timeout;
     let mut tried = Vec::new();
     loop {
-        let Some((target, addr)) = next_target(env, route, &tried, now) else {
+        let Some((target, addr, tls)) = next_target(env, route, &tried, now) else {
             // SPEC §5: no upstream left to try.
             env.metrics.upstream_error();
             reject(conn, env, id, Reject::BadGateway, None);
@@ -185,6 +210,7 @@ pub(super) fn start_upstream(
             id,
             addr,
             target,
+            tls.as_ref(),
             plan.requests.clone(),
             plan.key,
             plan.offered.clone(),
@@ -197,7 +223,8 @@ pub(super) fn start_upstream(
                 conn.phase = Phase::Dialing { route };
                 return;
             }
-            Err(_) => {
+            Err(e) => {
+                log_connect_failure(env, id, route, target, &e.to_string());
                 env.metrics.upstream_error();
                 mark_down(env, route, target, now);
             }
@@ -227,6 +254,8 @@ pub(super) fn proxy(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant) ->
                     return false;
                 };
                 let target = leg.target;
+                let reason = leg.failure.take().unwrap_or_else(|| "failed".to_owned());
+                log_connect_failure(env, id, route, target, &reason);
                 env.metrics.upstream_error();
                 mark_down(env, route, target, now);
                 // SPEC §5: the next upstream is tried within the same client handshake.
