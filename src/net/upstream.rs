@@ -16,7 +16,7 @@ use super::tls::UpstreamTls;
 use super::token::ConnId;
 use crate::proto::http::client::{parse_upstream_response, UpstreamResponse};
 use crate::proto::ws::close::{parse_close_payload, write_close_payload};
-use crate::proto::ws::frame::{parse_header, write_masked_frame, OpCode};
+use crate::proto::ws::frame::{parse_header, write_frame, write_masked_frame, OpCode};
 use crate::proto::ws::message::MessageKind;
 use crate::proto::ws::message::Utf8Validator;
 
@@ -109,6 +109,25 @@ pub struct UpstreamLeg {
     /// text (validated as it is relayed, so the client never receives invalid UTF-8).
     in_message: Option<bool>,
     utf8: Utf8Validator,
+    /// An upstream data frame longer than `max_frame`, being relayed in fragments.
+    split: Option<Split>,
+}
+
+/// An upstream data frame longer than `max_frame` whose header was consumed: its payload
+/// goes to the client as fragments of at most `max_frame` bytes (SPEC §5: relayed, not
+/// refused; RFC 6455 §5.4: an intermediary may re-fragment a message).
+#[derive(Debug, Clone, Copy)]
+struct Split {
+    /// The frame's opcode (the first fragment's; the rest are continuations).
+    opcode: OpCode,
+    /// The frame ended its message.
+    fin: bool,
+    /// Payload bytes not yet relayed.
+    remaining: u64,
+    /// A fragment of it has gone out.
+    started: bool,
+    /// Its message is text (UTF-8 checked as it goes).
+    text: bool,
 }
 
 impl UpstreamLeg {
@@ -149,6 +168,7 @@ impl UpstreamLeg {
             keys_used: 1024,
             in_message: None,
             utf8: Utf8Validator::default(),
+            split: None,
         })
     }
 
@@ -466,13 +486,42 @@ impl UpstreamLeg {
 
     /// Relays every complete upstream frame in `rbuf` to `client_out` (data frames as
     /// they are: unmasked server frames are valid for the client), answers pings, and
-    /// stops when `client_out` reaches `limit` (backpressure) or a close arrives.
-    /// Frames longer than `max_frame` break the leg (bounded memory).
+    /// stops when `client_out` reaches `limit` (backpressure) or a close arrives. A data
+    /// frame longer than `max_frame` is relayed as fragments of `max_frame` bytes, so the
+    /// gateway never holds more than one such piece of it (bounded memory).
     pub fn relay(&mut self, client_out: &mut Vec<u8>, limit: usize, max_frame: u64) -> Relayed {
+        let piece_max = max_frame.max(1);
         let mut pos = 0;
         let result = loop {
             if client_out.len() >= limit {
                 break Relayed::Continue;
+            }
+            if let Some(split) = &mut self.split {
+                let want = split.remaining.min(piece_max) as usize;
+                let Some(piece) = self.rbuf.get(pos..pos + want) else {
+                    break Relayed::Continue;
+                };
+                split.remaining -= want as u64;
+                let last = split.remaining == 0;
+                let fin = last && split.fin;
+                if split.text
+                    && (self.utf8.feed(piece).is_err() || (fin && self.utf8.finish().is_err()))
+                {
+                    break Relayed::Broken;
+                }
+                let opcode = if split.started {
+                    OpCode::Continuation
+                } else {
+                    split.opcode
+                };
+                write_frame(client_out, fin, opcode, piece);
+                split.started = true;
+                pos += want;
+                if last {
+                    self.in_message = if split.fin { None } else { Some(split.text) };
+                    self.split = None;
+                }
+                continue;
             }
             let rest = &self.rbuf[pos..];
             let (header, header_len) = match parse_header(rest) {
@@ -486,10 +535,31 @@ impl UpstreamLeg {
             };
             if header.mask.is_some()
                 || header.rsv != 0
-                || header.payload_len > max_frame
                 || (op.is_control() && (header.payload_len > 125 || !header.fin))
             {
                 break Relayed::Broken;
+            }
+            if header.payload_len > max_frame {
+                // RFC 6455 §5.4: same sequencing rules as a frame relayed whole.
+                let text = match (op, self.in_message) {
+                    (OpCode::Continuation, Some(text)) => text,
+                    (OpCode::Text, None) => true,
+                    (OpCode::Binary, None) => false,
+                    _ => break Relayed::Broken,
+                };
+                if op == OpCode::Text {
+                    self.utf8.reset();
+                }
+                self.in_message = Some(text);
+                self.split = Some(Split {
+                    opcode: op,
+                    fin: header.fin,
+                    remaining: header.payload_len,
+                    started: false,
+                    text,
+                });
+                pos += header_len;
+                continue;
             }
             let total = header_len + header.payload_len as usize;
             let Some(frame) = rest.get(..total) else {

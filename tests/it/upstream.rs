@@ -364,3 +364,129 @@ fn check_accepts_wss_upstreams_and_refuses_an_unreadable_upstream_ca() {
         "{out}{err}"
     );
 }
+
+/// An upstream that greets every connection with `messages`, then echoes.
+fn greeting_upstream(messages: Vec<Message>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { break };
+            let messages = messages.clone();
+            std::thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(WAIT));
+                let Ok(mut ws) = tungstenite::accept(stream) else {
+                    return;
+                };
+                for m in messages {
+                    // tungstenite writes each message as one frame.
+                    if ws.send(m).is_err() {
+                        return;
+                    }
+                }
+                echo_loop(&mut ws);
+            });
+        }
+    });
+    addr
+}
+
+/// Reads one message as frames: (opcode, payload, frame sizes).
+fn read_fragments(s: &mut TcpStream) -> (u8, Vec<u8>, Vec<usize>) {
+    let (mut fin, opcode, mut payload) = read_frame(s);
+    let mut sizes = vec![payload.len()];
+    while !fin {
+        let (f, op, p) = read_frame(s);
+        assert_eq!(op, 0, "a continuation");
+        sizes.push(p.len());
+        payload.extend_from_slice(&p);
+        fin = f;
+    }
+    (opcode, payload, sizes)
+}
+
+#[test]
+fn upstream_frames_over_max_frame_are_relayed_in_fragments() {
+    const MIB: usize = 1 << 20;
+    // 3 MiB of 3-byte characters: the 1 MiB pieces cut characters in half.
+    let text = "€".repeat(MIB);
+    let binary: Vec<u8> = (0..3 * MIB).map(|i| (i % 251) as u8).collect();
+    let up = greeting_upstream(vec![
+        Message::Text(text.clone().into()),
+        Message::Binary(binary.clone().into()),
+        Message::Text("after".into()),
+    ]);
+    let gw = gateway_in(
+        TempDir::new(),
+        &[format!("ws://{up}/chat")],
+        "max_frame = \"1MiB\"\nmax_message = \"1MiB\"",
+        "",
+    );
+    let (r, mut s) = upgrade(&gw);
+    assert_eq!(r.status, 101, "{r:?}");
+    let (op, payload, sizes) = read_fragments(&mut s);
+    assert_eq!(op, 1);
+    assert_eq!(sizes, vec![MIB, MIB, MIB]);
+    assert!(payload == text.as_bytes(), "text relayed byte for byte");
+    let (op, payload, sizes) = read_fragments(&mut s);
+    assert_eq!(op, 2);
+    assert_eq!(sizes, vec![MIB; 3]);
+    assert!(payload == binary, "binary relayed byte for byte");
+    let (op, payload, _) = read_fragments(&mut s);
+    assert_eq!((op, payload.as_slice()), (1, b"after".as_slice()));
+    // The connection is still good both ways.
+    echo_through(&mut s, "still open");
+}
+
+#[test]
+fn invalid_utf8_inside_a_split_upstream_frame_is_1014() {
+    let mut bytes = "a".repeat(3000).into_bytes();
+    bytes[2500] = 0xff;
+    // A raw upstream: tungstenite refuses to send invalid UTF-8 as text.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let up = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        let Ok((mut stream, _)) = listener.accept() else {
+            return;
+        };
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if stream.read_exact(&mut byte).is_err() {
+                return;
+            }
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        let key = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("sec-websocket-key")
+                    .then(|| v.trim().to_string())
+            })
+            .expect("key");
+        let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+        let _ = write!(
+            stream,
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+        );
+        let _ = stream.write_all(&raw_frame(0x81, &bytes, None));
+        let _ = stream.read(&mut [0u8; 64]);
+    });
+    let gw = gateway_in(
+        TempDir::new(),
+        &[format!("ws://{up}/chat")],
+        "max_frame = \"1KiB\"\nmax_message = \"1KiB\"",
+        "",
+    );
+    let (r, mut s) = upgrade(&gw);
+    assert_eq!(r.status, 101, "{r:?}");
+    // The first two 1 KiB pieces are valid and relayed; the third is not.
+    for _ in 0..2 {
+        let (fin, _, p) = read_frame(&mut s);
+        assert!(!fin);
+        assert_eq!(p.len(), 1024);
+    }
+    assert_eq!(read_close(&mut s).0, Some(1014));
+}
