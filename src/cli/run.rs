@@ -141,7 +141,7 @@ fn serve_file(path: &Path) -> Result<(), Failure> {
     for w in cfg.warnings() {
         crate::warn!("{w}");
     }
-    server::serve(&cfg, Some(path)).map_err(Failure::config)
+    crate::control::serve(&cfg, Some(path)).map_err(Failure::config)
 }
 
 /// `serve --demo`: an in-memory Ed25519 key, a token for it, `/echo` on 127.0.0.1:8080.
@@ -181,5 +181,5 @@ fn serve_demo() -> Result<(), Failure> {
     println!("or with websocat:");
     println!("  websocat '{url}'");
     println!();
-    server::serve(&cfg, None).map_err(Failure::config)
+    crate::control::serve(&cfg, None).map_err(Failure::config)
 }

@@ -1,6 +1,5 @@
 //! All I/O: listeners, the per-worker mio event loops, TLS, timers and the clock.
 
-pub mod admin;
 pub mod clock;
 pub mod conn;
 pub mod listener;

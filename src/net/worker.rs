@@ -10,9 +10,10 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use crossbeam_channel::{Receiver, Sender};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Waker};
@@ -93,8 +94,9 @@ pub struct Shared {
     pub subjects: SubjectTable,
     /// Shutdown began.
     pub draining: AtomicBool,
-    /// Revoked `jti`s and subjects (SPEC §6); read at every handshake and refresh.
-    pub revocations: RwLock<RevocationSet>,
+    /// Revoked `jti`s and subjects (SPEC §6): an immutable snapshot that the control plane
+    /// replaces whole on each revocation; loaded (no lock) once per handshake and refresh.
+    pub revocations: ArcSwap<RevocationSet>,
     /// The longest token lifetime (exp - iat) seen, so `sub` entries are kept long enough.
     pub longest_lifetime: AtomicU64,
     /// Counters, one block per worker (SPEC §7).
@@ -948,7 +950,7 @@ impl LiveToken<'_> {
             .gate
             .refresh(self.route, current, payload, now_unix, scratch)
             .and_then(|new| {
-                let revoked = read_lock(&self.shared.revocations).is_revoked(
+                let revoked = self.shared.revocations.load().is_revoked(
                     new.jti.as_deref(),
                     &new.sub,
                     new.iat,
@@ -974,11 +976,6 @@ impl LiveToken<'_> {
         };
         write_message(out, MessageKind::Text, reply.as_bytes());
     }
-}
-
-/// A read guard that survives a poisoned lock (the set stays usable).
-pub fn read_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Queues an HTTP rejection and moves to flushing it.
@@ -1028,6 +1025,8 @@ fn adopt_identity(
 fn handshake(conn: &mut Conn, env: &mut Env, id: ConnId, head_len: usize, now: Instant) {
     let rt = env.rt.clone();
     let now_unix = clock::unix_now();
+    // The revocation snapshot in force, loaded once for this handshake (no lock).
+    let revocations = env.shared.revocations.load();
     let outcome = {
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let head = match parse_head(&conn.rbuf[..head_len], &mut headers) {
@@ -1056,7 +1055,7 @@ fn handshake(conn: &mut Conn, env: &mut Env, id: ConnId, head_len: usize, now: I
             draining: env.draining || env.shared.draining.load(Ordering::Relaxed),
             ips: &env.shared.ips,
             subjects: &env.shared.subjects,
-            revocations: &env.shared.revocations,
+            revocations: &revocations,
             longest_lifetime: &env.shared.longest_lifetime,
             auth_failure: None,
             scratch: &mut env.scratch,

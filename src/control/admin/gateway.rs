@@ -1,63 +1,80 @@
 //! The gateway side of the admin listener: readiness, metrics, admin-token checks and
-//! `POST /revoke` (SPEC §6, §7). The HTTP part lives in `crate::admin`.
+//! `POST /revoke` (SPEC §6, §7). The HTTP part is [`super::listener`].
+//!
+//! Everything here runs on the control plane (the admin listener calls the blocking parts,
+//! token checks and revocations, through `spawn_blocking`) and reaches the workers only
+//! the two ways the control plane has: a new revocation snapshot (copy-on-write, swapped
+//! atomically) and a [`Command::Revoke`] to every worker for the live connections.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crossbeam_channel::Sender;
+use arc_swap::ArcSwap;
 
-use super::clock;
-use super::worker::{read_lock, Command, Runtime, Shared};
-use crate::admin::revlog::RevocationLog;
-use crate::admin::{AdminBackend, AuthFailure, RevokeFailure};
+use super::revlog::RevocationLog;
+use super::{AdminBackend, AuthFailure, RevokeFailure};
 use crate::auth::revocation::Revocation;
 use crate::auth::verify::Scratch;
+use crate::control::Workers;
+use crate::net::clock;
+use crate::net::worker::{Command, Runtime, Shared};
 use crate::{info, warn};
 
 /// How long `/revoke` waits for the workers to report the connections they closed.
 const REVOKE_REPLY: Duration = Duration::from_secs(2);
 
+/// What the admin listener knows of one configuration generation: replaced whole on SIGHUP.
+pub struct AdminView {
+    /// The configuration generation in force (its keys verify admin tokens).
+    pub rt: Arc<Runtime>,
+    /// `admin.token_scope`.
+    pub token_scope: String,
+}
+
 /// What the admin listener reaches in the running gateway.
 pub struct GatewayAdmin {
-    /// The configuration generation in force (swapped on SIGHUP).
-    pub rt: RwLock<Arc<Runtime>>,
-    /// Shared counters and tables.
-    pub shared: Arc<Shared>,
+    /// The configuration the admin listener answers with (swapped on SIGHUP).
+    view: ArcSwap<AdminView>,
+    /// Shared counters and tables; `shared.revocations` is the snapshot the workers load.
+    shared: Arc<Shared>,
     /// Every worker's queue and waker.
-    pub workers: Vec<(Sender<Command>, Arc<mio::Waker>)>,
-    /// The durable log (None: revocations are kept in memory only).
-    pub log: Mutex<Option<RevocationLog>>,
-    /// `admin.token_scope`.
-    pub token_scope: RwLock<String>,
+    workers: Workers,
+    /// The durable log (None: revocations are kept in memory only). Its lock also makes
+    /// revocations one at a time, so the log's order is the snapshots' order.
+    log: Mutex<Option<RevocationLog>>,
     /// Listening and keys loaded.
-    pub ready: AtomicBool,
+    ready: AtomicBool,
     scratch: Mutex<Scratch>,
 }
 
 impl GatewayAdmin {
     /// Wires the admin view of a running gateway.
     pub fn new(
-        rt: Arc<Runtime>,
+        view: AdminView,
         shared: Arc<Shared>,
-        workers: Vec<(Sender<Command>, Arc<mio::Waker>)>,
+        workers: Workers,
         log: Option<RevocationLog>,
-        token_scope: String,
     ) -> GatewayAdmin {
-        let scratch = Scratch::new(rt.max_token_bytes);
+        let scratch = Scratch::new(view.rt.max_token_bytes);
         GatewayAdmin {
-            rt: RwLock::new(rt),
+            view: ArcSwap::from_pointee(view),
             shared,
             workers,
             log: Mutex::new(log),
-            token_scope: RwLock::new(token_scope),
             ready: AtomicBool::new(false),
             scratch: Mutex::new(scratch),
         }
     }
 
-    fn runtime(&self) -> Arc<Runtime> {
-        read_lock(&self.rt).clone()
+    /// Publishes a new configuration generation (SIGHUP).
+    pub fn publish(&self, view: AdminView) {
+        self.view.store(Arc::new(view));
+    }
+
+    /// Marks the gateway as listening with its keys loaded (`/readyz`).
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Relaxed);
     }
 }
 
@@ -80,7 +97,8 @@ impl AdminBackend for GatewayAdmin {
     /// `admin.token_scope`.
     fn authorize(&self, bearer: Option<&[u8]>) -> Result<(), AuthFailure> {
         let token = bearer.ok_or(AuthFailure::Unauthorized("missing token"))?;
-        let rt = self.runtime();
+        let view = self.view.load();
+        let rt = &view.rt;
         let verifier = rt
             .gate
             .verifier()
@@ -92,7 +110,7 @@ impl AdminBackend for GatewayAdmin {
         let claims = verifier
             .verify(token, clock::unix_now(), &mut scratch)
             .map_err(|e| AuthFailure::Unauthorized(e.description()))?;
-        let revoked = read_lock(&self.shared.revocations).is_revoked(
+        let revoked = self.shared.revocations.load().is_revoked(
             claims.jti.as_deref(),
             &claims.sub,
             claims.iat,
@@ -100,61 +118,53 @@ impl AdminBackend for GatewayAdmin {
         if revoked {
             return Err(AuthFailure::Unauthorized("token revoked"));
         }
-        if !claims.has_scope(&read_lock(&self.token_scope)) {
+        if !claims.has_scope(&view.token_scope) {
             return Err(AuthFailure::Forbidden);
         }
         Ok(())
     }
 
-    /// Parse → make durable (fsync) → apply → close matching connections on every worker.
-    /// A revocation that could not be written is refused (503), never half-applied.
+    /// Parse → make durable (fsync) → publish the new snapshot → close matching connections
+    /// on every worker. A revocation that could not be written is refused (503), never
+    /// half-applied.
     fn revoke(&self, body: &[u8]) -> Result<usize, RevokeFailure> {
         let now_unix = clock::unix_now();
         let r = Revocation::from_request_body(body, now_unix)
             .map_err(|e| RevokeFailure::BadRequest(e.to_string()))?;
-        // One revocation at a time: the log's order is the set's order.
+        // One revocation at a time: the log's order is the snapshots' order, and no other
+        // writer can publish between our load and our store.
         let mut log = lock(&self.log);
-        let keep_until = {
-            let mut set = self
-                .shared
-                .revocations
-                .write()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            set.observe_lifetime(self.shared.longest_lifetime.load(Ordering::Relaxed));
-            set.keep_until(&r, now_unix)
-        };
+        // Copy-on-write: revocations are rare, handshakes are not; the workers keep reading
+        // the old snapshot, without a lock, until the new one is stored whole.
+        let mut next = (*self.shared.revocations.load_full()).clone();
+        next.observe_lifetime(self.shared.longest_lifetime.load(Ordering::Relaxed));
+        let keep_until = next.keep_until(&r, now_unix);
         if let Some(log) = log.as_mut() {
             log.append(&r.to_log_line(keep_until)).map_err(|e| {
                 warn!("revocation log: {e}");
                 RevokeFailure::Unavailable("the revocation log could not be written".into())
             })?;
         }
-        {
-            let mut set = self
-                .shared
-                .revocations
-                .write()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            set.insert(r.clone(), keep_until);
-            set.expire(now_unix);
-            if let Some(log) = log.as_mut() {
-                if log.should_compact(set.len()) {
-                    if let Err(e) = log.compact(&set) {
-                        warn!("revocation log compaction failed (the log is intact): {e}");
-                    }
+        next.insert(r.clone(), keep_until);
+        next.expire(now_unix);
+        if let Some(log) = log.as_mut() {
+            if log.should_compact(next.len()) {
+                if let Err(e) = log.compact(&next) {
+                    warn!("revocation log compaction failed (the log is intact): {e}");
                 }
             }
         }
+        // Published before the workers are told: a handshake that loads the snapshot after
+        // this sees the revocation, and one that loaded the old one is a live connection by
+        // the time its worker takes the command below.
+        self.shared.revocations.store(Arc::new(next));
         drop(log);
         self.shared.metrics.revocation();
         let (tx, rx) = crossbeam_channel::unbounded();
-        let mut asked = 0;
-        for (queue, waker) in &self.workers {
-            if queue.send(Command::Revoke(r.clone(), tx.clone())).is_ok() {
-                let _ = waker.wake();
-                asked += 1;
-            }
-        }
+        let asked = self
+            .workers
+            .broadcast(|| Command::Revoke(r.clone(), tx.clone()));
+        drop(tx);
         let mut closed = 0;
         for _ in 0..asked {
             match rx.recv_timeout(REVOKE_REPLY) {
