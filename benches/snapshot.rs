@@ -1,18 +1,21 @@
-//! The revocation check of a handshake and a refresh (SPEC §6): the worker's read of the
-//! revocation set, before (`RwLock::read`) and after (`ArcSwap::load`, the control plane's
-//! snapshot), each followed by the lookup itself, in ns per check.
+//! The revocation check of a handshake (SPEC §6): how a worker reaches the revocation set,
+//! before (`RwLock::read`, a lock shared by every worker) and after (the control plane's
+//! `ArcSwap` snapshot, through each worker's `arc_swap::Cache`, as `net::worker` does; and
+//! a plain `ArcSwap::load`, as a refresh does), in ns per check.
 //!
-//! `*_idle` rows read alone; `*_contended` rows read while another thread reads the same
-//! set in a loop, as every worker of a busy gateway does (on the RwLock that is a shared
-//! counter written by every reader; an ArcSwap load writes only this thread's own slot).
+//! `access_*` rows take the read access alone; `check_*` rows add the lookup itself (two
+//! hash probes over a set of 1000 `jti`s and 100 subjects). `*_contended` rows run while
+//! another thread reads the same set in a loop, as every worker of a busy gateway does: on
+//! the RwLock each read writes the lock's shared reader count; a cached snapshot is only
+//! read, and an `ArcSwap::load` writes only this thread's own slot.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
-use criterion::{criterion_group, criterion_main, Criterion};
+use arc_swap::{ArcSwap, Cache};
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
 use wsgate::auth::revocation::{RetentionPolicy, Revocation, RevocationSet};
 
 /// A set as a gateway might hold after an incident: 1000 revoked `jti`s, 100 subjects.
@@ -48,38 +51,63 @@ fn check(set: &RevocationSet) -> bool {
     )
 }
 
-fn read_lock(lock: &RwLock<RevocationSet>) -> bool {
-    let set = lock.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-    check(&set)
-}
+type Snapshot = Arc<ArcSwap<RevocationSet>>;
 
-fn load(snapshot: &ArcSwap<RevocationSet>) -> bool {
-    check(&snapshot.load())
+fn rows(
+    group: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    suffix: &str,
+    locked: &RwLock<RevocationSet>,
+    snapshot: &Snapshot,
+) {
+    group.bench_function(format!("access_rwlock_read_{suffix}"), |b| {
+        b.iter(|| drop(black_box(locked.read())))
+    });
+    group.bench_function(format!("access_arcswap_load_{suffix}"), |b| {
+        b.iter(|| drop(black_box(snapshot.load())))
+    });
+    let mut cache = Cache::new(Arc::clone(snapshot));
+    group.bench_function(format!("access_cache_load_{suffix}"), |b| {
+        b.iter(|| {
+            black_box(cache.load());
+        })
+    });
+    group.bench_function(format!("check_rwlock_read_{suffix}"), |b| {
+        b.iter(|| {
+            let set = locked
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            check(&set)
+        })
+    });
+    group.bench_function(format!("check_arcswap_load_{suffix}"), |b| {
+        b.iter(|| check(&snapshot.load()))
+    });
+    group.bench_function(format!("check_cache_load_{suffix}"), |b| {
+        b.iter(|| check(cache.load()))
+    });
 }
 
 fn revocation_check(c: &mut Criterion) {
     let locked = Arc::new(RwLock::new(populated()));
-    let snapshot = Arc::new(ArcSwap::from_pointee(populated()));
+    let snapshot: Snapshot = Arc::new(ArcSwap::from_pointee(populated()));
     let mut group = c.benchmark_group("revocation_check");
-    group.bench_function("lookup_only", |b| {
-        let set = populated();
-        b.iter(|| check(&set))
-    });
-    group.bench_function("rwlock_read_idle", |b| b.iter(|| read_lock(&locked)));
-    group.bench_function("arcswap_load_idle", |b| b.iter(|| load(&snapshot)));
+    let set = populated();
+    group.bench_function("lookup_only", |b| b.iter(|| check(&set)));
+    rows(&mut group, "idle", &locked, &snapshot);
 
     let stop = Arc::new(AtomicBool::new(false));
     let other = {
         let (stop, locked, snapshot) = (stop.clone(), locked.clone(), snapshot.clone());
         std::thread::spawn(move || {
+            let mut cache = Cache::new(Arc::clone(&snapshot));
             while !stop.load(Ordering::Relaxed) {
-                black_box(read_lock(&locked));
-                black_box(load(&snapshot));
+                drop(black_box(locked.read()));
+                drop(black_box(snapshot.load()));
+                black_box(cache.load());
             }
         })
     };
-    group.bench_function("rwlock_read_contended", |b| b.iter(|| read_lock(&locked)));
-    group.bench_function("arcswap_load_contended", |b| b.iter(|| load(&snapshot)));
+    rows(&mut group, "contended", &locked, &snapshot);
     stop.store(true, Ordering::Relaxed);
     let _ = other.join();
     group.finish();

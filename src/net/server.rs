@@ -220,7 +220,7 @@ pub fn start(
         }),
         subjects: SubjectTable::new(l.per_subject_connections),
         draining: AtomicBool::new(false),
-        revocations: ArcSwap::from_pointee(revocations),
+        revocations: Arc::new(ArcSwap::from_pointee(revocations)),
         longest_lifetime: AtomicU64::new(0),
         metrics: Arc::new(Metrics::new(n, &TokenError::REASON_LABELS)),
     });

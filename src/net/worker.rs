@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, Cache};
 use crossbeam_channel::{Receiver, Sender};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Waker};
@@ -95,13 +95,18 @@ pub struct Shared {
     /// Shutdown began.
     pub draining: AtomicBool,
     /// Revoked `jti`s and subjects (SPEC §6): an immutable snapshot that the control plane
-    /// replaces whole on each revocation; loaded (no lock) once per handshake and refresh.
-    pub revocations: ArcSwap<RevocationSet>,
+    /// replaces whole on each revocation; read without a lock at every handshake (through
+    /// each worker's [`RevocationCache`]) and refresh.
+    pub revocations: Arc<ArcSwap<RevocationSet>>,
     /// The longest token lifetime (exp - iat) seen, so `sub` entries are kept long enough.
     pub longest_lifetime: AtomicU64,
     /// Counters, one block per worker (SPEC §7).
     pub metrics: Arc<Metrics>,
 }
+
+/// A worker's handle on the revocation snapshot: checking that it is current is one
+/// relaxed atomic load while no revocation comes, and it is reloaded when one does.
+pub type RevocationCache = Cache<Arc<ArcSwap<RevocationSet>>, Arc<RevocationSet>>;
 
 /// Messages to a worker.
 pub enum Command {
@@ -131,6 +136,7 @@ struct Env {
     readbuf: Vec<u8>,
     scratch: Scratch,
     token_buf: Vec<u8>,
+    revocations: RevocationCache,
     ready: Vec<ConnId>,
     draining: bool,
     /// Live connections by token subject and by `jti`, so a revocation finds its
@@ -171,6 +177,7 @@ impl Worker {
         let metrics = shared.metrics.workers[index].clone();
         let registry = poll.registry().try_clone()?;
         let balancers = balancers_for(&rt);
+        let revocations = Cache::new(Arc::clone(&shared.revocations));
         Ok((
             Worker {
                 poll,
@@ -182,6 +189,7 @@ impl Worker {
                     rt,
                     shared,
                     readbuf: vec![0; READ_BUFFER],
+                    revocations,
                     scratch,
                     token_buf: Vec::new(),
                     ready: Vec::new(),
@@ -1025,8 +1033,6 @@ fn adopt_identity(
 fn handshake(conn: &mut Conn, env: &mut Env, id: ConnId, head_len: usize, now: Instant) {
     let rt = env.rt.clone();
     let now_unix = clock::unix_now();
-    // The revocation snapshot in force, loaded once for this handshake (no lock).
-    let revocations = env.shared.revocations.load();
     let outcome = {
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let head = match parse_head(&conn.rbuf[..head_len], &mut headers) {
@@ -1055,7 +1061,8 @@ fn handshake(conn: &mut Conn, env: &mut Env, id: ConnId, head_len: usize, now: I
             draining: env.draining || env.shared.draining.load(Ordering::Relaxed),
             ips: &env.shared.ips,
             subjects: &env.shared.subjects,
-            revocations: &revocations,
+            // The revocation snapshot in force, loaded once for this handshake (no lock).
+            revocations: env.revocations.load(),
             longest_lifetime: &env.shared.longest_lifetime,
             auth_failure: None,
             scratch: &mut env.scratch,
