@@ -154,9 +154,10 @@ impl AdminBackend for GatewayAdmin {
                 }
             }
         }
-        // Published before the workers are told: a handshake that loads the snapshot after
-        // this sees the revocation, and one that loaded the old one is a live connection by
-        // the time its worker takes the command below.
+        // Published before the workers are told: once a worker has taken the command below,
+        // every handshake it runs sees the new snapshot (the channel orders the store before
+        // its later loads), and a handshake it finished with the old one is a live, indexed
+        // connection that the command closes.
         self.shared.revocations.store(Arc::new(next));
         drop(log);
         self.shared.metrics.revocation();
