@@ -273,3 +273,40 @@ async fn drain(running: Running) {
         Err(e) => warn!("shutdown: cannot start the drain thread ({e}); exiting at once"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broadcast_reaches_every_live_worker_and_wakes_it() {
+        let mut polls = Vec::new();
+        let mut receivers = Vec::new();
+        let mut queues = Vec::new();
+        for _ in 0..3 {
+            let poll = mio::Poll::new().unwrap_or_else(|e| panic!("poll: {e}"));
+            let waker = mio::Waker::new(poll.registry(), mio::Token(7))
+                .unwrap_or_else(|e| panic!("waker: {e}"));
+            let (tx, rx) = crossbeam_channel::unbounded();
+            queues.push((tx, Arc::new(waker)));
+            receivers.push(rx);
+            polls.push(poll);
+        }
+        // The third worker has exited: its queue is closed.
+        drop(receivers.pop());
+        let workers = Workers::new(queues);
+        let mut made = 0;
+        let taken = workers.broadcast(|| {
+            made += 1;
+            Command::Drain
+        });
+        assert_eq!((made, taken), (3, 2));
+        for (rx, poll) in receivers.iter().zip(&mut polls) {
+            assert!(matches!(rx.try_recv(), Ok(Command::Drain)));
+            let mut events = mio::Events::with_capacity(4);
+            let polled = poll.poll(&mut events, Some(Duration::ZERO));
+            assert!(polled.is_ok());
+            assert!(events.iter().any(|e| e.token() == mio::Token(7)), "woken");
+        }
+    }
+}
