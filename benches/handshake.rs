@@ -155,6 +155,7 @@ public = true
         connections: u32::MAX,
         handshakes_per_sec: 0,
         auth_failures_per_sec: 0,
+        ipv6_prefix: 64,
     });
     let subjects = SubjectTable::new(0);
     let set = RevocationSet::new(RetentionPolicy {

@@ -28,6 +28,7 @@
 pub mod admin;
 pub mod reload;
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,10 +43,10 @@ use self::admin::revlog::RevocationLog;
 use self::admin::AdminBackend;
 use self::reload::Reloader;
 use crate::auth::revocation::RevocationSet;
+use crate::clock;
 use crate::config::Config;
-use crate::net::clock;
 use crate::net::server::{self, Running};
-use crate::net::worker::Command;
+use crate::net::worker::{Command, Runtime};
 use crate::{info, warn};
 
 /// Most threads the control runtime starts for blocking work. Each exists only while there
@@ -114,40 +115,111 @@ struct Plane {
 /// `wsgate serve`: starts the data plane and the control plane, and runs until SIGTERM or
 /// SIGINT, then shuts down gracefully (SPEC §6).
 pub fn serve(config: &Config, config_path: Option<&Path>) -> Result<(), String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .enable_time()
-        .max_blocking_threads(BLOCKING_THREADS)
-        .thread_name("wsgate-control-blocking")
-        .build()
-        .map_err(|e| format!("control plane: cannot start its runtime: {e}"))?;
-    let (plane, signals) = {
-        // Signal handlers and the admin socket register with this runtime's reactor.
-        let _context = runtime.enter();
-        // Registered before any thread starts so that none of them meets SIGHUP with its
-        // default disposition, which would kill the process.
-        let signals = Signals::register().map_err(|e| format!("signals: {e}"))?;
-        (start(config, config_path)?, signals)
-    };
-    let control = std::thread::Builder::new()
-        .name("wsgate-control".into())
-        .spawn(move || {
-            runtime.block_on(run(plane, signals));
-            runtime.shutdown_timeout(STOP_TIMEOUT);
+    let control = Control::new()?;
+    let rt = server::build_runtime(config)?;
+    control.start(config, config_path, rt, None)?.wait()
+}
+
+/// The control plane before anything starts: its runtime and the signal handlers.
+pub struct Control {
+    runtime: tokio::runtime::Runtime,
+    signals: Signals,
+}
+
+impl Control {
+    /// Builds the runtime and registers SIGTERM, SIGINT and SIGHUP. Call it before any
+    /// other thread starts, so that none of them meets SIGHUP with its default disposition,
+    /// which would kill the process.
+    pub fn new() -> Result<Control, String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .max_blocking_threads(BLOCKING_THREADS)
+            .thread_name("wsgate-control-blocking")
+            .build()
+            .map_err(|e| format!("control plane: cannot start its runtime: {e}"))?;
+        // Signal handlers register with this runtime's reactor.
+        let signals = {
+            let _context = runtime.enter();
+            Signals::register().map_err(|e| format!("signals: {e}"))?
+        };
+        Ok(Control { runtime, signals })
+    }
+
+    /// Replays the revocation log, starts the data plane with `rt` (from
+    /// [`server::build_runtime`]) on `listeners`, or on `server.listen` bound once the log
+    /// is replayed when `None` (`serve --demo` binds first), and binds the admin listener.
+    /// `config_path` is what SIGHUP reloads (`None`: nothing).
+    pub fn start(
+        self,
+        config: &Config,
+        config_path: Option<&Path>,
+        rt: Runtime,
+        listeners: Option<Vec<mio::net::TcpListener>>,
+    ) -> Result<Started, String> {
+        let Control { runtime, signals } = self;
+        let plane = {
+            // The admin socket registers with this runtime's reactor.
+            let _context = runtime.enter();
+            start(config, config_path, rt, listeners)?
+        };
+        Ok(Started {
+            runtime,
+            signals,
+            plane,
         })
-        .map_err(|e| format!("control plane: cannot start its thread: {e}"))?;
-    control
-        .join()
-        .map_err(|_| "control plane: its thread panicked".to_owned())
+    }
+}
+
+/// A started gateway: the data plane runs, the signals are not yet awaited.
+pub struct Started {
+    runtime: tokio::runtime::Runtime,
+    signals: Signals,
+    plane: Plane,
+}
+
+impl Started {
+    /// The data listeners' bound addresses, in order (port 0 resolved).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.plane.running.local_addrs
+    }
+
+    /// Runs the control plane on a thread of its own until SIGTERM or SIGINT, then shuts
+    /// everything down gracefully (SPEC §6).
+    pub fn wait(self) -> Result<(), String> {
+        let Started {
+            runtime,
+            signals,
+            plane,
+        } = self;
+        let control = std::thread::Builder::new()
+            .name("wsgate-control".into())
+            .spawn(move || {
+                runtime.block_on(run(plane, signals));
+                runtime.shutdown_timeout(STOP_TIMEOUT);
+            })
+            .map_err(|e| format!("control plane: cannot start its thread: {e}"))?;
+        control
+            .join()
+            .map_err(|_| "control plane: its thread panicked".to_owned())
+    }
 }
 
 /// Replays the revocation log, starts the data plane and binds the admin listener (in the
 /// runtime's context).
-fn start(config: &Config, config_path: Option<&Path>) -> Result<Plane, String> {
-    let rt = Arc::new(server::build_runtime(config)?);
+fn start(
+    config: &Config,
+    config_path: Option<&Path>,
+    rt: Runtime,
+    listeners: Option<Vec<mio::net::TcpListener>>,
+) -> Result<Plane, String> {
+    let rt = Arc::new(rt);
     // Revocations replayed before anything listens: a restart forgets none (SPEC §6).
     let (revocations, log) = replay_revocations(config)?;
-    let running = server::start(config, Arc::clone(&rt), revocations)?;
+    let running = match listeners {
+        Some(listeners) => server::start_on(config, Arc::clone(&rt), listeners, revocations)?,
+        None => server::start(config, Arc::clone(&rt), revocations)?,
+    };
     let workers = Workers::new(running.queues());
     let admin = match &config.admin {
         Some(a) => {
@@ -168,7 +240,7 @@ fn start(config: &Config, config_path: Option<&Path>) -> Result<Plane, String> {
                 workers.clone(),
                 log,
             ));
-            eprintln!("wsgate info: admin listening on {addr}");
+            crate::log::always(format_args!("admin listening on {addr}"));
             backend.set_ready();
             Some((listener, backend))
         }

@@ -59,10 +59,14 @@ impl Reloader {
             warn!("reload: server.listen changes take effect at the next restart");
         }
         let l = &config.limits;
+        if l.ipv6_prefix != self.shared.ips.ipv6_prefix() {
+            warn!("reload: limits.ipv6_prefix changes take effect at the next restart");
+        }
         self.shared.ips.set_budget(IpBudget {
             connections: l.per_ip_connections,
             handshakes_per_sec: l.per_ip_handshakes,
             auth_failures_per_sec: l.per_ip_auth_failures,
+            ipv6_prefix: l.ipv6_prefix,
         });
         self.shared
             .subjects

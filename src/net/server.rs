@@ -94,8 +94,26 @@ fn key_fingerprints(config: &Config) -> Vec<u64> {
         .collect()
 }
 
+/// What this version refuses in a configuration that loads (`wsgate check` reports the
+/// same, SPEC §2).
+pub fn refuse_unsupported(config: &Config) -> Result<(), String> {
+    for (i, r) in config.routes.iter().enumerate() {
+        if let crate::config::Backend::Upstream { urls, .. } = &r.backend {
+            for (j, u) in urls.iter().enumerate() {
+                if u.secure {
+                    return Err(format!(
+                        "route[{i}].upstream[{j}]: wss:// upstreams are not supported in this version; use ws:// on a private network"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Everything a worker needs from one configuration.
 pub fn build_runtime(config: &Config) -> Result<Runtime, String> {
+    refuse_unsupported(config)?;
     let verifier = build_verifier(config)?;
     let origin = OriginPolicy::new(&config.origin.allow, config.origin.allow_missing)
         .map_err(|e| format!("origin.allow: {e}"))?;
@@ -134,11 +152,6 @@ pub fn build_runtime(config: &Config) -> Result<Runtime, String> {
         let mut addrs = Vec::new();
         if let crate::config::Backend::Upstream { urls, .. } = &r.backend {
             for (j, u) in urls.iter().enumerate() {
-                if u.secure {
-                    return Err(format!(
-                        "route[{i}].upstream[{j}]: wss:// upstreams are not supported in this version; use ws:// on a private network"
-                    ));
-                }
                 let addr = std::net::ToSocketAddrs::to_socket_addrs(&(u.host.as_str(), u.port))
                     .ok()
                     .and_then(|mut a| a.next())
@@ -172,6 +185,7 @@ pub fn build_runtime(config: &Config) -> Result<Runtime, String> {
         leeway_secs: config.auth.leeway.as_secs(),
         upstream_addrs,
         token_cookie_names,
+        plain: None,
     })
 }
 
@@ -186,6 +200,17 @@ pub struct Running {
     grace: Duration,
 }
 
+/// Binds every `server.listen` address, in order.
+pub fn bind(config: &Config) -> Result<Vec<mio::net::TcpListener>, String> {
+    let mut listeners = Vec::with_capacity(config.server.listen.len());
+    for (i, addr) in config.server.listen.iter().enumerate() {
+        let l = listener::bind(*addr)
+            .map_err(|e| format!("server.listen[{i}]: cannot listen on {addr}: {e}"))?;
+        listeners.push(l);
+    }
+    Ok(listeners)
+}
+
 /// Binds and starts workers and the acceptor, with `rt` (from [`build_runtime`]) and the
 /// revocations in force (replayed from the log before anything listens, SPEC §6).
 pub fn start(
@@ -193,16 +218,23 @@ pub fn start(
     rt: Arc<Runtime>,
     revocations: RevocationSet,
 ) -> Result<Running, String> {
-    let mut listeners = Vec::new();
-    let mut local_addrs = Vec::new();
-    for (i, addr) in config.server.listen.iter().enumerate() {
-        let l = listener::bind(*addr)
-            .map_err(|e| format!("server.listen[{i}]: cannot listen on {addr}: {e}"))?;
+    start_on(config, rt, bind(config)?, revocations)
+}
+
+/// [`start`] on listeners the caller bound (`serve --demo` binds first, then builds a
+/// configuration that names the bound port).
+pub fn start_on(
+    config: &Config,
+    rt: Arc<Runtime>,
+    listeners: Vec<mio::net::TcpListener>,
+    revocations: RevocationSet,
+) -> Result<Running, String> {
+    let mut local_addrs = Vec::with_capacity(listeners.len());
+    for (i, l) in listeners.iter().enumerate() {
         local_addrs.push(
             l.local_addr()
                 .map_err(|e| format!("server.listen[{i}]: {e}"))?,
         );
-        listeners.push(l);
     }
     let n = match config.server.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -217,6 +249,7 @@ pub fn start(
             connections: l.per_ip_connections,
             handshakes_per_sec: l.per_ip_handshakes,
             auth_failures_per_sec: l.per_ip_auth_failures,
+            ipv6_prefix: l.ipv6_prefix,
         }),
         subjects: SubjectTable::new(l.per_subject_connections),
         draining: AtomicBool::new(false),
@@ -245,7 +278,7 @@ pub fn start(
     for a in &local_addrs {
         let scheme = if rt.tls.is_some() { "wss" } else { "ws" };
         // Always printed, whatever WSGATE_LOG says: tools find the port here.
-        eprintln!("wsgate info: listening on {a} ({scheme}://, {n} workers)");
+        crate::log::always(format_args!("listening on {a} ({scheme}://, {n} workers)"));
     }
     Ok(Running {
         local_addrs,

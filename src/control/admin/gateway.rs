@@ -16,8 +16,8 @@ use super::revlog::RevocationLog;
 use super::{AdminBackend, AuthFailure, RevokeFailure};
 use crate::auth::revocation::Revocation;
 use crate::auth::verify::Scratch;
+use crate::clock;
 use crate::control::Workers;
-use crate::net::clock;
 use crate::net::worker::{Command, Runtime, Shared};
 use crate::{info, warn};
 

@@ -613,7 +613,7 @@ impl Table {
 mod tests {
     use super::super::fake::{Fake, ADMIN_TOKEN};
     use super::*;
-    use crate::net::clock;
+    use crate::clock;
     use std::io::{Read, Write};
     use std::net::Ipv4Addr;
     use std::thread;
