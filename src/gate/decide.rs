@@ -8,7 +8,6 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::RwLock;
 use std::time::Instant;
 
 use crate::auth::error::{MalformedKind, TokenError};
@@ -88,7 +87,7 @@ pub struct Ctx<'a> {
     /// Shared per-subject counts.
     pub subjects: &'a SubjectTable,
     /// Revoked tokens (SPEC §6): a match is 401 "token revoked".
-    pub revocations: &'a RwLock<RevocationSet>,
+    pub revocations: &'a RevocationSet,
     /// The longest token lifetime seen (kept for `sub` revocation retention).
     pub longest_lifetime: &'a AtomicU64,
     /// Set when the token step refused: the `auth failures by reason` metric label.
@@ -361,11 +360,11 @@ impl Gate {
         match verifier.verify(token, ctx.now_unix, ctx.scratch) {
             Ok(claims) => {
                 let identity = Identity::from_claims(&claims, &self.key_fingerprints);
-                let revoked = ctx
-                    .revocations
-                    .read()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .is_revoked(identity.jti.as_deref(), &identity.sub, identity.iat);
+                let revoked = ctx.revocations.is_revoked(
+                    identity.jti.as_deref(),
+                    &identity.sub,
+                    identity.iat,
+                );
                 if revoked {
                     ctx.auth_failure = Some(TokenError::Revoked.reason_label());
                     return Err(invalid(&TokenError::Revoked));

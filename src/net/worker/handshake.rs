@@ -104,7 +104,8 @@ pub(super) fn handshake(conn: &mut Conn, env: &mut Env, id: ConnId, head_len: us
             draining: env.draining || env.shared.draining.load(Ordering::Relaxed),
             ips: &env.shared.ips,
             subjects: &env.shared.subjects,
-            revocations: &env.shared.revocations,
+            // The revocation snapshot in force, loaded once for this handshake (no lock).
+            revocations: env.revocations.load(),
             longest_lifetime: &env.shared.longest_lifetime,
             auth_failure: None,
             scratch: &mut env.scratch,
