@@ -40,7 +40,7 @@ use self::session::session;
 use self::tls::tls_files;
 use self::units::ByteSize;
 
-pub use self::admin::{Admin, AdminSection};
+pub use self::admin::{Admin, AdminSection, IdentityKey};
 pub use self::auth::{
     Auth, AuthSection, KeyConfig, KeyMaterial, LoadedKey, Source, ED25519_SPKI_PREFIX,
 };
@@ -364,6 +364,17 @@ pub(super) fn validate(raw: &RawConfig, base_dir: &Path, problems: &mut Problems
         .as_ref()
         .and_then(|admin| self::admin(admin, &server.listen, base_dir, problems));
     let routes = routes(&raw.route, base_dir, problems);
+    // SPEC §5: `sign_identity` signs with `[admin] identity_key`.
+    if admin.as_ref().is_none_or(|a| a.identity_key.is_none())
+        && raw.admin.as_ref().is_none_or(|a| a.identity_key.is_none())
+    {
+        if let Some(index) = raw.route.iter().position(|r| r.sign_identity == Some(true)) {
+            problems.error(
+                format!("route[{index}].sign_identity"),
+                "needs [admin] identity_key (an Ed25519 PKCS#8 PEM file)",
+            );
+        }
+    }
 
     if raw.auth.key.is_empty() {
         if let Some(index) = raw.route.iter().position(|route| !route.public) {

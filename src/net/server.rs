@@ -138,6 +138,13 @@ pub fn upstream_tls(config: &Config) -> Result<Vec<Vec<Option<tls::UpstreamTls>>
 /// Everything a worker needs from one configuration.
 pub fn build_runtime(config: &Config) -> Result<Runtime, String> {
     let upstream_tls = upstream_tls(config)?;
+    let identity = match config.admin.as_ref().and_then(|a| a.identity_key.as_ref()) {
+        Some(key) => Some(Arc::new(
+            crate::proto::http::client::sign::IdentitySigner::from_pkcs8(&key.0)
+                .map_err(|e| format!("admin.identity_key: {e}"))?,
+        )),
+        None => None,
+    };
     let verifier = build_verifier(config)?;
     let origin = OriginPolicy::new(&config.origin.allow, config.origin.allow_missing)
         .map_err(|e| format!("origin.allow: {e}"))?;
@@ -215,6 +222,7 @@ pub fn build_runtime(config: &Config) -> Result<Runtime, String> {
             .collect(),
         upstream_addrs,
         upstream_tls,
+        identity,
         token_cookie_names,
         plain: None,
     })

@@ -31,6 +31,17 @@ fn token(sub: &str) -> String {
 
 /// A gateway with an admin listener and one route `/chat` over `upstreams` (full URLs).
 fn gateway_in(dir: TempDir, upstreams: &[String], limits: &str, route: &str) -> Gateway {
+    gateway_with_admin(dir, upstreams, limits, route, "")
+}
+
+/// Same, with extra `[admin]` keys.
+fn gateway_with_admin(
+    dir: TempDir,
+    upstreams: &[String],
+    limits: &str,
+    route: &str,
+    admin: &str,
+) -> Gateway {
     use base64::Engine as _;
     dir.write(
         "hs.secret",
@@ -56,6 +67,7 @@ per_ip_handshakes = "1000/s"
 [admin]
 listen = "127.0.0.1:0"
 revocation_log = "revocations.log"
+{admin}
 
 [[route]]
 path = "/chat"
@@ -489,4 +501,270 @@ fn invalid_utf8_inside_a_split_upstream_frame_is_1014() {
         assert_eq!(p.len(), 1024);
     }
     assert_eq!(read_close(&mut s).0, Some(1014));
+}
+
+/// What a recording upstream saw: the request target and headers, in order.
+type SeenRequest = (String, Vec<(String, String)>);
+
+/// An echo upstream that records each upgrade request.
+fn recording_upstream() -> (SocketAddr, crossbeam_channel::Receiver<SeenRequest>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = crossbeam_channel::unbounded();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { break };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(WAIT));
+                #[allow(clippy::result_large_err)] // tungstenite's callback signature
+                let cb = |req: &tungstenite::handshake::server::Request,
+                          resp: tungstenite::handshake::server::Response| {
+                    let headers = req
+                        .headers()
+                        .iter()
+                        .map(|(k, v)| {
+                            (
+                                k.to_string(),
+                                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                            )
+                        })
+                        .collect();
+                    let _ = tx.send((req.uri().to_string(), headers));
+                    Ok(resp)
+                };
+                let Ok(mut ws) = tungstenite::accept_hdr(stream, cb) else {
+                    return;
+                };
+                echo_loop(&mut ws);
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// A PKCS#8 PEM Ed25519 key and its raw public key.
+fn identity_key() -> (String, Vec<u8>) {
+    use base64::Engine as _;
+    use ring::signature::KeyPair as _;
+    let rng = ring::rand::SystemRandom::new();
+    let der = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).expect("generate");
+    let public = ring::signature::Ed25519KeyPair::from_pkcs8(der.as_ref())
+        .expect("key")
+        .public_key()
+        .as_ref()
+        .to_vec();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
+    let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).expect("ascii"));
+        pem.push('\n');
+    }
+    pem.push_str("-----END PRIVATE KEY-----\n");
+    (pem, public)
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect admin");
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status");
+    (
+        status,
+        text.split("\r\n\r\n").nth(1).unwrap_or("").to_string(),
+    )
+}
+
+/// One `Signature-Input` member: (label, covered component names, parameters).
+fn parse_signature_input(value: &str) -> (String, Vec<String>, Vec<(String, String)>) {
+    let (label, rest) = value.split_once('=').expect("label");
+    let rest = rest.strip_prefix('(').expect("inner list");
+    let (inner, params) = rest.split_once(')').expect("inner list end");
+    let covered = inner
+        .split(' ')
+        .map(|c| c.trim_matches('"').to_string())
+        .collect();
+    let params = params
+        .split(';')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').expect("param");
+            (k.to_string(), v.to_string())
+        })
+        .collect();
+    (label.to_string(), covered, params)
+}
+
+#[test]
+fn sign_identity_signs_the_upstream_request_per_rfc9421() {
+    use base64::Engine as _;
+    let (up, seen) = recording_upstream();
+    let (pem, public) = identity_key();
+    let dir = TempDir::new();
+    dir.write("identity.pem", &pem);
+    let gw = gateway_with_admin(
+        dir,
+        &[format!("ws://{up}/chat")],
+        "",
+        "sign_identity = true\nforward_claims = true",
+        "identity_key = \"identity.pem\"",
+    );
+    // The public key, as upstream authors fetch it.
+    let (status, body) = http_get(admin_addr(&gw), "/.well-known/identity-key.jwk");
+    assert_eq!(status, 200, "{body}");
+    let jwk: serde_json::Value = serde_json::from_str(&body).expect("jwk");
+    assert_eq!(
+        (jwk["kty"].as_str(), jwk["crv"].as_str()),
+        (Some("OKP"), Some("Ed25519"))
+    );
+    let x = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(jwk["x"].as_str().expect("x"))
+        .expect("x");
+    assert_eq!(x, public);
+
+    let mut nonces = Vec::new();
+    for _ in 0..2 {
+        let token = token("alice");
+        let (r, mut s) = request(
+            &gw,
+            upgrade_request(
+                &format!("/chat?room=7&access_token={token}"),
+                &["Signature: wsgate=:AAAA:", "Signature-Input: wsgate=()"],
+            )
+            .as_bytes(),
+        );
+        assert_eq!(r.status, 101, "{r:?}");
+        echo_through(&mut s, "signed");
+        let (uri, headers) = seen.recv_timeout(WAIT).expect("upstream request");
+        let field = |name: &str| -> Vec<&str> {
+            headers
+                .iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+                .collect()
+        };
+        // The client's own signature fields never arrive.
+        let [input] = field("signature-input")[..] else {
+            panic!("one Signature-Input: {headers:?}");
+        };
+        let [signature] = field("signature")[..] else {
+            panic!("one Signature: {headers:?}");
+        };
+        let (label, covered, params) = parse_signature_input(input);
+        assert_eq!(label, "wsgate");
+        assert_eq!(
+            covered,
+            [
+                "@method",
+                "@authority",
+                "@path",
+                "@query",
+                "x-auth-subject",
+                "x-auth-scope",
+                "x-auth-claims"
+            ]
+        );
+        let param = |k: &str| {
+            params
+                .iter()
+                .find(|(name, _)| name == k)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_else(|| panic!("no {k} in {input}"))
+        };
+        let created: u64 = param("created").parse().expect("created");
+        let expires: u64 = param("expires").parse().expect("expires");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
+        assert!(
+            created <= now && now - created < 30,
+            "created {created}, now {now}"
+        );
+        assert_eq!(expires, created + 60);
+        assert_eq!(param("alg"), "\"ed25519\"");
+        assert_eq!(
+            param("keyid"),
+            format!("\"{}\"", jwk["kid"].as_str().expect("kid"))
+        );
+        nonces.push(param("nonce"));
+
+        // RFC 9421 §2.5, rebuilt on the upstream's side from what it received.
+        let (path, query) = uri
+            .split_once('?')
+            .map_or((uri.as_str(), String::new()), |(p, q)| (p, format!("?{q}")));
+        assert_eq!(
+            query, "?room=7",
+            "the token parameter is stripped before signing"
+        );
+        let mut base = String::new();
+        for (name, value) in [
+            ("@method", "GET".to_string()),
+            ("@authority", field("host")[0].to_ascii_lowercase()),
+            ("@path", path.to_string()),
+            ("@query", query.clone()),
+            ("x-auth-subject", field("x-auth-subject")[0].to_string()),
+            ("x-auth-scope", field("x-auth-scope")[0].to_string()),
+            ("x-auth-claims", field("x-auth-claims")[0].to_string()),
+        ] {
+            base.push_str(&format!("\"{name}\": {}\n", value.trim()));
+        }
+        let (_, params_value) = input.split_once('=').expect("label");
+        base.push_str(&format!("\"@signature-params\": {params_value}"));
+        assert!(base.contains("\"x-auth-subject\": alice\n"), "{base}");
+        let sig = signature
+            .strip_prefix("wsgate=:")
+            .and_then(|v| v.strip_suffix(':'))
+            .map(|v| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(v)
+                    .expect("base64")
+            })
+            .expect("Signature member");
+        ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, &x)
+            .verify(base.as_bytes(), &sig)
+            .expect("the signature verifies with the served key");
+        let forged = base.replace("alice", "mallory");
+        assert!(
+            ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, &x)
+                .verify(forged.as_bytes(), &sig)
+                .is_err()
+        );
+    }
+    assert_ne!(nonces[0], nonces[1], "a fresh nonce per request");
+}
+
+#[test]
+fn sign_identity_without_an_identity_key_is_refused_and_no_key_serves_no_jwk() {
+    let dir = TempDir::new();
+    dir.write(
+        "hs.secret",
+        "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA",
+    );
+    let cfg = dir.write(
+        "wsgate.toml",
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n\n[[auth.key]]\nalg = \"HS256\"\nsecret_file = \"hs.secret\"\n\n\
+         [[route]]\npath = \"/chat\"\nupstream = [\"ws://127.0.0.1:9/chat\"]\nsign_identity = true\n",
+    );
+    let (code, out, err) = run(&["check", "-c", cfg.to_str().expect("utf8")]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(
+        format!("{out}{err}").contains("route[0].sign_identity"),
+        "{out}{err}"
+    );
+    let gw = gateway(&["ws://127.0.0.1:9/chat".to_string()]);
+    assert_eq!(
+        http_get(admin_addr(&gw), "/.well-known/identity-key.jwk").0,
+        404
+    );
 }

@@ -77,6 +77,8 @@ pub struct Runtime {
     pub leeway_secs: u64,
     /// Per route, the resolved address of each upstream (empty for echo routes).
     pub upstream_addrs: Vec<Vec<SocketAddr>>,
+    /// `[admin] identity_key`: signs identity headers on `sign_identity` routes (SPEC §5).
+    pub identity: Option<Arc<crate::proto::http::client::sign::IdentitySigner>>,
     /// Per route, per upstream: the TLS client side of `wss://` upstreams.
     pub upstream_tls: Vec<Vec<Option<super::tls::UpstreamTls>>>,
     /// Per route, round-robin and health of its upstreams: one view per process, shared

@@ -61,8 +61,20 @@ pub(super) fn upstream_plan(
     let Some(r) = rt.gate.routes.get(route) else {
         return Ok(None);
     };
-    let Backend::Upstream { urls, .. } = &r.backend else {
+    let Backend::Upstream {
+        urls,
+        sign_identity,
+        ..
+    } = &r.backend
+    else {
         return Ok(None);
+    };
+    let rng = ring::rand::SystemRandom::new();
+    // SPEC §5 `sign_identity`: config validation guarantees the key; without one, 502.
+    let signer = match (*sign_identity, &rt.identity) {
+        (false, _) => None,
+        (true, Some(signer)) => Some(signer),
+        (true, None) => return Err(Reject::BadGateway),
     };
     let mut offered: Vec<String> = Vec::new();
     for value in head.headers_named("sec-websocket-protocol") {
@@ -84,7 +96,7 @@ pub(super) fn upstream_plan(
     let token_cookies: Vec<&str> = rt.token_cookie_names.iter().map(String::as_str).collect();
     let offered_refs: Vec<&str> = offered.iter().map(String::as_str).collect();
     let scope = identity.map(|i| i.scopes.join(" "));
-    let key = random_key(&ring::rand::SystemRandom::new()).map_err(|_| Reject::BadGateway)?;
+    let key = random_key(&rng).map_err(|_| Reject::BadGateway)?;
     let mut requests = Vec::with_capacity(urls.len());
     let mut forged_headers = 0;
     for url in urls {
@@ -105,6 +117,18 @@ pub(super) fn upstream_plan(
         let mut request = Vec::with_capacity(512);
         forged_headers =
             write_upstream_request(&forward, &key, &mut request).map_err(|_| Reject::BadGateway)?;
+        if let Some(signer) = signer {
+            // RFC 9421: a fresh nonce per signed request, `created` from the wall clock.
+            let mut nonce = [0u8; 16];
+            ring::rand::SecureRandom::fill(&rng, &mut nonce).map_err(|_| Reject::BadGateway)?;
+            let nonce = base64::engine::Engine::encode(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                nonce,
+            );
+            signer
+                .sign_request(&mut request, crate::clock::unix_now(), &nonce)
+                .map_err(|_| Reject::BadGateway)?;
+        }
         requests.push(request);
     }
     if requests.is_empty() {
