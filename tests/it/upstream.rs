@@ -768,3 +768,35 @@ fn sign_identity_without_an_identity_key_is_refused_and_no_key_serves_no_jwk() {
         404
     );
 }
+
+#[test]
+fn wss_upstream_that_never_finishes_the_tls_handshake_is_504() {
+    // Accepts TCP, reads the ClientHello, never answers.
+    let local = std::net::ToSocketAddrs::to_socket_addrs(&("localhost", 0))
+        .expect("resolve localhost")
+        .next()
+        .expect("an address");
+    let listener = TcpListener::bind(local).expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            let _ = stream.read(&mut [0u8; 4096]);
+            held.push(stream);
+        }
+    });
+    let pki = pki(&["localhost"]);
+    let dir = TempDir::new();
+    dir.write("ca.pem", &pki.ca_pem);
+    let gw = gateway_in(
+        dir,
+        &[format!("wss://localhost:{port}/chat")],
+        "",
+        "upstream_ca = \"ca.pem\"\nupstream_timeout = \"1s\"",
+    );
+    let started = std::time::Instant::now();
+    let (r, _s) = upgrade(&gw);
+    assert_eq!(r.status, 504, "{r:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
