@@ -20,3 +20,4 @@ mod session;
 mod tls;
 mod tokens;
 mod upstream;
+mod upstream_tls;
