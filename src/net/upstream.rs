@@ -147,21 +147,22 @@ impl UpstreamLeg {
         Ok(())
     }
 
-    /// While connecting: Some(true) once connected, Some(false) while in progress, None
-    /// when the connect failed (refused, unreachable): try another upstream.
-    pub fn poll_connected(&mut self) -> Option<bool> {
+    /// While connecting: Ok(true) once connected, Ok(false) while in progress, the OS
+    /// error when the connect failed (refused, unreachable): try another upstream.
+    pub fn poll_connected(&mut self) -> io::Result<bool> {
         // mio: after a writable event, `take_error` then `peer_addr` tell the outcome.
-        if let Ok(Some(_)) | Err(_) = self.socket.take_error() {
-            return None;
+        match self.socket.take_error() {
+            Ok(Some(e)) | Err(e) => return Err(e),
+            Ok(None) => {}
         }
         match self.socket.peer_addr() {
             Ok(_) => {
                 self.state = LegState::Handshaking;
                 self.wbuf = std::mem::take(&mut self.request);
-                Some(true)
+                Ok(true)
             }
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => Some(false),
-            Err(_) => None,
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+            Err(e) => Err(e),
         }
     }
 

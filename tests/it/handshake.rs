@@ -91,6 +91,55 @@ fn malformed_requests_get_400() {
 }
 
 #[test]
+fn body_framing_on_the_upgrade_gets_400() {
+    // RFC 9112 §6.3, SPEC §4: a GET upgrade has no body; bytes after the head are frames,
+    // so a framing header would make them ambiguous. Refused, and the "body" never
+    // reaches the echo backend as frames.
+    let gw = Gateway::start(&public_config(""));
+    let frame = client_frame(true, 1, b"smuggled");
+    for extra in [
+        "Content-Length: 14",
+        "Transfer-Encoding: chunked",
+        "Content-Length: 14\r\nTransfer-Encoding: chunked",
+        "Content-Length: 0",
+    ] {
+        let mut req = upgrade_request("/echo", &[extra]).into_bytes();
+        req.extend_from_slice(&frame);
+        let r = assert_rejected(&gw, &req, 400);
+        assert_eq!(r.header("connection"), Some("close"), "{extra}");
+    }
+}
+
+#[test]
+fn connection_ids_in_logs_are_never_reused() {
+    // SPEC §7: a connection id is unique for the process's life, although a worker
+    // reuses the slot of a closed connection for the next one.
+    let gw = Gateway::start(&public_config("").replace("workers = 2", "workers = 1"));
+    for _ in 0..5 {
+        let mut s = open(&gw, "/echo", &[]);
+        s.write_all(&client_frame(true, 8, &[0x03, 0xe8]))
+            .expect("close");
+        assert_eq!(read_close(&mut s).0, Some(1000));
+        assert!(reads_to_eof(&mut s));
+    }
+    // The fifth accept is logged after the other four (ids count from 1 per process).
+    gw.wait_log("worker=0 accepted");
+    let fifth = gw.wait_log("conn=5 ");
+    assert!(fifth.contains("accepted"), "{fifth}");
+    let logs = gw.logs();
+    let accepted: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains(" accepted"))
+        .filter_map(|l| l.split("conn=").nth(1)?.split(' ').next())
+        .collect();
+    assert_eq!(accepted.len(), 5, "{logs}");
+    let mut unique = accepted.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), 5, "ids reused: {accepted:?}");
+}
+
+#[test]
 fn method_version_and_route() {
     let gw = Gateway::start(&public_config(""));
     let post = upgrade_request("/echo", &[]).replacen("GET", "POST", 1);

@@ -937,6 +937,19 @@ fn in_band_refresh_is_answered_by_the_gateway_and_never_forwarded() {
     let v: serde_json::Value = serde_json::from_str(&next_text(&mut s)).expect("json");
     assert_eq!(v["type"], "wsgate.refresh_failed", "{v}");
 
+    // SPEC §6: JSON whitespace as common writers produce it (Python's json.dumps) is a
+    // refresh message too; valid or not, it never reaches the upstream.
+    let spaced = token("rae", "rae-3", 7200, "chat");
+    text(
+        &mut s,
+        &format!(r#"{{ "type": "wsgate.refresh", "token": "{spaced}" }}"#),
+    );
+    let v: serde_json::Value = serde_json::from_str(&next_text(&mut s)).expect("json");
+    assert_eq!(v["type"], "wsgate.refreshed", "{v}");
+    text(&mut s, "{\n  \"type\" :\t\"wsgate.refresh\", \"token\": 5}");
+    let v: serde_json::Value = serde_json::from_str(&next_text(&mut s)).expect("json");
+    assert_eq!(v["type"], "wsgate.refresh_failed", "{v}");
+
     text(&mut s, "after");
     assert_eq!(next_text(&mut s), "after");
     // Exactly the two ordinary messages reached the upstream, in order.
@@ -947,6 +960,7 @@ fn in_band_refresh_is_answered_by_the_gateway_and_never_forwarded() {
         "something else reached the upstream"
     );
     assert!(!gw.logs().contains(&fresh));
+    assert!(!gw.logs().contains(&spaced));
 }
 
 // ------------------------------------------------------------------------------------

@@ -175,6 +175,20 @@ fn a_bad_refresh_is_answered_and_not_echoed() {
     text(&mut s, r#"{"type":"wsgate.refresh" garbage"#);
     let failed: serde_json::Value = serde_json::from_str(&next_text(&mut s)).expect("json");
     assert_eq!(failed["reason"], "malformed refresh message");
+    // SPEC §6: JSON whitespace between the leading tokens (json.dumps writes this).
+    text(
+        &mut s,
+        r#"{"type": "wsgate.refresh", "token": "not.a.token"}"#,
+    );
+    let failed: serde_json::Value = serde_json::from_str(&next_text(&mut s)).expect("json");
+    assert_eq!(failed["type"], "wsgate.refresh_failed");
+    let good = token("dave", 7200, "echo");
+    text(
+        &mut s,
+        &format!("{{ \"type\" : \"wsgate.refresh\",\n \"token\": \"{good}\" }}"),
+    );
+    let ok: serde_json::Value = serde_json::from_str(&next_text(&mut s)).expect("json");
+    assert_eq!(ok["type"], "wsgate.refreshed");
     text(&mut s, "ordinary");
     assert_eq!(next_text(&mut s), "ordinary");
 }

@@ -5,13 +5,14 @@
 use std::time::{Duration, Instant};
 
 use super::handshake::{handshake, reject};
-use super::proxy::{mark_down, proxy};
+use super::proxy::{log_upstream_failure, mark_down, proxy};
 use super::{
     index, read_lock, unindex, wants_read, Env, Runtime, Shared, KEEP_CAPACITY, MAX_READS_PER_TURN,
 };
 use crate::auth::verify::Scratch;
 use crate::clock;
-use crate::gate::decide::{Identity, REFRESH_PREFIX};
+use crate::gate::decide::Identity;
+use crate::gate::refresh::is_refresh;
 use crate::gate::reject::Reject;
 use crate::net::conn::{Conn, Phase, ReadOutcome};
 use crate::net::token::ConnId;
@@ -22,7 +23,7 @@ use crate::proto::ws::session::{write_message, SessionState};
 
 pub(super) fn step(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant, timer: bool) -> bool {
     let rt = env.rt.clone();
-    if timer && !on_timer(conn, env, id, now) {
+    if timer && !on_timer(conn, env, now) {
         return false;
     }
     // Output first: a writable event after backpressure frees room before reading.
@@ -136,7 +137,7 @@ pub(super) fn step(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant, tim
 }
 
 /// Handles a fired timer. Returns false to drop the connection.
-fn on_timer(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant) -> bool {
+fn on_timer(conn: &mut Conn, env: &mut Env, now: Instant) -> bool {
     if conn.linger_until.is_some_and(|t| now >= t) {
         return false;
     }
@@ -146,18 +147,23 @@ fn on_timer(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant) -> bool {
             if !conn.received_any {
                 return false;
             }
-            reject(conn, env, id, Reject::HandshakeTimeout, None);
+            reject(conn, env, Reject::HandshakeTimeout, None);
         }
         Phase::Dialing { route } => {
             let route = *route;
             if let Some(leg) = conn.upstream.as_ref().filter(|l| now >= l.deadline) {
                 // SPEC §5: no complete answer within upstream_timeout → 504. A target
                 // that never even accepted the connection is marked down.
+                let what = match leg.state {
+                    LegState::Connecting => "connect: no answer within upstream_timeout",
+                    _ => "handshake: no answer within upstream_timeout",
+                };
+                log_upstream_failure((conn.serial, conn.peer), env, route, leg.target, &what);
                 if leg.state == LegState::Connecting {
                     mark_down(env, route, leg.target, now);
                 }
                 env.metrics.upstream_error();
-                reject(conn, env, id, Reject::GatewayTimeout, None);
+                reject(conn, env, Reject::GatewayTimeout, None);
             }
         }
         Phase::Open { session, .. } => {
@@ -212,7 +218,7 @@ fn on_data(conn: &mut Conn, env: &mut Env, id: ConnId, n: usize, now: Instant) {
             match reader.poll(&conn.rbuf, env.rt.max_request_bytes) {
                 Ok(None) => {}
                 Ok(Some(head_len)) => handshake(conn, env, id, head_len, now),
-                Err(e) => reject(conn, env, id, Reject::from(e), None),
+                Err(e) => reject(conn, env, Reject::from(e), None),
             }
         }
         Phase::Open { .. } => feed_session(conn, env, id, n, now),
@@ -239,7 +245,7 @@ pub(super) fn feed_session(conn: &mut Conn, env: &mut Env, id: ConnId, n: usize,
     let metrics = &*env.metrics;
     let upstream = &mut conn.upstream;
     let mut on_message = |kind: MessageKind, payload: &[u8], out: &mut Vec<u8>| {
-        if rt.refresh && kind == MessageKind::Text && payload.starts_with(REFRESH_PREFIX) {
+        if rt.refresh && kind == MessageKind::Text && is_refresh(payload) {
             if let Some(current) = identity.as_mut() {
                 let old_jti = current.jti.clone();
                 let live = LiveToken {

@@ -310,6 +310,7 @@ impl Worker {
             token_deadline: None,
             notice_at: None,
             accepted_at: now,
+            serial: super::conn::next_serial(),
         });
         let Some(conn) = self.conns.get_mut(id) else {
             return;
@@ -324,8 +325,8 @@ impl Worker {
             return;
         }
         info!(
-            "conn={}.{} peer={peer} worker={} accepted",
-            self.env.index, id.index, self.env.index
+            "conn={} peer={peer} worker={} accepted",
+            conn.serial, self.env.index
         );
         if self.env.draining {
             self.remove(id);
@@ -354,7 +355,7 @@ impl Worker {
             match &mut conn.phase {
                 Phase::Handshake { .. } | Phase::Dialing { .. } => {
                     // Not upgraded yet: SPEC §4 "draining" is 503.
-                    reject(conn, &self.env, id, Reject::Draining, None);
+                    reject(conn, &self.env, Reject::Draining, None);
                 }
                 Phase::Open { session, .. } => {
                     // SPEC §6: SIGTERM closes every connection with 1001 "going away".
@@ -395,7 +396,7 @@ impl Worker {
                     let r = Reject::InvalidToken {
                         description: TokenError::Revoked.description(),
                     };
-                    reject(conn, &self.env, id, r, None);
+                    reject(conn, &self.env, r, None);
                 }
                 _ => continue,
             }
@@ -447,7 +448,7 @@ impl Worker {
                     continue;
                 }
                 (None, _) => {
-                    reject(conn, &self.env, id, Reject::NoRoute, None);
+                    reject(conn, &self.env, Reject::NoRoute, None);
                     unrouted += 1;
                     self.drive(id, false);
                     continue;
@@ -492,11 +493,7 @@ impl Worker {
         })) {
             Ok(keep) => keep,
             Err(_) => {
-                crate::error!(
-                    "conn={}.{} dropped after an internal error",
-                    env.index,
-                    id.index
-                );
+                crate::error!("conn={} dropped after an internal error", conn.serial);
                 false
             }
         };
@@ -539,9 +536,8 @@ impl Worker {
             // 1006: the connection ended without any close frame (RFC 6455 §7.1.5).
             self.env.metrics.close(sent.or(received).unwrap_or(1006));
             info!(
-                "conn={}.{} peer={} closed sent={} received={} after={}ms",
-                self.env.index,
-                id.index,
+                "conn={} peer={} closed sent={} received={} after={}ms",
+                conn.serial,
                 conn.peer,
                 sent.map_or("-".to_string(), |c| c.to_string()),
                 received.map_or("-".to_string(), |c| c.to_string()),
