@@ -55,6 +55,7 @@ pub fn build_verifier(config: &Config) -> Result<Option<Verifier>, String> {
             audience: config.auth.audience.clone(),
             leeway_secs: config.auth.leeway.as_secs(),
             max_token_bytes: config.auth.max_token_bytes,
+            max_lifetime_secs: config.auth.max_lifetime.as_secs(),
         },
     }))
 }

@@ -189,6 +189,15 @@ fn a_bad_refresh_is_answered_and_not_echoed() {
     );
     let ok: serde_json::Value = serde_json::from_str(&next_text(&mut s)).expect("json");
     assert_eq!(ok["type"], "wsgate.refreshed");
+    // SPEC §3 auth.max_lifetime (default 24h) holds on refresh too.
+    let too_long = token("dave", 48 * 3600, "echo");
+    text(
+        &mut s,
+        &format!(r#"{{"type":"wsgate.refresh","token":"{too_long}"}}"#),
+    );
+    let failed: serde_json::Value = serde_json::from_str(&next_text(&mut s)).expect("json");
+    assert_eq!(failed["type"], "wsgate.refresh_failed");
+    assert_eq!(failed["reason"], "invalid claims");
     text(&mut s, "ordinary");
     assert_eq!(next_text(&mut s), "ordinary");
 }
