@@ -132,6 +132,19 @@ impl IpTable {
         e.connections = e.connections.saturating_add(1);
     }
 
+    /// SPEC §4, at accept: counts a new connection from `ip` unless that would pass
+    /// `per_ip_connections` (0 = no limit); false = close it at once, uncounted.
+    pub fn try_connection_opened(&self, ip: IpAddr, now: Instant) -> bool {
+        let limit = self.budget().connections;
+        let mut shard = self.shard(&ip);
+        let e = self.entry(&mut shard, ip, now);
+        if limit > 0 && e.connections >= limit {
+            return false;
+        }
+        e.connections = e.connections.saturating_add(1);
+        true
+    }
+
     /// Uncounts a connection from `ip`.
     pub fn connection_closed(&self, ip: IpAddr, now: Instant) {
         let mut shard = self.shard(&ip);
@@ -162,6 +175,15 @@ impl IpTable {
             return Err(IpRefusal::AuthFailures(retry_after_secs(wait)));
         }
         Ok(())
+    }
+
+    /// SPEC §6: whether `ip` may have a token checked now (its failed-token budget is not
+    /// exhausted). An in-band refresh asks before any signature is checked; nothing is
+    /// taken (only failures take from this budget).
+    pub fn auth_allowed(&self, ip: IpAddr, now: Instant) -> bool {
+        let mut shard = self.shard(&ip);
+        let e = self.entry(&mut shard, ip, now);
+        e.auth_failures.retry_after(1, now).is_zero()
     }
 
     /// Records one failed token verification from `ip`.
@@ -291,6 +313,45 @@ mod table_tests {
         t.connection_opened(ip, t9);
         t.connection_closed(ip, t9);
         assert_eq!(t.tracked(), 1);
+    }
+
+    #[test]
+    fn accept_refuses_past_the_per_ip_cap_without_counting() {
+        let t0 = crate::fuzzing::virtual_epoch();
+        let t = IpTable::new(budget());
+        let ip: IpAddr = "10.0.0.4".parse().expect("ip");
+        assert!(t.try_connection_opened(ip, t0));
+        assert!(t.try_connection_opened(ip, t0));
+        assert!(!t.try_connection_opened(ip, t0));
+        assert!(!t.try_connection_opened(ip, t0));
+        // Another address has its own budget.
+        assert!(t.try_connection_opened("10.0.0.5".parse().expect("ip"), t0));
+        // The refused ones were not counted: one close makes room for one.
+        t.connection_closed(ip, t0);
+        assert!(t.try_connection_opened(ip, t0));
+        assert!(!t.try_connection_opened(ip, t0));
+        // 0 = no limit.
+        let open = IpTable::new(IpBudget {
+            connections: 0,
+            ..budget()
+        });
+        for _ in 0..100 {
+            assert!(open.try_connection_opened(ip, t0));
+        }
+    }
+
+    #[test]
+    fn auth_allowed_asks_without_taking() {
+        let t0 = crate::fuzzing::virtual_epoch();
+        let t = IpTable::new(budget());
+        let ip: IpAddr = "10.0.0.6".parse().expect("ip");
+        for _ in 0..5 {
+            assert!(t.auth_allowed(ip, t0));
+        }
+        t.auth_failed(ip, t0);
+        assert!(!t.auth_allowed(ip, t0));
+        assert!(t.auth_allowed("10.0.0.7".parse().expect("ip"), t0));
+        assert!(t.auth_allowed(ip, t0 + Duration::from_secs(1)));
     }
 
     #[test]

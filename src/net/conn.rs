@@ -95,6 +95,8 @@ pub struct Conn {
     /// The connection's id in logs: unique for the process's life (SPEC §7), never
     /// reused like a slab slot is.
     pub serial: u64,
+    /// SPEC §6: in-band refreshes that failed on this connection.
+    pub failed_refreshes: u32,
 }
 
 /// The next connection id for logs: process-wide, starting at 1, never reused (64 bits

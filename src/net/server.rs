@@ -184,6 +184,7 @@ pub fn build_runtime(config: &Config) -> Result<Runtime, String> {
         tls,
         refresh: config.session.refresh == crate::config::Refresh::Message,
         expiry_notice: config.session.expiry_notice,
+        max_failed_refreshes: config.session.max_failed_refreshes,
         leeway_secs: config.auth.leeway.as_secs(),
         upstream_addrs,
         token_cookie_names,

@@ -2,6 +2,7 @@
 //! (`step`), feed received frames to its session, and keep its token deadlines (SPEC §5
 //! expiry, notice and refresh).
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::handshake::{handshake, reject};
@@ -9,6 +10,7 @@ use super::proxy::{log_upstream_failure, mark_down, proxy};
 use super::{
     index, read_lock, unindex, wants_read, Env, Runtime, Shared, KEEP_CAPACITY, MAX_READS_PER_TURN,
 };
+use crate::auth::revocation::token_lifetime;
 use crate::auth::verify::Scratch;
 use crate::clock;
 use crate::gate::decide::Identity;
@@ -244,7 +246,15 @@ pub(super) fn feed_session(conn: &mut Conn, env: &mut Env, id: ConnId, n: usize,
     let by_jti = &mut env.by_jti;
     let metrics = &*env.metrics;
     let upstream = &mut conn.upstream;
+    let peer = conn.peer.ip();
+    let failed = &mut conn.failed_refreshes;
+    // SPEC §6: past max_failed_refreshes the connection closes; nothing after the
+    // refresh that passed the limit is delivered.
+    let mut too_many = false;
     let mut on_message = |kind: MessageKind, payload: &[u8], out: &mut Vec<u8>| {
+        if too_many {
+            return;
+        }
         if rt.refresh && kind == MessageKind::Text && is_refresh(payload) {
             if let Some(current) = identity.as_mut() {
                 let old_jti = current.jti.clone();
@@ -253,8 +263,12 @@ pub(super) fn feed_session(conn: &mut Conn, env: &mut Env, id: ConnId, n: usize,
                     shared,
                     route,
                     now,
+                    peer,
                 };
-                live.refresh(current, payload, scratch, out, times.0, times.1);
+                if !live.refresh(current, payload, scratch, out, times.0, times.1) {
+                    *failed = failed.saturating_add(1);
+                    too_many = *failed > rt.max_failed_refreshes;
+                }
                 if current.jti != old_jti {
                     if let Some(j) = &old_jti {
                         unindex(by_jti, j, id);
@@ -285,6 +299,11 @@ pub(super) fn feed_session(conn: &mut Conn, env: &mut Env, id: ConnId, n: usize,
         conn.rbuf.extend_from_slice(&env.readbuf[..n]);
         let used = session.handle_input(&mut conn.rbuf, now, &mut conn.wbuf, &mut on_message);
         conn.rbuf.drain(..used);
+    }
+    if too_many {
+        let why = ProtocolError::TooManyFailedRefreshes;
+        session.close(why.close_code(), why.reason(), &mut conn.wbuf);
+        conn.rbuf = Vec::new();
     }
     if conn.rbuf.is_empty() && conn.rbuf.capacity() > KEEP_CAPACITY {
         conn.rbuf = Vec::new();
@@ -324,10 +343,14 @@ struct LiveToken<'a> {
     shared: &'a Shared,
     route: usize,
     now: Instant,
+    /// The client's address: failed refreshes count against its `per_ip_auth_failures`.
+    peer: std::net::IpAddr,
 }
 
 impl LiveToken<'_> {
     /// Handles one `wsgate.refresh` message; the reply goes to `out`, never to the backend.
+    /// Returns false when it failed (the caller counts it against the connection's
+    /// `max_failed_refreshes`).
     fn refresh(
         &self,
         current: &mut Identity,
@@ -336,26 +359,38 @@ impl LiveToken<'_> {
         out: &mut Vec<u8>,
         deadline: &mut Option<Instant>,
         notice: &mut Option<Instant>,
-    ) {
+    ) -> bool {
         let now_unix = clock::unix_now();
-        let result = self
-            .rt
-            .gate
-            .refresh(self.route, current, payload, now_unix, scratch)
-            .and_then(|new| {
-                let revoked = read_lock(&self.shared.revocations).is_revoked(
-                    new.jti.as_deref(),
-                    &new.sub,
-                    new.iat,
-                );
-                if revoked {
-                    Err("token revoked")
-                } else {
-                    Ok(new)
-                }
-            });
+        let ips = &self.shared.ips;
+        // SPEC §6: past the address's failed-token budget a refresh is refused before any
+        // signature is checked.
+        let result = if ips.auth_allowed(self.peer, self.now) {
+            self.rt
+                .gate
+                .refresh(self.route, current, payload, now_unix, scratch)
+        } else {
+            Err("too many failures")
+        };
+        let result = result.and_then(|new| {
+            let revoked = read_lock(&self.shared.revocations).is_revoked(
+                new.jti.as_deref(),
+                &new.sub,
+                new.iat,
+            );
+            if revoked {
+                Err("token revoked")
+            } else {
+                Ok(new)
+            }
+        });
+        let ok = result.is_ok();
         let reply = match result {
             Ok(new) => {
+                // Revocation retention keeps `sub` entries for the longest lifetime seen.
+                self.shared.longest_lifetime.fetch_max(
+                    token_lifetime(new.exp, new.iat, now_unix),
+                    Ordering::Relaxed,
+                );
                 let (d, n) = token_times(self.rt, new.exp, self.now, now_unix);
                 *deadline = d;
                 *notice = n;
@@ -364,10 +399,13 @@ impl LiveToken<'_> {
                 reply
             }
             Err(reason) => {
+                // Counts like a failed handshake token (SPEC §6).
+                ips.auth_failed(self.peer, self.now);
                 serde_json::json!({"type": "wsgate.refresh_failed", "reason": reason}).to_string()
             }
         };
         write_message(out, MessageKind::Text, reply.as_bytes());
+        ok
     }
 }
 

@@ -74,6 +74,8 @@ pub struct Runtime {
     pub refresh: bool,
     /// SPEC `session.expiry_notice`.
     pub expiry_notice: Duration,
+    /// SPEC `session.max_failed_refreshes`.
+    pub max_failed_refreshes: u32,
     /// SPEC `auth.leeway`, whole seconds.
     pub leeway_secs: u64,
     /// Per route, the resolved address of each upstream (empty for echo routes).
@@ -311,6 +313,7 @@ impl Worker {
             notice_at: None,
             accepted_at: now,
             serial: super::conn::next_serial(),
+            failed_refreshes: 0,
         });
         let Some(conn) = self.conns.get_mut(id) else {
             return;
