@@ -321,7 +321,9 @@ impl UpstreamLeg {
 
     /// Relays every complete upstream frame in `rbuf` to `client_out` (data frames as
     /// they are: unmasked server frames are valid for the client), answers pings, and
-    /// stops when `client_out` reaches `limit` (backpressure) or a close arrives.
+    /// stops when `client_out` reaches `limit` (backpressure) or a close arrives. A ping
+    /// waits in `rbuf` while the pongs already queued for the upstream reach `limit`:
+    /// an upstream that pings without reading costs bounded memory, as a client does.
     /// Frames longer than `max_frame` break the leg (bounded memory).
     pub fn relay(&mut self, client_out: &mut Vec<u8>, limit: usize, max_frame: u64) -> Relayed {
         let mut pos = 0;
@@ -351,6 +353,9 @@ impl UpstreamLeg {
                 break Relayed::Continue;
             };
             let payload = &frame[header_len..];
+            if op == OpCode::Ping && self.wbuf.len() >= limit {
+                break Relayed::Continue;
+            }
             match op {
                 OpCode::Ping => {
                     let payload = payload.to_vec();

@@ -301,6 +301,12 @@ pub(super) fn proxy(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant) ->
         if leg.state == LegState::Done || leg.eof {
             break;
         }
+        // An upstream whose pings wait for it to read our pongs (relay stops at
+        // write_buffer of them) is read no further; its writable edge resumes us, so no
+        // revisit is asked for (it would spin).
+        if leg.state == LegState::Open && leg.wbuf.len() >= limit && leg.rbuf.len() >= rbuf_cap {
+            break;
+        }
         // Backpressure (SPEC §5): read the upstream only while the client's output and
         // the not-yet-relayed bytes are under their bounds (one whole frame may need up
         // to max_frame).
