@@ -278,6 +278,7 @@ pub fn start_on(
     };
     let shared = Arc::new(Shared {
         open: AtomicUsize::new(0),
+        max_connections: AtomicUsize::new(config.server.max_connections),
         per_worker: (0..n).map(|_| AtomicUsize::new(0)).collect(),
         accepted_per_worker: (0..n).map(|_| AtomicUsize::new(0)).collect(),
         ips: IpTable::new(IpBudget {
@@ -386,6 +387,9 @@ impl Running {
             .subjects
             .limit
             .store(l.per_subject_connections as usize, Ordering::Relaxed);
+        self.shared
+            .max_connections
+            .store(config.server.max_connections, Ordering::Relaxed);
         for (tx, waker, _) in &self.workers {
             let _ = tx.send(Command::Reload(rt.clone()));
             let _ = waker.wake();

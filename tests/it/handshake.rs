@@ -182,13 +182,19 @@ fn slowloris_gets_408_or_silent_close() {
 }
 
 #[test]
-fn max_connections_gives_503() {
+fn max_connections_closes_at_accept_without_a_response() {
+    // SPEC §4: at accept, before a byte is read, a connection past max_connections is
+    // closed at once, with no response. An idle TCP connect counts from its accept.
     let gw = Gateway::start(
         &public_config("").replace("workers = 2", "workers = 2\nmax_connections = 2"),
     );
-    let _a = open(&gw, "/echo", &[]);
-    let _b = open(&gw, "/echo", &[]);
-    assert_rejected(&gw, upgrade_request("/echo", &[]).as_bytes(), 503);
+    let mut a = open(&gw, "/echo", &[]);
+    let _idle = gw.connect();
+    assert!(answer_or_closed(gw.connect(), upgrade_request("/echo", &[]).as_bytes()).is_none());
+    // The connections within the cap are served.
+    a.write_all(&client_frame(true, 1, b"served"))
+        .expect("send");
+    assert_eq!(read_frame(&mut a), (true, 1, b"served".to_vec()));
 }
 
 #[test]

@@ -503,3 +503,28 @@ pub fn cpu_ticks(pid: u32) -> u64 {
     let stime: u64 = fields[12].parse().expect("stime");
     utime + stime
 }
+
+/// Sends `req` on `s` and reads the answer; None when the gateway closed the connection
+/// without sending a byte (SPEC §4: a connection past `max_connections` or
+/// `per_ip_connections` is closed at accept, with no response).
+pub fn answer_or_closed(mut s: TcpStream, req: &[u8]) -> Option<(Response, TcpStream)> {
+    // The write may fail when the close (a reset over the unread request) came first.
+    let _ = s.write_all(req);
+    let mut first = [0u8; 1];
+    match s.peek(&mut first) {
+        Ok(0) => None,
+        Ok(_) => {
+            let r = read_response(&mut s);
+            Some((r, s))
+        }
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+            ) =>
+        {
+            None
+        }
+        Err(e) => panic!("waiting for an answer or a close: {e}"),
+    }
+}

@@ -90,6 +90,8 @@ pub struct Runtime {
 pub struct Shared {
     /// Connections open in the process (from accept to close).
     pub open: AtomicUsize,
+    /// SPEC `server.max_connections`, enforced at accept (SIGHUP may change it).
+    pub max_connections: AtomicUsize,
     /// Connections open per worker.
     pub per_worker: Vec<AtomicUsize>,
     /// Connections accepted per worker since start.
