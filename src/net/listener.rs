@@ -174,15 +174,28 @@ impl Acceptor {
                     // Free the reserve, take one pending connection and close it.
                     self.reserve = None;
                     let taken = self.listeners[i].accept();
-                    self.reserve = open_reserve();
-                    match taken {
-                        Ok((socket, _)) => drop(socket),
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {}
+                    // The accepted socket is closed before the reserve is reopened in
+                    // its place.
+                    let done = match taken {
+                        Ok((socket, _)) => {
+                            drop(socket);
+                            None
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Some(false),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => None,
+                        Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => None,
                         // Still failing (another thread took the descriptor): wait.
-                        Err(_) => return true,
+                        Err(_) => Some(true),
+                    };
+                    self.reserve = open_reserve();
+                    if let Some(retry) = done {
+                        return retry;
                     }
+                }
+                Err(e) if out_of_descriptors(&e) => {
+                    // No reserve (it could not be reopened): wait rather than spin.
+                    self.warn_limit(&e);
+                    return true;
                 }
                 Err(e) => {
                     error!("acceptor: accept failed: {e}; retrying shortly");

@@ -1446,3 +1446,55 @@ fn partial_large_frames_cost_at_most_their_declared_size() {
         "fds {fds_before} -> {fds_after}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// File-descriptor exhaustion (SPEC §4: a reserve keeps the gateway able to accept and
+// close at its descriptor limit)
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn fd_exhaustion_closes_new_connections_without_spinning_and_recovers() {
+    let config = config("", &[]);
+    // The descriptors the gateway needs idle, measured on an unlimited twin.
+    let baseline = {
+        let gw = Gateway::start(&config);
+        fd_count(&gw)
+    };
+    let gw = Gateway::start_limited(TempDir::new(), &config, Some(baseline as u32 + 16));
+    // A flood of idle connects: far more than the descriptors left.
+    let flood: Vec<TcpStream> = (0..300)
+        .map(|_| connect_from(gw.addr, ATTACKER_IP, None))
+        .collect();
+    // At the limit, a new connection is closed at once (accept-and-close with the
+    // reserve), not left in the backlog to hang.
+    let t = Instant::now();
+    let probe = connect_from(gw.addr, VICTIM_IP, None);
+    assert!(
+        answer_or_closed(probe, upgrade_request("/echo", &[]).as_bytes()).is_none(),
+        "served at the descriptor limit?"
+    );
+    eprintln!("abuse[fd limit]: probe closed after {:?}", t.elapsed());
+    // Held at the limit, the gateway does not spin: a second costs far less than a
+    // second of CPU.
+    let cpu = cpu_ticks(gw.child.id());
+    std::thread::sleep(Duration::from_secs(1));
+    let spent = cpu_ticks(gw.child.id()) - cpu;
+    eprintln!("abuse[fd limit]: {spent} ticks of CPU in 1 s at the limit");
+    assert!(
+        spent < 50,
+        "the gateway spun at its fd limit: {spent} ticks in 1 s"
+    );
+    // The flood ends: its descriptors come back and a victim is served.
+    drop(flood);
+    let fds = fds_settle(&gw, baseline + 2, Duration::from_secs(10));
+    assert!(fds <= baseline + 2, "fds {fds}, baseline {baseline}");
+    let mut s = open_from(&gw, VICTIM_IP, &[]);
+    echo_once(&mut s, 1, b"served after the flood");
+    // The limit was reported, but not once per refused connection.
+    let warnings = gw
+        .logs()
+        .lines()
+        .filter(|l| l.contains("file-descriptor limit"))
+        .count();
+    assert!((1..=5).contains(&warnings), "{warnings} warnings");
+}

@@ -79,8 +79,25 @@ impl Gateway {
     /// Starts `wsgate serve -c <dir>/wsgate.toml` with `config` (which should listen on
     /// 127.0.0.1:0); `dir` may already hold key files the config names.
     pub fn start_in(dir: TempDir, config: &str) -> Gateway {
+        Gateway::start_limited(dir, config, None)
+    }
+
+    /// Like `start_in`, with the process's file-descriptor limit (RLIMIT_NOFILE) set to
+    /// `nofile` when given (through `sh -c 'ulimit -n N && exec ...'`, so the child's
+    /// pid is the gateway's).
+    pub fn start_limited(dir: TempDir, config: &str, nofile: Option<u32>) -> Gateway {
         let cfg = dir.write("wsgate.toml", config);
-        let mut child = Command::new(bin())
+        let mut command = match nofile {
+            None => Command::new(bin()),
+            Some(n) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(bin());
+                c
+            }
+        };
+        let mut child = command
             .args(["serve", "-c"])
             .arg(&cfg)
             .stdin(Stdio::null())
