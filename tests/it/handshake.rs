@@ -216,3 +216,24 @@ fn connections_land_on_every_worker() {
     }
     drop(conns);
 }
+
+#[test]
+fn refresh_messages_on_a_public_route_are_never_echoed() {
+    // SPEC §6: a message that passes the refresh test is never echoed or forwarded,
+    // valid or not; a public route has no token to refresh.
+    let gw = Gateway::start(&public_config(""));
+    let mut s = open(&gw, "/echo", &[]);
+    s.write_all(&client_frame(
+        true,
+        1,
+        br#"{ "type": "wsgate.refresh", "token": "secret.looking.token" }"#,
+    ))
+    .expect("send");
+    let (_, op, p) = read_frame(&mut s);
+    assert_eq!(op, 1);
+    let v: serde_json::Value = serde_json::from_slice(&p).expect("json");
+    assert_eq!(v["type"], "wsgate.refresh_failed", "{v}");
+    s.write_all(&client_frame(true, 1, b"ordinary"))
+        .expect("send");
+    assert_eq!(read_frame(&mut s), (true, 1, b"ordinary".to_vec()));
+}

@@ -279,6 +279,11 @@ pub(super) fn feed_session(conn: &mut Conn, env: &mut Env, id: ConnId, n: usize,
                 }
                 return;
             }
+            // A public route has no token to refresh; SPEC §6: a refresh message is
+            // never echoed or forwarded all the same.
+            let reply = r#"{"type":"wsgate.refresh_failed","reason":"no token to refresh"}"#;
+            write_message(out, MessageKind::Text, reply.as_bytes());
+            return;
         }
         metrics.message_in(payload.len() as u64);
         match upstream.as_mut() {
