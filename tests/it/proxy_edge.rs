@@ -1660,6 +1660,9 @@ fn upstream_ping_flood_without_reading_costs_bounded_memory() {
         up.accept();
         up.s.set_write_timeout(Some(Duration::from_secs(2)))
             .expect("timeout");
+        // A small send buffer here, so that what the kernel holds is mostly the
+        // gateway's receive buffer and the count measures the gateway.
+        let _ = socket2::SockRef::from(&up.s).set_send_buffer_size(64 * 1024);
         let ping = raw_frame(0x89, &[0x5a; 125], None);
         let burst: Vec<u8> = ping.repeat(512);
         while w.load(Ordering::Relaxed) < CAP {
