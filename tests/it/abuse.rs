@@ -1460,7 +1460,7 @@ fn fd_exhaustion_closes_new_connections_without_spinning_and_recovers() {
         let gw = Gateway::start(&config);
         fd_count(&gw)
     };
-    let gw = Gateway::start_limited(TempDir::new(), &config, Some(baseline as u32 + 16));
+    let gw = Gateway::start_limited(TempDir::new(), &config, Some(baseline as u32 + 16), &[]);
     // A flood of idle connects: far more than the descriptors left.
     let flood: Vec<TcpStream> = (0..300)
         .map(|_| connect_from(gw.addr, ATTACKER_IP, None))

@@ -122,7 +122,7 @@ expiry_notice = "60s""#,
     );
     let failed: serde_json::Value = serde_json::from_str(&next_text(&mut s)).expect("json");
     assert_eq!(failed["type"], "wsgate.refresh_failed");
-    assert_eq!(failed["reason"], "subject mismatch");
+    assert_eq!(failed["reason"], "invalid claims");
 
     // Lacking the route's scope: refused too.
     text(
@@ -177,7 +177,7 @@ max_failed_refreshes = 10"#,
     assert_eq!(failed["type"], "wsgate.refresh_failed");
     text(&mut s, r#"{"type":"wsgate.refresh" garbage"#);
     let failed: serde_json::Value = serde_json::from_str(&next_text(&mut s)).expect("json");
-    assert_eq!(failed["reason"], "malformed refresh message");
+    assert_eq!(failed["reason"], "malformed token");
     // SPEC §6: JSON whitespace between the leading tokens (json.dumps writes this).
     text(
         &mut s,

@@ -79,13 +79,23 @@ impl Gateway {
     /// Starts `wsgate serve -c <dir>/wsgate.toml` with `config` (which should listen on
     /// 127.0.0.1:0); `dir` may already hold key files the config names.
     pub fn start_in(dir: TempDir, config: &str) -> Gateway {
-        Gateway::start_limited(dir, config, None)
+        Gateway::start_limited(dir, config, None, &[])
     }
 
-    /// Like `start_in`, with the process's file-descriptor limit (RLIMIT_NOFILE) set to
-    /// `nofile` when given (through `sh -c 'ulimit -n N && exec ...'`, so the child's
+    /// Same, with extra environment variables for the gateway process.
+    pub fn start_with_env(dir: TempDir, config: &str, env: &[(&str, &str)]) -> Gateway {
+        Gateway::start_limited(dir, config, None, env)
+    }
+
+    /// Like `start_with_env`, with the process's file-descriptor limit (RLIMIT_NOFILE) set
+    /// to `nofile` when given (through `sh -c 'ulimit -n N && exec ...'`, so the child's
     /// pid is the gateway's).
-    pub fn start_limited(dir: TempDir, config: &str, nofile: Option<u32>) -> Gateway {
+    pub fn start_limited(
+        dir: TempDir,
+        config: &str,
+        nofile: Option<u32>,
+        env: &[(&str, &str)],
+    ) -> Gateway {
         let cfg = dir.write("wsgate.toml", config);
         let mut command = match nofile {
             None => Command::new(bin()),
@@ -100,6 +110,7 @@ impl Gateway {
         let mut child = command
             .args(["serve", "-c"])
             .arg(&cfg)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -7,9 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::handshake::{handshake, reject};
 use super::proxy::{log_upstream_failure, mark_down, proxy};
-use super::{
-    index, read_lock, unindex, wants_read, Env, Runtime, Shared, KEEP_CAPACITY, MAX_READS_PER_TURN,
-};
+use super::{index, unindex, wants_read, Env, Runtime, Shared, KEEP_CAPACITY, MAX_READS_PER_TURN};
 use crate::auth::revocation::token_lifetime;
 use crate::auth::verify::Scratch;
 use crate::clock;
@@ -377,11 +375,11 @@ impl LiveToken<'_> {
             Err("too many failures")
         };
         let result = result.and_then(|new| {
-            let revoked = read_lock(&self.shared.revocations).is_revoked(
-                new.jti.as_deref(),
-                &new.sub,
-                new.iat,
-            );
+            let revoked =
+                self.shared
+                    .revocations
+                    .load()
+                    .is_revoked(new.jti.as_deref(), &new.sub, new.iat);
             if revoked {
                 Err("token revoked")
             } else {
