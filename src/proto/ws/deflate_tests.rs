@@ -1,0 +1,354 @@
+use super::*;
+use crate::proto::ws::frame::{parse_header, write_frame};
+
+fn config(bits: u8, takeover: bool) -> DeflateConfig {
+    DeflateConfig {
+        server_max_window_bits: bits,
+        context_takeover: takeover,
+        min_size: 0,
+    }
+}
+
+fn answer_to(header: &str, cfg: &DeflateConfig) -> Result<Option<String>, MalformedOffer> {
+    Ok(negotiate([header.as_bytes()], cfg)?.map(|a| {
+        let mut out = Vec::new();
+        a.write_response(&mut out);
+        String::from_utf8(out).expect("ascii")
+    }))
+}
+
+#[test]
+fn negotiation_matrix() {
+    let off = config(15, false);
+    let on = config(15, true);
+    let cases: &[(&str, &DeflateConfig, Option<&str>)] = &[
+        // What browsers send.
+        (
+            "permessage-deflate; client_max_window_bits",
+            &on,
+            Some("permessage-deflate; client_max_window_bits=15"),
+        ),
+        ("permessage-deflate", &on, Some("permessage-deflate")),
+        (
+            "permessage-deflate",
+            &off,
+            Some("permessage-deflate; server_no_context_takeover; client_no_context_takeover"),
+        ),
+        // RFC 7692 §7.1.1.1: asked for, it must be answered even with takeover on.
+        (
+            "permessage-deflate; server_no_context_takeover",
+            &on,
+            Some("permessage-deflate; server_no_context_takeover"),
+        ),
+        (
+            "permessage-deflate; client_no_context_takeover",
+            &on,
+            Some("permessage-deflate; client_no_context_takeover"),
+        ),
+        // RFC 7692 §7.1.2.1: the same or a smaller value.
+        (
+            "permessage-deflate; server_max_window_bits=10",
+            &on,
+            Some("permessage-deflate; server_max_window_bits=10"),
+        ),
+        (
+            "permessage-deflate; server_max_window_bits=12",
+            &config(10, true),
+            Some("permessage-deflate; server_max_window_bits=10"),
+        ),
+        // Our own smaller window is announced unasked; the client's is answered only when named.
+        (
+            "permessage-deflate",
+            &config(11, true),
+            Some("permessage-deflate; server_max_window_bits=11"),
+        ),
+        (
+            "permessage-deflate; client_max_window_bits=9",
+            &on,
+            Some("permessage-deflate; client_max_window_bits=9"),
+        ),
+        (
+            "permessage-deflate; client_max_window_bits=15",
+            &config(12, true),
+            Some("permessage-deflate; server_max_window_bits=12; client_max_window_bits=12"),
+        ),
+        // Quoted values (RFC 7692 §7.1: the unescaped text must be a token).
+        (
+            "permessage-deflate; server_max_window_bits=\"10\"",
+            &on,
+            Some("permessage-deflate; server_max_window_bits=10"),
+        ),
+        // An 8-bit server window is beyond zlib: declined, and the next offer wins.
+        ("permessage-deflate; server_max_window_bits=8", &on, None),
+        (
+            "permessage-deflate; server_max_window_bits=8, permessage-deflate; client_no_context_takeover",
+            &on,
+            Some("permessage-deflate; client_no_context_takeover"),
+        ),
+        // First acceptable offer wins; other extensions are skipped.
+        (
+            "x-webkit-deflate-frame, permessage-deflate; server_max_window_bits=9, permessage-deflate",
+            &on,
+            Some("permessage-deflate; server_max_window_bits=9"),
+        ),
+        ("x-webkit-deflate-frame; max_window_bits=8", &on, None),
+        ("PerMessage-Deflate", &on, Some("permessage-deflate")),
+        ("permessage-deflate ;client_no_context_takeover ,", &on, Some("permessage-deflate; client_no_context_takeover")),
+    ];
+    for (header, cfg, expected) in cases {
+        let got = answer_to(header, cfg).unwrap_or_else(|_| panic!("{header:?} refused"));
+        assert_eq!(got.as_deref(), *expected, "{header:?}");
+    }
+}
+
+#[test]
+fn malformed_offers_are_refused() {
+    let on = config(15, true);
+    for header in [
+        "",
+        ",",
+        "permessage-deflate; unknown_param",
+        "permessage-deflate; server_max_window_bits",
+        "permessage-deflate; server_max_window_bits=7",
+        "permessage-deflate; server_max_window_bits=16",
+        "permessage-deflate; server_max_window_bits=010",
+        "permessage-deflate; client_max_window_bits=abc",
+        "permessage-deflate; client_max_window_bits=\"1 0\"",
+        "permessage-deflate; server_no_context_takeover=1",
+        "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
+        "permessage-deflate; client_max_window_bits; client_max_window_bits=10",
+        "permessage-deflate; server_max_window_bits=\"10",
+        "permessage-deflate;",
+        "permessage-deflate x",
+        "permessage-deflate; =10",
+        "perm\u{e9}ssage-deflate",
+        // A later malformed offer refuses the request too: the header is one list.
+        "permessage-deflate, permessage-deflate; bogus",
+    ] {
+        assert_eq!(answer_to(header, &on), Err(MalformedOffer), "{header:?}");
+    }
+    // Several header lines form one list.
+    let two = negotiate(
+        [
+            &b"x-other"[..],
+            &b"permessage-deflate; client_no_context_takeover"[..],
+        ],
+        &on,
+    );
+    assert!(two.expect("well-formed").is_some());
+    assert!(negotiate([&b"x-other"[..], &b"permessage-deflate;;"[..]], &on).is_err());
+    // No header at all: nothing to answer.
+    assert_eq!(negotiate(std::iter::empty::<&[u8]>(), &on), Ok(None));
+}
+
+fn agreement(takeover: bool) -> Agreement {
+    negotiate([&b"permessage-deflate"[..]], &config(15, takeover))
+        .expect("valid")
+        .expect("accepted")
+}
+
+/// RFC 7692 §7.2.3.1: "Hello" in one compressed frame.
+const HELLO: [u8; 7] = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+/// RFC 7692 §7.2.3.2: the second "Hello" with the LZ77 window taken over.
+const HELLO_AGAIN: [u8; 5] = [0xf2, 0x00, 0x11, 0x00, 0x00];
+
+#[test]
+fn rfc_7692_inflate_vectors() {
+    let mut pmd = PerMessageDeflate::new(agreement(true), None);
+    assert_eq!(pmd.inflate(&HELLO, 1024), Ok(&b"Hello"[..]));
+    // §7.2.3.2: with context takeover the second message refers back to the first.
+    assert_eq!(pmd.inflate(&HELLO_AGAIN, 1024), Ok(&b"Hello"[..]));
+    // Without it, the same bytes refer to a window that is gone.
+    let mut fresh = PerMessageDeflate::new(agreement(false), None);
+    assert_eq!(fresh.inflate(&HELLO, 1024), Ok(&b"Hello"[..]));
+    assert!(fresh.inflate(&HELLO_AGAIN, 1024).is_err());
+    // §7.2.3.3: a block with no compression.
+    let stored = [
+        0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00,
+    ];
+    assert_eq!(fresh.inflate(&stored, 1024), Ok(&b"Hello"[..]));
+    // §7.2.3.4: fragments are one stream: the payloads concatenated.
+    let (first, second) = ([0xf2, 0x48, 0xcd], [0xc9, 0xc9, 0x07, 0x00]);
+    let joined = [&first[..], &second[..]].concat();
+    assert_eq!(fresh.inflate(&joined, 1024), Ok(&b"Hello"[..]));
+    // §7.2.3.5: BFINAL set; the stream ends and the next message starts a new one.
+    let bfinal = [0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00];
+    let mut kept = PerMessageDeflate::new(agreement(true), None);
+    assert_eq!(kept.inflate(&bfinal, 1024), Ok(&b"Hello"[..]));
+    assert_eq!(kept.inflate(&HELLO, 1024), Ok(&b"Hello"[..]));
+    // §7.2.3.6: an empty payload is an empty message.
+    assert_eq!(kept.inflate(&[0x00], 1024), Ok(&b""[..]));
+    assert_eq!(kept.inflate(&[], 1024), Ok(&b""[..]));
+}
+
+fn deflated_frames(pmd: &mut PerMessageDeflate, messages: &[&[u8]]) -> Vec<Vec<u8>> {
+    messages
+        .iter()
+        .map(|m| {
+            let mut staging = pmd.take_staging();
+            write_frame(&mut staging, true, OpCode::Text, m);
+            let mut out = Vec::new();
+            pmd.send_staged(staging, &mut out);
+            out
+        })
+        .collect()
+}
+
+#[test]
+fn rfc_7692_deflate_vectors() {
+    // §7.2.3.1 / §7.2.3.2 byte for byte: FIN + RSV1 + text, then the payload without the tail.
+    let mut kept = PerMessageDeflate::new(agreement(true), None);
+    let frames = deflated_frames(&mut kept, &[b"Hello", b"Hello"]);
+    assert_eq!(frames[0], [&[0xc1, 0x07][..], &HELLO].concat());
+    assert_eq!(frames[1], [&[0xc1, 0x05][..], &HELLO_AGAIN].concat());
+    let mut fresh = PerMessageDeflate::new(agreement(false), None);
+    let frames = deflated_frames(&mut fresh, &[b"Hello", b"Hello"]);
+    assert_eq!(frames[0], frames[1]);
+    assert_eq!(frames[1], [&[0xc1, 0x07][..], &HELLO].concat());
+}
+
+#[test]
+fn round_trips_of_every_size_and_window() {
+    let text: Vec<u8> = (0..200_000u32)
+        .map(|i| b"{\"price\":12.5,\"sym\":\"ABC\"}"[(i % 26) as usize])
+        .collect();
+    for bits in MIN_WINDOW_BITS..=MAX_WINDOW_BITS {
+        for takeover in [false, true] {
+            let mut a = negotiate([&b"permessage-deflate"[..]], &config(bits, takeover))
+                .expect("valid")
+                .expect("accepted");
+            // The peer inflates what we send: the client side mirrors our window.
+            a.client_max_window_bits = None;
+            let mut server = PerMessageDeflate::new(a, None);
+            let mut peer = PerMessageDeflate::new(a, None);
+            for len in [0, 1, 125, 126, 65_535, 65_536, 200_000] {
+                let msg = &text[..len];
+                let out = deflated_frames(&mut server, &[msg]).remove(0);
+                let (header, header_len) = parse_header(&out).expect("ok").expect("whole");
+                assert_eq!(header.rsv, RSV1_FIELD, "RSV1 on a compressed frame");
+                assert!(header.fin);
+                assert_eq!(header.payload_len as usize, out.len() - header_len);
+                let inflated = peer.inflate(&out[header_len..], 1 << 20).expect("inflates");
+                assert_eq!(inflated, msg, "bits {bits} takeover {takeover} len {len}");
+            }
+        }
+    }
+}
+
+#[test]
+fn min_size_and_control_frames_go_out_unchanged() {
+    let mut a = agreement(false);
+    a.min_size = 10;
+    let mut pmd = PerMessageDeflate::new(a, None);
+    let mut staging = pmd.take_staging();
+    write_frame(&mut staging, true, OpCode::Text, b"short");
+    write_frame(&mut staging, true, OpCode::Ping, b"0123456789abcdef");
+    write_frame(&mut staging, true, OpCode::Close, &[0x03, 0xe8]);
+    let plain = staging.clone();
+    let mut out = Vec::new();
+    pmd.send_staged(staging, &mut out);
+    assert_eq!(out, plain);
+    // At min_size it is compressed.
+    let mut staging = pmd.take_staging();
+    write_frame(&mut staging, true, OpCode::Binary, b"0123456789");
+    let mut out = Vec::new();
+    pmd.send_staged(staging, &mut out);
+    assert_eq!(out[0], 0x80 | RSV1 | 0x2);
+}
+
+#[test]
+fn a_bomb_stops_at_the_limit_without_inflating_it_whole() {
+    // 16 MiB of zeros compress to about 16 KiB.
+    let zeros = vec![0u8; 16 << 20];
+    let mut sender = PerMessageDeflate::new(agreement(false), None);
+    let frame = deflated_frames(&mut sender, &[&zeros]).remove(0);
+    let (_, header_len) = parse_header(&frame).expect("ok").expect("whole");
+    let bomb = &frame[header_len..];
+    assert!(bomb.len() < 64 * 1024, "{} bytes", bomb.len());
+    for takeover in [false, true] {
+        let mut pmd = PerMessageDeflate::new(agreement(takeover), None);
+        let limit = 100_000u64;
+        assert_eq!(pmd.inflate(bomb, limit), Err(ProtocolError::MessageTooBig));
+        // The output never grew past the limit (plus the byte that showed it crossed, plus
+        // the allocator's rounding).
+        assert!(
+            pmd.inflated.capacity() <= 2 * limit as usize,
+            "{}",
+            pmd.inflated.capacity()
+        );
+        // Exactly at the limit is accepted (SPEC §3: limits are inclusive).
+        let exact = &zeros[..limit as usize];
+        let frame = deflated_frames(&mut sender, &[exact]).remove(0);
+        let (_, header_len) = parse_header(&frame).expect("ok").expect("whole");
+        let mut pmd = PerMessageDeflate::new(agreement(takeover), None);
+        assert_eq!(
+            pmd.inflate(&frame[header_len..], limit).map(<[u8]>::len),
+            Ok(exact.len())
+        );
+        assert_eq!(
+            pmd.inflate(&frame[header_len..], limit - 1),
+            Err(ProtocolError::MessageTooBig)
+        );
+    }
+}
+
+#[test]
+fn invalid_streams_are_1007() {
+    for takeover in [false, true] {
+        let mut pmd = PerMessageDeflate::new(agreement(takeover), None);
+        // BTYPE = 11 is reserved (RFC 1951 §3.2.3).
+        let e = pmd.inflate(&[0xff, 0xff, 0xff], 1024);
+        assert_eq!(e, Err(ProtocolError::InvalidCompressedData));
+        assert_eq!(ProtocolError::InvalidCompressedData.close_code(), 1007);
+        // A stored block whose length check fails.
+        let e = pmd.inflate(&[0x00, 0x05, 0x00, 0x00, 0x00, b'H'], 1024);
+        assert_eq!(e, Err(ProtocolError::InvalidCompressedData));
+        // A distance reaching before the start of a fresh window.
+        let mut fresh = PerMessageDeflate::new(agreement(false), None);
+        assert_eq!(
+            fresh.inflate(&HELLO_AGAIN, 1024),
+            Err(ProtocolError::InvalidCompressedData)
+        );
+        // The pool's decompressor is reset: the next message inflates.
+        assert_eq!(fresh.inflate(&HELLO, 1024), Ok(&b"Hello"[..]));
+    }
+}
+
+#[test]
+fn the_budget_declines_past_its_limit_and_gives_back_on_drop() {
+    let on = config(15, true);
+    let cost = agreement(true).state_cost();
+    assert!(cost > 0);
+    assert_eq!(agreement(false).state_cost(), 0);
+    let budget = MemoryBudget::new(2 * cost);
+    let offer = [&b"permessage-deflate"[..]];
+    let first = negotiate_within(offer, &on, &budget).expect("valid");
+    let second = negotiate_within(offer, &on, &budget).expect("valid");
+    assert!(first.as_ref().and_then(|f| f.1.as_ref()).is_some());
+    assert!(second.is_some());
+    assert_eq!(budget.used(), 2 * cost);
+    // Full: the extension is declined, the handshake goes on.
+    assert_eq!(
+        negotiate_within(offer, &on, &budget)
+            .expect("valid")
+            .map(|a| a.0),
+        None
+    );
+    // Without context takeover nothing is reserved, whatever the budget.
+    let off = negotiate_within(offer, &config(15, false), &budget).expect("valid");
+    assert!(off.is_some_and(|(_, ticket)| ticket.is_none()));
+    // A client that keeps no context costs only our side.
+    let half = negotiate_within(
+        [&b"permessage-deflate; client_no_context_takeover"[..]],
+        &on,
+        &MemoryBudget::new(usize::MAX),
+    )
+    .expect("valid")
+    .expect("accepted");
+    assert_eq!(half.0.state_cost(), deflate_cost(15));
+    drop(first);
+    assert_eq!(budget.used(), cost);
+    assert!(negotiate_within(offer, &on, &budget)
+        .expect("valid")
+        .is_some());
+}
