@@ -12,14 +12,14 @@
 //!   handshake ([`Ticket`]).
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::time::Instant;
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
 use super::frame::OpCode;
 use super::message::MessageKind;
 use crate::proto::error::ProtocolError;
+use crate::rate::TokenBucket;
 
 /// The extension's registered name (RFC 7692 §7).
 pub const EXTENSION: &str = "permessage-deflate";
@@ -42,432 +42,12 @@ const STEP: usize = 16 * 1024;
 /// Per-connection buffers larger than this are given back after a message.
 const KEEP_CAPACITY: usize = 64 * 1024;
 
-/// What the `[compression]` section allows (SPEC §10).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DeflateConfig {
-    /// The largest LZ77 window we compress with, 9..=15.
-    pub server_max_window_bits: u8,
-    /// `false`: both directions are negotiated with `*_no_context_takeover`.
-    pub context_takeover: bool,
-    /// Outgoing messages shorter than this are sent uncompressed.
-    pub min_size: usize,
-}
+mod offer;
 
-/// `Sec-WebSocket-Extensions` does not follow RFC 6455 §9.1, or a permessage-deflate offer
-/// breaks RFC 7692 §7.1 (unknown or repeated parameter, invalid value): 400.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MalformedOffer;
-
-/// The parameters both sides agreed on (RFC 7692 §7.1): what we answer and how we work.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Agreement {
-    /// We start every message with a fresh compressor.
-    pub server_no_context_takeover: bool,
-    /// The client starts every message with a fresh compressor.
-    pub client_no_context_takeover: bool,
-    /// Our window (9..=15); answered when offered or below 15.
-    pub server_max_window_bits: u8,
-    /// Whether `server_max_window_bits` goes in the answer.
-    pub answer_server_window: bool,
-    /// The client's window, answered only when its offer named `client_max_window_bits`.
-    pub client_max_window_bits: Option<u8>,
-    /// Outgoing messages shorter than this are sent uncompressed.
-    pub min_size: usize,
-}
-
-impl Agreement {
-    /// The `Sec-WebSocket-Extensions` value of the 101 (RFC 7692 §7.1).
-    pub fn write_response(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(EXTENSION.as_bytes());
-        if self.server_no_context_takeover {
-            out.extend_from_slice(b"; server_no_context_takeover");
-        }
-        if self.client_no_context_takeover {
-            out.extend_from_slice(b"; client_no_context_takeover");
-        }
-        if self.answer_server_window {
-            out.extend_from_slice(b"; server_max_window_bits=");
-            push_number(out, self.server_max_window_bits);
-        }
-        if let Some(bits) = self.client_max_window_bits {
-            out.extend_from_slice(b"; client_max_window_bits=");
-            push_number(out, bits);
-        }
-    }
-
-    /// Whether any compression state outlives a message on this connection.
-    pub fn keeps_state(&self) -> bool {
-        !self.server_no_context_takeover || !self.client_no_context_takeover
-    }
-
-    /// The window our decompressor needs for the client's messages.
-    fn inflate_window(&self) -> u8 {
-        self.client_max_window_bits
-            .unwrap_or(MAX_WINDOW_BITS)
-            .max(MIN_WINDOW_BITS)
-    }
-
-    /// Bytes of compression state this connection keeps between messages (0 without
-    /// context takeover): what the handshake reserves against [`MemoryBudget`].
-    pub fn state_cost(&self) -> usize {
-        let mut cost = 0;
-        if !self.server_no_context_takeover {
-            cost += deflate_cost(self.server_max_window_bits);
-        }
-        if !self.client_no_context_takeover {
-            cost += inflate_cost(self.inflate_window());
-        }
-        cost
-    }
-}
-
-/// Heap held by one raw compressor with this window, zlib-rs at memory level 8: the window
-/// (2 × 2^bits), its chain table (2 × 2^bits), the 64 KiB hash table, the 64 KiB symbol buffer,
-/// and the stream's own state. `tests/deflate_memory.rs` measures it and checks this bound.
-pub fn deflate_cost(window_bits: u8) -> usize {
-    (4usize << window_bits) + 128 * 1024 + 8 * 1024
-}
-
-/// Heap held by one raw decompressor with this window: the window (2^bits plus slack) and
-/// the stream's own state (its tables); measured in `tests/deflate_memory.rs`.
-pub fn inflate_cost(window_bits: u8) -> usize {
-    (1usize << window_bits) + 64 + 12 * 1024
-}
-
-fn push_number(out: &mut Vec<u8>, n: u8) {
-    if n >= 10 {
-        out.push(b'0' + n / 10);
-    }
-    out.push(b'0' + n % 10);
-}
-
-// ---------------------------------------------------------------------------------------
-// Negotiation (RFC 7692 §7.1; the header grammar of RFC 6455 §9.1)
-// ---------------------------------------------------------------------------------------
-
-/// One parameter's value as written: a token or the inside of a quoted-string.
-#[derive(Debug, Clone, Copy)]
-enum Value<'a> {
-    Token(&'a [u8]),
-    Quoted(&'a [u8]),
-}
-
-/// One permessage-deflate offer, checked against RFC 7692 §7.1.
-#[derive(Debug, Default, Clone, Copy)]
-struct Offer {
-    server_no_context_takeover: bool,
-    client_no_context_takeover: bool,
-    server_max_window_bits: Option<u8>,
-    /// `Some(None)`: named without a value (RFC 7692 §7.1.2.2 allows it in an offer).
-    client_max_window_bits: Option<Option<u8>>,
-}
-
-/// RFC 7230 §3.2.6 `tchar`.
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
-/// A cursor over one header value.
-struct Cursor<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Cursor<'a> {
-    fn peek(&self) -> Option<u8> {
-        self.bytes.get(self.at).copied()
-    }
-
-    fn skip_space(&mut self) {
-        while matches!(self.peek(), Some(b' ' | b'\t')) {
-            self.at += 1;
-        }
-    }
-
-    fn eat(&mut self, b: u8) -> bool {
-        self.skip_space();
-        if self.peek() == Some(b) {
-            self.at += 1;
-            true
-        } else {
-            false
-        }
-    }
-
-    fn token(&mut self) -> Result<&'a [u8], MalformedOffer> {
-        self.skip_space();
-        let start = self.at;
-        while self.peek().is_some_and(is_tchar) {
-            self.at += 1;
-        }
-        self.bytes
-            .get(start..self.at)
-            .filter(|t| !t.is_empty())
-            .ok_or(MalformedOffer)
-    }
-
-    /// RFC 7230 §3.2.6 quoted-string, after its opening quote; returns the raw inside.
-    fn quoted(&mut self) -> Result<&'a [u8], MalformedOffer> {
-        let start = self.at;
-        loop {
-            match self.peek() {
-                None => return Err(MalformedOffer),
-                Some(b'"') => {
-                    let inside = self.bytes.get(start..self.at).ok_or(MalformedOffer)?;
-                    self.at += 1;
-                    return Ok(inside);
-                }
-                Some(b'\\') => self.at += 2,
-                Some(b) if b == b'\t' || b >= 0x20 && b != 0x7f => self.at += 1,
-                Some(_) => return Err(MalformedOffer),
-            }
-        }
-    }
-
-    fn value(&mut self) -> Result<Value<'a>, MalformedOffer> {
-        self.skip_space();
-        if self.peek() == Some(b'"') {
-            self.at += 1;
-            self.quoted().map(Value::Quoted)
-        } else {
-            self.token().map(Value::Token)
-        }
-    }
-}
-
-/// RFC 7692 §7.1.2: a window size is 1*DIGIT in 8..=15 with no leading zero; inside a
-/// quoted-string the unescaped text must be such a token (RFC 7692 §7.1 last paragraph).
-fn window_bits(value: Value<'_>) -> Result<u8, MalformedOffer> {
-    let mut digits = [0u8; 2];
-    let mut n = 0;
-    let mut push = |b: u8| -> Result<(), MalformedOffer> {
-        let slot = digits.get_mut(n).ok_or(MalformedOffer)?;
-        *slot = b;
-        n += 1;
-        Ok(())
-    };
-    match value {
-        Value::Token(t) => t.iter().try_for_each(|&b| push(b))?,
-        Value::Quoted(q) => {
-            let mut escaped = false;
-            for &b in q {
-                if b == b'\\' && !escaped {
-                    escaped = true;
-                    continue;
-                }
-                escaped = false;
-                push(b)?;
-            }
-        }
-    }
-    let value = match digits.get(..n) {
-        Some([d]) if d.is_ascii_digit() => d - b'0',
-        Some([b'1', d]) if d.is_ascii_digit() => 10 + (d - b'0'),
-        _ => return Err(MalformedOffer),
-    };
-    if (8..=15).contains(&value) {
-        Ok(value)
-    } else {
-        Err(MalformedOffer)
-    }
-}
-
-/// Parses every element of one header value, calling `on_offer` for each permessage-deflate
-/// offer (others are skipped after their syntax is checked).
-fn parse_value(value: &[u8], on_offer: &mut dyn FnMut(Offer)) -> Result<(), MalformedOffer> {
-    let mut c = Cursor {
-        bytes: value,
-        at: 0,
-    };
-    let mut elements = 0;
-    loop {
-        c.skip_space();
-        if c.peek().is_none() {
-            break;
-        }
-        // RFC 7230 §7: empty list elements are tolerated.
-        if c.eat(b',') {
-            continue;
-        }
-        let name = c.token()?;
-        let ours = name.eq_ignore_ascii_case(EXTENSION.as_bytes());
-        let mut offer = Offer::default();
-        while c.eat(b';') {
-            let param = c.token()?;
-            let value = if c.eat(b'=') { Some(c.value()?) } else { None };
-            if ours {
-                accept_param(&mut offer, param, value)?;
-            }
-        }
-        c.skip_space();
-        if c.peek().is_some() && !c.eat(b',') {
-            return Err(MalformedOffer);
-        }
-        elements += 1;
-        if ours {
-            on_offer(offer);
-        }
-    }
-    // RFC 6455 §9.1: `1#extension`, at least one element.
-    if elements == 0 {
-        return Err(MalformedOffer);
-    }
-    Ok(())
-}
-
-/// RFC 7692 §7: an offer with an unknown parameter, a repeated one or an invalid value is
-/// refused (here: the whole request, 400).
-fn accept_param(
-    offer: &mut Offer,
-    name: &[u8],
-    value: Option<Value<'_>>,
-) -> Result<(), MalformedOffer> {
-    let flag = |set: &mut bool| {
-        if *set || value.is_some() {
-            return Err(MalformedOffer);
-        }
-        *set = true;
-        Ok(())
-    };
-    if name.eq_ignore_ascii_case(b"server_no_context_takeover") {
-        flag(&mut offer.server_no_context_takeover)
-    } else if name.eq_ignore_ascii_case(b"client_no_context_takeover") {
-        flag(&mut offer.client_no_context_takeover)
-    } else if name.eq_ignore_ascii_case(b"server_max_window_bits") {
-        // RFC 7692 §7.1.2.1: a value is required.
-        if offer.server_max_window_bits.is_some() {
-            return Err(MalformedOffer);
-        }
-        offer.server_max_window_bits = Some(window_bits(value.ok_or(MalformedOffer)?)?);
-        Ok(())
-    } else if name.eq_ignore_ascii_case(b"client_max_window_bits") {
-        // RFC 7692 §7.1.2.2: the value is optional in an offer.
-        if offer.client_max_window_bits.is_some() {
-            return Err(MalformedOffer);
-        }
-        offer.client_max_window_bits = Some(value.map(window_bits).transpose()?);
-        Ok(())
-    } else {
-        Err(MalformedOffer)
-    }
-}
-
-/// RFC 7692 §7.1: reads every `Sec-WebSocket-Extensions` value and answers the first
-/// acceptable permessage-deflate offer (`None`: no offer, or none acceptable).
-pub fn negotiate<'a>(
-    values: impl IntoIterator<Item = &'a [u8]>,
-    config: &DeflateConfig,
-) -> Result<Option<Agreement>, MalformedOffer> {
-    let mut chosen = None;
-    for value in values {
-        parse_value(value, &mut |offer| {
-            if chosen.is_none() {
-                chosen = answer(&offer, config);
-            }
-        })?;
-    }
-    Ok(chosen)
-}
-
-/// Our answer to one offer, or `None` to decline it.
-fn answer(offer: &Offer, config: &DeflateConfig) -> Option<Agreement> {
-    let ours = config
-        .server_max_window_bits
-        .clamp(MIN_WINDOW_BITS, MAX_WINDOW_BITS);
-    let server_max_window_bits = match offer.server_max_window_bits {
-        // RFC 7692 §7.1.2.1: answer the same or a smaller value, or decline; zlib cannot
-        // compress within 8 bits.
-        Some(asked) if asked < MIN_WINDOW_BITS => return None,
-        Some(asked) => asked.min(ours),
-        None => ours,
-    };
-    Some(Agreement {
-        // RFC 7692 §7.1.1.1: a server may add it unasked; it must when asked.
-        server_no_context_takeover: offer.server_no_context_takeover || !config.context_takeover,
-        // RFC 7692 §7.1.1.2: a server may add it unasked.
-        client_no_context_takeover: offer.client_no_context_takeover || !config.context_takeover,
-        server_max_window_bits,
-        // RFC 7692 §7.1.2.1: a server may limit its own window unasked.
-        answer_server_window: offer.server_max_window_bits.is_some()
-            || server_max_window_bits < MAX_WINDOW_BITS,
-        // RFC 7692 §7.1.2.2: only when offered; the same or a smaller value.
-        client_max_window_bits: offer
-            .client_max_window_bits
-            .map(|asked| asked.unwrap_or(MAX_WINDOW_BITS).min(ours)),
-        min_size: config.min_size,
-    })
-}
-
-// ---------------------------------------------------------------------------------------
-// Memory budget
-// ---------------------------------------------------------------------------------------
-
-/// `compression.memory`: the ceiling for all per-connection compression state together.
-#[derive(Debug)]
-pub struct MemoryBudget {
-    limit: usize,
-    used: AtomicUsize,
-}
-
-impl MemoryBudget {
-    /// A budget of `limit` bytes.
-    pub fn new(limit: usize) -> Arc<MemoryBudget> {
-        Arc::new(MemoryBudget {
-            limit,
-            used: AtomicUsize::new(0),
-        })
-    }
-
-    /// Bytes reserved now.
-    pub fn used(&self) -> usize {
-        self.used.load(Ordering::Relaxed)
-    }
-
-    /// Reserves `bytes` if they fit; released when the ticket drops.
-    pub fn reserve(self: &Arc<Self>, bytes: usize) -> Option<Ticket> {
-        self.used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                used.checked_add(bytes).filter(|&total| total <= self.limit)
-            })
-            .ok()?;
-        Some(Ticket {
-            budget: Arc::clone(self),
-            bytes,
-        })
-    }
-}
-
-/// A reservation against a [`MemoryBudget`], given back on drop.
-#[derive(Debug)]
-pub struct Ticket {
-    budget: Arc<MemoryBudget>,
-    bytes: usize,
-}
-
-impl Drop for Ticket {
-    fn drop(&mut self) {
-        self.budget.used.fetch_sub(self.bytes, Ordering::AcqRel);
-    }
-}
-
-/// Negotiates and, when the answer keeps state between messages, reserves it: past the
-/// budget the extension is declined (SPEC §10), never the handshake.
-pub fn negotiate_within<'a>(
-    values: impl IntoIterator<Item = &'a [u8]>,
-    config: &DeflateConfig,
-    budget: &Arc<MemoryBudget>,
-) -> Result<Option<(Agreement, Option<Ticket>)>, MalformedOffer> {
-    let Some(agreement) = negotiate(values, config)? else {
-        return Ok(None);
-    };
-    if !agreement.keeps_state() {
-        return Ok(Some((agreement, None)));
-    }
-    Ok(budget
-        .reserve(agreement.state_cost())
-        .map(|ticket| (agreement, Some(ticket))))
-}
-
+pub use offer::{
+    deflate_cost, inflate_cost, negotiate, negotiate_within, Agreement, DeflateConfig,
+    MalformedOffer, MemoryBudget, Ticket,
+};
 // ---------------------------------------------------------------------------------------
 // The worker's pool: state for contexts that are not taken over
 // ---------------------------------------------------------------------------------------
@@ -588,6 +168,33 @@ impl PerMessageDeflate {
         Ok(&self.inflated)
     }
 
+    /// RFC 7692 §7.2.2: a compressed message is complete: inflates it within `max_message`,
+    /// counts its inflated bytes against `bytes` (SPEC §10), checks text is UTF-8 (RFC 6455
+    /// §8.1), and hands it to `on_message`, whose frames are compressed on their way to `out`.
+    pub fn deliver_compressed<F>(
+        &mut self,
+        kind: MessageKind,
+        compressed: &[u8],
+        (max_message, bytes, now): (u64, &mut TokenBucket, Instant),
+        out: &mut Vec<u8>,
+        on_message: &mut F,
+    ) -> Result<(), ProtocolError>
+    where
+        F: FnMut(MessageKind, &[u8], &mut Vec<u8>),
+    {
+        let mut staging = self.take_staging();
+        let inflated = self.inflate(compressed, max_message)?;
+        if !bytes.try_take(inflated.len() as u64, now) {
+            return Err(ProtocolError::RateLimited);
+        }
+        if kind == MessageKind::Text && std::str::from_utf8(inflated).is_err() {
+            return Err(ProtocolError::InvalidUtf8);
+        }
+        on_message(kind, inflated, &mut staging);
+        self.send_staged(staging, out);
+        Ok(())
+    }
+
     /// Takes the staging buffer the application's frames are written to.
     pub fn take_staging(&mut self) -> Vec<u8> {
         let mut staging = std::mem::take(&mut self.staging);
@@ -675,6 +282,27 @@ impl PerMessageDeflate {
     fn release(&mut self) {
         if self.inflated.capacity() > KEEP_CAPACITY {
             self.inflated = Vec::new();
+        }
+    }
+}
+
+/// Hands a complete message to the application; with permessage-deflate, the frames it
+/// writes are compressed on their way to `out` (RFC 7692 §7.2.1).
+pub fn deliver<F>(
+    deflate: Option<&mut PerMessageDeflate>,
+    kind: MessageKind,
+    payload: &[u8],
+    out: &mut Vec<u8>,
+    on_message: &mut F,
+) where
+    F: FnMut(MessageKind, &[u8], &mut Vec<u8>),
+{
+    match deflate {
+        None => on_message(kind, payload, out),
+        Some(deflate) => {
+            let mut staging = deflate.take_staging();
+            on_message(kind, payload, &mut staging);
+            deflate.send_staged(staging, out);
         }
     }
 }
@@ -793,5 +421,4 @@ fn deflate_into(deflater: &mut Compress, payload: &[u8], out: &mut Vec<u8>) {
 }
 
 #[cfg(test)]
-#[path = "deflate_tests.rs"]
 mod tests;
