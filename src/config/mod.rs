@@ -14,10 +14,10 @@
 
 mod admin;
 mod auth;
+mod compression;
 mod document;
 mod limits;
 mod origin;
-mod compression;
 mod route;
 mod server;
 mod session;

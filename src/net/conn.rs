@@ -91,6 +91,9 @@ pub struct Conn {
     pub notice_at: Option<Instant>,
     /// When the connection was accepted.
     pub accepted_at: Instant,
+    /// SPEC §10: permessage-deflate agreed at the handshake of a proxied route, held for
+    /// the client's 101 (sent once the upstream answers).
+    pub deflate: Option<Box<crate::proto::ws::deflate::PerMessageDeflate>>,
 }
 
 impl Conn {

@@ -24,6 +24,7 @@ use crate::gate::decide::Gate;
 use crate::gate::limits::{IpBudget, IpTable, SubjectTable};
 use crate::gate::origin::OriginPolicy;
 use crate::metrics::Metrics;
+use crate::proto::ws::deflate::MemoryBudget;
 use crate::proto::ws::session::SessionLimits;
 use crate::{info, warn};
 
@@ -187,6 +188,10 @@ pub fn build_runtime(config: &Config) -> Result<Runtime, String> {
         upstream_addrs,
         token_cookie_names,
         plain: None,
+        compression: config
+            .compression
+            .permessage_deflate
+            .then_some(config.compression.deflate),
     })
 }
 
@@ -288,6 +293,7 @@ pub fn start_on(
         revocations: RwLock::new(revocations),
         longest_lifetime: AtomicU64::new(0),
         metrics: Arc::new(Metrics::new(n, &TokenError::REASON_LABELS)),
+        deflate_budget: MemoryBudget::new(config.compression.memory),
     });
     let mut workers = Vec::with_capacity(n);
     let mut handles = Vec::with_capacity(n);
@@ -384,6 +390,9 @@ impl Running {
             .subjects
             .limit
             .store(l.per_subject_connections as usize, Ordering::Relaxed);
+        self.shared
+            .deflate_budget
+            .set_limit(config.compression.memory);
         for (tx, waker, _) in &self.workers {
             let _ = tx.send(Command::Reload(rt.clone()));
             let _ = waker.wake();

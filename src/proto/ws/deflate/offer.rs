@@ -369,7 +369,7 @@ fn answer(offer: &Offer, config: &DeflateConfig) -> Option<Agreement> {
 /// `compression.memory`: the ceiling for all per-connection compression state together.
 #[derive(Debug)]
 pub struct MemoryBudget {
-    limit: usize,
+    limit: AtomicUsize,
     used: AtomicUsize,
 }
 
@@ -377,9 +377,14 @@ impl MemoryBudget {
     /// A budget of `limit` bytes.
     pub fn new(limit: usize) -> Arc<MemoryBudget> {
         Arc::new(MemoryBudget {
-            limit,
+            limit: AtomicUsize::new(limit),
             used: AtomicUsize::new(0),
         })
+    }
+
+    /// A new ceiling (SIGHUP); reservations already made are kept.
+    pub fn set_limit(&self, limit: usize) {
+        self.limit.store(limit, Ordering::Relaxed);
     }
 
     /// Bytes reserved now.
@@ -389,9 +394,10 @@ impl MemoryBudget {
 
     /// Reserves `bytes` if they fit; released when the ticket drops.
     pub fn reserve(self: &Arc<Self>, bytes: usize) -> Option<Ticket> {
+        let limit = self.limit.load(Ordering::Relaxed);
         self.used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                used.checked_add(bytes).filter(|&total| total <= self.limit)
+                used.checked_add(bytes).filter(|&total| total <= limit)
             })
             .ok()?;
         Some(Ticket {
