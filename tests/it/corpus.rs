@@ -55,3 +55,8 @@ fn jws_corpus() {
 fn config_corpus() {
     replay("config", wsgate::fuzzing::fuzz_config);
 }
+
+#[test]
+fn session_deflate_corpus() {
+    replay("session_deflate", wsgate::fuzzing::fuzz_session_deflate);
+}
