@@ -70,10 +70,10 @@ fn frames(script: &[u8], agreement: &Agreement) -> Vec<u8> {
         let repeat = if control & 0x40 != 0 { 4096 } else { 1 };
         let mut body = if real && rsv1 {
             let plain = payload.repeat(repeat);
-            let mut staging = sender.take_staging();
+            let mut staging = Vec::new();
             crate::proto::ws::frame::write_frame(&mut staging, true, OpCode::Binary, &plain);
             let mut framed = Vec::new();
-            sender.send_staged(staging, &mut framed);
+            sender.send_staged(&mut staging, &mut framed);
             let Ok(Some((_, header_len))) = crate::proto::ws::frame::parse_header(&framed) else {
                 panic!("our own frame parses");
             };

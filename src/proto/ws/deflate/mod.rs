@@ -81,8 +81,9 @@ fn new_deflater(window_bits: u8) -> Compress {
 // One connection's side of the extension
 // ---------------------------------------------------------------------------------------
 
-/// The extension on one connection: the agreement, context state when taken over, and the
-/// buffers for the message being inflated and the frames being compressed.
+/// The extension on one connection: the agreement, and context state when taken over.
+/// Buffers for the message being inflated and the frames being compressed are the worker
+/// thread's ([`with_buffers`]), so an idle connection holds none.
 #[derive(Debug)]
 pub struct PerMessageDeflate {
     agreement: Agreement,
@@ -95,10 +96,46 @@ pub struct PerMessageDeflate {
     /// The kind of the compressed message being received (its frames are reassembled
     /// compressed, then inflated at the last one).
     receiving: Option<MessageKind>,
-    /// The inflated message.
+}
+
+/// The worker thread's message buffers: (inflated message, the application's frames).
+#[derive(Default)]
+struct Buffers {
     inflated: Vec<u8>,
-    /// Frames the application wrote, before compression.
     staging: Vec<u8>,
+}
+
+thread_local! {
+    static BUFFERS: RefCell<Buffers> = RefCell::new(Buffers::default());
+}
+
+/// Lends the thread's buffers, emptied, for one call (fresh ones if they are already lent,
+/// so that a nested call cannot fail); buffers grown past [`KEEP_CAPACITY`] are given back.
+fn with_buffers<R>(f: impl FnOnce(&mut Vec<u8>, &mut Vec<u8>) -> R) -> R {
+    BUFFERS.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buffers) => {
+            let Buffers { inflated, staging } = &mut *buffers;
+            inflated.clear();
+            staging.clear();
+            let result = f(inflated, staging);
+            for buffer in [inflated, staging] {
+                buffer.clear();
+                if buffer.capacity() > KEEP_CAPACITY {
+                    *buffer = Vec::new();
+                }
+            }
+            result
+        }
+        Err(_) => f(&mut Vec::new(), &mut Vec::new()),
+    })
+}
+
+/// Lends the pool's codecs for one call (none if the pool is already lent).
+fn with_pool<R>(f: impl FnOnce(Option<&mut Pool>) -> R) -> R {
+    POOL.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut pool) => f(Some(&mut pool)),
+        Err(_) => f(None),
+    })
 }
 
 impl PerMessageDeflate {
@@ -110,8 +147,6 @@ impl PerMessageDeflate {
             deflater: None,
             _ticket: ticket,
             receiving: None,
-            inflated: Vec::new(),
-            staging: Vec::new(),
         }
     }
 
@@ -125,7 +160,7 @@ impl PerMessageDeflate {
         self.receiving = Some(kind);
     }
 
-    /// The compressed message in progress, if any; `take` ends it.
+    /// The compressed message in progress, if any.
     pub fn receiving(&self) -> Option<MessageKind> {
         self.receiving
     }
@@ -133,39 +168,45 @@ impl PerMessageDeflate {
     /// Forgets a compressed message in progress (the connection is closing).
     pub fn abandon(&mut self) {
         self.receiving = None;
-        self.release();
     }
 
     /// RFC 7692 §7.2.2: inflates one whole message (its frames' payloads concatenated) with
-    /// the four tail octets appended. Stops with 1009 the moment the output passes
-    /// `max_message`; an invalid stream is 1007. The result is valid until the next call.
-    pub fn inflate(&mut self, payload: &[u8], max_message: u64) -> Result<&[u8], ProtocolError> {
+    /// the four tail octets appended, into `out` (emptied first). Stops with 1009 the moment
+    /// the output passes `max_message`; an invalid stream is 1007.
+    pub fn inflate(
+        &mut self,
+        payload: &[u8],
+        max_message: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<(), ProtocolError> {
         self.receiving = None;
-        self.inflated.clear();
+        out.clear();
         let limit = usize::try_from(max_message).unwrap_or(usize::MAX);
         if self.agreement.client_no_context_takeover {
-            POOL.with(|pool| {
-                let mut pool = pool.borrow_mut();
-                let inflater = pool
-                    .inflate
-                    .get_or_insert_with(|| new_inflater(MAX_WINDOW_BITS));
-                let result = inflate_into(inflater, payload, &mut self.inflated, limit);
+            with_pool(|pool| {
+                let mut spare = None;
+                let inflater = match pool {
+                    Some(pool) => pool
+                        .inflate
+                        .get_or_insert_with(|| new_inflater(MAX_WINDOW_BITS)),
+                    None => spare.insert(new_inflater(MAX_WINDOW_BITS)),
+                };
+                let result = inflate_into(inflater, payload, out, limit);
                 // No context between messages: the next one (anyone's) starts afresh.
                 inflater.reset(false);
                 result
-            })?;
+            })
         } else {
             let window = self.agreement.inflate_window();
             let inflater = self
                 .inflater
                 .get_or_insert_with(|| Box::new(new_inflater(window)));
-            let result = inflate_into(inflater, payload, &mut self.inflated, limit);
+            let result = inflate_into(inflater, payload, out, limit);
             if result.is_err() {
                 inflater.reset(false);
             }
-            result?;
+            result
         }
-        Ok(&self.inflated)
     }
 
     /// RFC 7692 §7.2.2: a compressed message is complete: inflates it within `max_message`,
@@ -182,31 +223,24 @@ impl PerMessageDeflate {
     where
         F: FnMut(MessageKind, &[u8], &mut Vec<u8>),
     {
-        let mut staging = self.take_staging();
-        let inflated = self.inflate(compressed, max_message)?;
-        if !bytes.try_take(inflated.len() as u64, now) {
-            return Err(ProtocolError::RateLimited);
-        }
-        if kind == MessageKind::Text && std::str::from_utf8(inflated).is_err() {
-            return Err(ProtocolError::InvalidUtf8);
-        }
-        on_message(kind, inflated, &mut staging);
-        self.send_staged(staging, out);
-        Ok(())
-    }
-
-    /// Takes the staging buffer the application's frames are written to.
-    pub fn take_staging(&mut self) -> Vec<u8> {
-        let mut staging = std::mem::take(&mut self.staging);
-        staging.clear();
-        staging
+        with_buffers(|inflated, staging| {
+            self.inflate(compressed, max_message, inflated)?;
+            if !bytes.try_take(inflated.len() as u64, now) {
+                return Err(ProtocolError::RateLimited);
+            }
+            if kind == MessageKind::Text && std::str::from_utf8(inflated).is_err() {
+                return Err(ProtocolError::InvalidUtf8);
+            }
+            on_message(kind, inflated, staging);
+            self.send_staged(staging, out);
+            Ok(())
+        })
     }
 
     /// Compresses the frames the application wrote into `staging` on their way to `out`:
     /// whole data messages of `min_size` bytes or more go out compressed with RSV1 set;
-    /// anything else (small messages, control frames) is copied unchanged. The buffer is
-    /// kept for the next message.
-    pub fn send_staged(&mut self, mut staging: Vec<u8>, out: &mut Vec<u8>) {
+    /// anything else (small messages, control frames) is copied unchanged. Empties `staging`.
+    pub fn send_staged(&mut self, staging: &mut Vec<u8>, out: &mut Vec<u8>) {
         let mut rest = staging.as_slice();
         while let Ok(Some((header, header_len))) = super::frame::parse_header(rest) {
             let total = usize::try_from(header.payload_len)
@@ -231,10 +265,6 @@ impl PerMessageDeflate {
         // Never reached with our own frames; kept so that nothing written is lost.
         out.extend_from_slice(rest);
         staging.clear();
-        if staging.capacity() <= KEEP_CAPACITY {
-            self.staging = staging;
-        }
-        self.release();
     }
 
     /// RFC 7692 §7.2.1: one compressed message as one frame, RSV1 set, the tail removed.
@@ -243,21 +273,22 @@ impl PerMessageDeflate {
         // written in front of it and the payload moved up against it.
         let start = out.len();
         out.resize(start + MAX_HEADER, 0);
+        let bits = self.agreement.server_max_window_bits;
         if self.agreement.server_no_context_takeover {
-            let bits = self.agreement.server_max_window_bits;
-            POOL.with(|pool| {
-                let mut pool = pool.borrow_mut();
-                let slot = pool
-                    .deflate
-                    .get_mut(usize::from(bits.saturating_sub(MIN_WINDOW_BITS)))
-                    .map(|slot| slot.get_or_insert_with(|| new_deflater(bits)));
-                if let Some(deflater) = slot {
-                    deflate_into(deflater, payload, out);
-                    deflater.reset();
-                }
+            with_pool(|pool| {
+                let mut spare = None;
+                let slot = pool.and_then(|pool| {
+                    pool.deflate
+                        .get_mut(usize::from(bits.saturating_sub(MIN_WINDOW_BITS)))
+                });
+                let deflater = match slot {
+                    Some(slot) => slot.get_or_insert_with(|| new_deflater(bits)),
+                    None => spare.insert(new_deflater(bits)),
+                };
+                deflate_into(deflater, payload, out);
+                deflater.reset();
             });
         } else {
-            let bits = self.agreement.server_max_window_bits;
             let deflater = self
                 .deflater
                 .get_or_insert_with(|| Box::new(new_deflater(bits)));
@@ -277,13 +308,6 @@ impl PerMessageDeflate {
         }
         out.truncate(start + head_len + compressed);
     }
-
-    /// Gives back buffers grown by a large message.
-    fn release(&mut self) {
-        if self.inflated.capacity() > KEEP_CAPACITY {
-            self.inflated = Vec::new();
-        }
-    }
 }
 
 /// Hands a complete message to the application; with permessage-deflate, the frames it
@@ -299,11 +323,10 @@ pub fn deliver<F>(
 {
     match deflate {
         None => on_message(kind, payload, out),
-        Some(deflate) => {
-            let mut staging = deflate.take_staging();
-            on_message(kind, payload, &mut staging);
+        Some(deflate) => with_buffers(|_, staging| {
+            on_message(kind, payload, staging);
             deflate.send_staged(staging, out);
-        }
+        }),
     }
 }
 
