@@ -355,7 +355,7 @@ fn a_decompression_bomb_is_1009_while_a_victim_keeps_echoing() {
 fn a_full_memory_budget_declines_the_extension_not_the_handshake() {
     // Room for one connection's state with context takeover, not two.
     let gw = Gateway::start(&config(
-        "context_takeover = true\nmemory = \"400KiB\"",
+        "context_takeover = true\nmemory = \"600KiB\"",
         "",
         "",
     ));

@@ -86,16 +86,17 @@ impl Agreement {
 }
 
 /// Heap held by one raw compressor with this window, zlib-rs at memory level 8: the window
-/// (2 × 2^bits), its chain table (2 × 2^bits), the 64 KiB hash table, the 64 KiB symbol buffer,
-/// and the stream's own state. `tests/deflate_memory.rs` measures it and checks this bound.
+/// and its chain table (4 × 2^bits together) and about 243 KiB that do not depend on it (the
+/// hash table, the symbol buffer, the stream state). `tests/deflate_memory.rs` measures it
+/// and checks that this is never below what is held.
 pub fn deflate_cost(window_bits: u8) -> usize {
-    (4usize << window_bits) + 128 * 1024 + 8 * 1024
+    (4usize << window_bits) + 244 * 1024
 }
 
-/// Heap held by one raw decompressor with this window: the window (2^bits plus slack) and
-/// the stream's own state (its tables); measured in `tests/deflate_memory.rs`.
-pub fn inflate_cost(window_bits: u8) -> usize {
-    (1usize << window_bits) + 64 + 12 * 1024
+/// Heap held by one raw decompressor: zlib-rs allocates the full 32 KiB window whatever the
+/// window bits, plus its tables and state (measured: 46.4 KiB).
+pub fn inflate_cost(_window_bits: u8) -> usize {
+    48 * 1024
 }
 
 fn push_number(out: &mut Vec<u8>, n: u8) {
