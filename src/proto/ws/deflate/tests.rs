@@ -390,13 +390,16 @@ mod session {
         }
     }
 
+    /// (delivered messages, output frames as (first byte, payload), close code sent).
+    type Run = (Vec<Vec<u8>>, Vec<(u8, Vec<u8>)>, Option<u16>);
+
     /// A session with the extension, run once over `input`; returns the delivered messages,
     /// the server's output frames (first byte, payload) and the close code sent.
     fn run(
         takeover: bool,
         limits: SessionLimits,
         input: &[u8],
-    ) -> (Vec<Vec<u8>>, Vec<(u8, Vec<u8>)>, Option<u16>) {
+    ) -> Run {
         let now = virtual_epoch();
         let mut session = Session::new(limits, now);
         session.set_deflate(PerMessageDeflate::new(agreement(takeover), None));
