@@ -236,13 +236,17 @@ fn offers_the_gateway_answers_or_refuses() {
         "[[route]]\npath = \"/plain\"\nbackend = \"echo\"\npublic = true\ncompression = false",
     ));
     let cases: &[(&str, u16, Option<&str>)] = &[
-        // First acceptable offer wins: an 8-bit server window is declined.
+        // First offer wins; an 8-bit server window is agreed (Autobahn 13.3 / 13.5 ask it).
         (
             "Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=8, permessage-deflate; server_max_window_bits=12",
             101,
+            Some("permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=8"),
+        ),
+        (
+            "Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=12",
+            101,
             Some("permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=10"),
         ),
-        ("Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=8", 101, None),
         ("Sec-WebSocket-Extensions: x-webkit-deflate-frame", 101, None),
         ("Sec-WebSocket-Extensions: permessage-deflate; unknown=1", 400, None),
         ("Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits=16", 400, None),
@@ -254,6 +258,17 @@ fn offers_the_gateway_answers_or_refuses() {
         assert_eq!(r.status, *status, "{offer}: {r:?}");
         assert_eq!(r.header("sec-websocket-extensions"), *answer, "{offer}");
     }
+    // With an 8-bit window the gateway inflates but sends uncompressed (zlib cannot keep
+    // within 256 bytes; RFC 7692 §6 lets any message go uncompressed).
+    let (r, mut s) = open_deflate(
+        &gw,
+        "Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=8",
+    );
+    assert_eq!(r.status, 101);
+    let message = json(30);
+    s.write_all(&frame(true, 1, true, &Client::new(true).deflate(&message)))
+        .expect("send");
+    assert_eq!(read_any(&mut s), (0x81, message));
     // The route that opts out: no extension, and RSV1 is then a protocol error.
     let (r, mut s) = request(&gw, upgrade_request("/plain", &[OFFER]).as_bytes());
     assert_eq!(

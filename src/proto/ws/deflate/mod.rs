@@ -27,8 +27,9 @@ pub const EXTENSION: &str = "permessage-deflate";
 /// RFC 7692 §7.2.1: the sender removes, and §7.2.2 the receiver appends, these four octets.
 const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 
-/// The smallest window zlib produces: it cannot honour `server_max_window_bits=8` (it widens
-/// an 8-bit window to 9 bits), so such an offer is declined (RFC 7692 §7.1.2.1).
+/// The smallest window zlib compresses with: it cannot honour `server_max_window_bits=8` (it
+/// widens an 8-bit window to 9 bits), so with such an agreement the gateway sends every
+/// message uncompressed, which RFC 7692 §6 allows (RSV1 clear), and keeps no compressor.
 pub const MIN_WINDOW_BITS: u8 = 9;
 /// RFC 7692 §7.1.2: the largest LZ77 window, 32 KiB.
 pub const MAX_WINDOW_BITS: u8 = 15;
@@ -254,7 +255,8 @@ impl PerMessageDeflate {
                 Some(opcode @ (OpCode::Text | OpCode::Binary))
                     if header.fin
                         && header.rsv == 0
-                        && payload.len() >= self.agreement.min_size =>
+                        && payload.len() >= self.agreement.min_size
+                        && self.agreement.server_max_window_bits >= MIN_WINDOW_BITS =>
                 {
                     self.deflate_message(opcode, payload, out);
                 }

@@ -75,7 +75,7 @@ impl Agreement {
     /// context takeover): what the handshake reserves against [`MemoryBudget`].
     pub fn state_cost(&self) -> usize {
         let mut cost = 0;
-        if !self.server_no_context_takeover {
+        if !self.server_no_context_takeover && self.server_max_window_bits >= MIN_WINDOW_BITS {
             cost += deflate_cost(self.server_max_window_bits);
         }
         if !self.client_no_context_takeover {
@@ -334,18 +334,15 @@ pub fn negotiate<'a>(
     Ok(chosen)
 }
 
-/// Our answer to one offer, or `None` to decline it.
+/// Our answer to one offer (every well-formed offer is acceptable; `None` is kept for
+/// offers a later version may decline).
 fn answer(offer: &Offer, config: &DeflateConfig) -> Option<Agreement> {
     let ours = config
         .server_max_window_bits
         .clamp(MIN_WINDOW_BITS, MAX_WINDOW_BITS);
-    let server_max_window_bits = match offer.server_max_window_bits {
-        // RFC 7692 §7.1.2.1: answer the same or a smaller value, or decline; zlib cannot
-        // compress within 8 bits.
-        Some(asked) if asked < MIN_WINDOW_BITS => return None,
-        Some(asked) => asked.min(ours),
-        None => ours,
-    };
+    // RFC 7692 §7.1.2.1: the same or a smaller value. 8 is accepted, and then nothing is
+    // compressed on the way out (zlib cannot keep within 256 bytes).
+    let server_max_window_bits = offer.server_max_window_bits.map_or(ours, |a| a.min(ours));
     Some(Agreement {
         // RFC 7692 §7.1.1.1: a server may add it unasked; it must when asked.
         server_no_context_takeover: offer.server_no_context_takeover || !config.context_takeover,

@@ -79,16 +79,21 @@ fn negotiation_matrix() {
             &on,
             Some("permessage-deflate; server_max_window_bits=10"),
         ),
-        // An 8-bit server window is beyond zlib: declined, and the next offer wins.
-        ("permessage-deflate; server_max_window_bits=8", &on, None),
+        // An 8-bit server window is agreed (Autobahn 13.3, 13.5, 13.7 offer it); the gateway
+        // then sends uncompressed (see min_size_and_control_frames_go_out_unchanged).
         (
-            "permessage-deflate; server_max_window_bits=8, permessage-deflate; client_no_context_takeover",
+            "permessage-deflate; server_max_window_bits=8",
             &on,
-            Some("permessage-deflate; client_no_context_takeover"),
+            Some("permessage-deflate; server_max_window_bits=8"),
+        ),
+        (
+            "permessage-deflate; server_no_context_takeover; server_max_window_bits=8, permessage-deflate",
+            &config(12, false),
+            Some("permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=8"),
         ),
         // First acceptable offer wins; other extensions are skipped.
         (
-            "x-webkit-deflate-frame, permessage-deflate; server_max_window_bits=9, permessage-deflate",
+            "x-webkit-deflate-frame, permessage-deflate; server_max_window_bits=9, permessage-deflate; server_max_window_bits=10",
             &on,
             Some("permessage-deflate; server_max_window_bits=9"),
         ),
@@ -258,6 +263,22 @@ fn min_size_and_control_frames_go_out_unchanged() {
     let mut out = Vec::new();
     pmd.send_staged(&mut staging, &mut out);
     assert_eq!(out, plain);
+    // An 8-bit window is never compressed into, and costs no compressor.
+    let mut eight = negotiate(
+        [&b"permessage-deflate; server_max_window_bits=8"[..]],
+        &config(15, true),
+    )
+    .expect("valid")
+    .expect("accepted");
+    eight.min_size = 0;
+    assert_eq!(eight.state_cost(), inflate_cost(15));
+    let mut pmd8 = PerMessageDeflate::new(eight, None);
+    let mut staging = Vec::new();
+    write_frame(&mut staging, true, OpCode::Binary, &[7; 300]);
+    let plain = staging.clone();
+    let mut out = Vec::new();
+    pmd8.send_staged(&mut staging, &mut out);
+    assert_eq!(out, plain);
     // At min_size it is compressed.
     let mut staging = Vec::new();
     write_frame(&mut staging, true, OpCode::Binary, b"0123456789");
@@ -395,11 +416,7 @@ mod session {
 
     /// A session with the extension, run once over `input`; returns the delivered messages,
     /// the server's output frames (first byte, payload) and the close code sent.
-    fn run(
-        takeover: bool,
-        limits: SessionLimits,
-        input: &[u8],
-    ) -> Run {
+    fn run(takeover: bool, limits: SessionLimits, input: &[u8]) -> Run {
         let now = virtual_epoch();
         let mut session = Session::new(limits, now);
         session.set_deflate(PerMessageDeflate::new(agreement(takeover), None));
