@@ -131,8 +131,9 @@ mod tests {
         let defaults = crate::config::load(&minimal_path).unwrap();
         let show = |c: &crate::config::Config| {
             format!(
-                "{:?} {:?} {} {:?} {} {} {:?} {:?} {:?} {:?} {:?}",
+                "{:?} {:?} {:?} {} {:?} {} {} {:?} {:?} {:?} {:?} {:?}",
                 c.limits,
+                c.compression,
                 c.session,
                 c.server.workers,
                 c.server.max_connections,

@@ -97,6 +97,9 @@ pub struct Conn {
     pub serial: u64,
     /// SPEC §6: in-band refreshes that failed on this connection.
     pub failed_refreshes: u32,
+    /// SPEC §10: permessage-deflate agreed at the handshake of a proxied route, held for
+    /// the client's 101 (sent once the upstream answers).
+    pub deflate: Option<Box<crate::proto::ws::deflate::PerMessageDeflate>>,
 }
 
 /// The next connection id for logs: process-wide, starting at 1, never reused (64 bits

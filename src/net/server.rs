@@ -24,6 +24,7 @@ use crate::gate::limits::{IpBudget, IpTable, SubjectTable};
 use crate::gate::origin::OriginPolicy;
 use crate::info;
 use crate::metrics::Metrics;
+use crate::proto::ws::deflate::MemoryBudget;
 use crate::proto::ws::session::SessionLimits;
 
 /// How long the gateway keeps draining a connection after its last bytes (close frame
@@ -188,6 +189,10 @@ pub fn build_runtime(config: &Config) -> Result<Runtime, String> {
         upstream_addrs,
         token_cookie_names,
         plain: None,
+        compression: config
+            .compression
+            .permessage_deflate
+            .then_some(config.compression.deflate),
     })
 }
 
@@ -259,6 +264,7 @@ pub fn start_on(
         revocations: Arc::new(ArcSwap::from_pointee(revocations)),
         longest_lifetime: AtomicU64::new(0),
         metrics: Arc::new(Metrics::new(n, &TokenError::REASON_LABELS)),
+        deflate_budget: MemoryBudget::new(config.compression.memory),
     });
     let mut workers = Vec::with_capacity(n);
     let mut handles = Vec::with_capacity(n);

@@ -6,14 +6,16 @@ use std::time::Instant;
 
 use super::drive::{feed_session, token_times};
 use super::proxy::{start_upstream, upstream_plan};
-use super::{index, Env};
+use super::{index, Env, Runtime, Shared};
 use crate::gate::decide::{Ctx, Identity};
 use crate::gate::reject::Reject;
 use crate::net::conn::{Conn, Phase};
 use crate::net::token::ConnId;
+use crate::proto::http::request::RequestHead;
 use crate::proto::http::request::{parse_head, validate_upgrade};
-use crate::proto::http::response::write_switching_protocols;
+use crate::proto::http::response::write_switching_protocols_deflate;
 use crate::proto::ws::accept::accept_key;
+use crate::proto::ws::deflate::{negotiate_within, PerMessageDeflate};
 use crate::proto::ws::session::Session;
 use crate::{clock, info, warn};
 
@@ -57,6 +59,30 @@ fn adopt_identity(
         }
     }
     conn.identity = identity;
+}
+
+/// SPEC §10: permessage-deflate when `[compression]` turns it on, the route does not opt
+/// out and the client offers it (RFC 7692 §7.1). A malformed offer is 400; a full memory
+/// budget declines the extension, never the handshake.
+fn negotiate_deflate(
+    rt: &Runtime,
+    shared: &Shared,
+    route: usize,
+    head: &RequestHead<'_, '_>,
+) -> Result<Option<PerMessageDeflate>, Reject> {
+    let Some(config) = rt.compression else {
+        return Ok(None);
+    };
+    if !rt.gate.routes.get(route).is_some_and(|r| r.compression) {
+        return Ok(None);
+    }
+    let offers = head.headers_named("sec-websocket-extensions");
+    match negotiate_within(offers, &config, &shared.deflate_budget) {
+        Ok(agreed) => {
+            Ok(agreed.map(|(agreement, ticket)| PerMessageDeflate::new(agreement, ticket)))
+        }
+        Err(_) => Err(Reject::Malformed("invalid Sec-WebSocket-Extensions")),
+    }
 }
 
 /// The request head is complete: parse, decide, answer.
@@ -130,7 +156,11 @@ pub(super) fn handshake(conn: &mut Conn, env: &mut Env, id: ConnId, head_len: us
                 } else {
                     Ok(None)
                 };
-                let plan = match plan {
+                let plan = plan.and_then(|plan| {
+                    let deflate = negotiate_deflate(&rt, &env.shared, accept.route, &head)?;
+                    Ok((plan, deflate))
+                });
+                let (plan, deflate) = match plan {
                     Ok(p) => p,
                     Err(r) => {
                         if let Some(i) = &accept.identity {
@@ -142,8 +172,15 @@ pub(super) fn handshake(conn: &mut Conn, env: &mut Env, id: ConnId, head_len: us
                 if plan.is_none() {
                     let key = accept_key(upgrade.key);
                     conn.wbuf.clear();
-                    write_switching_protocols(&mut conn.wbuf, &key, accept.protocol);
+                    let agreed = deflate.as_ref().map(|d| d.agreement());
+                    write_switching_protocols_deflate(
+                        &mut conn.wbuf,
+                        &key,
+                        accept.protocol,
+                        agreed,
+                    );
                 }
+                conn.deflate = deflate.map(Box::new);
                 Ok((accept.route, accept.identity, accept.explain, target, plan))
             }
             Err(r) => Err((r, target)),
@@ -168,6 +205,9 @@ pub(super) fn handshake(conn: &mut Conn, env: &mut Env, id: ConnId, head_len: us
         Ok((route, identity, explain, target, None)) => {
             env.metrics.handshake(101);
             let mut session = Box::new(Session::new(rt.session, now));
+            if let Some(deflate) = conn.deflate.take() {
+                session.set_deflate(*deflate);
+            }
             info!(
                 "conn={} peer={} target={} route={} sub={} upgraded",
                 conn.serial,

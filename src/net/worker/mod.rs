@@ -39,6 +39,7 @@ use crate::gate::reject::Reject;
 use crate::metrics::{Metrics, WorkerMetrics};
 use crate::proto::error::ProtocolError;
 use crate::proto::http::request::HeadReader;
+use crate::proto::ws::deflate::{DeflateConfig, MemoryBudget};
 use crate::proto::ws::session::{SessionLimits, SessionState};
 use crate::{clock, info, warn};
 
@@ -85,6 +86,8 @@ pub struct Runtime {
     pub token_cookie_names: Vec<String>,
     /// Plain HTTP requests' answers (`serve --demo` only).
     pub plain: Option<Arc<dyn super::plain::PlainResponder>>,
+    /// SPEC §10: what permessage-deflate may agree to; `None` when `[compression]` is off.
+    pub compression: Option<DeflateConfig>,
 }
 
 /// State every worker and the acceptor share.
@@ -111,6 +114,8 @@ pub struct Shared {
     pub longest_lifetime: AtomicU64,
     /// Counters, one block per worker (SPEC §7).
     pub metrics: Arc<Metrics>,
+    /// SPEC §10 `compression.memory`: per-connection compression state, all workers.
+    pub deflate_budget: Arc<MemoryBudget>,
 }
 
 /// A worker's handle on the revocation snapshot: checking that it is current is one
@@ -326,6 +331,7 @@ impl Worker {
             accepted_at: now,
             serial: super::conn::next_serial(),
             failed_refreshes: 0,
+            deflate: None,
         });
         let Some(conn) = self.conns.get_mut(id) else {
             return;

@@ -17,7 +17,7 @@ use crate::net::upstream::{self, LegState, Relayed, UpstreamLeg};
 use crate::proto::http::client::{random_key, write_upstream_request, ForwardRequest};
 use crate::proto::http::fields;
 use crate::proto::http::request::{RequestHead, Upgrade};
-use crate::proto::http::response::write_switching_protocols;
+use crate::proto::http::response::write_switching_protocols_deflate;
 use crate::proto::ws::accept::accept_key;
 use crate::proto::ws::session::{Session, SessionState};
 use crate::{info, warn};
@@ -473,7 +473,10 @@ fn open_proxied(
     };
     env.metrics.handshake(101);
     conn.wbuf.clear();
-    write_switching_protocols(&mut conn.wbuf, client_accept, protocol);
+    // SPEC §10, this pass: the client leg alone negotiates permessage-deflate.
+    let deflate = conn.deflate.take();
+    let agreed = deflate.as_ref().map(|d| *d.agreement());
+    write_switching_protocols_deflate(&mut conn.wbuf, client_accept, protocol, agreed.as_ref());
     conn.release_wbuf_when_flushed = true;
     info!(
         "conn={} peer={} route={} sub={} upgraded (upstream)",
@@ -486,10 +489,11 @@ fn open_proxied(
             .map_or("-", |r| r.path.as_str()),
         crate::log::QOpt(conn.identity.as_ref().map(|i| &*i.sub))
     );
-    conn.phase = Phase::Open {
-        session: Box::new(Session::new(env.rt.session, now)),
-        route,
-    };
+    let mut session = Box::new(Session::new(env.rt.session, now));
+    if let Some(deflate) = deflate {
+        session.set_deflate(*deflate);
+    }
+    conn.phase = Phase::Open { session, route };
     if !conn.rbuf.is_empty() {
         feed_session(conn, env, id, 0, now);
     }
