@@ -14,6 +14,7 @@
 
 mod admin;
 mod auth;
+mod compression;
 mod document;
 mod limits;
 mod origin;
@@ -31,6 +32,7 @@ use std::path::{Path, PathBuf};
 
 use self::admin::admin;
 use self::auth::auth;
+use self::compression::compression;
 use self::document::{escape_controls, line_of, locate, one_line, raw_from_str, Located};
 use self::limits::limits;
 use self::origin::origin;
@@ -44,6 +46,7 @@ pub use self::admin::{Admin, AdminSection, IdentityKey};
 pub use self::auth::{
     Auth, AuthSection, KeyConfig, KeyMaterial, LoadedKey, Source, ED25519_SPKI_PREFIX,
 };
+pub use self::compression::{Compression, CompressionSection};
 pub use self::limits::{Limits, LimitsSection};
 pub use self::origin::{Origin, OriginSection};
 pub use self::route::{Backend, Route, RouteConfig, UpstreamUrl};
@@ -72,13 +75,23 @@ pub struct RawConfig {
     pub session: SessionSection,
     /// `[admin]`, when present.
     pub admin: Option<AdminSection>,
+    /// `[compression]`.
+    pub compression: CompressionSection,
     /// `[[route]]`.
     pub route: Vec<RouteConfig>,
 }
 
 /// The keys allowed at the top level of the file.
-pub const TOP_LEVEL_KEYS: [&str; 8] = [
-    "server", "tls", "auth", "origin", "limits", "session", "admin", "route",
+pub const TOP_LEVEL_KEYS: [&str; 9] = [
+    "server",
+    "tls",
+    "auth",
+    "origin",
+    "limits",
+    "session",
+    "admin",
+    "compression",
+    "route",
 ];
 
 /// A validated configuration: every value resolved, every file read.
@@ -100,6 +113,8 @@ pub struct Config {
     pub session: Session,
     /// `[admin]`, when present.
     pub admin: Option<Admin>,
+    /// `[compression]` (SPEC §10).
+    pub compression: Compression,
     /// `[[route]]`, in file order; paths are unique.
     pub routes: Vec<Route>,
     warnings: Vec<String>,
@@ -305,6 +320,7 @@ pub fn demo(listen: SocketAddr, ed25519_spki_der: Vec<u8>) -> Config {
         scope: Vec::new(),
         protocols: Vec::new(),
         backend: Backend::Echo,
+        compression: true,
     }];
     config.warnings = Vec::new();
     config
@@ -375,6 +391,7 @@ pub(super) fn validate(raw: &RawConfig, base_dir: &Path, problems: &mut Problems
             );
         }
     }
+    let compression = compression(&raw.compression, problems);
 
     if raw.auth.key.is_empty() {
         if let Some(index) = raw.route.iter().position(|route| !route.public) {
@@ -402,6 +419,7 @@ pub(super) fn validate(raw: &RawConfig, base_dir: &Path, problems: &mut Problems
         limits,
         session,
         admin,
+        compression,
         routes,
         warnings: Vec::new(),
     }

@@ -41,6 +41,8 @@ pub struct RouteConfig {
     pub upstream_ca: Option<PathBuf>,
     /// Sign the identity headers sent upstream (RFC 9421; default false).
     pub sign_identity: Option<bool>,
+    /// `false`: this route never negotiates permessage-deflate (SPEC §10; default true).
+    pub compression: Option<bool>,
 }
 
 /// One `[[route]]`, resolved.
@@ -56,6 +58,8 @@ pub struct Route {
     pub protocols: Vec<String>,
     /// Where messages go.
     pub backend: Backend,
+    /// permessage-deflate may be negotiated here when `[compression]` turns it on.
+    pub compression: bool,
 }
 
 /// A route's backend.
@@ -171,6 +175,7 @@ pub(super) fn routes(raw: &[RouteConfig], base_dir: &Path, problems: &mut Proble
             scope: route.scope.clone(),
             protocols: route.protocols.clone(),
             backend,
+            compression: route.compression.unwrap_or(true),
         });
     }
     routes

@@ -74,8 +74,6 @@ pub struct UpstreamLeg {
     tls: Option<Box<rustls::ClientConnection>>,
     /// The TCP connect completed (the TLS handshake may still be running).
     tcp_up: bool,
-    /// Why the last connect failed, for the log (a TLS alert or certificate error).
-    pub failure: Option<String>,
     /// Index of the route's upstream in use.
     pub target: usize,
     /// Targets already tried during this client handshake.
@@ -151,7 +149,6 @@ impl UpstreamLeg {
             socket,
             tls,
             tcp_up: false,
-            failure: None,
             target,
             tried: vec![target],
             state: LegState::Connecting,
@@ -184,7 +181,6 @@ impl UpstreamLeg {
         let _ = registry.deregister(&mut self.socket);
         self.tls = open_tls(tls)?;
         self.tcp_up = false;
-        self.failure = None;
         self.socket = open_socket(registry, id, addr)?;
         self.target = target;
         self.tried.push(target);
@@ -194,46 +190,36 @@ impl UpstreamLeg {
         Ok(())
     }
 
-    /// While connecting: Some(true) once connected (and, for `wss://`, the TLS handshake
-    /// done with a certificate that verified), Some(false) while in progress, None when the
-    /// connect failed (refused, unreachable, TLS refused): try another upstream.
-    pub fn poll_connected(&mut self) -> Option<bool> {
+    /// While connecting: Ok(true) once connected (and, for `wss://`, the TLS handshake
+    /// done with a certificate that verified), Ok(false) while in progress, the reason when
+    /// the connect failed (the OS error of a refused or unreachable connect, the TLS alert
+    /// or certificate error): try another upstream.
+    pub fn poll_connected(&mut self) -> io::Result<bool> {
         if !self.tcp_up {
             // mio: after a writable event, `take_error` then `peer_addr` tell the outcome.
             match self.socket.take_error() {
+                Ok(Some(e)) | Err(e) => return Err(e),
                 Ok(None) => {}
-                Ok(Some(e)) | Err(e) => {
-                    self.failure = Some(e.to_string());
-                    return None;
-                }
             }
             match self.socket.peer_addr() {
                 Ok(_) => self.tcp_up = true,
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => return Some(false),
-                Err(e) => {
-                    self.failure = Some(e.to_string());
-                    return None;
-                }
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(false),
+                Err(e) => return Err(e),
             }
         }
         if let Some(tls) = &mut self.tls {
-            match tls_handshake(tls, &mut self.socket) {
-                Ok(false) => return Some(false),
-                Ok(true) => {}
-                Err(reason) => {
-                    self.failure = Some(reason);
-                    return None;
-                }
+            if !tls_handshake(tls, &mut self.socket).map_err(io::Error::other)? {
+                return Ok(false);
             }
         }
         let Some(request) = self.requests.get_mut(self.target).map(std::mem::take) else {
             // No request for this target: treat as a failed connect (never built so).
-            return None;
+            return Err(io::Error::other("no upgrade request for this upstream"));
         };
         self.state = LegState::Handshaking;
         self.wbuf = request;
         self.requests = Vec::new();
-        Some(true)
+        Ok(true)
     }
 
     /// Writes what the socket takes. Err: the upstream is gone.
@@ -486,9 +472,11 @@ impl UpstreamLeg {
 
     /// Relays every complete upstream frame in `rbuf` to `client_out` (data frames as
     /// they are: unmasked server frames are valid for the client), answers pings, and
-    /// stops when `client_out` reaches `limit` (backpressure) or a close arrives. A data
-    /// frame longer than `max_frame` is relayed as fragments of `max_frame` bytes, so the
-    /// gateway never holds more than one such piece of it (bounded memory).
+    /// stops when `client_out` reaches `limit` (backpressure) or a close arrives. A ping
+    /// waits in `rbuf` while the pongs already queued for the upstream reach `limit`:
+    /// an upstream that pings without reading costs bounded memory, as a client does. A
+    /// data frame longer than `max_frame` is relayed as fragments of `max_frame` bytes, so
+    /// the gateway never holds more than one such piece of it (bounded memory).
     pub fn relay(&mut self, client_out: &mut Vec<u8>, limit: usize, max_frame: u64) -> Relayed {
         let piece_max = max_frame.max(1);
         let mut pos = 0;
@@ -566,6 +554,9 @@ impl UpstreamLeg {
                 break Relayed::Continue;
             };
             let payload = &frame[header_len..];
+            if op == OpCode::Ping && self.wbuf.len() >= limit {
+                break Relayed::Continue;
+            }
             match op {
                 OpCode::Ping => {
                     let payload = payload.to_vec();

@@ -65,3 +65,8 @@ fn revlog_corpus() {
 fn upstream_response_corpus() {
     replay("upstream_response", wsgate::fuzzing::fuzz_upstream_response);
 }
+
+#[test]
+fn session_deflate_corpus() {
+    replay("session_deflate", wsgate::fuzzing::fuzz_session_deflate);
+}

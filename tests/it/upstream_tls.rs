@@ -124,7 +124,7 @@ fn wss_upstream_with_a_certificate_for_another_name_is_502() {
     let gw = tls_gateway(port, &pki.ca_pem);
     let (r, _s) = upgrade(&gw);
     assert_eq!(r.status, 502, "{r:?}");
-    let line = gw.wait_log("connect failed");
+    let line = gw.wait_log("failed: connect: tls:");
     assert!(line.contains("not valid for name"), "{line}");
 }
 
@@ -136,7 +136,7 @@ fn wss_upstream_with_a_certificate_from_an_unknown_ca_is_502() {
     let gw = tls_gateway(port, &trusted.ca_pem);
     let (r, _s) = upgrade(&gw);
     assert_eq!(r.status, 502, "{r:?}");
-    let line = gw.wait_log("connect failed");
+    let line = gw.wait_log("failed: connect: tls:");
     assert!(line.contains("UnknownIssuer"), "{line}");
 }
 
