@@ -10,6 +10,7 @@ use base64::Engine as _;
 use ring::{hmac, signature};
 
 use super::error::TokenError;
+use super::spki::{Curve, PublicKey, SpkiError};
 
 /// The fixed DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410 §4): SEQUENCE {
 /// SEQUENCE { OID 1.3.101.112 }, BIT STRING (0 unused bits) }, followed by the 32-byte key.
@@ -33,11 +34,40 @@ pub enum Alg {
     HS384,
     /// HMAC with SHA-512.
     HS512,
+    /// RSASSA-PKCS1-v1_5 with SHA-256 (RFC 7518 §3.3).
+    RS256,
+    /// RSASSA-PKCS1-v1_5 with SHA-384.
+    RS384,
+    /// RSASSA-PKCS1-v1_5 with SHA-512.
+    RS512,
+    /// RSASSA-PSS with SHA-256 and MGF1 with SHA-256 (RFC 7518 §3.5).
+    PS256,
+    /// RSASSA-PSS with SHA-384.
+    PS384,
+    /// RSASSA-PSS with SHA-512.
+    PS512,
+    /// ECDSA with P-256 and SHA-256 (RFC 7518 §3.4).
+    ES256,
+    /// ECDSA with P-384 and SHA-384.
+    ES384,
 }
 
 impl Alg {
     /// Every algorithm, in config-name order.
-    pub const ALL: [Alg; 4] = [Alg::EdDSA, Alg::HS256, Alg::HS384, Alg::HS512];
+    pub const ALL: [Alg; 12] = [
+        Alg::EdDSA,
+        Alg::HS256,
+        Alg::HS384,
+        Alg::HS512,
+        Alg::RS256,
+        Alg::RS384,
+        Alg::RS512,
+        Alg::PS256,
+        Alg::PS384,
+        Alg::PS512,
+        Alg::ES256,
+        Alg::ES384,
+    ];
 
     /// The configuration (and JOSE) name.
     pub fn name(&self) -> &'static str {
@@ -46,6 +76,14 @@ impl Alg {
             Alg::HS256 => "HS256",
             Alg::HS384 => "HS384",
             Alg::HS512 => "HS512",
+            Alg::RS256 => "RS256",
+            Alg::RS384 => "RS384",
+            Alg::RS512 => "RS512",
+            Alg::PS256 => "PS256",
+            Alg::PS384 => "PS384",
+            Alg::PS512 => "PS512",
+            Alg::ES256 => "ES256",
+            Alg::ES384 => "ES384",
         }
     }
 
@@ -63,6 +101,14 @@ impl Alg {
             "HS256" => Some(Alg::HS256),
             "HS384" => Some(Alg::HS384),
             "HS512" => Some(Alg::HS512),
+            "RS256" => Some(Alg::RS256),
+            "RS384" => Some(Alg::RS384),
+            "RS512" => Some(Alg::RS512),
+            "PS256" => Some(Alg::PS256),
+            "PS384" => Some(Alg::PS384),
+            "PS512" => Some(Alg::PS512),
+            "ES256" => Some(Alg::ES256),
+            "ES384" => Some(Alg::ES384),
             _ => None,
         }
     }
@@ -72,13 +118,58 @@ impl Alg {
         Alg::from_header(alg) == Some(*self)
     }
 
-    /// The exact length of this algorithm's signature in bytes.
+    /// The exact length of this algorithm's signature in bytes; for RSA it is the
+    /// modulus length, which only the key knows ([`Key::signature_len`]): the smallest
+    /// modulus (2048 bits) is given here.
     pub fn signature_len(&self) -> usize {
         match self {
             Alg::EdDSA => 64,
             Alg::HS256 => 32,
             Alg::HS384 => 48,
             Alg::HS512 => 64,
+            Alg::RS256 | Alg::RS384 | Alg::RS512 | Alg::PS256 | Alg::PS384 | Alg::PS512 => 256,
+            // RFC 7518 §3.4: R || S, each the size of the curve's order.
+            Alg::ES256 => 64,
+            Alg::ES384 => 96,
+        }
+    }
+
+    /// The key type this algorithm needs (RFC 7518 §3.1), as a JWK `kty` / `crv` name.
+    pub fn key_type(&self) -> &'static str {
+        match self {
+            Alg::EdDSA => "Ed25519",
+            Alg::HS256 | Alg::HS384 | Alg::HS512 => "HMAC secret",
+            Alg::RS256 | Alg::RS384 | Alg::RS512 | Alg::PS256 | Alg::PS384 | Alg::PS512 => "RSA",
+            Alg::ES256 => "EC P-256",
+            Alg::ES384 => "EC P-384",
+        }
+    }
+
+    /// Can a public key of this type verify this algorithm? (RFC 8725 §3.1: one key, one
+    /// algorithm family; an RSA key is never an HMAC secret, an EC key never RSA.)
+    pub fn fits(&self, key: &PublicKey) -> bool {
+        match key {
+            PublicKey::Rsa { .. } => self.rsa_parameters().is_some(),
+            PublicKey::Ec { curve, .. } => {
+                matches!(
+                    (self, curve),
+                    (Alg::ES256, Curve::P256) | (Alg::ES384, Curve::P384)
+                )
+            }
+            PublicKey::Ed25519(_) => *self == Alg::EdDSA,
+        }
+    }
+
+    /// ring's verification parameters for RS* / PS* (moduli of 2048 to 8192 bits).
+    pub fn rsa_parameters(&self) -> Option<&'static signature::RsaParameters> {
+        match self {
+            Alg::RS256 => Some(&signature::RSA_PKCS1_2048_8192_SHA256),
+            Alg::RS384 => Some(&signature::RSA_PKCS1_2048_8192_SHA384),
+            Alg::RS512 => Some(&signature::RSA_PKCS1_2048_8192_SHA512),
+            Alg::PS256 => Some(&signature::RSA_PSS_2048_8192_SHA256),
+            Alg::PS384 => Some(&signature::RSA_PSS_2048_8192_SHA384),
+            Alg::PS512 => Some(&signature::RSA_PSS_2048_8192_SHA512),
+            _ => None,
         }
     }
 
@@ -90,10 +181,10 @@ impl Alg {
     /// The ring HMAC algorithm, for HS*.
     pub fn hmac_algorithm(&self) -> Option<hmac::Algorithm> {
         match self {
-            Alg::EdDSA => None,
             Alg::HS256 => Some(hmac::HMAC_SHA256),
             Alg::HS384 => Some(hmac::HMAC_SHA384),
             Alg::HS512 => Some(hmac::HMAC_SHA512),
+            _ => None,
         }
     }
 
@@ -142,6 +233,15 @@ pub enum KeyError {
     DuplicateKid(String),
     /// A `kid` that is the empty string.
     EmptyKid,
+    /// The public key itself was refused (not SPKI, too small, off its curve, ...).
+    Spki(SpkiError),
+    /// The public key's type cannot verify the configured algorithm.
+    WrongKeyType {
+        /// The configured algorithm.
+        alg: Alg,
+        /// What the key is ("EC P-256", "RSA 2048-bit", ...).
+        found: String,
+    },
 }
 
 impl fmt::Display for KeyError {
@@ -172,6 +272,12 @@ impl fmt::Display for KeyError {
             KeyError::SecretEmpty => f.write_str("secret file is empty"),
             KeyError::DuplicateKid(kid) => write!(f, "kid {kid:?} is configured twice"),
             KeyError::EmptyKid => f.write_str("kid must not be empty"),
+            KeyError::Spki(e) => e.fmt(f),
+            KeyError::WrongKeyType { alg, found } => write!(
+                f,
+                "holds an {found} key, but alg = \"{alg}\" needs an {} key",
+                alg.key_type()
+            ),
         }
     }
 }
@@ -184,6 +290,13 @@ enum Material {
     Hmac(hmac::Key),
     /// A 32-byte Ed25519 public key.
     Ed25519([u8; 32]),
+    /// An RSA public key (modulus and exponent, big-endian, no leading zeros).
+    Rsa(signature::RsaPublicKeyComponents<Box<[u8]>>),
+    /// An uncompressed EC point, already checked to lie on the curve of `algorithm`.
+    Ec {
+        point: Box<[u8]>,
+        algorithm: &'static signature::EcdsaVerificationAlgorithm,
+    },
 }
 
 /// One configured key: its optional `kid`, the one algorithm it allows, its material.
@@ -193,6 +306,7 @@ pub struct Key {
     /// The only algorithm this key verifies.
     pub alg: Alg,
     material: Material,
+    fingerprint: u64,
 }
 
 impl fmt::Debug for Key {
@@ -203,6 +317,30 @@ impl fmt::Debug for Key {
             .field("alg", &self.alg)
             .finish_non_exhaustive()
     }
+}
+
+/// A stable 64-bit fingerprint of (issuer scope, alg, kid, material): what identifies "the
+/// same key" across reloads and fetches (SPEC §6 "key retired"). Never printed.
+fn fingerprint(scope: &str, alg: Alg, kid: Option<&str>, material: &[&[u8]]) -> u64 {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for part in [
+        scope.as_bytes(),
+        alg.name().as_bytes(),
+        kid.unwrap_or("").as_bytes(),
+    ] {
+        ctx.update(&(part.len() as u64).to_be_bytes());
+        ctx.update(part);
+    }
+    for part in material {
+        ctx.update(&(part.len() as u64).to_be_bytes());
+        ctx.update(part);
+    }
+    let digest = ctx.finish();
+    let mut first = [0u8; 8];
+    for (out, byte) in first.iter_mut().zip(digest.as_ref()) {
+        *out = *byte;
+    }
+    u64::from_be_bytes(first)
 }
 
 impl Key {
@@ -219,6 +357,7 @@ impl Key {
             });
         }
         Ok(Key {
+            fingerprint: fingerprint("", alg, kid.as_deref(), &[secret]),
             kid,
             alg,
             material: Material::Hmac(hmac::Key::new(algorithm, secret)),
@@ -238,22 +377,101 @@ impl Key {
     /// An Ed25519 key from its 32 raw public bytes.
     pub fn ed25519_raw(kid: Option<String>, public: [u8; 32]) -> Key {
         Key {
+            fingerprint: fingerprint("", Alg::EdDSA, kid.as_deref(), &[&public]),
             kid,
             alg: Alg::EdDSA,
             material: Material::Ed25519(public),
         }
     }
 
+    /// A key from a DER SubjectPublicKeyInfo (RSA, EC P-256/P-384, Ed25519) for `alg`,
+    /// whose key type must fit `alg` (RFC 8725 §3.1).
+    pub fn from_spki_der(kid: Option<String>, alg: Alg, spki_der: &[u8]) -> Result<Key, KeyError> {
+        let public = super::spki::parse_spki(spki_der).map_err(KeyError::Spki)?;
+        Key::public(kid, alg, public)
+    }
+
+    /// A key from a validated public key for `alg`; the key's type must fit `alg`.
+    pub fn public(kid: Option<String>, alg: Alg, public: PublicKey) -> Result<Key, KeyError> {
+        if !alg.fits(&public) {
+            return Err(KeyError::WrongKeyType {
+                alg,
+                found: public.describe(),
+            });
+        }
+        let (material, fp) = match public {
+            PublicKey::Rsa { n, e } => {
+                let fp = fingerprint("", alg, kid.as_deref(), &[&n, &e]);
+                (
+                    Material::Rsa(signature::RsaPublicKeyComponents { n, e }),
+                    fp,
+                )
+            }
+            PublicKey::Ec { curve, point } => {
+                let fp = fingerprint("", alg, kid.as_deref(), &[&point]);
+                let algorithm = match curve {
+                    Curve::P256 => &signature::ECDSA_P256_SHA256_FIXED,
+                    Curve::P384 => &signature::ECDSA_P384_SHA384_FIXED,
+                };
+                (Material::Ec { point, algorithm }, fp)
+            }
+            PublicKey::Ed25519(public) => {
+                let fp = fingerprint("", alg, kid.as_deref(), &[&public]);
+                (Material::Ed25519(public), fp)
+            }
+        };
+        Ok(Key {
+            kid,
+            alg,
+            material,
+            fingerprint: fp,
+        })
+    }
+
+    /// The same key, its fingerprint scoped to a provider's issuer (a JWK with the same
+    /// bytes under two issuers is two keys).
+    pub fn scoped_to(mut self, issuer: &str) -> Key {
+        self.fingerprint = fingerprint(
+            issuer,
+            self.alg,
+            self.kid.as_deref(),
+            &[&self.fingerprint.to_be_bytes()],
+        );
+        self
+    }
+
+    /// The key's fingerprint (stable across reloads for the same key; never printed).
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+
+    /// The exact length of this key's signatures (RSA: the modulus length).
+    pub fn signature_len(&self) -> usize {
+        match &self.material {
+            Material::Rsa(rsa) => rsa.n.len(),
+            _ => self.alg.signature_len(),
+        }
+    }
+
     /// Verifies `signature` over `signing_input` with this key's own algorithm (constant
     /// time for HMAC: ring::hmac::verify). A signature of the wrong length never verifies.
     pub fn verify_signature(&self, signing_input: &[u8], signature: &[u8]) -> bool {
-        if signature.len() != self.alg.signature_len() {
+        if signature.len() != self.signature_len() {
             return false;
         }
         match &self.material {
             Material::Hmac(key) => hmac::verify(key, signing_input, signature).is_ok(),
             Material::Ed25519(public) => {
                 signature::UnparsedPublicKey::new(&signature::ED25519, public)
+                    .verify(signing_input, signature)
+                    .is_ok()
+            }
+            Material::Rsa(rsa) => match self.alg.rsa_parameters() {
+                Some(params) => rsa.verify(params, signing_input, signature).is_ok(),
+                None => false,
+            },
+            Material::Ec { point, algorithm } => {
+                signature::UnparsedPublicKey::new(*algorithm, point)
                     .verify(signing_input, signature)
                     .is_ok()
             }

@@ -12,4 +12,5 @@ pub mod error;
 pub mod jws;
 pub mod keys;
 pub mod revocation;
+pub mod spki;
 pub mod verify;

@@ -177,7 +177,7 @@ impl Verifier {
 mod tests {
     use super::*;
     use crate::auth::error::MalformedKind;
-    use crate::auth::keys::{decode_secret_file, pem_decode, Key};
+    use crate::auth::keys::{decode_secret_file, pem_decode, Key, KeyError};
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine as _;
     use ring::hmac;
@@ -559,8 +559,17 @@ mod tests {
             err(&v, &hs256(r#"{"alg":"HS384","kid":"hs"}"#, CLAIMS)),
             TokenError::AlgKeyMismatch
         );
+        // Implemented algorithms that this key does not allow.
+        for alg in ["RS256", "ES256", "PS256", "ES384"] {
+            let header = format!(r#"{{"alg":"{alg}","kid":"hs"}}"#);
+            assert_eq!(
+                err(&v, &hs256(&header, CLAIMS)),
+                TokenError::AlgKeyMismatch,
+                "{alg}"
+            );
+        }
         for alg in [
-            "RS256", "ES256", "PS256", "hs256", "HS256 ", "eddsa", "", "HS1",
+            "ES512", "ES256K", "rs256", "hs256", "HS256 ", "eddsa", "", "HS1",
         ] {
             let header = format!(r#"{{"alg":"{alg}","kid":"hs"}}"#);
             assert_eq!(
@@ -901,6 +910,211 @@ mod tests {
             b64(&[0; 32])
         );
         assert_eq!(err(&v, &token), TokenError::HeaderNotObject);
+    }
+
+    // --- RS256 / ES256: RFC 7515 A.2 and A.3, key confusion ---------------------------
+
+    const RS_PEM: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/rfc7515-a2-rs256.pub.pem"
+    ));
+    const ES_PEM: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/rfc7515-a3-es256.pub.pem"
+    ));
+
+    fn asym_data(name: &str) -> String {
+        let text = match name {
+            "rs" => include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/data/rfc7515-a2-rs256.jwt"
+            )),
+            "rs-sig" => include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/data/rfc7515-a2-rs256.tampered-signature.jwt"
+            )),
+            "rs-payload" => include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/data/rfc7515-a2-rs256.tampered-payload.jwt"
+            )),
+            "es" => include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/data/rfc7515-a3-es256.jwt"
+            )),
+            "es-sig" => include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/data/rfc7515-a3-es256.tampered-signature.jwt"
+            )),
+            "es-payload" => include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/data/rfc7515-a3-es256.tampered-payload.jwt"
+            )),
+            _ => panic!("no such vector {name}"),
+        };
+        text.trim().to_owned()
+    }
+
+    fn asym_verifier(alg: Alg, pem: &str) -> Verifier {
+        let der = pem_decode(pem, "PUBLIC KEY").expect("pem");
+        let key = Key::from_spki_der(None, alg, &der).expect("key fits alg");
+        Verifier {
+            keys: KeySet::new(vec![key]).expect("keyset"),
+            rules: rules(4096),
+        }
+    }
+
+    #[test]
+    fn rfc7515_a2_rs256_and_a3_es256_verify_and_their_twins_do_not() {
+        for (alg, pem, good, twins) in [
+            (Alg::RS256, RS_PEM, "rs", ["rs-sig", "rs-payload"]),
+            (Alg::ES256, ES_PEM, "es", ["es-sig", "es-payload"]),
+        ] {
+            let v = asym_verifier(alg, pem);
+            let token = asym_data(good);
+            let mut scratch = Scratch::new(4096);
+            let signed = v
+                .verify_signature(token.as_bytes(), &mut scratch)
+                .expect("RFC signature verifies");
+            assert_eq!(signed.alg, alg);
+            assert_eq!(
+                signed.payload,
+                b"{\"iss\":\"joe\",\r\n \"exp\":1300819380,\r\n \"http://example.com/is_root\":true}"
+            );
+            let mut scratch = Scratch::new(4096);
+            assert_eq!(
+                v.verify(token.as_bytes(), 1_300_819_379, &mut scratch)
+                    .err(),
+                Some(TokenError::MissingSub)
+            );
+            for twin in twins {
+                let t = asym_data(twin);
+                let mut scratch = Scratch::new(4096);
+                assert_eq!(
+                    v.verify_signature(t.as_bytes(), &mut scratch).err(),
+                    Some(TokenError::BadSignature),
+                    "{twin}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn rsa_and_ec_keys_verify_only_their_own_algorithm() {
+        let rs_der = pem_decode(RS_PEM, "PUBLIC KEY").expect("pem");
+        let es_der = pem_decode(ES_PEM, "PUBLIC KEY").expect("pem");
+        // The SPKI's key type must fit the configured alg.
+        for alg in [Alg::ES256, Alg::ES384, Alg::EdDSA, Alg::HS256] {
+            assert!(
+                matches!(
+                    Key::from_spki_der(None, alg, &rs_der),
+                    Err(KeyError::WrongKeyType { .. })
+                ),
+                "{alg}"
+            );
+        }
+        for alg in [Alg::RS256, Alg::PS256, Alg::ES384, Alg::EdDSA] {
+            assert!(
+                matches!(
+                    Key::from_spki_der(None, alg, &es_der),
+                    Err(KeyError::WrongKeyType { .. })
+                ),
+                "{alg}"
+            );
+        }
+        for alg in [
+            Alg::RS256,
+            Alg::RS384,
+            Alg::RS512,
+            Alg::PS256,
+            Alg::PS384,
+            Alg::PS512,
+        ] {
+            assert!(Key::from_spki_der(None, alg, &rs_der).is_ok(), "{alg}");
+        }
+        // Classic confusion: HS256 signed with the RSA key's public bytes (the PEM text
+        // and the DER), RS256 against the EC key, ES256 against the RSA key.
+        let v = Verifier {
+            keys: KeySet::new(vec![
+                Key::from_spki_der(Some("rsa".into()), Alg::RS256, &rs_der).expect("rsa"),
+                Key::from_spki_der(Some("ec".into()), Alg::ES256, &es_der).expect("ec"),
+            ])
+            .expect("keyset"),
+            rules: rules(4096),
+        };
+        for secret in [RS_PEM.as_bytes(), &rs_der] {
+            let forged = sign_hs(
+                hmac::HMAC_SHA256,
+                secret,
+                r#"{"alg":"HS256","kid":"rsa"}"#,
+                CLAIMS,
+            );
+            assert_eq!(err(&v, &forged), TokenError::AlgKeyMismatch);
+            let forged = sign_hs(hmac::HMAC_SHA256, secret, r#"{"alg":"HS256"}"#, CLAIMS);
+            assert_eq!(err(&v, &forged), TokenError::NoKeyForAlg);
+        }
+        let rs_sig = asym_data("rs");
+        let sig = rs_sig.rsplit('.').next().expect("sig");
+        for header in [
+            r#"{"alg":"RS256","kid":"ec"}"#,
+            r#"{"alg":"PS256","kid":"rsa"}"#,
+        ] {
+            let t = format!(
+                "{}.{}.{sig}",
+                b64(header.as_bytes()),
+                b64(CLAIMS.as_bytes())
+            );
+            assert_eq!(err(&v, &t), TokenError::AlgKeyMismatch, "{header}");
+        }
+        let es_sig = asym_data("es");
+        let sig = es_sig.rsplit('.').next().expect("sig");
+        let t = format!(
+            "{}.{}.{sig}",
+            b64(br#"{"alg":"ES256","kid":"rsa"}"#),
+            b64(CLAIMS.as_bytes())
+        );
+        assert_eq!(err(&v, &t), TokenError::AlgKeyMismatch);
+        // A signature of the wrong length never reaches ring.
+        let t = format!(
+            "{}.{}.{}",
+            b64(br#"{"alg":"RS256","kid":"rsa"}"#),
+            b64(CLAIMS.as_bytes()),
+            b64(&[1; 255])
+        );
+        assert_eq!(err(&v, &t), TokenError::BadSignature);
+    }
+
+    #[test]
+    fn es384_and_ps256_sign_and_verify() {
+        use ring::rand::SystemRandom;
+        use ring::signature::{EcdsaKeyPair, ECDSA_P384_SHA384_FIXED_SIGNING};
+        let rng = SystemRandom::new();
+        let pkcs8 =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, &rng).expect("pkcs8");
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .expect("pair");
+        let public = crate::auth::spki::PublicKey::ec(
+            crate::auth::spki::Curve::P384,
+            pair.public_key().as_ref(),
+        )
+        .expect("point");
+        let key = Key::public(Some("p384".into()), Alg::ES384, public).expect("fits");
+        let v = Verifier {
+            keys: KeySet::new(vec![key]).expect("keyset"),
+            rules: rules(4096),
+        };
+        let input = format!(
+            "{}.{}",
+            b64(br#"{"alg":"ES384","kid":"p384"}"#),
+            b64(CLAIMS.as_bytes())
+        );
+        let sig = pair.sign(&rng, input.as_bytes()).expect("sign");
+        assert_eq!(sig.as_ref().len(), 96);
+        let token = format!("{input}.{}", b64(sig.as_ref()));
+        assert_eq!(check(&v, &token), Ok(("alice".to_owned(), 1_000_100)));
+        let mut bad = sig.as_ref().to_vec();
+        bad[95] ^= 1;
+        let token = format!("{input}.{}", b64(&bad));
+        assert_eq!(err(&v, &token), TokenError::BadSignature);
     }
 
     // --- attack catalogue: header parameters -----------------------------------------

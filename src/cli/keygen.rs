@@ -82,6 +82,7 @@ pub fn keygen(alg: Alg, out_prefix: &Path) -> Result<Vec<PathBuf>, String> {
             write_new(&path, text.as_bytes())?;
             Ok(vec![path])
         }
+        other => Err(format!("keygen: cannot make {other} keys")),
     }
 }
 

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use ring::hmac;
-use ring::signature::Ed25519KeyPair;
+use ring::rand::SystemRandom;
+use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair, RsaKeyPair};
 use serde_json::Value;
 
 use crate::auth::claims::{parse_claims, ScopeSet, MAX_CLAIMS};
@@ -46,6 +47,61 @@ pub enum SigningKey {
     Ed25519(Ed25519KeyPair),
     /// HMAC secret bytes (the hash comes from the `alg` passed to `sign`).
     Hmac(Vec<u8>),
+    /// An RSA key pair (RS* or PS*, from the `alg` passed to `sign`).
+    Rsa(RsaKeyPair),
+    /// An ECDSA key pair (P-256: ES256, P-384: ES384).
+    Ecdsa(EcdsaKeyPair),
+}
+
+/// Reads a PKCS#8 `PRIVATE KEY`: Ed25519, ECDSA P-256 / P-384 or RSA, and the algorithm it
+/// signs (`alg` picks among RS* / PS* for RSA; RS256 by default).
+fn load_pkcs8(der: &[u8], alg: Option<Alg>) -> Result<(Alg, SigningKey), String> {
+    // `maybe_unchecked` also reads PKCS#8 v1 files (openssl genpkey -algorithm ed25519).
+    if let Ok(pair) = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der) {
+        return match alg {
+            Some(other) if other != Alg::EdDSA => Err(format!(
+                "an Ed25519 private key signs EdDSA tokens, not {other}"
+            )),
+            _ => Ok((Alg::EdDSA, SigningKey::Ed25519(pair))),
+        };
+    }
+    let rng = SystemRandom::new();
+    for (curve_alg, signing) in [
+        (Alg::ES256, &signature::ECDSA_P256_SHA256_FIXED_SIGNING),
+        (Alg::ES384, &signature::ECDSA_P384_SHA384_FIXED_SIGNING),
+    ] {
+        if let Ok(pair) = EcdsaKeyPair::from_pkcs8(signing, der, &rng) {
+            return match alg {
+                Some(other) if other != curve_alg => {
+                    Err(format!("this EC key signs {curve_alg} tokens, not {other}"))
+                }
+                _ => Ok((curve_alg, SigningKey::Ecdsa(pair))),
+            };
+        }
+    }
+    if let Ok(pair) = RsaKeyPair::from_pkcs8(der) {
+        let alg = alg.unwrap_or(Alg::RS256);
+        if alg.rsa_parameters().is_none() {
+            return Err(format!(
+                "an RSA private key signs RS256/384/512 or PS256/384/512 tokens, not {alg}"
+            ));
+        }
+        return Ok((alg, SigningKey::Rsa(pair)));
+    }
+    Err("not a PKCS#8 private key of a supported type (Ed25519, EC P-256/P-384, RSA 2048-bit or larger)".into())
+}
+
+/// ring's RSA padding for RS* / PS*.
+fn rsa_padding(alg: Alg) -> Option<&'static dyn signature::RsaEncoding> {
+    Some(match alg {
+        Alg::RS256 => &signature::RSA_PKCS1_SHA256,
+        Alg::RS384 => &signature::RSA_PKCS1_SHA384,
+        Alg::RS512 => &signature::RSA_PKCS1_SHA512,
+        Alg::PS256 => &signature::RSA_PSS_SHA256,
+        Alg::PS384 => &signature::RSA_PSS_SHA384,
+        Alg::PS512 => &signature::RSA_PSS_SHA512,
+        _ => return None,
+    })
 }
 
 impl SigningKey {
@@ -55,16 +111,8 @@ impl SigningKey {
         let at = |msg: &str| format!("{}: {msg}", path.display());
         let text = std::fs::read_to_string(path).map_err(|e| at(&e.to_string()))?;
         if text.contains("-----BEGIN PRIVATE KEY-----") {
-            if let Some(other) = alg.filter(|a| *a != Alg::EdDSA) {
-                return Err(at(&format!(
-                    "an Ed25519 private key signs EdDSA tokens, not {other}"
-                )));
-            }
             let der = pem_decode(&text, "PRIVATE KEY").map_err(|e| at(&e.to_string()))?;
-            // `maybe_unchecked` also reads PKCS#8 v1 files (openssl genpkey -algorithm ed25519).
-            let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der)
-                .map_err(|_| at("not an Ed25519 PKCS#8 private key"))?;
-            return Ok((Alg::EdDSA, SigningKey::Ed25519(pair)));
+            return load_pkcs8(&der, alg).map_err(|e| at(&e));
         }
         if text.contains("-----BEGIN PUBLIC KEY-----") {
             return Err(at(
@@ -73,7 +121,7 @@ impl SigningKey {
         }
         if text.contains("-----BEGIN ") {
             return Err(at(
-                "unsupported PEM key: expected an Ed25519 PKCS#8 PRIVATE KEY",
+                "unsupported PEM key: expected a PKCS#8 PRIVATE KEY (Ed25519, EC P-256/P-384 or RSA)",
             ));
         }
         let secret = decode_secret_file(&text).map_err(|e| at(&e.to_string()))?;
@@ -124,7 +172,27 @@ pub fn sign(
     token.push('.');
     token.push_str(&URL_SAFE_NO_PAD.encode(payload_json));
     let signature: Vec<u8> = match (alg.hmac_algorithm(), key) {
-        (None, SigningKey::Ed25519(pair)) => pair.sign(token.as_bytes()).as_ref().to_vec(),
+        (None, SigningKey::Ed25519(pair)) if alg == Alg::EdDSA => {
+            pair.sign(token.as_bytes()).as_ref().to_vec()
+        }
+        (None, SigningKey::Rsa(pair)) => {
+            let padding =
+                rsa_padding(alg).ok_or_else(|| format!("{alg} cannot sign with an RSA key"))?;
+            let mut signature = vec![0; pair.public().modulus_len()];
+            pair.sign(
+                padding,
+                &SystemRandom::new(),
+                token.as_bytes(),
+                &mut signature,
+            )
+            .map_err(|_| format!("{alg}: RSA signing failed"))?;
+            signature
+        }
+        (None, SigningKey::Ecdsa(pair)) if matches!(alg, Alg::ES256 | Alg::ES384) => pair
+            .sign(&SystemRandom::new(), token.as_bytes())
+            .map_err(|_| format!("{alg}: ECDSA signing failed"))?
+            .as_ref()
+            .to_vec(),
         (Some(hash), SigningKey::Hmac(secret)) => {
             hmac::sign(&hmac::Key::new(hash, secret), token.as_bytes())
                 .as_ref()
@@ -538,7 +606,7 @@ fn diagnose(token: &[u8], v: &Verifier, now: u64, out: &mut String) -> Vec<Findi
                         "b64 is false: unencoded payloads (RFC 7797) are not supported".to_owned()
                     }
                     TokenError::AlgNotAllowed => format!(
-                        "alg {} is not supported (supported: EdDSA or Ed25519, HS256, HS384, HS512)",
+                        "alg {} is not supported (supported: RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA or Ed25519, HS256, HS384, HS512)",
                         shown(alg)
                     ),
                     other => other.to_string(),
@@ -582,14 +650,14 @@ fn diagnose(token: &[u8], v: &Verifier, now: u64, out: &mut String) -> Vec<Findi
                     Ok(index) => {
                         if let Some(key) = v.keys.get(index) {
                             let label = format!("{} ({})", shown(key.display_kid()), key.alg);
-                            if signature.len() != key.alg.signature_len() {
+                            if signature.len() != key.signature_len() {
                                 add(
                                     TokenError::BadSignature,
                                     format!(
                                         "signature is {} bytes; {} signatures are {}",
                                         signature.len(),
                                         key.alg,
-                                        key.alg.signature_len()
+                                        key.signature_len()
                                     ),
                                 );
                             } else if key.verify_signature(segments.signing_input, signature) {
@@ -1159,12 +1227,12 @@ mod tests {
         );
         let rs = format!(
             "{}.{}.AAAA",
-            URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256"}"#),
+            URL_SAFE_NO_PAD.encode(r#"{"alg":"ES512"}"#),
             good.split('.').nth(1).expect("p")
         );
         let (report, _) = inspect(&rs, Some(&v), NOW);
         assert!(
-            report.contains("alg \"RS256\" is not supported"),
+            report.contains("alg \"ES512\" is not supported"),
             "{report}"
         );
         let hostile = format!(

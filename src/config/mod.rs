@@ -12,6 +12,7 @@
 //! the cross-field rules of `validate.rs` run over what parsed. A file is only accepted
 //! when nothing at all was wrong.
 
+mod public_key;
 pub mod units;
 mod validate;
 
@@ -457,6 +458,8 @@ pub enum KeyMaterial {
     Ed25519Spki(Vec<u8>),
     /// An HMAC secret: the decoded bytes, at least as long as the hash output.
     HmacSecret(Vec<u8>),
+    /// An RSA or EC SubjectPublicKeyInfo, DER, checked against its `alg` (SPEC §9).
+    Spki(Vec<u8>),
 }
 
 impl KeyMaterial {
@@ -464,7 +467,7 @@ impl KeyMaterial {
     pub fn ed25519_public_key(&self) -> Option<&[u8]> {
         match self {
             KeyMaterial::Ed25519Spki(der) => der.get(ED25519_SPKI_PREFIX.len()..),
-            KeyMaterial::HmacSecret(_) => None,
+            KeyMaterial::HmacSecret(_) | KeyMaterial::Spki(_) => None,
         }
     }
 }
@@ -473,6 +476,7 @@ impl fmt::Debug for KeyMaterial {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             KeyMaterial::Ed25519Spki(der) => f.debug_tuple("Ed25519Spki").field(der).finish(),
+            KeyMaterial::Spki(der) => f.debug_tuple("Spki").field(der).finish(),
             KeyMaterial::HmacSecret(secret) => {
                 write!(f, "HmacSecret(<{} bytes, redacted>)", secret.len())
             }

@@ -43,6 +43,7 @@ pub fn build_verifier(config: &Config) -> Result<Option<Verifier>, String> {
         let key = match &k.material {
             KeyMaterial::Ed25519Spki(der) => Key::ed25519_spki_der(k.kid.clone(), der),
             KeyMaterial::HmacSecret(secret) => Key::hmac(k.kid.clone(), alg, secret),
+            KeyMaterial::Spki(der) => Key::from_spki_der(k.kid.clone(), alg, der),
         }
         .map_err(|e| format!("auth.key[{i}] ({}): {e}", k.path.display()))?;
         keys.push(key);
@@ -84,7 +85,7 @@ fn key_fingerprints(config: &Config) -> Vec<u64> {
             ctx.update(k.kid.as_deref().unwrap_or("").as_bytes());
             ctx.update(&[0]);
             match &k.material {
-                KeyMaterial::Ed25519Spki(der) => ctx.update(der),
+                KeyMaterial::Ed25519Spki(der) | KeyMaterial::Spki(der) => ctx.update(der),
                 KeyMaterial::HmacSecret(secret) => ctx.update(secret),
             }
             let d = ctx.finish();
