@@ -9,6 +9,7 @@
 
 pub mod claims;
 pub mod error;
+pub mod jwk;
 pub mod jws;
 pub mod keys;
 pub mod revocation;
