@@ -2,6 +2,7 @@
 //! (SPEC §4 "Key selection"; RFC 8725 §3.1: the algorithm comes from the key, never the token).
 
 use std::fmt;
+use std::sync::Arc;
 
 use base64::alphabet;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
@@ -10,6 +11,7 @@ use base64::Engine as _;
 use ring::{hmac, signature};
 
 use super::error::TokenError;
+use super::jwk::JwkSet;
 use super::spki::{Curve, PublicKey, SpkiError};
 
 /// The fixed DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410 §4): SEQUENCE {
@@ -233,6 +235,8 @@ pub enum KeyError {
     DuplicateKid(String),
     /// A `kid` that is the empty string.
     EmptyKid,
+    /// Two providers with the same `issuer`.
+    DuplicateIssuer(String),
     /// The public key itself was refused (not SPKI, too small, off its curve, ...).
     Spki(SpkiError),
     /// The public key's type cannot verify the configured algorithm.
@@ -272,6 +276,7 @@ impl fmt::Display for KeyError {
             KeyError::SecretEmpty => f.write_str("secret file is empty"),
             KeyError::DuplicateKid(kid) => write!(f, "kid {kid:?} is configured twice"),
             KeyError::EmptyKid => f.write_str("kid must not be empty"),
+            KeyError::DuplicateIssuer(iss) => write!(f, "issuer {iss:?} is configured twice"),
             KeyError::Spki(e) => e.fmt(f),
             KeyError::WrongKeyType { alg, found } => write!(
                 f,
@@ -484,10 +489,134 @@ impl Key {
     }
 }
 
-/// The configured keys, in configuration order.
-#[derive(Debug)]
+/// Every verification key, keyed by (issuer, kid) (SPEC §9): the static `[[auth.key]]`
+/// keys, in configuration order, verify tokens whose `iss` is no provider's; each
+/// provider's keys verify its tokens only. Cloning is cheap (shared, immutable parts), so a
+/// new provider key set is published as a new `KeySet` snapshot
+/// ([`KeySet::with_provider_keys`]), never by mutating one in use.
+#[derive(Debug, Clone)]
 pub struct KeySet {
+    keys: Arc<[Key]>,
+    providers: Arc<[Provider]>,
+}
+
+/// One provider's keys at one moment (a fetched or loaded JWK Set): immutable, replaced
+/// whole. A JWK without `alg` that several algorithms fit appears once per algorithm.
+#[derive(Debug, Default)]
+pub struct ProviderKeys {
     keys: Vec<Key>,
+    jwks: usize,
+}
+
+impl ProviderKeys {
+    /// The usable keys of `set`, their fingerprints scoped to `issuer`.
+    pub fn from_jwk_set(issuer: &str, set: &JwkSet) -> ProviderKeys {
+        let mut keys = Vec::new();
+        for jwk in &set.keys {
+            for &alg in &jwk.algorithms {
+                // `parse_jwk` only lists algorithms that fit the key.
+                if let Ok(key) = Key::public(jwk.kid.clone(), alg, jwk.key.clone()) {
+                    keys.push(key.scoped_to(issuer));
+                }
+            }
+        }
+        ProviderKeys {
+            keys,
+            jwks: set.keys.len(),
+        }
+    }
+
+    /// The number of usable JWKs (`wsgate_provider_keys`).
+    pub fn len(&self) -> usize {
+        self.jwks
+    }
+
+    /// True when the set has no usable key.
+    pub fn is_empty(&self) -> bool {
+        self.jwks == 0
+    }
+
+    /// Every key (one per JWK and algorithm).
+    pub fn iter(&self) -> impl Iterator<Item = &Key> {
+        self.keys.iter()
+    }
+}
+
+/// A `[[auth.provider]]`: its issuer, claim rules and current keys.
+#[derive(Debug, Clone)]
+pub struct Provider {
+    /// `issuer`: equals the `iss` of every token its keys verify.
+    pub issuer: String,
+    /// `audience`, overriding `auth.audience` for this provider's tokens.
+    pub audience: Option<String>,
+    /// `algorithms`: when set, the only algorithms its tokens may use.
+    pub algorithms: Option<Vec<Alg>>,
+    keys: Arc<ProviderKeys>,
+}
+
+impl Provider {
+    /// A provider with its current keys.
+    pub fn new(
+        issuer: String,
+        audience: Option<String>,
+        algorithms: Option<Vec<Alg>>,
+        keys: Arc<ProviderKeys>,
+    ) -> Provider {
+        Provider {
+            issuer,
+            audience,
+            algorithms,
+            keys,
+        }
+    }
+
+    /// The current keys.
+    pub fn keys(&self) -> &Arc<ProviderKeys> {
+        &self.keys
+    }
+
+    /// SPEC §9 selection within this provider's set: by `kid` when the header has one;
+    /// without, only when exactly one usable key allows the header's `alg`. The `alg` must
+    /// be one the key allows and `algorithms` lists; HS* never (a JWK Set has no secrets).
+    pub fn select(&self, kid: Option<&str>, header_alg: &str) -> Result<&Key, TokenError> {
+        let alg = Alg::from_header(header_alg).ok_or(TokenError::AlgNotAllowed)?;
+        if alg.is_hmac() {
+            return Err(TokenError::AlgKeyMismatch);
+        }
+        if let Some(allowed) = &self.algorithms {
+            if !allowed.contains(&alg) {
+                return Err(TokenError::AlgNotAllowed);
+            }
+        }
+        match kid {
+            Some(kid) => {
+                let mut known = false;
+                for key in self.keys.keys.iter() {
+                    if key.kid.as_deref() == Some(kid) {
+                        if key.alg == alg {
+                            return Ok(key);
+                        }
+                        known = true;
+                    }
+                }
+                Err(if known {
+                    TokenError::AlgKeyMismatch
+                } else {
+                    TokenError::UnknownKid
+                })
+            }
+            None => {
+                let mut found = None;
+                for key in self.keys.keys.iter().filter(|k| k.alg == alg) {
+                    if found.is_some() {
+                        return Err(TokenError::AmbiguousKey);
+                    }
+                    found = Some(key);
+                }
+                found.ok_or(TokenError::NoKeyForAlg)
+            }
+        }
+    }
 }
 
 impl KeySet {
@@ -505,7 +634,66 @@ impl KeySet {
                 return Err(KeyError::DuplicateKid(kid.to_owned()));
             }
         }
-        Ok(KeySet { keys })
+        Ok(KeySet {
+            keys: keys.into(),
+            providers: Arc::new([]),
+        })
+    }
+
+    /// The same static keys with these providers; an issuer configured twice is an error.
+    pub fn with_providers(&self, providers: Vec<Provider>) -> Result<KeySet, KeyError> {
+        for (i, p) in providers.iter().enumerate() {
+            let earlier = providers.get(..i).unwrap_or_default();
+            if earlier.iter().any(|q| q.issuer == p.issuer) {
+                return Err(KeyError::DuplicateIssuer(p.issuer.clone()));
+            }
+        }
+        Ok(KeySet {
+            keys: self.keys.clone(),
+            providers: providers.into(),
+        })
+    }
+
+    /// A new snapshot in which `issuer`'s provider has `keys`; everything else is shared.
+    /// `None` when no provider has that issuer.
+    pub fn with_provider_keys(&self, issuer: &str, keys: Arc<ProviderKeys>) -> Option<KeySet> {
+        self.provider(issuer)?;
+        let providers: Vec<Provider> = self
+            .providers
+            .iter()
+            .map(|p| {
+                let mut p = p.clone();
+                if p.issuer == issuer {
+                    p.keys = keys.clone();
+                }
+                p
+            })
+            .collect();
+        Some(KeySet {
+            keys: self.keys.clone(),
+            providers: providers.into(),
+        })
+    }
+
+    /// The provider whose `issuer` is exactly `iss`.
+    pub fn provider(&self, iss: &str) -> Option<&Provider> {
+        self.providers.iter().find(|p| p.issuer == iss)
+    }
+
+    /// The providers, in configuration order.
+    pub fn providers(&self) -> &[Provider] {
+        &self.providers
+    }
+
+    /// The fingerprint of every key, static and provider keys alike (a reload or a new
+    /// set retires the sessions whose key is no longer among them).
+    pub fn fingerprints(&self) -> Vec<u64> {
+        let provider_keys = self.providers.iter().flat_map(|p| p.keys.iter());
+        self.keys
+            .iter()
+            .chain(provider_keys)
+            .map(Key::fingerprint)
+            .collect()
     }
 
     /// The number of keys.
@@ -523,7 +711,7 @@ impl KeySet {
         self.keys.iter().filter_map(|k| k.kid.as_deref())
     }
 
-    /// The key at `index` (as reported by `Claims::key_index`).
+    /// The static key at `index` (as returned by [`KeySet::select`]).
     pub fn get(&self, index: usize) -> Option<&Key> {
         self.keys.get(index)
     }

@@ -42,9 +42,9 @@ pub struct Identity {
 }
 
 impl Identity {
-    fn from_claims(c: &Claims<'_>, key_fingerprints: &[u64]) -> Identity {
+    fn from_claims(c: &Claims<'_>) -> Identity {
         Identity {
-            key: key_fingerprints.get(c.key_index()).copied().unwrap_or(0),
+            key: c.key_fingerprint(),
             sub: c.sub.as_ref().into(),
             scopes: c.scopes().map(Into::into).collect(),
             kid: c.kid.map(Into::into),
@@ -358,7 +358,7 @@ impl Gate {
         };
         match verifier.verify(token, ctx.now_unix, ctx.scratch) {
             Ok(claims) => {
-                let identity = Identity::from_claims(&claims, &self.key_fingerprints);
+                let identity = Identity::from_claims(&claims);
                 let revoked = ctx
                     .revocations
                     .read()
@@ -473,7 +473,7 @@ impl Gate {
         let claims = verifier
             .verify(msg.token.as_bytes(), now_unix, scratch)
             .map_err(|e| e.description())?;
-        let identity = Identity::from_claims(&claims, &self.key_fingerprints);
+        let identity = Identity::from_claims(&claims);
         if identity.sub != current.sub {
             return Err("subject mismatch");
         }

@@ -71,34 +71,14 @@ fn retention_policy(config: &Config) -> RetentionPolicy {
     }
 }
 
-/// A stable fingerprint per configured key (algorithm, kid and material), so that a
-/// reload can tell which keys it removed. Never printed.
-fn key_fingerprints(config: &Config) -> Vec<u64> {
-    config
-        .auth
-        .keys
-        .iter()
-        .map(|k| {
-            let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-            ctx.update(k.alg.as_bytes());
-            ctx.update(&[0]);
-            ctx.update(k.kid.as_deref().unwrap_or("").as_bytes());
-            ctx.update(&[0]);
-            match &k.material {
-                KeyMaterial::Ed25519Spki(der) | KeyMaterial::Spki(der) => ctx.update(der),
-                KeyMaterial::HmacSecret(secret) => ctx.update(secret),
-            }
-            let d = ctx.finish();
-            let mut first = [0u8; 8];
-            first.copy_from_slice(&d.as_ref()[..8]);
-            u64::from_le_bytes(first)
-        })
-        .collect()
-}
-
 /// Everything a worker needs from one configuration.
 pub fn build_runtime(config: &Config) -> Result<Runtime, String> {
     let verifier = build_verifier(config)?;
+    // What identifies "the same key" across reloads ("key retired").
+    let key_fingerprints = verifier
+        .as_ref()
+        .map(|v| v.keys.fingerprints())
+        .unwrap_or_default();
     let origin = OriginPolicy::new(&config.origin.allow, config.origin.allow_missing)
         .map_err(|e| format!("origin.allow: {e}"))?;
     let l = &config.limits;
@@ -160,7 +140,7 @@ pub fn build_runtime(config: &Config) -> Result<Runtime, String> {
             config.auth.sources.clone(),
             config.auth.explain_to_browsers,
             config.server.max_connections,
-            key_fingerprints(config),
+            key_fingerprints,
         ),
         session,
         handshake_timeout: l.handshake_timeout,
