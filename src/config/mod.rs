@@ -12,6 +12,7 @@
 //! the cross-field rules of `validate.rs` run over what parsed. A file is only accepted
 //! when nothing at all was wrong.
 
+pub mod provider;
 mod public_key;
 pub mod units;
 mod validate;
@@ -91,6 +92,8 @@ pub struct AuthSection {
     pub explain_to_browsers: bool,
     /// `[[auth.key]]`.
     pub key: Vec<KeyConfig>,
+    /// `[[auth.provider]]` (SPEC §9).
+    pub provider: Vec<provider::ProviderConfig>,
 }
 
 impl Default for AuthSection {
@@ -105,6 +108,7 @@ impl Default for AuthSection {
             max_token_bytes: ByteSize(4 * 1024),
             explain_to_browsers: false,
             key: Vec::new(),
+            provider: Vec::new(),
         }
     }
 }
@@ -412,6 +416,8 @@ pub struct Auth {
     pub explain_to_browsers: bool,
     /// `[[auth.key]]`, read from disk, in file order; `kid`s are unique.
     pub keys: Vec<LoadedKey>,
+    /// `[[auth.provider]]`, validated (their key sets are loaded by the runtime).
+    pub providers: Vec<provider::ProviderSettings>,
 }
 
 /// Where a token may come from (SPEC §4, "Token sources").
@@ -890,9 +896,13 @@ fn auth_section(value: &toml::Value, problems: &mut Problems) -> AuthSection {
     };
     let mut rest = table.clone();
     let keys = rest.remove("key");
+    let providers = rest.remove("provider");
     let mut auth: AuthSection = section(&toml::Value::Table(rest), "auth", problems);
     if let Some(keys) = keys {
         auth.key = array_of_tables(&keys, "auth.key", problems);
+    }
+    if let Some(providers) = providers {
+        auth.provider = array_of_tables(&providers, "auth.provider", problems);
     }
     auth
 }

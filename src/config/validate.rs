@@ -62,13 +62,13 @@ pub(super) fn validate(raw: &RawConfig, base_dir: &Path, problems: &mut Problems
         .and_then(|admin| self::admin(admin, &server.listen, base_dir, problems));
     let routes = routes(&raw.route, problems);
 
-    if raw.auth.key.is_empty() {
+    if raw.auth.key.is_empty() && raw.auth.provider.is_empty() {
         if let Some(index) = raw.route.iter().position(|route| !route.public) {
             problems.error(
                 "auth.key",
                 format!(
                     "no keys configured but route[{index}] needs a token \
-                     (add [[auth.key]], or set public = true on routes that need none)"
+                     (add [[auth.key]] or [[auth.provider]], or set public = true on routes that need none)"
                 ),
             );
         }
@@ -390,6 +390,12 @@ fn auth(
         max_token_bytes: to_usize(max_token_bytes),
         explain_to_browsers: raw.explain_to_browsers,
         keys: keys(&raw.key, base_dir, problems),
+        providers: super::provider::providers(
+            &raw.provider,
+            raw.issuer.as_deref(),
+            base_dir,
+            problems,
+        ),
     }
 }
 

@@ -33,7 +33,7 @@ pub const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 /// Builds the token verifier from the configured keys (None when there are none).
 pub fn build_verifier(config: &Config) -> Result<Option<Verifier>, String> {
-    if config.auth.keys.is_empty() {
+    if config.auth.keys.is_empty() && config.auth.providers.is_empty() {
         return Ok(None);
     }
     let mut keys = Vec::with_capacity(config.auth.keys.len());
@@ -49,6 +49,13 @@ pub fn build_verifier(config: &Config) -> Result<Option<Verifier>, String> {
         keys.push(key);
     }
     let keys = KeySet::new(keys).map_err(|e| format!("auth.key: {e}"))?;
+    // SPEC §9: each provider's keys (local files are read here, never on a worker).
+    let providers = crate::config::provider::build_providers(&config.auth.providers, |line| {
+        warn!("{line}");
+    });
+    let keys = keys
+        .with_providers(providers)
+        .map_err(|e| format!("auth.provider: {e}"))?;
     Ok(Some(Verifier {
         keys,
         rules: Rules {

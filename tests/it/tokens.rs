@@ -1875,3 +1875,173 @@ fn weak_or_mismatched_public_keys_are_refused_at_load() {
         assert!(all.contains(expected), "{alg} {file}: {all}");
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// SPEC §9: [[auth.provider]] with a local JWK Set file; selection by (iss, kid)
+// ---------------------------------------------------------------------------------------
+
+/// An EC public key file's point as JWK members (`x`, `y`).
+fn ec_jwk(pem_file: &str, kid: &str, coordinate: usize) -> Value {
+    let pem = data_file(pem_file);
+    let der = pem_decode(std::str::from_utf8(&pem).expect("pem"), "PUBLIC KEY").expect("der");
+    let point = &der[der.len() - (1 + 2 * coordinate)..];
+    assert_eq!(point[0], 4);
+    let crv = if coordinate == 32 { "P-256" } else { "P-384" };
+    json!({
+        "kty": "EC", "crv": crv, "kid": kid, "use": "sig",
+        "x": b64(&point[1..1 + coordinate]), "y": b64(&point[1 + coordinate..]),
+    })
+}
+
+const ISS_A: &str = "https://a.example/realms/app";
+const ISS_B: &str = "https://b.example";
+
+/// Providers A (P-256 key "k1", path relative to the config) and B (P-384 key "k1",
+/// file:// URL, ES384 only), beside the static "ed" and "hs" keys.
+fn start_providers() -> (Gateway, Keys) {
+    let dir = TempDir::new();
+    let keys = make_keys(&dir);
+    let a_jwks = json!({"keys": [
+        ec_jwk("rfc7515-a3-es256.pub.pem", "k1", 32),
+        // Skipped, never used: a symmetric key and one with a private member.
+        {"kty": "oct", "kid": "hs", "k": b64([7u8; 32])},
+    ]});
+    dir.write("a.jwks.json", a_jwks.to_string());
+    let b_path = dir.write(
+        "b.jwks.json",
+        json!({"keys": [ec_jwk("wsgate-test-p384.pub.pem", "k1", 48)]}).to_string(),
+    );
+    let extra = format!(
+        "[[auth.provider]]
+issuer = \"{ISS_A}\"
+jwks_uri = \"a.jwks.json\"
+
+[[auth.provider]]
+issuer = \"{ISS_B}\"
+jwks_uri = \"file://{}\"
+algorithms = [\"ES384\"]
+audience = \"api\"
+
+{LIMITS_OFF}",
+        path_str(&b_path)
+    );
+    let gw = Gateway::start_in(dir, &config("", &extra));
+    (gw, keys)
+}
+
+#[test]
+fn provider_tokens_are_verified_by_their_issuers_keys_only() {
+    let (gw, k) = start_providers();
+    let es256 = data_key("rfc7515-a3-es256.key.pem", Alg::ES256);
+    let es384 = data_key("wsgate-test-p384.key.pem", Alg::ES384);
+    let with_iss = |iss: &str| with(claims("alice", "echo"), "iss", json!(iss)).to_string();
+    let b_claims = with(
+        with(claims("bob", "echo"), "iss", json!(ISS_B)),
+        "aud",
+        json!("api"),
+    )
+    .to_string();
+    let h256 = r#"{"alg":"ES256","typ":"JWT","kid":"k1"}"#;
+    let h384 = r#"{"alg":"ES384","typ":"JWT","kid":"k1"}"#;
+
+    // Each provider's own tokens.
+    good(
+        &gw,
+        &sign(Alg::ES256, &es256, h256, &with_iss(ISS_A)).expect("sign"),
+    );
+    good(
+        &gw,
+        &sign(Alg::ES256, &es256, r#"{"alg":"ES256"}"#, &with_iss(ISS_A)).expect("sign"),
+    );
+    good(
+        &gw,
+        &sign(Alg::ES384, &es384, h384, &b_claims).expect("sign"),
+    );
+    // B's audience overrides auth.audience (unset): a B token without "api" is refused.
+    let no_aud = with_iss(ISS_B);
+    bad(&gw, &sign(Alg::ES384, &es384, h384, &no_aud).expect("sign"));
+
+    // Same kid, other issuer: A's key never verifies B's tokens, nor B's key A's.
+    let forged_b = with(
+        with(claims("mallory", "echo"), "iss", json!(ISS_B)),
+        "aud",
+        json!("api"),
+    );
+    refused_as_key_setup_or_signature(
+        &gw,
+        &sign(Alg::ES256, &es256, h256, &forged_b.to_string()).expect("sign"),
+    );
+    refused_as_key_setup_or_signature(
+        &gw,
+        &sign(Alg::ES384, &es384, h384, &with_iss(ISS_A)).expect("sign"),
+    );
+    // A provider's token is never verified by a static key.
+    bad(&gw, &k.ed_raw(ED_HEADER, &with_iss(ISS_A)));
+    bad(&gw, &k.hs_raw(HS_HEADER, &with_iss(ISS_B)));
+    // The skipped oct key "hs" of A's set never verifies anything.
+    let oct = SigningKey::Hmac(vec![7u8; 32]);
+    bad(
+        &gw,
+        &sign(
+            Alg::HS256,
+            &oct,
+            r#"{"alg":"HS256","kid":"hs"}"#,
+            &with_iss(ISS_A),
+        )
+        .expect("sign"),
+    );
+    // A provider's key never verifies a token of another (or no) issuer.
+    for iss in [
+        None,
+        Some("https://c.example"),
+        Some("https://a.example/realms/app/"),
+    ] {
+        let c = match iss {
+            Some(iss) => with_iss(iss),
+            None => claims("alice", "echo").to_string(),
+        };
+        bad(&gw, &sign(Alg::ES256, &es256, h256, &c).expect("sign"));
+    }
+    // Static keys still verify tokens of no provider.
+    good(&gw, &k.ed_token(&claims("carol", "echo")));
+}
+
+/// 401 invalid_token whose description is a key-setup or signature refusal.
+fn refused_as_key_setup_or_signature(gw: &Gateway, token: &str) {
+    let description = bad(gw, token);
+    assert!(
+        [
+            "invalid signature",
+            "token algorithm does not match its key",
+            "token algorithm not allowed",
+            "unknown key id",
+        ]
+        .contains(&description.as_str()),
+        "{description}"
+    );
+}
+
+#[test]
+fn provider_config_errors_name_their_keys() {
+    let dir = TempDir::new();
+    let cfg = dir.write(
+        "wsgate.toml",
+        "[server]\nlisten = [\"127.0.0.1:0\"]\n[auth]\nissuer = \"https://x.example\"\n\
+         [[auth.provider]]\nissuer = \"https://x.example\"\njwks_uri = \"http://10.1.2.3/certs\"\nalgorithms = [\"HS256\"]\n\
+         [[auth.provider]]\nissuer = \"https://y.example\"\njwks_uri = \"missing.json\"\nrefresh = \"5s\"\n\
+         [[route]]\npath = \"/e\"\nbackend = \"echo\"\n",
+    );
+    let (code, stdout, stderr) = run(&["check", "-c", path_str(&cfg)]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    let all = format!("{stdout}{stderr}");
+    for expected in [
+        "auth.provider[0].issuer: equals auth.issuer",
+        "auth.provider[0].jwks_uri: http:// is only allowed to loopback",
+        "auth.provider[0].algorithms[0]: HS256 is never taken from a JWK Set",
+        "auth.provider[1].refresh: 5s is shorter than min_refresh (30s)",
+    ] {
+        assert!(all.contains(expected), "{expected}: {all}");
+    }
+    // `check` fetches nothing and reads no JWK Set: a missing local file is not its error.
+    assert!(!all.contains("missing.json"), "{all}");
+}
