@@ -120,7 +120,7 @@ enum TopCommand {
     /// Write key files: PREFIX.key.pem and PREFIX.pub.pem (EdDSA) or PREFIX.secret (HS*)
     Keygen {
         /// Key algorithm
-        #[arg(long, value_parser = ["EdDSA", "HS256", "HS384", "HS512"])]
+        #[arg(long, value_parser = ["EdDSA", "ES256", "RS256", "HS256", "HS384", "HS512"])]
         alg: String,
         /// Output file prefix
         #[arg(long, value_name = "PREFIX")]
@@ -304,7 +304,7 @@ mod tests {
 
     #[test]
     fn keygen() {
-        for alg in ["EdDSA", "HS256", "HS384", "HS512"] {
+        for alg in ["EdDSA", "ES256", "RS256", "HS256", "HS384", "HS512"] {
             assert_eq!(
                 parse(&["keygen", "--alg", alg, "--out", "keys/k"]).unwrap(),
                 Command::Keygen {
@@ -314,7 +314,7 @@ mod tests {
             );
         }
         assert_eq!(
-            kind(&["keygen", "--alg", "RS256", "--out", "k"]),
+            kind(&["keygen", "--alg", "PS256", "--out", "k"]),
             ErrorKind::InvalidValue
         );
         assert_eq!(
