@@ -55,3 +55,13 @@ fn jws_corpus() {
 fn config_corpus() {
     replay("config", wsgate::fuzzing::fuzz_config);
 }
+
+#[test]
+fn jwk_set_corpus() {
+    replay("jwk_set", wsgate::fuzzing::fuzz_jwk_set);
+}
+
+#[test]
+fn discovery_corpus() {
+    replay("discovery", wsgate::fuzzing::fuzz_discovery);
+}
