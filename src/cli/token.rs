@@ -614,8 +614,42 @@ fn diagnose(token: &[u8], v: &Verifier, now: u64, out: &mut String) -> Vec<Findi
                 add(e, text);
             }
             if Alg::from_header(alg).is_some() {
-                let configured = configured_keys(v);
-                match v.keys.select(header.kid.as_deref(), alg) {
+                // SPEC §9: a provider's token is verified by its keys only.
+                let provider = crate::auth::claims::peek_issuer(payload_bytes)
+                    .and_then(|iss| v.keys.provider(&iss));
+                let keys: Vec<&Key> = match provider {
+                    Some(p) => {
+                        let _ = writeln!(
+                            out,
+                            "issuer: {} is an [[auth.provider]]; only its keys verify this token ({} usable key(s) loaded)",
+                            shown(&p.issuer),
+                            p.keys().len()
+                        );
+                        p.keys().iter().collect()
+                    }
+                    None => v.keys.iter().collect(),
+                };
+                let configured = if provider.is_some() {
+                    let list: Vec<String> = keys
+                        .iter()
+                        .map(|k| format!("{} ({})", k.display_kid(), k.alg))
+                        .collect();
+                    if list.is_empty() {
+                        "none".into()
+                    } else {
+                        list.join(", ")
+                    }
+                } else {
+                    configured_keys(v)
+                };
+                let selected = match provider {
+                    Some(p) => p.select(header.kid.as_deref(), alg),
+                    None => v
+                        .keys
+                        .select(header.kid.as_deref(), alg)
+                        .and_then(|i| v.keys.get(i).ok_or(TokenError::UnknownKid)),
+                };
+                match selected {
                     Err(e) => {
                         let kid = header.kid.as_deref().unwrap_or("");
                         let text = match e {
@@ -624,8 +658,7 @@ fn diagnose(token: &[u8], v: &Verifier, now: u64, out: &mut String) -> Vec<Findi
                                 shown(kid)
                             ),
                             TokenError::AlgKeyMismatch => {
-                                let key_alg = v
-                                    .keys
+                                let key_alg = keys
                                     .iter()
                                     .find(|k| k.kid.as_deref() == Some(kid))
                                     .map_or("?", |k| k.alg.name());
@@ -643,32 +676,34 @@ fn diagnose(token: &[u8], v: &Verifier, now: u64, out: &mut String) -> Vec<Findi
                                 "the token has no kid and several configured keys are {} (configured: {configured}); it must name one with kid",
                                 shown(alg)
                             ),
+                            TokenError::AlgNotAllowed => format!(
+                                "alg {} is not in this provider's algorithms",
+                                shown(alg)
+                            ),
                             other => other.to_string(),
                         };
                         add(e, text);
                     }
-                    Ok(index) => {
-                        if let Some(key) = v.keys.get(index) {
-                            let label = format!("{} ({})", shown(key.display_kid()), key.alg);
-                            if signature.len() != key.signature_len() {
-                                add(
-                                    TokenError::BadSignature,
-                                    format!(
-                                        "signature is {} bytes; {} signatures are {}",
-                                        signature.len(),
-                                        key.alg,
-                                        key.signature_len()
-                                    ),
-                                );
-                            } else if key.verify_signature(segments.signing_input, signature) {
-                                signature_ok = true;
-                                let _ = writeln!(out, "signature check: verifies with key {label}");
-                            } else {
-                                add(
-                                    TokenError::BadSignature,
-                                    format!("signature does not verify with key {label}"),
-                                );
-                            }
+                    Ok(key) => {
+                        let label = format!("{} ({})", shown(key.display_kid()), key.alg);
+                        if signature.len() != key.signature_len() {
+                            add(
+                                TokenError::BadSignature,
+                                format!(
+                                    "signature is {} bytes; {} signatures are {}",
+                                    signature.len(),
+                                    key.alg,
+                                    key.signature_len()
+                                ),
+                            );
+                        } else if key.verify_signature(segments.signing_input, signature) {
+                            signature_ok = true;
+                            let _ = writeln!(out, "signature check: verifies with key {label}");
+                        } else {
+                            add(
+                                TokenError::BadSignature,
+                                format!("signature does not verify with key {label}"),
+                            );
                         }
                     }
                 }
@@ -683,10 +718,20 @@ fn diagnose(token: &[u8], v: &Verifier, now: u64, out: &mut String) -> Vec<Findi
     }
 
     // Claims: the strict parser first (duplicates, types), then each rule on its own.
+    // A provider's tokens carry its issuer, and its audience overrides auth.audience.
+    let (issuer_rule, audience_rule) = match crate::auth::claims::peek_issuer(payload_bytes)
+        .and_then(|iss| v.keys.provider(&iss))
+    {
+        Some(p) => (
+            Some(p.issuer.clone()),
+            p.audience.clone().or_else(|| v.rules.audience.clone()),
+        ),
+        None => (v.rules.issuer.clone(), v.rules.audience.clone()),
+    };
     let mut scopes = ScopeSet::with_capacity(payload_bytes.len());
     if let Err(e) = parse_claims(
         payload_bytes,
-        v.rules.audience.as_deref(),
+        audience_rule.as_deref(),
         &mut names,
         &mut scopes,
     ) {
@@ -758,7 +803,7 @@ fn diagnose(token: &[u8], v: &Verifier, now: u64, out: &mut String) -> Vec<Findi
             );
         }
     }
-    if let Some(issuer) = &v.rules.issuer {
+    if let Some(issuer) = &issuer_rule {
         match claims.get("iss") {
             Some(Value::String(iss)) if iss == issuer => {}
             Some(Value::String(iss)) => add(
@@ -776,7 +821,7 @@ fn diagnose(token: &[u8], v: &Verifier, now: u64, out: &mut String) -> Vec<Findi
             ),
         }
     }
-    if let Some(audience) = &v.rules.audience {
+    if let Some(audience) = &audience_rule {
         let contains = match claims.get("aud") {
             Some(Value::String(a)) => Some(a == audience),
             Some(Value::Array(list)) => Some(list.iter().any(|a| a.as_str() == Some(audience))),

@@ -2045,3 +2045,32 @@ fn provider_config_errors_name_their_keys() {
     // `check` fetches nothing and reads no JWK Set: a missing local file is not its error.
     assert!(!all.contains("missing.json"), "{all}");
 }
+
+#[test]
+fn token_inspect_explains_provider_and_asymmetric_tokens() {
+    let (gw, k) = start_providers();
+    let cfg = gw.dir.path().join("wsgate.toml");
+    let es256 = data_key("rfc7515-a3-es256.key.pem", Alg::ES256);
+    let claims_a = with(claims("alice", "echo"), "iss", json!(ISS_A)).to_string();
+    let good_token = sign(
+        Alg::ES256,
+        &es256,
+        r#"{"alg":"ES256","kid":"k1"}"#,
+        &claims_a,
+    )
+    .expect("sign");
+    let (code, stdout, stderr) = run(&["token", "inspect", "-c", path_str(&cfg), &good_token]);
+    let all = format!("{stdout}{stderr}");
+    assert_eq!(code, 0, "{all}");
+    assert!(all.contains("is an [[auth.provider]]"), "{all}");
+    assert!(all.contains("verifies with key \"k1\" (ES256)"), "{all}");
+    // A static key's signature on a provider token: refused, and why.
+    let forged = k.ed_raw(ED_HEADER, &claims_a);
+    let (code, stdout, stderr) = run(&["token", "inspect", "-c", path_str(&cfg), &forged]);
+    let all = format!("{stdout}{stderr}");
+    assert_eq!(code, 1, "{all}");
+    assert!(
+        all.contains("kid \"ed\" is not configured (configured: k1 (ES256))"),
+        "{all}"
+    );
+}
