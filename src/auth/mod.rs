@@ -12,6 +12,7 @@ pub mod error;
 pub mod jwk;
 pub mod jws;
 pub mod keys;
+pub mod pem;
 pub mod revocation;
 pub mod spki;
 pub mod verify;

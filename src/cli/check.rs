@@ -3,7 +3,10 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::config;
+use crate::auth::revocation::replay;
+use crate::config::{self, Config};
+use crate::gate::origin::OriginPolicy;
+use crate::net::{server, tls};
 
 /// Loads and validates `path`. Errors go to stderr, one line each, and give 1; otherwise
 /// warnings go to stderr (`warning: ...`), a one-line summary to stdout, and it gives 0.
@@ -25,6 +28,13 @@ pub fn run_check_to(path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> i3
         }
         Ok(config) => {
             let file = path.display();
+            let refusals = start_refusals(&config);
+            if !refusals.is_empty() {
+                for r in refusals {
+                    let _ = writeln!(err, "{file}: {r}");
+                }
+                return 1;
+            }
             for warning in config.warnings() {
                 let _ = writeln!(err, "warning: {file}: {warning}");
             }
@@ -37,6 +47,73 @@ pub fn run_check_to(path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> i3
             );
             0
         }
+    }
+}
+
+/// What `serve` would refuse at start in a config that loads, found without binding,
+/// fetching or resolving anything (SPEC §2): unsupported upstreams, keys the verifier
+/// cannot use, origin patterns, a TLS pair rustls refuses, and a revocation log that
+/// cannot be opened or replayed. Binding the listeners is left to `serve`.
+pub fn start_refusals(config: &Config) -> Vec<String> {
+    let mut refusals = Vec::new();
+    if let Err(e) = server::refuse_unsupported(config) {
+        refusals.push(e);
+    }
+    if let Err(e) = server::build_verifier(config) {
+        refusals.push(e);
+    }
+    if let Err(e) = OriginPolicy::new(&config.origin.allow, config.origin.allow_missing) {
+        refusals.push(format!("origin.allow: {e}"));
+    }
+    if let Some(files) = &config.tls {
+        if let Err(e) = tls::server_config(files.cert_chain.clone(), files.key.clone_key()) {
+            refusals.push(e);
+        }
+    }
+    if let Some(log) = config
+        .admin
+        .as_ref()
+        .and_then(|a| a.revocation_log.as_ref())
+    {
+        if let Err(e) = check_revocation_log(log) {
+            refusals.push(format!(
+                "admin.revocation_log: revocation log {}: {e}",
+                log.display()
+            ));
+        }
+    }
+    refusals
+}
+
+/// The revocation log opens and replays as `serve` would open it, without creating it:
+/// an existing file must be a readable, writable log; a new one needs its directory.
+fn check_revocation_log(log: &Path) -> Result<(), String> {
+    match std::fs::metadata(log) {
+        Ok(meta) if !meta.is_file() => Err("cannot open: not a regular file".into()),
+        Ok(meta) => {
+            if meta.permissions().readonly() {
+                return Err("cannot open: read-only".into());
+            }
+            let contents = std::fs::read(log).map_err(|e| format!("cannot read: {e}"))?;
+            replay(&contents)
+                .map(|_| ())
+                .map_err(|e| format!("cannot replay: {e}"))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let dir = match log.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            if dir.is_dir() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "cannot open: its directory {} does not exist",
+                    dir.display()
+                ))
+            }
+        }
+        Err(e) => Err(format!("cannot open: {e}")),
     }
 }
 
@@ -98,6 +175,59 @@ mod tests {
             lines[1],
             "wsgate.toml: route[0].path: must start with '/' (line 4)"
         );
+    }
+
+    #[test]
+    fn whatever_serve_refuses_at_start_check_refuses() {
+        let base = "[server]\nlisten = [\"127.0.0.1:1\"]\n";
+        let (status, _, err) = check(
+            "wss",
+            &format!("{base}[[route]]\npath = \"/p\"\nupstream = [\"wss://10.0.0.1/x\"]\npublic = true\n"),
+        );
+        assert_eq!(status, 1);
+        assert_eq!(err, "wsgate.toml: route[0].upstream[0]: wss:// upstreams are not supported in this version; use ws:// on a private network\n");
+        // An upstream host that does not resolve is not check's business (nothing resolves).
+        let (status, out, err) = check(
+            "dns",
+            &format!("{base}[[route]]\npath = \"/p\"\nupstream = [\"ws://no-such-host.invalid/x\"]\npublic = true\n"),
+        );
+        assert_eq!(status, 0, "{err}");
+        assert!(out.contains("OK"), "{out}");
+        let (status, _, err) = check(
+            "revlog-dir",
+            &format!("{base}[admin]\nlisten = \"127.0.0.1:2\"\nrevocation_log = \"missing/dir/rev.log\"\n[[route]]\npath = \"/p\"\nbackend = \"echo\"\npublic = true\n"),
+        );
+        assert_eq!(status, 1);
+        assert!(
+            err.starts_with("wsgate.toml: admin.revocation_log: revocation log "),
+            "{err}"
+        );
+        assert!(err.contains("missing/dir does not exist"), "{err}");
+    }
+
+    #[test]
+    fn a_corrupt_revocation_log_is_refused_and_a_good_one_is_not_touched() {
+        let dir = std::env::temp_dir().join(format!("wsgate-check-{}-revlog", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("wsgate.toml");
+        std::fs::write(&path, "[server]\nlisten = [\"127.0.0.1:1\"]\n[admin]\nlisten = \"127.0.0.1:2\"\nrevocation_log = \"rev.log\"\n[[route]]\npath = \"/p\"\nbackend = \"echo\"\npublic = true\n").unwrap();
+        let run = || {
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            let status = run_check_to(&path, &mut out, &mut err);
+            (status, String::from_utf8(err).unwrap())
+        };
+        assert_eq!(run().0, 0);
+        assert!(!dir.join("rev.log").exists(), "check creates nothing");
+        std::fs::write(dir.join("rev.log"), "this is not a revocation\n").unwrap();
+        let (status, err) = run();
+        assert_eq!(status, 1);
+        assert!(err.contains("cannot replay"), "{err}");
+        std::fs::remove_file(dir.join("rev.log")).unwrap();
+        std::fs::create_dir(dir.join("rev.log")).unwrap();
+        let (status, err) = run();
+        assert_eq!(status, 1);
+        assert!(err.contains("not a regular file"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

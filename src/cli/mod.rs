@@ -3,15 +3,20 @@
 //! `--help` / `--version` exit 0).
 
 pub mod check;
+pub mod demo;
+pub mod init;
+mod inspect;
 pub mod keygen;
+pub mod revoke;
 pub mod run;
 pub mod token;
 
 use std::ffi::OsString;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, CommandFactory as _, Parser, Subcommand};
 
 use crate::config::units::DurationStr;
 
@@ -24,6 +29,22 @@ pub enum Command {
         config: Option<PathBuf>,
         /// Zero-config demo mode.
         demo: bool,
+        /// `--listen ADDR` (demo only; default 127.0.0.1:8080).
+        listen: Option<SocketAddr>,
+    },
+    /// `init DIR`: write a starting configuration and keys.
+    Init {
+        /// The directory to write into (created when missing).
+        dir: PathBuf,
+    },
+    /// `revoke -c FILE ...`: post a revocation to the admin listener.
+    Revoke {
+        /// The config naming the admin listener.
+        config: PathBuf,
+        /// What to revoke.
+        target: RevokeTarget,
+        /// How to authenticate.
+        auth: AdminAuth,
     },
     /// `check -c FILE`.
     Check {
@@ -69,6 +90,41 @@ pub enum Command {
     },
 }
 
+/// What `revoke` revokes (SPEC §6's two body forms).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevokeTarget {
+    /// `--jti J [--exp N]`.
+    Jti {
+        /// The token id.
+        jti: String,
+        /// Its `exp`, so the entry can be dropped after it.
+        exp: Option<u64>,
+    },
+    /// `--sub S [--before N]`.
+    Sub {
+        /// The subject.
+        sub: String,
+        /// Tokens issued before this (unix seconds; the gateway's default is now).
+        before: Option<u64>,
+    },
+}
+
+/// How `revoke` authenticates to the admin listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminAuth {
+    /// Mint a 60-second admin token from this signing key.
+    Key {
+        /// `PREFIX.key.pem` or `PREFIX.secret`.
+        key: PathBuf,
+        /// Header `kid`.
+        kid: Option<String>,
+    },
+    /// A ready admin token (`--token` or `WSGATE_ADMIN_TOKEN`).
+    Token(String),
+    /// Neither was given; `WSGATE_ADMIN_TOKEN` is read at run time.
+    Env,
+}
+
 /// Parses `args` (program name first, as in `std::env::args_os()`).
 pub fn parse_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, clap::Error> {
     let cli = Cli::try_parse_from(args)?;
@@ -76,6 +132,31 @@ pub fn parse_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, 
         TopCommand::Serve(serve) => Command::Serve {
             config: serve.config,
             demo: serve.demo,
+            listen: serve.listen,
+        },
+        TopCommand::Init { dir } => Command::Init { dir },
+        TopCommand::Revoke(r) if r.kid.is_some() && r.key.is_none() => {
+            return Err(Cli::command().error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "revoke: --kid names the key of --key FILE; give --key too",
+            ));
+        }
+        TopCommand::Revoke(r) => Command::Revoke {
+            config: r.config,
+            target: match (r.jti, r.sub) {
+                (Some(jti), None) => RevokeTarget::Jti { jti, exp: r.exp },
+                (None, Some(sub)) => RevokeTarget::Sub {
+                    sub,
+                    before: r.before,
+                },
+                // clap's groups make exactly one of the two present.
+                _ => unreachable!("revoke: --jti and --sub are one required group"),
+            },
+            auth: match (r.key, r.token) {
+                (Some(key), None) => AdminAuth::Key { key, kid: r.kid },
+                (None, Some(token)) => AdminAuth::Token(token),
+                _ => AdminAuth::Env,
+            },
         },
         TopCommand::Check { config } => Command::Check { config },
         TopCommand::Keygen { alg, out } => Command::Keygen { alg, out },
@@ -101,7 +182,11 @@ pub fn parse_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, 
 
 /// wsgate: a WebSocket security gateway that checks a signed token before every upgrade.
 #[derive(Debug, Parser)]
-#[command(name = "wsgate", version, disable_help_subcommand = true)]
+#[command(
+    name = "wsgate",
+    version,
+    after_help = "First steps:\n  wsgate serve --demo      a gateway with a browser page, a token and a client command\n  wsgate init DIR          an annotated config, keys, and the next three commands"
+)]
 struct Cli {
     #[command(subcommand)]
     command: TopCommand,
@@ -109,8 +194,16 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum TopCommand {
-    /// Run the gateway (foreground; logs to stderr)
+    /// Run the gateway (foreground; logs to stderr); try `serve --demo` first
     Serve(ServeArgs),
+    /// Write DIR/wsgate.toml (every key, annotated), keys under DIR/keys/; never overwrites
+    Init {
+        /// The directory (created when missing)
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Revoke tokens by jti or subject through the admin listener of a running gateway
+    Revoke(RevokeArgs),
     /// Validate a config file; every problem is reported with its key path
     Check {
         /// The config file
@@ -134,14 +227,49 @@ enum TopCommand {
 }
 
 #[derive(Debug, Args)]
-#[group(required = true, multiple = false)]
+#[group(skip)]
+#[command(group(ArgGroup::new("mode").required(true).args(["config", "demo"])))]
 struct ServeArgs {
     /// The config file
     #[arg(short, long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Zero-config demo: 127.0.0.1:8080, an in-memory Ed25519 key, /echo
+    /// Zero-config demo: an in-memory Ed25519 key, /echo, a browser page at /
     #[arg(long)]
     demo: bool,
+    /// Demo address (default 127.0.0.1:8080; port 0 picks a free one)
+    #[arg(long, value_name = "ADDR", conflicts_with = "config")]
+    listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+#[group(skip)]
+#[command(group(ArgGroup::new("what").required(true).args(["jti", "sub"])))]
+#[command(group(ArgGroup::new("auth").args(["key", "token"])))]
+struct RevokeArgs {
+    /// The config file naming the admin listener
+    #[arg(short, long, value_name = "FILE")]
+    config: PathBuf,
+    /// Revoke the token with this id
+    #[arg(long, value_name = "J")]
+    jti: Option<String>,
+    /// With --jti: the token's exp (unix seconds), so the entry is dropped after it
+    #[arg(long, value_name = "N", conflicts_with = "sub")]
+    exp: Option<u64>,
+    /// Revoke every token of this subject issued before --before
+    #[arg(long, value_name = "S")]
+    sub: Option<String>,
+    /// With --sub: unix seconds (default: now, as the gateway's clock says)
+    #[arg(long, value_name = "N", conflicts_with = "jti")]
+    before: Option<u64>,
+    /// Mint a 60-second admin token with this signing key (one the gateway accepts)
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
+    /// With --key: the key id for the admin token's header
+    #[arg(long, value_name = "K", conflicts_with = "token")]
+    kid: Option<String>,
+    /// A ready admin token (default: $WSGATE_ADMIN_TOKEN)
+    #[arg(long, value_name = "T", allow_hyphen_values = true)]
+    token: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -240,29 +368,53 @@ mod tests {
             parse(&["serve", "-c", "wsgate.toml"]).unwrap(),
             Command::Serve {
                 config: Some("wsgate.toml".into()),
-                demo: false
+                demo: false,
+                listen: None
             }
         );
         assert_eq!(
             parse(&["serve", "--config", "a.toml"]).unwrap(),
             Command::Serve {
                 config: Some("a.toml".into()),
-                demo: false
+                demo: false,
+                listen: None
             }
         );
         assert_eq!(
             parse(&["serve", "--config=a.toml"]).unwrap(),
             Command::Serve {
                 config: Some("a.toml".into()),
-                demo: false
+                demo: false,
+                listen: None
             }
         );
         assert_eq!(
             parse(&["serve", "--demo"]).unwrap(),
             Command::Serve {
                 config: None,
-                demo: true
+                demo: true,
+                listen: None
             }
+        );
+        assert_eq!(
+            parse(&["serve", "--demo", "--listen", "127.0.0.1:0"]).unwrap(),
+            Command::Serve {
+                config: None,
+                demo: true,
+                listen: Some("127.0.0.1:0".parse().unwrap())
+            }
+        );
+        assert_eq!(
+            kind(&["serve", "-c", "a.toml", "--listen", "127.0.0.1:0"]),
+            ErrorKind::ArgumentConflict
+        );
+        assert_eq!(
+            kind(&["serve", "--listen", "127.0.0.1:0"]),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            kind(&["serve", "--demo", "--listen", "localhost"]),
+            ErrorKind::ValueValidation
         );
         assert_eq!(kind(&["serve"]), ErrorKind::MissingRequiredArgument);
         assert_eq!(
@@ -483,6 +635,69 @@ mod tests {
     }
 
     #[test]
+    fn init_and_revoke() {
+        assert_eq!(
+            parse(&["init", "gw"]).unwrap(),
+            Command::Init { dir: "gw".into() }
+        );
+        assert_eq!(kind(&["init"]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(
+            parse(&[
+                "revoke", "-c", "w.toml", "--jti", "j", "--exp", "9", "--key", "k", "--kid", "main"
+            ])
+            .unwrap(),
+            Command::Revoke {
+                config: "w.toml".into(),
+                target: RevokeTarget::Jti {
+                    jti: "j".into(),
+                    exp: Some(9)
+                },
+                auth: AdminAuth::Key {
+                    key: "k".into(),
+                    kid: Some("main".into())
+                },
+            }
+        );
+        assert_eq!(
+            parse(&["revoke", "-c", "w.toml", "--sub", "s", "--before", "5", "--token", "-t.x.y"])
+                .unwrap(),
+            Command::Revoke {
+                config: "w.toml".into(),
+                target: RevokeTarget::Sub {
+                    sub: "s".into(),
+                    before: Some(5)
+                },
+                auth: AdminAuth::Token("-t.x.y".into()),
+            }
+        );
+        assert_eq!(
+            parse(&["revoke", "-c", "w.toml", "--sub", "s"]).unwrap(),
+            Command::Revoke {
+                config: "w.toml".into(),
+                target: RevokeTarget::Sub {
+                    sub: "s".into(),
+                    before: None
+                },
+                auth: AdminAuth::Env,
+            }
+        );
+        for bad in [
+            &["revoke", "-c", "w.toml"][..],
+            &["revoke", "-c", "w.toml", "--jti", "j", "--sub", "s"],
+            &["revoke", "-c", "w.toml", "--jti", "j", "--before", "1"],
+            &["revoke", "-c", "w.toml", "--sub", "s", "--exp", "1"],
+            &[
+                "revoke", "-c", "w.toml", "--sub", "s", "--key", "k", "--token", "t",
+            ],
+            &["revoke", "-c", "w.toml", "--sub", "s", "--kid", "main"],
+            &["revoke", "--sub", "s"],
+            &["revoke", "-c", "w.toml", "--jti", "j", "--exp", "soon"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
     fn top_level() {
         assert_eq!(
             kind(&[]),
@@ -492,6 +707,10 @@ mod tests {
         assert_eq!(kind(&["--help"]), ErrorKind::DisplayHelp);
         assert_eq!(kind(&["--version"]), ErrorKind::DisplayVersion);
         assert_eq!(kind(&["serve", "--help"]), ErrorKind::DisplayHelp);
+        assert_eq!(kind(&["help"]), ErrorKind::DisplayHelp);
+        let help = parse(&["--help"]).unwrap_err().to_string();
+        assert!(help.contains("wsgate serve --demo"), "{help}");
+        assert!(help.contains("wsgate init DIR"), "{help}");
         let help = parse(&["token", "mint", "--help"]).unwrap_err().to_string();
         for flag in [
             "--key", "--kid", "--sub", "--ttl", "--scope", "--aud", "--iss", "--jti", "--claim",

@@ -2,15 +2,14 @@
 //! failures into one line and an exit code (SPEC §2: 1 bad config or rejected input,
 //! 2 usage error).
 
-use std::net::SocketAddr;
 use std::path::Path;
 
 use super::Command;
-use ring::signature::{Ed25519KeyPair, KeyPair as _};
 
-use crate::auth::keys::{Alg, ED25519_SPKI_PREFIX};
+use crate::auth::keys::Alg;
+use crate::clock;
 use crate::config::{self, Config};
-use crate::net::{clock, server};
+use crate::net::server;
 
 /// A failed command: the line to print (may be empty when already printed) and the
 /// exit code.
@@ -23,7 +22,7 @@ pub struct Failure {
 }
 
 impl Failure {
-    fn config(message: impl Into<String>) -> Failure {
+    pub(crate) fn config(message: impl Into<String>) -> Failure {
         Failure {
             message: message.into(),
             code: 1,
@@ -43,7 +42,26 @@ pub fn run(command: Command) -> Result<(), Failure> {
         Command::Serve {
             config: Some(path), ..
         } => serve_file(&path),
-        Command::Serve { demo: true, .. } => serve_demo(),
+        Command::Serve {
+            demo: true, listen, ..
+        } => super::demo::serve_demo(listen),
+        Command::Init { dir } => {
+            let written = super::init::init(&dir).map_err(Failure::config)?;
+            let program = std::env::args()
+                .next()
+                .filter(|p| p.contains('/'))
+                .unwrap_or_else(|| "wsgate".to_owned());
+            print!("{}", super::init::next_steps(&program, &written));
+            Ok(())
+        }
+        Command::Revoke {
+            config,
+            target,
+            auth,
+        } => {
+            let cfg = load(&config)?;
+            super::revoke::run(&config, &cfg, &target, auth)
+        }
         Command::Serve { .. } => Err(Failure::usage("serve: give -c FILE or --demo")),
         Command::Check { config } => match super::check::run_check(&config) {
             0 => Ok(()),
@@ -141,45 +159,5 @@ fn serve_file(path: &Path) -> Result<(), Failure> {
     for w in cfg.warnings() {
         crate::warn!("{w}");
     }
-    server::serve(&cfg, Some(path)).map_err(Failure::config)
-}
-
-/// `serve --demo`: an in-memory Ed25519 key, a token for it, `/echo` on 127.0.0.1:8080.
-fn serve_demo() -> Result<(), Failure> {
-    let listen: SocketAddr = ([127, 0, 0, 1], 8080).into();
-    let rng = ring::rand::SystemRandom::new();
-    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng)
-        .map_err(|_| Failure::config("demo: the system random generator failed"))?;
-    let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref())
-        .map_err(|_| Failure::config("demo: generated key did not parse"))?;
-    let spki = [&ED25519_SPKI_PREFIX[..], pair.public_key().as_ref()].concat();
-    let cfg = config::demo(listen, spki);
-    let now = clock::unix_now();
-    let payload = serde_json::json!({
-        "sub": "demo-user",
-        "iat": now,
-        "exp": now + 3600,
-    });
-    let token = super::token::sign(
-        Alg::EdDSA,
-        &super::token::SigningKey::Ed25519(pair),
-        r#"{"alg":"EdDSA","typ":"JWT","kid":"demo"}"#,
-        &payload.to_string(),
-    )
-    .map_err(Failure::config)?;
-    let url = format!("ws://{listen}/echo?access_token={token}");
-    println!("wsgate demo: an in-memory Ed25519 key (kid \"demo\"); this token is valid for 1h:");
-    println!();
-    println!("  {token}");
-    println!();
-    println!("URL:  {url}");
-    println!();
-    println!("Try it (Node.js 20.10+):");
-    println!(
-        "  node --experimental-websocket -e 'const ws = new WebSocket(process.argv[1]); ws.onopen = () => ws.send(\"hello\"); ws.onmessage = (e) => {{ console.log(\"echo:\", e.data); ws.close(); }}' '{url}'"
-    );
-    println!("or with websocat:");
-    println!("  websocat '{url}'");
-    println!();
-    server::serve(&cfg, None).map_err(Failure::config)
+    crate::control::serve(&cfg, Some(path)).map_err(Failure::config)
 }

@@ -1,6 +1,7 @@
 //! Entry points for fuzz targets and the corpus test: each feeds one byte slice through a
 //! sans-IO component and asserts its invariants.
 
+use crate::gate::reject::Reject;
 use crate::proto::http::request::{parse_head, validate_upgrade, HeadReader, MAX_HEADERS};
 use crate::proto::http::response::write_switching_protocols;
 use crate::proto::ws::accept::accept_key;
@@ -36,7 +37,7 @@ pub fn fuzz_http_request(data: &[u8]) {
             assert!(data.len() <= max_request_bytes);
             return;
         }
-        Err(e) => e.reject().write(&mut out),
+        Err(e) => Reject::from(e).write(&mut out),
         Ok(Some(head_len)) => {
             assert!(head_len <= data.len());
             assert!(head_len <= max_request_bytes);
@@ -50,7 +51,7 @@ pub fn fuzz_http_request(data: &[u8]) {
                     // that must not break the 101.
                     write_switching_protocols(&mut out, &accept, upgrade.origin);
                 }
-                Err(e) => e.reject().write(&mut out),
+                Err(e) => Reject::from(e).write(&mut out),
             }
         }
     }

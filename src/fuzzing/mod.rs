@@ -6,10 +6,12 @@ mod auth;
 mod config;
 mod http;
 mod jwk;
+mod revlog;
 mod ws;
 
 pub use auth::fuzz_jws;
 pub use config::fuzz_config;
 pub use http::fuzz_http_request;
 pub use jwk::{fuzz_discovery, fuzz_jwk_set};
+pub use revlog::fuzz_revlog;
 pub use ws::{fuzz_frame_header, fuzz_session, virtual_epoch};

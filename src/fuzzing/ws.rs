@@ -7,11 +7,12 @@ use crate::proto::ws::close::{is_valid_received_code, parse_close_payload};
 use crate::proto::ws::frame::{
     parse_header, write_header, write_masked_frame, FrameHeader, OpCode, MAX_HEADER_LEN,
 };
-use crate::proto::ws::session::{write_message, MessageKind, Session, SessionLimits, SessionState};
+use crate::proto::ws::message::MessageKind;
+use crate::proto::ws::session::{write_message, Session, SessionLimits, SessionState};
 
 /// The origin of a virtual clock for fuzzing and tests: read once, then only offsets from it
 /// are used, so runs stay deterministic.
-// The one clock read outside net/clock.rs: an origin for `t0 + Duration`, not a time source.
+// The one clock read outside src/clock.rs: an origin for `t0 + Duration`, not a time source.
 #[allow(clippy::disallowed_methods)]
 pub fn virtual_epoch() -> Instant {
     Instant::now()

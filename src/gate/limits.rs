@@ -1,142 +1,15 @@
 //! Pure rate and count limits. Every function takes `now`; nothing here reads a clock.
-
-use std::time::{Duration, Instant};
-
-/// A token bucket whose burst equals its per-second rate (SPEC §3: `"50/s"`).
-///
-/// Tokens are kept in nano-units (1 token = 1e9) so that refill is exact integer
-/// arithmetic with no drift and no floating point.
-#[derive(Debug, Clone)]
-pub struct TokenBucket {
-    /// Tokens per second, also the burst size.
-    rate: u64,
-    /// Current fill, in nano-tokens, at most `rate * 1e9`.
-    level: u128,
-    last: Instant,
-}
-
-const NANO: u128 = 1_000_000_000;
-
-impl TokenBucket {
-    /// A full bucket. `rate == 0` means "unlimited": every take succeeds.
-    pub fn new(rate: u64, now: Instant) -> Self {
-        TokenBucket {
-            rate,
-            level: u128::from(rate) * NANO,
-            last: now,
-        }
-    }
-
-    /// The configured rate (and burst).
-    pub fn rate(&self) -> u64 {
-        self.rate
-    }
-
-    fn refill(&mut self, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.last);
-        self.last = self.last.max(now);
-        let cap = u128::from(self.rate) * NANO;
-        // elapsed_ns * rate tokens-per-second = nano-tokens gained.
-        let gained = elapsed.as_nanos().saturating_mul(u128::from(self.rate));
-        self.level = self.level.saturating_add(gained).min(cap);
-    }
-
-    /// Takes `n` tokens if they are there; returns whether it did.
-    pub fn try_take(&mut self, n: u64, now: Instant) -> bool {
-        if self.rate == 0 {
-            return true;
-        }
-        self.refill(now);
-        let need = u128::from(n) * NANO;
-        if self.level >= need {
-            self.level -= need;
-            true
-        } else {
-            false
-        }
-    }
-
-    /// How long until `n` tokens will be available (zero when they are now).
-    pub fn retry_after(&mut self, n: u64, now: Instant) -> Duration {
-        if self.rate == 0 {
-            return Duration::ZERO;
-        }
-        self.refill(now);
-        let need = u128::from(n.min(self.rate)) * NANO;
-        if self.level >= need {
-            return Duration::ZERO;
-        }
-        let missing = need - self.level;
-        let nanos = missing.div_ceil(u128::from(self.rate));
-        Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
-    }
-
-    /// True when the bucket is full again (nothing to remember about this key).
-    pub fn is_full(&mut self, now: Instant) -> bool {
-        self.refill(now);
-        self.level >= u128::from(self.rate) * NANO
-    }
-}
-
-/// Whole seconds for a `Retry-After` header: at least 1.
-pub fn retry_after_secs(d: Duration) -> u64 {
-    let s = d.as_secs() + u64::from(d.subsec_nanos() > 0);
-    s.max(1)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn burst_then_refill() {
-        let t0 = crate::fuzzing::virtual_epoch();
-        let mut b = TokenBucket::new(3, t0);
-        assert!(b.try_take(1, t0));
-        assert!(b.try_take(1, t0));
-        assert!(b.try_take(1, t0));
-        assert!(!b.try_take(1, t0));
-        assert_eq!(b.retry_after(1, t0), Duration::from_nanos(333_333_334));
-        let t1 = t0 + Duration::from_millis(334);
-        assert!(b.try_take(1, t1));
-        assert!(!b.try_take(1, t1));
-        // Refill never exceeds the burst.
-        let t2 = t1 + Duration::from_secs(100);
-        assert!(b.try_take(3, t2));
-        assert!(!b.try_take(1, t2));
-    }
-
-    #[test]
-    fn zero_rate_is_unlimited() {
-        let t0 = crate::fuzzing::virtual_epoch();
-        let mut b = TokenBucket::new(0, t0);
-        for _ in 0..1000 {
-            assert!(b.try_take(u64::MAX, t0));
-        }
-    }
-
-    #[test]
-    fn more_than_burst_never_fits() {
-        let t0 = crate::fuzzing::virtual_epoch();
-        let mut b = TokenBucket::new(10, t0);
-        assert!(!b.try_take(11, t0 + Duration::from_secs(60)));
-    }
-
-    #[test]
-    fn retry_after_rounds_up_to_whole_seconds() {
-        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
-        assert_eq!(retry_after_secs(Duration::from_millis(1001)), 2);
-        assert_eq!(retry_after_secs(Duration::ZERO), 1);
-    }
-}
-
-// === per-IP and per-subject tables, shared by every worker ===
+//! The token bucket itself lives in the bottom layer ([`crate::rate`]) because
+//! `proto::ws::session` meters messages with it too.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::time::Instant;
+
+pub use crate::rate::{retry_after_secs, TokenBucket};
 
 const SHARDS: usize = 16;
 
@@ -158,6 +31,29 @@ pub struct IpTable {
     hasher: std::collections::hash_map::RandomState,
     /// Rates and caps; replaced as a whole on reload (new entries use the new rates).
     budget: Mutex<IpBudget>,
+    /// The IPv6 prefix length entries are keyed by, fixed for the table's life: open
+    /// connections are counted under their key, so a reload must not re-key them.
+    ipv6_prefix: u8,
+}
+
+/// The address a client's per-IP budgets are kept under (SPEC §3 `limits.ipv6_prefix`):
+/// an IPv4 address as is (an IPv4-mapped IPv6 address as its IPv4 form, as a dual-stack
+/// listener reports IPv4 clients); an IPv6 address with everything past its first
+/// `ipv6_prefix` bits zeroed, because one subscriber usually holds a whole /64 (RFC 6177)
+/// and could otherwise pick a fresh address for every connection. `ipv6_prefix` is clamped
+/// to 1..=128.
+pub fn budget_key(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return IpAddr::V4(v4);
+            }
+            let prefix = u32::from(ipv6_prefix.clamp(1, 128));
+            let mask = u128::MAX.checked_shl(128 - prefix).unwrap_or(0);
+            IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
+        }
+    }
 }
 
 /// The configured per-IP budgets.
@@ -169,6 +65,9 @@ pub struct IpBudget {
     pub handshakes_per_sec: u64,
     /// Failed token verifications per second (burst equal).
     pub auth_failures_per_sec: u64,
+    /// IPv6 clients share budgets per this prefix length (see [`budget_key`]); only the
+    /// value given to [`IpTable::new`] is used.
+    pub ipv6_prefix: u8,
 }
 
 #[derive(Debug)]
@@ -206,7 +105,8 @@ impl IpTable {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Replaces the budgets (SIGHUP); existing buckets keep their rate until refilled.
+    /// Replaces the budgets (SIGHUP); existing buckets keep their rate until refilled. The
+    /// IPv6 prefix stays the one the table was built with (a restart changes it).
     pub fn set_budget(&self, budget: IpBudget) {
         *self
             .budget
@@ -220,7 +120,18 @@ impl IpTable {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             hasher: Default::default(),
             budget: Mutex::new(budget),
+            ipv6_prefix: budget.ipv6_prefix,
         }
+    }
+
+    /// The IPv6 prefix length the table keys by (fixed at construction).
+    pub fn ipv6_prefix(&self) -> u8 {
+        self.ipv6_prefix
+    }
+
+    /// The key `ip` is counted under.
+    fn key(&self, ip: IpAddr) -> IpAddr {
+        budget_key(ip, self.ipv6_prefix)
     }
 
     fn shard(&self, ip: &IpAddr) -> std::sync::MutexGuard<'_, Shard<IpAddr, IpEntry>> {
@@ -254,6 +165,7 @@ impl IpTable {
 
     /// Counts a newly accepted connection from `ip`.
     pub fn connection_opened(&self, ip: IpAddr, now: Instant) {
+        let ip = self.key(ip);
         let mut shard = self.shard(&ip);
         let e = self.entry(&mut shard, ip, now);
         e.connections = e.connections.saturating_add(1);
@@ -261,6 +173,7 @@ impl IpTable {
 
     /// Uncounts a connection from `ip`.
     pub fn connection_closed(&self, ip: IpAddr, now: Instant) {
+        let ip = self.key(ip);
         let mut shard = self.shard(&ip);
         if let Some(e) = shard.map.get_mut(&ip) {
             e.connections = e.connections.saturating_sub(1);
@@ -273,6 +186,7 @@ impl IpTable {
     /// The per-IP step of the handshake (SPEC §4 order: connections, handshakes,
     /// failed-token budget). Takes one handshake token when it passes.
     pub fn admit_handshake(&self, ip: IpAddr, now: Instant) -> Result<(), IpRefusal> {
+        let ip = self.key(ip);
         let budget = self.budget();
         let mut shard = self.shard(&ip);
         let e = self.entry(&mut shard, ip, now);
@@ -293,6 +207,7 @@ impl IpTable {
 
     /// Records one failed token verification from `ip`.
     pub fn auth_failed(&self, ip: IpAddr, now: Instant) {
+        let ip = self.key(ip);
         let mut shard = self.shard(&ip);
         let e = self.entry(&mut shard, ip, now);
         let _ = e.auth_failures.try_take(1, now);
@@ -375,13 +290,83 @@ impl SubjectTable {
 #[cfg(test)]
 mod table_tests {
     use super::*;
+    use std::time::Duration;
 
     fn budget() -> IpBudget {
         IpBudget {
             connections: 2,
             handshakes_per_sec: 3,
             auth_failures_per_sec: 1,
+            ipv6_prefix: 64,
         }
+    }
+
+    fn key(ip: &str, prefix: u8) -> String {
+        budget_key(ip.parse().expect("ip"), prefix).to_string()
+    }
+
+    #[test]
+    fn budget_keys_per_ipv6_prefix_and_ipv4_address() {
+        assert_eq!(key("10.0.0.1", 64), "10.0.0.1");
+        assert_eq!(key("10.0.0.1", 1), "10.0.0.1");
+        // A dual-stack listener reports IPv4 clients as mapped addresses.
+        assert_eq!(key("::ffff:10.0.0.1", 64), "10.0.0.1");
+        assert_eq!(key("2001:db8:1:2:3:4:5:6", 64), "2001:db8:1:2::");
+        assert_eq!(key("2001:db8:1:2:ffff::1", 64), "2001:db8:1:2::");
+        assert_eq!(key("2001:db8:1:2:3:4:5:6", 48), "2001:db8:1::");
+        assert_eq!(key("2001:db8:1:2:3:4:5:6", 56), "2001:db8:1::");
+        assert_eq!(key("2001:db8:1:2ff:3:4:5:6", 56), "2001:db8:1:200::");
+        assert_eq!(key("2001:db8:1:2:3:4:5:6", 128), "2001:db8:1:2:3:4:5:6");
+        assert_eq!(key("2001:db8:1:2:3:4:5:6", 127), "2001:db8:1:2:3:4:5:6");
+        assert_eq!(key("2001:db8:1:2:3:4:5:7", 127), "2001:db8:1:2:3:4:5:6");
+        assert_eq!(key("ffff::1", 1), "8000::");
+        assert_eq!(key("7fff::1", 1), "::");
+        // Out of range is clamped, never a panic.
+        assert_eq!(key("2001:db8::1", 0), "::");
+        assert_eq!(key("2001:db8::1", 200), "2001:db8::1");
+        assert_eq!(key("::1", 64), "::");
+    }
+
+    #[test]
+    fn ipv6_clients_of_one_prefix_share_every_budget() {
+        let t0 = crate::fuzzing::virtual_epoch();
+        let t = IpTable::new(budget());
+        let a: IpAddr = "2001:db8:0:1::a".parse().expect("ip");
+        let b: IpAddr = "2001:db8:0:1:ffff::b".parse().expect("ip");
+        let other: IpAddr = "2001:db8:0:2::a".parse().expect("ip");
+        // Connections: two from one /64, a third from another address of it is over.
+        t.connection_opened(a, t0);
+        t.connection_opened(b, t0);
+        t.connection_opened(b, t0);
+        assert_eq!(t.admit_handshake(a, t0), Err(IpRefusal::Connections));
+        assert_eq!(t.admit_handshake(other, t0), Ok(()));
+        t.connection_closed(a, t0);
+        assert_eq!(t.admit_handshake(b, t0), Ok(()));
+        // Auth failures of one address count for the whole prefix.
+        t.auth_failed(a, t0);
+        assert!(matches!(
+            t.admit_handshake(b, t0),
+            Err(IpRefusal::AuthFailures(_))
+        ));
+        // Handshakes: the bucket (3/s) is shared too.
+        let t = IpTable::new(budget());
+        for ip in [a, b, a] {
+            assert_eq!(t.admit_handshake(ip, t0), Ok(()));
+        }
+        assert!(matches!(
+            t.admit_handshake(b, t0),
+            Err(IpRefusal::Handshakes(_))
+        ));
+        // A /128 budget separates them again; the prefix is fixed at construction.
+        let t = IpTable::new(IpBudget {
+            ipv6_prefix: 128,
+            ..budget()
+        });
+        t.set_budget(budget());
+        for ip in [a, a, a] {
+            assert_eq!(t.admit_handshake(ip, t0), Ok(()));
+        }
+        assert_eq!(t.admit_handshake(b, t0), Ok(()));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! carry outside text (scopes, descriptions, relayed upstream headers) are written through
 //! [`crate::proto::http::response`], which drops control characters and escapes quoted-strings.
 
+use crate::proto::http::request::HttpError;
 use crate::proto::http::response::{
     write_decimal, write_field_text, write_header, write_plain_head, write_quoted_string,
 };
@@ -42,8 +43,11 @@ pub enum Reject {
     MultipleTokens,
     /// The token was refused; `description` is a fixed text that never holds token data.
     InvalidToken {
-        /// `error_description` for `WWW-Authenticate` and the body, e.g. "expired".
+        /// `error_description` for `WWW-Authenticate` and the body: one of
+        /// `TokenError::DESCRIPTIONS` (SPEC §4: uniform on the wire).
         description: &'static str,
+        /// The precise reason (a `TokenError::reason_label`), for logs only.
+        reason: &'static str,
     },
     /// The token is valid but lacks some scope of the route.
     InsufficientScope {
@@ -78,6 +82,22 @@ pub enum Reject {
 
 /// Body of a 502.
 const BAD_GATEWAY_BODY: &str = "bad gateway\n";
+
+impl From<HttpError> for Reject {
+    /// The rejection (status, headers, body) a refused request head is answered with.
+    fn from(e: HttpError) -> Reject {
+        match e {
+            HttpError::HeadTooLarge => Reject::HeadTooLarge,
+            HttpError::TooManyHeaders => Reject::TooManyHeaders,
+            HttpError::Malformed(reason) => Reject::Malformed(reason),
+            HttpError::MethodNotAllowed => Reject::MethodNotAllowed,
+            HttpError::MissingUpgrade => Reject::MissingUpgrade,
+            HttpError::MissingConnectionUpgrade => Reject::MissingConnectionUpgrade,
+            HttpError::BadKey => Reject::BadKey,
+            HttpError::UnsupportedVersion => Reject::UnsupportedVersion,
+        }
+    }
+}
 
 impl Reject {
     /// True when an upstream status is relayed as is (otherwise the answer is 502).
@@ -135,7 +155,8 @@ impl Reject {
             Reject::OriginMissing => "origin_missing",
             Reject::MissingToken => "missing_token",
             Reject::MultipleTokens => "multiple_tokens",
-            Reject::InvalidToken { .. } => "invalid_token",
+            // SPEC §4: logs keep the precise reason; the wire gets the uniform description.
+            Reject::InvalidToken { reason, .. } => reason,
             Reject::InsufficientScope { .. } => "insufficient_scope",
             Reject::RateLimited { .. } => "rate_limited",
             Reject::OverCapacity => "over_capacity",
@@ -164,7 +185,7 @@ impl Reject {
             Reject::OriginMissing => line("origin required\n"),
             Reject::MissingToken => line("missing token\n"),
             Reject::MultipleTokens => line("more than one token\n"),
-            Reject::InvalidToken { description } => ["invalid token: ", description, "\n"],
+            Reject::InvalidToken { description, .. } => ["invalid token: ", description, "\n"],
             Reject::InsufficientScope { .. } => line("insufficient scope\n"),
             Reject::RateLimited { .. } => line("too many requests\n"),
             Reject::OverCapacity => line("over capacity\n"),
@@ -192,7 +213,7 @@ impl Reject {
             Reject::MultipleTokens => {
                 write_header(out, "WWW-Authenticate", "Bearer error=\"invalid_request\"")
             }
-            Reject::InvalidToken { description } => {
+            Reject::InvalidToken { description, .. } => {
                 out.extend_from_slice(
                     b"WWW-Authenticate: Bearer error=\"invalid_token\", error_description=",
                 );
@@ -413,6 +434,7 @@ mod tests {
         let parsed = check(
             Reject::InvalidToken {
                 description: "expired",
+                reason: "expired",
             },
             401,
             &[(
@@ -428,6 +450,7 @@ mod tests {
         check(
             Reject::InvalidToken {
                 description: "bad \"kid\" \\ x\r\ny",
+                reason: "unknown_kid",
             },
             401,
             &[(
@@ -611,7 +634,10 @@ mod tests {
             Reject::OriginMissing,
             Reject::MissingToken,
             Reject::MultipleTokens,
-            Reject::InvalidToken { description: "x" },
+            Reject::InvalidToken {
+                description: "x",
+                reason: "bad_signature",
+            },
             Reject::InsufficientScope {
                 scope: String::new(),
             },
@@ -636,5 +662,23 @@ mod tests {
         labels.sort_unstable();
         labels.dedup();
         assert_eq!(labels.len(), all.len());
+    }
+
+    // The statuses of the request-head errors (moved from proto/http/request.rs, which
+    // asserted 431 for TooManyHeaders and 426 for UnsupportedVersion in its own tests).
+    #[test]
+    fn every_http_error_maps_to_its_status() {
+        for (error, status) in [
+            (HttpError::HeadTooLarge, 431),
+            (HttpError::TooManyHeaders, 431),
+            (HttpError::Malformed("x"), 400),
+            (HttpError::MethodNotAllowed, 405),
+            (HttpError::MissingUpgrade, 400),
+            (HttpError::MissingConnectionUpgrade, 400),
+            (HttpError::BadKey, 400),
+            (HttpError::UnsupportedVersion, 426),
+        ] {
+            assert_eq!(Reject::from(error).status(), status, "{error}");
+        }
     }
 }

@@ -12,8 +12,8 @@ use std::time::Duration;
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use super::clock;
 use super::worker::{Command, Shared, WorkerHandle};
+use crate::clock;
 use crate::error;
 
 /// Token of the acceptor's stop waker.

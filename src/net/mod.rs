@@ -1,9 +1,8 @@
-//! All I/O: listeners, the per-worker mio event loops, TLS, timers and the clock.
+//! All I/O: listeners, the per-worker mio event loops, TLS and timers.
 
-pub mod admin;
-pub mod clock;
 pub mod conn;
 pub mod listener;
+pub mod plain;
 pub mod server;
 pub mod timer;
 pub mod tls;

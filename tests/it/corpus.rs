@@ -65,3 +65,8 @@ fn jwk_set_corpus() {
 fn discovery_corpus() {
     replay("discovery", wsgate::fuzzing::fuzz_discovery);
 }
+
+#[test]
+fn revlog_corpus() {
+    replay("revlog", wsgate::fuzzing::fuzz_revlog);
+}

@@ -4,10 +4,11 @@
 //! Call order for one connection: append received bytes to a buffer and call
 //! [`request::HeadReader::poll`] until it returns the head length; then
 //! [`request::parse_head`] on those bytes, [`request::validate_upgrade`] on the result, and
-//! either [`response::write_switching_protocols`] or `HttpError::reject().write(..)`.
+//! either [`response::write_switching_protocols`] or `gate::reject::Reject::from(HttpError).write(..)`.
 
 pub mod client;
 pub mod fields;
+pub mod origin;
 pub mod request;
 pub mod response;
 

@@ -8,7 +8,6 @@
 use std::fmt;
 
 use super::fields::{list_tokens, trim_ows};
-use crate::gate::reject::Reject;
 use crate::proto::ws::accept::is_valid_key;
 
 /// Most header lines a request may carry (SPEC §4: more is 431).
@@ -17,7 +16,8 @@ pub const MAX_HEADERS: usize = 64;
 /// The only protocol version the gateway speaks on the upgrade request.
 const HTTP_VERSION: &[u8; 8] = b"HTTP/1.1";
 
-/// Why a request head was refused; each variant knows its HTTP answer through [`HttpError::reject`].
+/// Why a request head was refused. The HTTP answer for each variant is decided in the one
+/// status table, `gate::reject` (`Reject::from(HttpError)`); `proto` knows nothing of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HttpError {
     /// The head (leading CRLFs included) is longer than `max_request_bytes`.
@@ -36,22 +36,6 @@ pub enum HttpError {
     BadKey,
     /// `Sec-WebSocket-Version` missing, repeated or not `13`.
     UnsupportedVersion,
-}
-
-impl HttpError {
-    /// The rejection (status, headers, body) this error is answered with.
-    pub fn reject(&self) -> Reject {
-        match *self {
-            HttpError::HeadTooLarge => Reject::HeadTooLarge,
-            HttpError::TooManyHeaders => Reject::TooManyHeaders,
-            HttpError::Malformed(reason) => Reject::Malformed(reason),
-            HttpError::MethodNotAllowed => Reject::MethodNotAllowed,
-            HttpError::MissingUpgrade => Reject::MissingUpgrade,
-            HttpError::MissingConnectionUpgrade => Reject::MissingConnectionUpgrade,
-            HttpError::BadKey => Reject::BadKey,
-            HttpError::UnsupportedVersion => Reject::UnsupportedVersion,
-        }
-    }
 }
 
 impl fmt::Display for HttpError {
@@ -677,7 +661,6 @@ mod tests {
             parse_head(over.as_bytes(), &mut headers).err(),
             Some(HttpError::TooManyHeaders)
         );
-        assert_eq!(HttpError::TooManyHeaders.reject().status(), 431);
     }
 
     #[test]
@@ -850,7 +833,6 @@ mod tests {
                 "{line}"
             );
         }
-        assert_eq!(HttpError::UnsupportedVersion.reject().status(), 426);
     }
 
     #[test]
@@ -875,21 +857,5 @@ mod tests {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let head = parse_head(none.as_bytes(), &mut headers).expect("parses");
         assert_eq!(validate_upgrade(&head).map(|u| u.origin), Ok(None));
-    }
-
-    #[test]
-    fn every_error_maps_to_its_status() {
-        for (error, status) in [
-            (HttpError::HeadTooLarge, 431),
-            (HttpError::TooManyHeaders, 431),
-            (HttpError::Malformed("x"), 400),
-            (HttpError::MethodNotAllowed, 405),
-            (HttpError::MissingUpgrade, 400),
-            (HttpError::MissingConnectionUpgrade, 400),
-            (HttpError::BadKey, 400),
-            (HttpError::UnsupportedVersion, 426),
-        ] {
-            assert_eq!(error.reject().status(), status, "{error}");
-        }
     }
 }

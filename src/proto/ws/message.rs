@@ -1,8 +1,16 @@
 //! Message reassembly (RFC 6455 §5.4) with streaming UTF-8 validation (§8.1) that fails on
 //! the first invalid byte, even in the middle of a frame.
 
-use super::session::MessageKind;
 use crate::proto::error::ProtocolError;
+
+/// The type of a data message (RFC 6455 §5.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageKind {
+    /// UTF-8 text (opcode 0x1), already validated.
+    Text,
+    /// Arbitrary bytes (opcode 0x2).
+    Binary,
+}
 
 /// After a message with more capacity than this, the buffer is released at once. Smaller
 /// buffers are kept between messages (no allocator round trip per message in steady

@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 use super::close::{is_valid_received_code, parse_close_payload, write_close, write_empty_close};
 use super::frame::{parse_header, write_frame, FrameHeader, OpCode};
 use super::mask::apply_mask;
+pub use super::message::MessageKind;
 use super::message::Reassembly;
-use crate::gate::limits::TokenBucket;
 use crate::proto::error::ProtocolError;
+use crate::rate::TokenBucket;
 
 /// RFC 6455 §5.5: "All control frames MUST have a payload length of 125 bytes or less".
 const MAX_CONTROL_PAYLOAD: u64 = 125;
@@ -35,15 +36,6 @@ pub struct SessionLimits {
     pub write_buffer: usize,
     /// How long to wait for the peer's close frame after sending ours.
     pub close_linger: Duration,
-}
-
-/// The type of a data message (RFC 6455 §5.6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MessageKind {
-    /// UTF-8 text (opcode 0x1), already validated.
-    Text,
-    /// Arbitrary bytes (opcode 0x2).
-    Binary,
 }
 
 /// Where the closing handshake stands (RFC 6455 §7).

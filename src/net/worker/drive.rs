@@ -1,0 +1,404 @@
+//! One connection's turn: run its state machine on readable / writable / timer events
+//! (`step`), feed received frames to its session, and keep its token deadlines (SPEC §5
+//! expiry, notice and refresh).
+
+use std::time::{Duration, Instant};
+
+use super::handshake::{handshake, reject};
+use super::proxy::{mark_down, proxy};
+use super::{index, unindex, wants_read, Env, Runtime, Shared, KEEP_CAPACITY, MAX_READS_PER_TURN};
+use crate::auth::verify::Scratch;
+use crate::clock;
+use crate::gate::decide::{Identity, REFRESH_PREFIX};
+use crate::gate::reject::Reject;
+use crate::net::conn::{Conn, Phase, ReadOutcome};
+use crate::net::token::ConnId;
+use crate::net::upstream::LegState;
+use crate::proto::error::ProtocolError;
+use crate::proto::ws::message::MessageKind;
+use crate::proto::ws::session::{write_message, SessionState};
+
+pub(super) fn step(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant, timer: bool) -> bool {
+    let rt = env.rt.clone();
+    if timer && !on_timer(conn, env, id, now) {
+        return false;
+    }
+    // Output first: a writable event after backpressure frees room before reading.
+    if conn.pending_output() > 0 && conn.flush().is_err() {
+        return false;
+    }
+    if let Some(leg) = &mut conn.upstream {
+        if leg.state != LegState::Connecting && leg.flush().is_err() {
+            // The upstream is gone (a reset over unread input): the relay answers 1014.
+            leg.eof = true;
+        }
+    }
+    // Input left over from a turn cut short by backpressure goes next.
+    if matches!(conn.phase, Phase::Open { .. })
+        && !conn.rbuf.is_empty()
+        && conn.pending_output() < rt.session.write_buffer
+    {
+        feed_session(conn, env, id, 0, now);
+    }
+    let mut reads = 0;
+    let mut paused = false;
+    loop {
+        if !wants_read(conn, &rt) {
+            paused = !conn.read_eof;
+            break;
+        }
+        if reads == MAX_READS_PER_TURN {
+            env.ready.push(id);
+            break;
+        }
+        reads += 1;
+        match conn.read_into(&mut env.readbuf) {
+            ReadOutcome::Data(n) => {
+                conn.received_any = true;
+                on_data(conn, env, id, n, now);
+                // A short read on plain TCP drained the socket: edge-triggered epoll
+                // reports any later bytes as a new event, so skip the read that would
+                // only say WouldBlock (one syscall per message saved).
+                if n < env.readbuf.len() && conn.tls.is_none() && !env.peer_closed_hint {
+                    break;
+                }
+            }
+            ReadOutcome::WouldBlock => break,
+            ReadOutcome::Eof => {
+                conn.read_eof = true;
+                break;
+            }
+            // A proxied client that reset: let the relay tell the upstream first.
+            ReadOutcome::Failed if conn.upstream.is_some() => {
+                conn.read_eof = true;
+                break;
+            }
+            ReadOutcome::Failed => return false,
+        }
+    }
+    let mut upstream_paused = false;
+    if conn.upstream.is_some() {
+        upstream_paused = proxy(conn, env, id, now);
+    }
+    if let Phase::Open { session, .. } = &conn.phase {
+        if session.state() != SessionState::Open {
+            conn.closing = true;
+        }
+    }
+    if conn.flush().is_err() {
+        return false;
+    }
+    let pending = conn.pending_output();
+    let upstream_pending = conn.upstream.as_ref().map_or(0, |l| l.wbuf.len());
+    if pending == 0 && conn.release_wbuf_when_flushed {
+        // The 101 is out: an idle connection keeps no output buffer.
+        conn.release_wbuf_when_flushed = false;
+        conn.wbuf = Vec::new();
+    }
+    if upstream_paused && pending < rt.session.write_buffer {
+        env.ready.push(id);
+    }
+    if pending >= rt.session.write_buffer || upstream_pending >= rt.session.write_buffer {
+        // SPEC §5: write_buffer applies to both legs.
+        conn.over_limit_since.get_or_insert(now);
+    } else {
+        conn.over_limit_since = None;
+        if pending == 0 && conn.wbuf.capacity() > KEEP_CAPACITY {
+            conn.wbuf = Vec::new();
+        }
+        // Reading stopped for backpressure and the output has since drained below
+        // its limit: come back next turn (edge-triggered readiness will not repeat).
+        if paused && wants_read(conn, &rt) {
+            env.ready.push(id);
+        }
+    }
+    if conn.read_eof {
+        // The peer is done sending (a session still Open saw no close frame: an
+        // abnormal closure, 1006). It may still be reading: deliver what is queued
+        // first, within the linger bound, then go.
+        if conn.output_drained() {
+            return false;
+        }
+        conn.closing = true;
+    }
+    if conn.closing {
+        // One bound for the whole goodbye: flushing the last bytes to a peer that may
+        // not read, then waiting for its FIN. Never extended.
+        conn.linger_until
+            .get_or_insert(now + rt.session.close_linger);
+        if !conn.write_shut && conn.output_drained() {
+            conn.shutdown_write();
+        }
+    }
+    true
+}
+
+/// Handles a fired timer. Returns false to drop the connection.
+fn on_timer(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant) -> bool {
+    if conn.linger_until.is_some_and(|t| now >= t) {
+        return false;
+    }
+    match &mut conn.phase {
+        Phase::Handshake { deadline, .. } if now >= *deadline => {
+            // Slowloris: the whole request must arrive within handshake_timeout.
+            if !conn.received_any {
+                return false;
+            }
+            reject(conn, env, id, Reject::HandshakeTimeout, None);
+        }
+        Phase::Dialing { route } => {
+            let route = *route;
+            if let Some(leg) = conn.upstream.as_ref().filter(|l| now >= l.deadline) {
+                // SPEC §5: no complete answer within upstream_timeout → 504. A target
+                // that never even accepted the connection is marked down.
+                if leg.state == LegState::Connecting {
+                    mark_down(env, route, leg.target, now);
+                }
+                env.metrics.upstream_error();
+                reject(conn, env, id, Reject::GatewayTimeout, None);
+            }
+        }
+        Phase::Open { session, .. } => {
+            // Idle: a timer fired with nothing pending; give buffer memory back.
+            if conn.wbuf.is_empty() && conn.wbuf.capacity() > 0 {
+                conn.wbuf = Vec::new();
+            }
+            if conn.rbuf.is_empty() && conn.rbuf.capacity() > 0 {
+                conn.rbuf = Vec::new();
+            }
+            // While its output is over write_buffer the gateway is not reading this
+            // peer, so silence proves nothing: the slow-consumer rule decides instead.
+            if conn.over_limit_since.is_none() || session.state() != SessionState::Open {
+                session.handle_timeout(now, &mut conn.wbuf);
+            }
+            if session.state() == SessionState::Open {
+                if conn.token_deadline.is_some_and(|t| now >= t) {
+                    // SPEC §6: at exp (+ leeway), close 4401 "token expired".
+                    let why = ProtocolError::TokenExpired;
+                    session.close(why.close_code(), why.reason(), &mut conn.wbuf);
+                    conn.token_deadline = None;
+                    conn.notice_at = None;
+                } else if conn.notice_at.is_some_and(|t| now >= t) {
+                    conn.notice_at = None;
+                    if let Some(id) = &conn.identity {
+                        let msg = format!(r#"{{"type":"wsgate.expiring","exp":{}}}"#, id.exp);
+                        write_message(&mut conn.wbuf, MessageKind::Text, msg.as_bytes());
+                    }
+                }
+            }
+            if conn
+                .over_limit_since
+                .is_some_and(|t| now >= t + env.rt.session.idle_timeout)
+            {
+                // SPEC §5: output above write_buffer for idle_timeout.
+                let why = ProtocolError::SlowConsumer;
+                session.close(why.close_code(), why.reason(), &mut conn.wbuf);
+                conn.over_limit_since = None;
+                conn.closing = true;
+            }
+        }
+        _ => {}
+    }
+    true
+}
+
+/// Routes freshly read bytes (at the start of `env.readbuf`) by phase.
+fn on_data(conn: &mut Conn, env: &mut Env, id: ConnId, n: usize, now: Instant) {
+    match &mut conn.phase {
+        Phase::Handshake { reader, .. } => {
+            conn.rbuf.extend_from_slice(&env.readbuf[..n]);
+            match reader.poll(&conn.rbuf, env.rt.max_request_bytes) {
+                Ok(None) => {}
+                Ok(Some(head_len)) => handshake(conn, env, id, head_len, now),
+                Err(e) => reject(conn, env, id, Reject::from(e), None),
+            }
+        }
+        Phase::Open { .. } => feed_session(conn, env, id, n, now),
+        // Not read while dialing (wants_read); kept if it arrives anyway.
+        Phase::Dialing { .. } => conn.rbuf.extend_from_slice(&env.readbuf[..n]),
+        // Discarded: after our answer or close, input only needs draining.
+        Phase::Rejected => {}
+    }
+}
+
+/// Feeds the session: `n` new bytes at the start of `env.readbuf`, after any bytes
+/// kept in `conn.rbuf`. Complete messages go to the echo backend.
+pub(super) fn feed_session(conn: &mut Conn, env: &mut Env, id: ConnId, n: usize, now: Instant) {
+    let Phase::Open { session, route } = &mut conn.phase else {
+        return;
+    };
+    let rt = &*env.rt;
+    let route = *route;
+    let scratch = &mut env.scratch;
+    let identity = &mut conn.identity;
+    let times = (&mut conn.token_deadline, &mut conn.notice_at);
+    let shared = &*env.shared;
+    let by_jti = &mut env.by_jti;
+    let metrics = &*env.metrics;
+    let upstream = &mut conn.upstream;
+    let mut on_message = |kind: MessageKind, payload: &[u8], out: &mut Vec<u8>| {
+        if rt.refresh && kind == MessageKind::Text && payload.starts_with(REFRESH_PREFIX) {
+            if let Some(current) = identity.as_mut() {
+                let old_jti = current.jti.clone();
+                let live = LiveToken {
+                    rt,
+                    shared,
+                    route,
+                    now,
+                };
+                live.refresh(current, payload, scratch, out, times.0, times.1);
+                if current.jti != old_jti {
+                    if let Some(j) = &old_jti {
+                        unindex(by_jti, j, id);
+                    }
+                    if let Some(j) = &current.jti {
+                        index(by_jti, j, id);
+                    }
+                }
+                return;
+            }
+        }
+        metrics.message_in(payload.len() as u64);
+        match upstream.as_mut() {
+            // Proxied: to the upstream as one masked frame (RFC 6455 §5.1).
+            Some(leg) => leg.send_message(kind, payload),
+            None => {
+                crate::backend::echo::on_message(kind, payload, out);
+                metrics.message_out(payload.len() as u64);
+            }
+        }
+    };
+    if conn.rbuf.is_empty() {
+        // Common case: process straight from the worker's buffer, keep only the tail.
+        let input = &mut env.readbuf[..n];
+        let used = session.handle_input(input, now, &mut conn.wbuf, &mut on_message);
+        conn.rbuf.extend_from_slice(&env.readbuf[used..n]);
+    } else {
+        conn.rbuf.extend_from_slice(&env.readbuf[..n]);
+        let used = session.handle_input(&mut conn.rbuf, now, &mut conn.wbuf, &mut on_message);
+        conn.rbuf.drain(..used);
+    }
+    if conn.rbuf.is_empty() && conn.rbuf.capacity() > KEEP_CAPACITY {
+        conn.rbuf = Vec::new();
+    }
+}
+
+/// When the token's connection must close, and when to send `wsgate.expiring`.
+pub(super) fn token_times(
+    rt: &Runtime,
+    exp: u64,
+    now: Instant,
+    now_unix: u64,
+) -> (Option<Instant>, Option<Instant>) {
+    let notice = rt.refresh.then_some(rt.expiry_notice);
+    deadlines(exp, rt.leeway_secs, notice, now, now_unix)
+}
+
+/// SPEC §6, pure: close at `exp` + leeway; with refresh on, notice `expiry_notice` before
+/// `exp` (at once when already inside that window). `None` = never (a far-future `exp`
+/// would overflow `Instant`).
+fn deadlines(
+    exp: u64,
+    leeway_secs: u64,
+    notice: Option<Duration>,
+    now: Instant,
+    now_unix: u64,
+) -> (Option<Instant>, Option<Instant>) {
+    let at = |unix: u64| now.checked_add(Duration::from_secs(unix.saturating_sub(now_unix)));
+    let deadline = at(exp.saturating_add(leeway_secs));
+    let notice = notice.and_then(|n| at(exp.saturating_sub(n.as_secs())));
+    (deadline, notice)
+}
+
+/// What a refresh needs besides the connection's own state.
+struct LiveToken<'a> {
+    rt: &'a Runtime,
+    shared: &'a Shared,
+    route: usize,
+    now: Instant,
+}
+
+impl LiveToken<'_> {
+    /// Handles one `wsgate.refresh` message; the reply goes to `out`, never to the backend.
+    fn refresh(
+        &self,
+        current: &mut Identity,
+        payload: &[u8],
+        scratch: &mut Scratch,
+        out: &mut Vec<u8>,
+        deadline: &mut Option<Instant>,
+        notice: &mut Option<Instant>,
+    ) {
+        let now_unix = clock::unix_now();
+        let result = self
+            .rt
+            .gate
+            .refresh(self.route, current, payload, now_unix, scratch)
+            .and_then(|new| {
+                let revoked = self.shared.revocations.load().is_revoked(
+                    new.jti.as_deref(),
+                    &new.sub,
+                    new.iat,
+                );
+                if revoked {
+                    Err("token revoked")
+                } else {
+                    Ok(new)
+                }
+            });
+        let reply = match result {
+            Ok(new) => {
+                let (d, n) = token_times(self.rt, new.exp, self.now, now_unix);
+                *deadline = d;
+                *notice = n;
+                let reply = format!(r#"{{"type":"wsgate.refreshed","exp":{}}}"#, new.exp);
+                *current = new;
+                reply
+            }
+            Err(reason) => {
+                serde_json::json!({"type": "wsgate.refresh_failed", "reason": reason}).to_string()
+            }
+        };
+        write_message(out, MessageKind::Text, reply.as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod deadline_tests {
+    use super::*;
+
+    #[test]
+    fn expiry_and_notice_on_a_virtual_clock() {
+        let t0 = crate::fuzzing::virtual_epoch();
+        let now_unix = 1_000_000;
+        // exp in 120 s, leeway 30 s, notice 60 s before exp.
+        let (close, notice) = deadlines(
+            now_unix + 120,
+            30,
+            Some(Duration::from_secs(60)),
+            t0,
+            now_unix,
+        );
+        assert_eq!(close, Some(t0 + Duration::from_secs(150)));
+        assert_eq!(notice, Some(t0 + Duration::from_secs(60)));
+        // Refresh off: no notice.
+        assert_eq!(deadlines(now_unix + 120, 30, None, t0, now_unix).1, None);
+        // Already inside the notice window: notice now.
+        let (_, notice) = deadlines(
+            now_unix + 10,
+            0,
+            Some(Duration::from_secs(60)),
+            t0,
+            now_unix,
+        );
+        assert_eq!(notice, Some(t0));
+        // Expired but within leeway: close when the leeway ends.
+        let (close, _) = deadlines(now_unix - 5, 30, None, t0, now_unix);
+        assert_eq!(close, Some(t0 + Duration::from_secs(25)));
+        // A refresh moves the deadline to the new exp.
+        let (close, _) = deadlines(now_unix + 3600, 30, None, t0, now_unix);
+        assert_eq!(close, Some(t0 + Duration::from_secs(3630)));
+        // exp near u64::MAX: never, no overflow.
+        assert_eq!(deadlines(u64::MAX, 30, None, t0, now_unix).0, None);
+    }
+}

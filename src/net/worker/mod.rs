@@ -1,0 +1,648 @@
+//! One worker: one `mio::Poll`, its own connections, timers and scratch buffers.
+//!
+//! The loop: poll → dispatch readiness → revisit connections whose turn was cut short
+//! → fire due timers → (when draining) exit once empty or past the grace period.
+//! Sockets are registered once for READABLE | WRITABLE, edge-triggered, and never
+//! re-registered: a connection that stops reading for backpressure is revisited by hand
+//! when its output drains, so steady state costs no `epoll_ctl` per message.
+
+mod drive;
+mod handshake;
+mod proxy;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::{ArcSwap, Cache};
+use crossbeam_channel::{Receiver, Sender};
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Waker};
+
+use self::drive::step;
+use self::handshake::reject;
+use self::proxy::balancers_for;
+use super::conn::{Conn, Phase};
+use super::timer::Timers;
+use super::token::{ConnId, Slab, WAKER};
+use super::upstream::LegState;
+use crate::auth::error::TokenError;
+use crate::auth::revocation::{Revocation, RevocationSet};
+use crate::auth::verify::Scratch;
+use crate::backend::upstream::Balancer;
+use crate::gate::decide::Gate;
+use crate::gate::limits::{IpTable, SubjectTable};
+use crate::gate::reject::Reject;
+use crate::metrics::{Metrics, WorkerMetrics};
+use crate::proto::error::ProtocolError;
+use crate::proto::http::request::HeadReader;
+use crate::proto::ws::session::{SessionLimits, SessionState};
+use crate::{clock, info, warn};
+
+/// Reads per connection per turn before others get theirs (fairness under floods).
+const MAX_READS_PER_TURN: usize = 16;
+
+/// The worker's read buffer: one per worker, not per connection. Large enough that a
+/// 64 KiB message arrives whole and takes the zero-copy path.
+const READ_BUFFER: usize = 256 * 1024;
+
+/// Buffer capacity a busy connection keeps between messages (no allocator round trip per
+/// message); more is released after a burst, and everything when the connection idles.
+const KEEP_CAPACITY: usize = 256 * 1024;
+
+/// Everything that does not change for one configuration generation.
+pub struct Runtime {
+    /// The handshake policy.
+    pub gate: Gate,
+    /// Per-connection WebSocket limits.
+    pub session: SessionLimits,
+    /// SPEC `limits.handshake_timeout`.
+    pub handshake_timeout: Duration,
+    /// SPEC `limits.max_request_bytes`.
+    pub max_request_bytes: usize,
+    /// SPEC `server.shutdown_grace`.
+    pub shutdown_grace: Duration,
+    /// Token query parameter names, redacted in logs.
+    pub token_query_names: Vec<String>,
+    /// SPEC `auth.max_token_bytes` (sizes each worker's scratch buffer).
+    pub max_token_bytes: usize,
+    /// TLS when `[tls]` is configured.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// SPEC `session.refresh = "message"`.
+    pub refresh: bool,
+    /// SPEC `session.expiry_notice`.
+    pub expiry_notice: Duration,
+    /// SPEC `auth.leeway`, whole seconds.
+    pub leeway_secs: u64,
+    /// Per route, the resolved address of each upstream (empty for echo routes).
+    pub upstream_addrs: Vec<Vec<SocketAddr>>,
+    /// Cookie names that carry tokens (never forwarded upstream).
+    pub token_cookie_names: Vec<String>,
+    /// Plain HTTP requests' answers (`serve --demo` only).
+    pub plain: Option<Arc<dyn super::plain::PlainResponder>>,
+}
+
+/// State every worker and the acceptor share.
+pub struct Shared {
+    /// Connections open in the process (from accept to close).
+    pub open: AtomicUsize,
+    /// Connections open per worker.
+    pub per_worker: Vec<AtomicUsize>,
+    /// Connections accepted per worker since start.
+    pub accepted_per_worker: Vec<AtomicUsize>,
+    /// Per-IP budgets.
+    pub ips: IpTable,
+    /// Per-subject connection counts.
+    pub subjects: SubjectTable,
+    /// Shutdown began.
+    pub draining: AtomicBool,
+    /// Revoked `jti`s and subjects (SPEC §6): an immutable snapshot that the control plane
+    /// replaces whole on each revocation; read without a lock at every handshake (through
+    /// each worker's [`RevocationCache`]) and refresh.
+    pub revocations: Arc<ArcSwap<RevocationSet>>,
+    /// The longest token lifetime (exp - iat) seen, so `sub` entries are kept long enough.
+    pub longest_lifetime: AtomicU64,
+    /// Counters, one block per worker (SPEC §7).
+    pub metrics: Arc<Metrics>,
+}
+
+/// A worker's handle on the revocation snapshot: checking that it is current is one
+/// relaxed atomic load while no revocation comes, and it is reloaded when one does.
+pub type RevocationCache = Cache<Arc<ArcSwap<RevocationSet>>, Arc<RevocationSet>>;
+
+/// Messages to a worker.
+pub enum Command {
+    /// A freshly accepted socket.
+    Conn(TcpStream, SocketAddr),
+    /// Begin graceful shutdown.
+    Drain,
+    /// A revocation to enforce on live connections; the reply is how many were closed.
+    Revoke(Revocation, Sender<usize>),
+    /// SIGHUP: a new configuration generation for new handshakes; live connections whose
+    /// key is gone are closed 4401 "key retired".
+    Reload(Arc<Runtime>),
+}
+
+/// How the acceptor and the main thread reach a worker.
+pub struct WorkerHandle {
+    /// Command queue.
+    pub tx: Sender<Command>,
+    /// Wakes the worker's poll.
+    pub waker: Arc<Waker>,
+}
+
+struct Env {
+    index: usize,
+    rt: Arc<Runtime>,
+    shared: Arc<Shared>,
+    readbuf: Vec<u8>,
+    scratch: Scratch,
+    token_buf: Vec<u8>,
+    revocations: RevocationCache,
+    ready: Vec<ConnId>,
+    draining: bool,
+    /// Live connections by token subject and by `jti`, so a revocation finds its
+    /// connections without a scan.
+    by_sub: HashMap<Box<str>, Vec<ConnId>>,
+    by_jti: HashMap<Box<str>, Vec<ConnId>>,
+    /// This worker's counters (written only here).
+    metrics: Arc<WorkerMetrics>,
+    /// For registering upstream sockets from inside a connection's step.
+    registry: mio::Registry,
+    /// Per route: round-robin and health of its upstreams (this worker's view).
+    balancers: Vec<Balancer>,
+    /// The event being handled also reported the peer's FIN or an error.
+    peer_closed_hint: bool,
+}
+
+/// One event loop.
+pub struct Worker {
+    poll: Poll,
+    rx: Receiver<Command>,
+    conns: Slab<Conn>,
+    timers: Timers,
+    env: Env,
+    drain_deadline: Option<Instant>,
+}
+
+impl Worker {
+    /// Creates worker `index` and the handle to reach it.
+    pub fn new(
+        index: usize,
+        rt: Arc<Runtime>,
+        shared: Arc<Shared>,
+    ) -> io::Result<(Worker, WorkerHandle)> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let scratch = Scratch::new(rt.max_token_bytes);
+        let metrics = shared.metrics.workers[index].clone();
+        let registry = poll.registry().try_clone()?;
+        let balancers = balancers_for(&rt);
+        let revocations = Cache::new(Arc::clone(&shared.revocations));
+        Ok((
+            Worker {
+                poll,
+                rx,
+                conns: Slab::default(),
+                timers: Timers::default(),
+                env: Env {
+                    index,
+                    rt,
+                    shared,
+                    readbuf: vec![0; READ_BUFFER],
+                    revocations,
+                    scratch,
+                    token_buf: Vec::new(),
+                    ready: Vec::new(),
+                    draining: false,
+                    by_sub: HashMap::new(),
+                    by_jti: HashMap::new(),
+                    metrics,
+                    registry,
+                    balancers,
+                    peer_closed_hint: false,
+                },
+                drain_deadline: None,
+            },
+            WorkerHandle { tx, waker },
+        ))
+    }
+
+    /// Runs until drained.
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        let mut revisit: Vec<ConnId> = Vec::new();
+        loop {
+            let now = clock::now();
+            let mut deadline = self.timers.next_deadline();
+            if let Some(d) = self.drain_deadline {
+                deadline = Some(deadline.map_or(d, |t| t.min(d)));
+            }
+            let timeout = if !self.env.ready.is_empty() {
+                Some(Duration::ZERO)
+            } else {
+                deadline.map(|d| d.saturating_duration_since(now))
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                crate::error!("worker {}: poll failed: {e}", self.env.index);
+                return;
+            }
+            for event in events.iter() {
+                if event.token() == WAKER {
+                    self.commands();
+                } else {
+                    // Readiness is a hint: the step reads and writes until WouldBlock. A
+                    // peer that also closed (FIN / RST in the same edge) must be read to
+                    // EOF: no later edge will report it.
+                    self.env.peer_closed_hint = event.is_read_closed() || event.is_error();
+                    self.drive(ConnId::from_token(event.token()), false);
+                    self.env.peer_closed_hint = false;
+                }
+            }
+            std::mem::swap(&mut revisit, &mut self.env.ready);
+            for id in revisit.drain(..) {
+                self.drive(id, false);
+            }
+            let now = clock::now();
+            while let Some(id) = self.timers.pop_due(now) {
+                self.drive(id, true);
+            }
+            if self.env.draining
+                && (self.conns.is_empty() || self.drain_deadline.is_some_and(|d| now >= d))
+            {
+                for id in self.conns.ids() {
+                    self.remove(id);
+                }
+                return;
+            }
+        }
+    }
+
+    fn commands(&mut self) {
+        while let Ok(cmd) = self.rx.try_recv() {
+            match cmd {
+                Command::Conn(socket, peer) => self.add(socket, peer),
+                Command::Drain => self.drain(),
+                Command::Reload(rt) => self.reload(rt),
+                Command::Revoke(r, reply) => {
+                    let closed = self.revoke(&r);
+                    let _ = reply.send(closed);
+                }
+            }
+        }
+    }
+
+    fn add(&mut self, socket: TcpStream, peer: SocketAddr) {
+        let now = clock::now();
+        let shared = &self.env.shared;
+        shared.per_worker[self.env.index].fetch_add(1, Ordering::Relaxed);
+        shared.accepted_per_worker[self.env.index].fetch_add(1, Ordering::Relaxed);
+        let tls = match &self.env.rt.tls {
+            Some(cfg) => match rustls::ServerConnection::new(cfg.clone()) {
+                Ok(c) => Some(Box::new(c)),
+                Err(e) => {
+                    warn!("peer={peer} tls setup failed: {e}");
+                    self.release_counts(peer, None, now);
+                    return;
+                }
+            },
+            None => None,
+        };
+        let deadline = now + self.env.rt.handshake_timeout;
+        self.env.metrics.connection_opened();
+        let id = self.conns.insert_with(|_| Conn {
+            socket,
+            peer,
+            tls,
+            phase: Phase::Handshake {
+                reader: HeadReader::default(),
+                deadline,
+            },
+            rbuf: Vec::new(),
+            wbuf: Vec::new(),
+            scheduled: None,
+            closing: false,
+            write_shut: false,
+            linger_until: None,
+            read_eof: false,
+            over_limit_since: None,
+            received_any: false,
+            identity: None,
+            upstream: None,
+            release_wbuf_when_flushed: false,
+            token_deadline: None,
+            notice_at: None,
+            accepted_at: now,
+        });
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
+        if let Err(e) = self.poll.registry().register(
+            &mut conn.socket,
+            id.token(),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            warn!("peer={peer} register failed: {e}");
+            self.remove(id);
+            return;
+        }
+        info!(
+            "conn={}.{} peer={peer} worker={} accepted",
+            self.env.index, id.index, self.env.index
+        );
+        if self.env.draining {
+            self.remove(id);
+            return;
+        }
+        self.timers.schedule(deadline, id);
+        if let Some(conn) = self.conns.get_mut(id) {
+            conn.scheduled = Some(deadline);
+        }
+        // Data may already be waiting; edge-triggered registration reports it, but a
+        // first pass costs one read and avoids depending on that.
+        self.drive(id, false);
+    }
+
+    fn drain(&mut self) {
+        if self.env.draining {
+            return;
+        }
+        self.env.draining = true;
+        let now = clock::now();
+        self.drain_deadline = Some(now + self.env.rt.shutdown_grace);
+        for id in self.conns.ids() {
+            let Some(conn) = self.conns.get_mut(id) else {
+                continue;
+            };
+            match &mut conn.phase {
+                Phase::Handshake { .. } | Phase::Dialing { .. } => {
+                    // Not upgraded yet: SPEC §4 "draining" is 503.
+                    reject(conn, &self.env, id, Reject::Draining, None);
+                }
+                Phase::Open { session, .. } => {
+                    // SPEC §6: SIGTERM closes every connection with 1001 "going away".
+                    let why = ProtocolError::GoingAway;
+                    session.close(why.close_code(), why.reason(), &mut conn.wbuf);
+                }
+                Phase::Rejected => {}
+            }
+            self.drive(id, false);
+        }
+    }
+
+    /// Closes this worker's live connections that `r` matches with 4403 "token revoked".
+    fn revoke(&mut self, r: &Revocation) -> usize {
+        let candidates: Vec<ConnId> = match r {
+            Revocation::Jti { jti, .. } => self.env.by_jti.get(jti.as_str()).cloned(),
+            Revocation::Sub { sub, .. } => self.env.by_sub.get(sub.as_str()).cloned(),
+        }
+        .unwrap_or_default();
+        let mut closed = 0;
+        for id in candidates {
+            let Some(conn) = self.conns.get_mut(id) else {
+                continue;
+            };
+            let Some(identity) = &conn.identity else {
+                continue;
+            };
+            if !RevocationSet::matches(r, identity.jti.as_deref(), &identity.sub, identity.iat) {
+                continue;
+            }
+            match &mut conn.phase {
+                Phase::Open { session, .. } if session.state() == SessionState::Open => {
+                    let why = ProtocolError::TokenRevoked;
+                    session.close(why.close_code(), why.reason(), &mut conn.wbuf);
+                }
+                // Still waiting for the upstream's 101: the client never gets one.
+                Phase::Dialing { .. } => {
+                    let r = Reject::InvalidToken {
+                        description: TokenError::Revoked.description(),
+                        reason: TokenError::Revoked.reason_label(),
+                    };
+                    reject(conn, &self.env, id, r, None);
+                }
+                _ => continue,
+            }
+            closed += 1;
+            self.drive(id, false);
+        }
+        closed
+    }
+
+    fn reload(&mut self, rt: Arc<Runtime>) {
+        let old = std::mem::replace(&mut self.env.rt, rt);
+        self.env.balancers = balancers_for(&self.env.rt);
+        if self.env.rt.max_token_bytes > self.env.scratch.max_token_bytes() {
+            self.env.scratch = Scratch::new(self.env.rt.max_token_bytes);
+        }
+        // A reload is rare and operator-driven: a pass over this worker's connections
+        // is the simplest correct way to find the retired keys' sessions, and to move each
+        // connection's route index to the new route table (by path: indexes may shift).
+        let keys = self.env.rt.gate.key_fingerprints.clone();
+        let (mut retired, mut unrouted) = (0usize, 0usize);
+        for id in self.conns.ids() {
+            let Some(conn) = self.conns.get_mut(id) else {
+                continue;
+            };
+            let route = match &mut conn.phase {
+                Phase::Open { route, .. } | Phase::Dialing { route } => route,
+                _ => continue,
+            };
+            let new_index = old.gate.routes.get(*route).and_then(|r| {
+                self.env
+                    .rt
+                    .gate
+                    .routes
+                    .iter()
+                    .position(|n| n.path == r.path)
+            });
+            match (new_index, &mut conn.phase) {
+                (Some(i), phase) => {
+                    if let Phase::Open { route, .. } | Phase::Dialing { route } = phase {
+                        *route = i;
+                    }
+                }
+                // The reload removed this route: the connection goes with it.
+                (None, Phase::Open { session, .. }) => {
+                    let why = ProtocolError::GoingAway;
+                    session.close(why.close_code(), why.reason(), &mut conn.wbuf);
+                    unrouted += 1;
+                    self.drive(id, false);
+                    continue;
+                }
+                (None, _) => {
+                    reject(conn, &self.env, id, Reject::NoRoute, None);
+                    unrouted += 1;
+                    self.drive(id, false);
+                    continue;
+                }
+            }
+            let Some(conn) = self.conns.get_mut(id) else {
+                continue;
+            };
+            let Phase::Open { session, .. } = &mut conn.phase else {
+                continue;
+            };
+            let Some(identity) = &conn.identity else {
+                continue;
+            };
+            if session.state() == SessionState::Open && !keys.contains(&identity.key) {
+                let why = ProtocolError::KeyRetired;
+                session.close(why.close_code(), why.reason(), &mut conn.wbuf);
+                retired += 1;
+                self.drive(id, false);
+            }
+        }
+        info!(
+            "worker {}: configuration reloaded; {retired} connections closed (key retired), {unrouted} (route removed)",
+            self.env.index
+        );
+    }
+
+    /// One pass over a connection: timers (if `timer`), reads, processing, writes,
+    /// close bookkeeping and rescheduling.
+    fn drive(&mut self, id: ConnId, timer: bool) {
+        let now = clock::now();
+        let Some(conn) = self.conns.get_mut(id) else {
+            return; // stale event or timer for a closed connection
+        };
+        if timer {
+            conn.scheduled = None;
+        }
+        // A bug must cost one connection, never the worker and its other clients.
+        let env = &mut self.env;
+        let keep = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            step(conn, env, id, now, timer)
+        })) {
+            Ok(keep) => keep,
+            Err(_) => {
+                crate::error!(
+                    "conn={}.{} dropped after an internal error",
+                    env.index,
+                    id.index
+                );
+                false
+            }
+        };
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
+        if !keep {
+            self.remove(id);
+            return;
+        }
+        if let Some(next) = next_deadline(conn, &self.env.rt) {
+            if conn.scheduled.is_none_or(|s| next < s) {
+                self.timers.schedule(next, id);
+                conn.scheduled = Some(next);
+            }
+        }
+    }
+
+    fn remove(&mut self, id: ConnId) {
+        let Some(mut conn) = self.conns.remove(id) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut conn.socket);
+        if let Some(leg) = &mut conn.upstream {
+            // Whatever ended the client's side (a reset included), the upstream hears
+            // 1001 "going away" rather than a bare EOF (SPEC §5), best effort.
+            if leg.state == LegState::Open {
+                leg.send_close(1001, "going away");
+                let _ = leg.flush();
+            }
+            let _ = self.poll.registry().deregister(&mut leg.socket);
+        }
+        let now = clock::now();
+        let (sent, received) = match &conn.phase {
+            Phase::Open { session, .. } => (session.close_sent(), session.close_received()),
+            _ => (None, None),
+        };
+        self.env.metrics.connection_closed();
+        if matches!(conn.phase, Phase::Open { .. }) {
+            // 1006: the connection ended without any close frame (RFC 6455 §7.1.5).
+            self.env.metrics.close(sent.or(received).unwrap_or(1006));
+            info!(
+                "conn={}.{} peer={} closed sent={} received={} after={}ms",
+                self.env.index,
+                id.index,
+                conn.peer,
+                sent.map_or("-".to_string(), |c| c.to_string()),
+                received.map_or("-".to_string(), |c| c.to_string()),
+                now.saturating_duration_since(conn.accepted_at).as_millis()
+            );
+        }
+        if let Some(identity) = &conn.identity {
+            unindex(&mut self.env.by_sub, &identity.sub, id);
+            if let Some(jti) = &identity.jti {
+                unindex(&mut self.env.by_jti, jti, id);
+            }
+        }
+        self.env.shared.per_worker[self.env.index].fetch_sub(1, Ordering::Relaxed);
+        self.release_counts(conn.peer, conn.identity.as_ref().map(|i| &*i.sub), now);
+    }
+
+    fn release_counts(&self, peer: SocketAddr, sub: Option<&str>, now: Instant) {
+        let shared = &self.env.shared;
+        shared.open.fetch_sub(1, Ordering::Relaxed);
+        shared.ips.connection_closed(peer.ip(), now);
+        if let Some(sub) = sub {
+            shared.subjects.release(sub);
+        }
+    }
+}
+
+fn index(map: &mut HashMap<Box<str>, Vec<ConnId>>, key: &str, id: ConnId) {
+    match map.get_mut(key) {
+        Some(ids) => ids.push(id),
+        None => {
+            map.insert(key.into(), vec![id]);
+        }
+    }
+}
+
+fn unindex(map: &mut HashMap<Box<str>, Vec<ConnId>>, key: &str, id: ConnId) {
+    if let Some(ids) = map.get_mut(key) {
+        ids.retain(|x| *x != id);
+        if ids.is_empty() {
+            map.remove(key);
+        }
+    }
+}
+
+/// The earliest moment this connection needs attention.
+fn next_deadline(conn: &Conn, rt: &Runtime) -> Option<Instant> {
+    let mut next = conn.linger_until;
+    let mut consider = |t: Option<Instant>| {
+        if let Some(t) = t {
+            next = Some(next.map_or(t, |n: Instant| n.min(t)));
+        }
+    };
+    match &conn.phase {
+        Phase::Handshake { deadline, .. } => consider(Some(*deadline)),
+        Phase::Open { session, .. } => {
+            // While paused for backpressure the idle clock is not consulted (on_timer
+            // skips it), so its past-due deadline must not be either: it would spin.
+            if conn.over_limit_since.is_none() || session.state() != SessionState::Open {
+                consider(session.poll_timeout());
+            }
+            if session.state() == SessionState::Open {
+                consider(conn.token_deadline);
+                consider(conn.notice_at);
+            }
+        }
+        Phase::Dialing { .. } => consider(conn.upstream.as_ref().map(|l| l.deadline)),
+        Phase::Rejected => {}
+    }
+    consider(conn.over_limit_since.map(|t| t + rt.session.idle_timeout));
+    next
+}
+
+/// Whether more input should be read now.
+fn wants_read(conn: &Conn, rt: &Runtime) -> bool {
+    if conn.read_eof {
+        return false;
+    }
+    match &conn.phase {
+        // Backpressure: stop reading what feeds an output that is over its limit.
+        Phase::Open { session, .. } if session.state() == SessionState::Open => {
+            conn.pending_output() < rt.session.write_buffer
+                && conn
+                    .upstream
+                    .as_ref()
+                    .is_none_or(|l| l.wbuf.len() < rt.session.write_buffer)
+        }
+        // Frames that arrive before the upstream's 101 wait in the kernel.
+        Phase::Dialing { .. } => false,
+        // Handshake: bounded by max_request_bytes below. Closing / rejected: drain and
+        // discard so our last bytes are not destroyed by a reset over unread input.
+        _ => true,
+    }
+}

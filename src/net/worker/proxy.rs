@@ -1,0 +1,433 @@
+//! Upstream routes (SPEC §5): pick a target, dial it, and relay between the client
+//! session and the upstream leg.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::drive::feed_session;
+use super::handshake::reject;
+use super::{Env, Runtime, MAX_READS_PER_TURN};
+use crate::backend::upstream::Balancer;
+use crate::config::Backend;
+use crate::gate::decide::Identity;
+use crate::gate::reject::Reject;
+use crate::info;
+use crate::net::conn::{Conn, Phase};
+use crate::net::token::ConnId;
+use crate::net::upstream::{self, LegState, Relayed, UpstreamLeg};
+use crate::proto::http::client::{random_key, write_upstream_request, ForwardRequest};
+use crate::proto::http::fields;
+use crate::proto::http::request::{RequestHead, Upgrade};
+use crate::proto::http::response::write_switching_protocols;
+use crate::proto::ws::accept::accept_key;
+use crate::proto::ws::session::{Session, SessionState};
+
+/// One balancer per route (empty for echo routes), sized from the runtime.
+pub(super) fn balancers_for(rt: &Runtime) -> Vec<Balancer> {
+    rt.upstream_addrs
+        .iter()
+        .map(|targets| Balancer::new(targets.len()))
+        .collect()
+}
+
+pub(super) fn mark_down(env: &mut Env, route: usize, target: usize, now: Instant) {
+    let backoff = match &env.rt.gate.routes.get(route).map(|r| &r.backend) {
+        Some(Backend::Upstream { backoff, .. }) => *backoff,
+        _ => return,
+    };
+    if let Some(b) = env.balancers.get_mut(route) {
+        b.mark_down(target, now, backoff);
+    }
+}
+
+/// What the handshake prepared for an upstream route.
+pub(super) struct UpstreamPlan {
+    /// One upgrade request per target of the route, by index (SPEC §5: each carries its
+    /// own upstream's `Host` and path).
+    requests: Vec<Vec<u8>>,
+    /// Client headers dropped as forged (counted in `/metrics`).
+    pub(super) forged_headers: usize,
+    key: [u8; 24],
+    offered: Vec<String>,
+    client_accept: [u8; 28],
+}
+
+/// Builds the upgrade request for the upstream from the client's request (SPEC §5):
+/// query minus token parameters, the client's end-to-end headers minus anything that
+/// carries a token or forged identity, `X-Forwarded-For`, `X-Auth-*` from the token.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn upstream_plan(
+    rt: &Runtime,
+    route: usize,
+    head: &RequestHead<'_, '_>,
+    upgrade: &Upgrade<'_>,
+    peer: std::net::IpAddr,
+    client_tls: bool,
+    identity: Option<&Identity>,
+    claims_b64: Option<&str>,
+) -> Result<Option<UpstreamPlan>, Reject> {
+    let Some(r) = rt.gate.routes.get(route) else {
+        return Ok(None);
+    };
+    let Backend::Upstream { urls, .. } = &r.backend else {
+        return Ok(None);
+    };
+    let mut offered: Vec<String> = Vec::new();
+    for value in head.headers_named("sec-websocket-protocol") {
+        for p in fields::list_tokens(value) {
+            if p.starts_with(b"bearer.") {
+                continue;
+            }
+            let Ok(p) = std::str::from_utf8(p) else {
+                continue;
+            };
+            if r.protocols.is_empty() || r.protocols.iter().any(|a| a == p) {
+                offered.push(p.to_owned());
+            }
+        }
+    }
+    let client_headers: Vec<(&str, &[u8])> =
+        head.headers.iter().map(|h| (h.name, h.value)).collect();
+    let token_query: Vec<&str> = rt.token_query_names.iter().map(String::as_str).collect();
+    let token_cookies: Vec<&str> = rt.token_cookie_names.iter().map(String::as_str).collect();
+    let offered_refs: Vec<&str> = offered.iter().map(String::as_str).collect();
+    let scope = identity.map(|i| i.scopes.join(" "));
+    let key = random_key(&ring::rand::SystemRandom::new()).map_err(|_| Reject::BadGateway)?;
+    let mut requests = Vec::with_capacity(urls.len());
+    let mut forged_headers = 0;
+    for url in urls {
+        let forward = ForwardRequest {
+            upstream_host_header: &url.host_header,
+            upstream_path: &url.path,
+            client_query: head.query,
+            token_query_names: &token_query,
+            client_headers: &client_headers,
+            token_cookie_names: &token_cookies,
+            offered_protocols: &offered_refs,
+            client_addr: peer,
+            client_tls,
+            subject: identity.map(|i| &*i.sub),
+            scope: scope.as_deref(),
+            claims_b64,
+        };
+        let mut request = Vec::with_capacity(512);
+        forged_headers =
+            write_upstream_request(&forward, &key, &mut request).map_err(|_| Reject::BadGateway)?;
+        requests.push(request);
+    }
+    if requests.is_empty() {
+        return Err(Reject::BadGateway);
+    }
+    Ok(Some(UpstreamPlan {
+        requests,
+        forged_headers,
+        key,
+        offered,
+        client_accept: accept_key(upgrade.key),
+    }))
+}
+
+/// The next upstream of `route` that is not marked down and not in `tried`, round-robin.
+fn next_target(
+    env: &mut Env,
+    route: usize,
+    tried: &[usize],
+    now: Instant,
+) -> Option<(usize, SocketAddr)> {
+    let target = env.balancers.get_mut(route)?.pick(now, tried)?;
+    let addr = *env.rt.upstream_addrs.get(route)?.get(target)?;
+    Some((target, addr))
+}
+
+/// Connects to the next healthy upstream of `route` not yet tried; false when none is
+/// left (the caller answers 502).
+fn dial_next(conn: &mut Conn, env: &mut Env, id: ConnId, route: usize, now: Instant) -> bool {
+    loop {
+        let tried: Vec<usize> = conn
+            .upstream
+            .as_ref()
+            .map(|l| l.tried.clone())
+            .unwrap_or_default();
+        let Some((target, addr)) = next_target(env, route, &tried, now) else {
+            return false;
+        };
+        let Some(leg) = conn.upstream.as_mut() else {
+            return false;
+        };
+        match leg.reconnect(&env.registry, id, addr, target) {
+            Ok(()) => return true,
+            Err(_) => {
+                env.metrics.upstream_error();
+                mark_down(env, route, target, now);
+            }
+        }
+    }
+}
+
+/// Starts the upstream leg after the gate accepted a request for an upstream route.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn start_upstream(
+    conn: &mut Conn,
+    env: &mut Env,
+    id: ConnId,
+    route: usize,
+    plan: UpstreamPlan,
+    now: Instant,
+) {
+    let timeout = match env.rt.gate.routes.get(route).map(|r| &r.backend) {
+        Some(Backend::Upstream { timeout, .. }) => *timeout,
+        _ => Duration::from_secs(10),
+    };
+    let deadline = now + timeout;
+    let mut tried = Vec::new();
+    loop {
+        let Some((target, addr)) = next_target(env, route, &tried, now) else {
+            // SPEC §5: no upstream left to try.
+            env.metrics.upstream_error();
+            reject(conn, env, id, Reject::BadGateway, None);
+            return;
+        };
+        tried.push(target);
+        match UpstreamLeg::connect(
+            &env.registry,
+            id,
+            addr,
+            target,
+            plan.requests.clone(),
+            plan.key,
+            plan.offered.clone(),
+            plan.client_accept,
+            deadline,
+        ) {
+            Ok(mut leg) => {
+                leg.tried = tried;
+                conn.upstream = Some(Box::new(leg));
+                conn.phase = Phase::Dialing { route };
+                return;
+            }
+            Err(_) => {
+                env.metrics.upstream_error();
+                mark_down(env, route, target, now);
+            }
+        }
+    }
+}
+
+/// Drives the upstream leg: connect, handshake, relay, close. Returns true when reading
+/// the upstream paused because the client's output is over its limit.
+pub(super) fn proxy(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant) -> bool {
+    let rt = env.rt.clone();
+    let limit = rt.session.write_buffer;
+    let rbuf_cap = limit.max(
+        usize::try_from(rt.session.max_frame)
+            .unwrap_or(usize::MAX)
+            .saturating_add(14),
+    );
+    let Some(leg) = conn.upstream.as_mut() else {
+        return false;
+    };
+    if leg.state == LegState::Connecting {
+        match leg.poll_connected() {
+            Some(false) => return false,
+            Some(true) => {}
+            None => {
+                let Phase::Dialing { route } = conn.phase else {
+                    return false;
+                };
+                let target = leg.target;
+                env.metrics.upstream_error();
+                mark_down(env, route, target, now);
+                // SPEC §5: the next upstream is tried within the same client handshake.
+                if !dial_next(conn, env, id, route, now) {
+                    reject(conn, env, id, Reject::BadGateway, None);
+                }
+                return false;
+            }
+        }
+    }
+    let Some(leg) = conn.upstream.as_mut() else {
+        return false;
+    };
+    if let Phase::Dialing { route } = conn.phase {
+        if leg.state == LegState::Handshaking {
+            if let Some(b) = env.balancers.get_mut(route) {
+                b.mark_up(leg.target);
+            }
+        }
+    }
+    if leg.flush().is_err() {
+        leg.eof = true;
+    }
+    let mut paused = false;
+    let mut reads = 0;
+    loop {
+        let Some(leg) = conn.upstream.as_mut() else {
+            return false;
+        };
+        if leg.state == LegState::Done || leg.eof {
+            break;
+        }
+        // Backpressure (SPEC §5): read the upstream only while the client's output and
+        // the not-yet-relayed bytes are under their bounds (one whole frame may need up
+        // to max_frame).
+        if leg.state == LegState::Open && (conn.wbuf.len() >= limit || leg.rbuf.len() >= rbuf_cap) {
+            paused = true;
+            break;
+        }
+        if reads == MAX_READS_PER_TURN {
+            env.ready.push(id);
+            break;
+        }
+        reads += 1;
+        match leg.read(&mut env.readbuf) {
+            Ok(0) => leg.eof = true,
+            Ok(n) => leg.rbuf.extend_from_slice(&env.readbuf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(_) => leg.eof = true,
+        }
+        if leg.state != LegState::Handshaking {
+            continue;
+        }
+        let eof = leg.eof;
+        match leg.answer() {
+            upstream::Answer::Pending if eof => {
+                env.metrics.upstream_error();
+                reject(conn, env, id, Reject::BadGateway, None);
+                return false;
+            }
+            upstream::Answer::Pending => {}
+            upstream::Answer::Switching(protocol) => {
+                let client_accept = leg.client_accept;
+                open_proxied(conn, env, id, protocol.as_deref(), &client_accept, now);
+            }
+            upstream::Answer::Rejected {
+                status,
+                body,
+                www_authenticate,
+                retry_after,
+            } => {
+                let r = Reject::UpstreamStatus {
+                    status,
+                    body,
+                    www_authenticate,
+                    retry_after,
+                };
+                reject(conn, env, id, r, None);
+                return false;
+            }
+            upstream::Answer::Bad => {
+                env.metrics.upstream_error();
+                reject(conn, env, id, Reject::BadGateway, None);
+                return false;
+            }
+        }
+    }
+    relay_upstream(conn, env, now, limit, &mut paused);
+    paused
+}
+
+/// Upstream → client, and the close rules that tie the two legs (SPEC §5 "Relay").
+fn relay_upstream(conn: &mut Conn, env: &mut Env, _now: Instant, limit: usize, paused: &mut bool) {
+    let rt = env.rt.clone();
+    let Phase::Open { session, .. } = &mut conn.phase else {
+        return;
+    };
+    let Some(leg) = conn.upstream.as_mut() else {
+        return;
+    };
+    if matches!(leg.state, LegState::Open | LegState::Closing) && !leg.rbuf.is_empty() {
+        if session.state() == SessionState::Open {
+            let before = conn.wbuf.len();
+            match leg.relay(&mut conn.wbuf, limit, rt.session.max_frame) {
+                Relayed::Continue => {}
+                Relayed::Closed(code, reason) => {
+                    // Relayed as sent; "no status" becomes a plain normal closure.
+                    let code = if code == 1005 { 1000 } else { code };
+                    session.close(code, &reason, &mut conn.wbuf);
+                }
+                Relayed::Broken => {
+                    env.metrics.upstream_error();
+                    session.close(1014, "bad gateway", &mut conn.wbuf);
+                    leg.state = LegState::Done;
+                }
+            }
+            if conn.wbuf.len() > before {
+                env.metrics.message_out((conn.wbuf.len() - before) as u64);
+            }
+            if conn.wbuf.len() >= limit && !leg.rbuf.is_empty() {
+                *paused = true;
+            }
+        } else {
+            // The client is closing: upstream data has nowhere to go.
+            leg.rbuf.clear();
+        }
+    }
+    if leg.eof && session.state() == SessionState::Open {
+        // SPEC §5: an upstream that vanishes without a close gives the client 1014.
+        env.metrics.upstream_error();
+        session.close(1014, "bad gateway", &mut conn.wbuf);
+        leg.state = LegState::Done;
+    }
+    if session.state() != SessionState::Open && leg.state == LegState::Open {
+        // The client closed, or the gateway closed it (4401, 4403, 1008, ...): the
+        // upstream gets the same code and reason.
+        let (code, reason) = match session.close_received() {
+            Some(code) => (code, session.close_received_reason()),
+            None => (
+                session.close_sent().unwrap_or(1005),
+                session.close_sent_reason(),
+            ),
+        };
+        leg.send_close(code, reason);
+    }
+    if conn.read_eof && leg.state == LegState::Open {
+        // SPEC §5: a client that vanishes gives the upstream 1001 "going away".
+        leg.send_close(1001, "going away");
+    }
+    if leg.flush().is_err() && leg.state == LegState::Open {
+        leg.eof = true;
+        if session.state() == SessionState::Open {
+            env.metrics.upstream_error();
+            session.close(1014, "bad gateway", &mut conn.wbuf);
+        }
+        leg.state = LegState::Done;
+    }
+}
+
+/// The upstream said 101: the client gets its 101 with the upstream's protocol, and
+/// frames start flowing.
+fn open_proxied(
+    conn: &mut Conn,
+    env: &mut Env,
+    id: ConnId,
+    protocol: Option<&str>,
+    client_accept: &[u8; 28],
+    now: Instant,
+) {
+    let Phase::Dialing { route } = conn.phase else {
+        return;
+    };
+    env.metrics.handshake(101);
+    conn.wbuf.clear();
+    write_switching_protocols(&mut conn.wbuf, client_accept, protocol);
+    conn.release_wbuf_when_flushed = true;
+    info!(
+        "conn={}.{} peer={} route={} sub={} upgraded (upstream)",
+        env.index,
+        id.index,
+        conn.peer,
+        env.rt
+            .gate
+            .routes
+            .get(route)
+            .map_or("-", |r| r.path.as_str()),
+        crate::log::QOpt(conn.identity.as_ref().map(|i| &*i.sub))
+    );
+    conn.phase = Phase::Open {
+        session: Box::new(Session::new(env.rt.session, now)),
+        route,
+    };
+    if !conn.rbuf.is_empty() {
+        feed_session(conn, env, id, 0, now);
+    }
+}
