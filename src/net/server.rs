@@ -62,6 +62,7 @@ pub fn build_verifier(config: &Config) -> Result<Option<Verifier>, String> {
             audience: config.auth.audience.clone(),
             leeway_secs: config.auth.leeway.as_secs(),
             max_token_bytes: config.auth.max_token_bytes,
+            max_lifetime_secs: config.auth.max_lifetime.as_secs(),
         },
     }))
 }
@@ -170,6 +171,7 @@ pub fn build_runtime(config: &Config) -> Result<Runtime, String> {
         tls,
         refresh: config.session.refresh == crate::config::Refresh::Message,
         expiry_notice: config.session.expiry_notice,
+        max_failed_refreshes: config.session.max_failed_refreshes,
         leeway_secs: config.auth.leeway.as_secs(),
         upstream_addrs,
         token_cookie_names,
@@ -231,6 +233,7 @@ pub fn start_on(
     let l = &config.limits;
     let shared = Arc::new(Shared {
         open: AtomicUsize::new(0),
+        max_connections: AtomicUsize::new(config.server.max_connections),
         per_worker: (0..n).map(|_| AtomicUsize::new(0)).collect(),
         accepted_per_worker: (0..n).map(|_| AtomicUsize::new(0)).collect(),
         ips: IpTable::new(IpBudget {

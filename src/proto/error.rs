@@ -51,6 +51,8 @@ pub enum ProtocolError {
     TokenRevoked,
     /// SPEC §6: the key that signed the connection's token was removed by a reload.
     KeyRetired,
+    /// SPEC §6: more failed in-band refreshes than `session.max_failed_refreshes`.
+    TooManyFailedRefreshes,
 }
 
 /// SPEC §6: 4401 mirrors HTTP 401 ("refresh and reconnect") in the private-use range.
@@ -85,7 +87,9 @@ impl ProtocolError {
             | ProtocolError::CloseFrameTooShort => PROTOCOL_ERROR,
             ProtocolError::InvalidUtf8 | ProtocolError::InvalidCloseReason => INVALID_PAYLOAD,
             ProtocolError::FrameTooBig | ProtocolError::MessageTooBig => MESSAGE_TOO_BIG,
-            ProtocolError::RateLimited | ProtocolError::SlowConsumer => POLICY_VIOLATION,
+            ProtocolError::RateLimited
+            | ProtocolError::SlowConsumer
+            | ProtocolError::TooManyFailedRefreshes => POLICY_VIOLATION,
             ProtocolError::IdleTimeout | ProtocolError::GoingAway => GOING_AWAY,
             ProtocolError::TokenExpired
             | ProtocolError::TokenNotYetValid
@@ -120,6 +124,7 @@ impl ProtocolError {
             ProtocolError::InsufficientScope => "insufficient scope",
             ProtocolError::TokenRevoked => "token revoked",
             ProtocolError::KeyRetired => "key retired",
+            ProtocolError::TooManyFailedRefreshes => "too many failed refreshes",
         }
     }
 }
@@ -128,7 +133,7 @@ impl ProtocolError {
 mod tests {
     use super::*;
 
-    const ALL: [ProtocolError; 23] = [
+    const ALL: [ProtocolError; 24] = [
         ProtocolError::ReservedBitsSet,
         ProtocolError::ReservedOpcode(3),
         ProtocolError::UnmaskedFrame,
@@ -152,6 +157,7 @@ mod tests {
         ProtocolError::InsufficientScope,
         ProtocolError::TokenRevoked,
         ProtocolError::KeyRetired,
+        ProtocolError::TooManyFailedRefreshes,
     ];
 
     #[test]

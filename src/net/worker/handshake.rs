@@ -18,14 +18,13 @@ use crate::proto::ws::session::Session;
 use crate::{clock, info, warn};
 
 /// Queues an HTTP rejection and moves to flushing it.
-pub(super) fn reject(conn: &mut Conn, env: &Env, id: ConnId, r: Reject, target: Option<&str>) {
+pub(super) fn reject(conn: &mut Conn, env: &Env, r: Reject, target: Option<&str>) {
     env.metrics.handshake(r.status());
     conn.wbuf.clear();
     r.write(&mut conn.wbuf);
     warn!(
-        "conn={}.{} peer={} target={} rejected status={} reason={}",
-        env.index,
-        id.index,
+        "conn={} peer={} target={} rejected status={} reason={}",
+        conn.serial,
         conn.peer,
         target.unwrap_or("-"),
         r.status(),
@@ -70,7 +69,7 @@ pub(super) fn handshake(conn: &mut Conn, env: &mut Env, id: ConnId, head_len: us
             Ok(h) => h,
             Err(e) => {
                 let r = Reject::from(e);
-                reject(conn, env, id, r, None);
+                reject(conn, env, r, None);
                 return;
             }
         };
@@ -92,7 +91,7 @@ pub(super) fn handshake(conn: &mut Conn, env: &mut Env, id: ConnId, head_len: us
             Ok(u) => u,
             Err(e) => {
                 let r = Reject::from(e);
-                reject(conn, env, id, r, target.as_deref());
+                reject(conn, env, r, target.as_deref());
                 return;
             }
         };
@@ -137,7 +136,7 @@ pub(super) fn handshake(conn: &mut Conn, env: &mut Env, id: ConnId, head_len: us
                         if let Some(i) = &accept.identity {
                             env.shared.subjects.release(&i.sub);
                         }
-                        return reject(conn, env, id, r, target.as_deref());
+                        return reject(conn, env, r, target.as_deref());
                     }
                 };
                 if plan.is_none() {
@@ -151,15 +150,14 @@ pub(super) fn handshake(conn: &mut Conn, env: &mut Env, id: ConnId, head_len: us
         }
     };
     match outcome {
-        Err((r, target)) => reject(conn, env, id, r, target.as_deref()),
+        Err((r, target)) => reject(conn, env, r, target.as_deref()),
         Ok((route, identity, _, target, Some(plan))) => {
             // Upstream route: the client's 101 waits for the upstream's (SPEC §5).
             adopt_identity(conn, env, id, identity, now, now_unix);
             conn.rbuf.drain(..head_len);
             info!(
-                "conn={}.{} peer={} target={} route={} dialing upstream",
-                env.index,
-                id.index,
+                "conn={} peer={} target={} route={} dialing upstream",
+                conn.serial,
                 conn.peer,
                 target.as_deref().unwrap_or("-"),
                 rt.gate.routes[route].path,
@@ -171,9 +169,8 @@ pub(super) fn handshake(conn: &mut Conn, env: &mut Env, id: ConnId, head_len: us
             env.metrics.handshake(101);
             let mut session = Box::new(Session::new(rt.session, now));
             info!(
-                "conn={}.{} peer={} target={} route={} sub={} upgraded",
-                env.index,
-                id.index,
+                "conn={} peer={} target={} route={} sub={} upgraded",
+                conn.serial,
                 conn.peer,
                 target.as_deref().unwrap_or("-"),
                 rt.gate.routes[route].path,

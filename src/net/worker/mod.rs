@@ -75,6 +75,8 @@ pub struct Runtime {
     pub refresh: bool,
     /// SPEC `session.expiry_notice`.
     pub expiry_notice: Duration,
+    /// SPEC `session.max_failed_refreshes`.
+    pub max_failed_refreshes: u32,
     /// SPEC `auth.leeway`, whole seconds.
     pub leeway_secs: u64,
     /// Per route, the resolved address of each upstream (empty for echo routes).
@@ -89,6 +91,8 @@ pub struct Runtime {
 pub struct Shared {
     /// Connections open in the process (from accept to close).
     pub open: AtomicUsize,
+    /// SPEC `server.max_connections`, enforced at accept (SIGHUP may change it).
+    pub max_connections: AtomicUsize,
     /// Connections open per worker.
     pub per_worker: Vec<AtomicUsize>,
     /// Connections accepted per worker since start.
@@ -320,6 +324,8 @@ impl Worker {
             token_deadline: None,
             notice_at: None,
             accepted_at: now,
+            serial: super::conn::next_serial(),
+            failed_refreshes: 0,
         });
         let Some(conn) = self.conns.get_mut(id) else {
             return;
@@ -334,8 +340,8 @@ impl Worker {
             return;
         }
         info!(
-            "conn={}.{} peer={peer} worker={} accepted",
-            self.env.index, id.index, self.env.index
+            "conn={} peer={peer} worker={} accepted",
+            conn.serial, self.env.index
         );
         if self.env.draining {
             self.remove(id);
@@ -364,7 +370,7 @@ impl Worker {
             match &mut conn.phase {
                 Phase::Handshake { .. } | Phase::Dialing { .. } => {
                     // Not upgraded yet: SPEC §4 "draining" is 503.
-                    reject(conn, &self.env, id, Reject::Draining, None);
+                    reject(conn, &self.env, Reject::Draining, None);
                 }
                 Phase::Open { session, .. } => {
                     // SPEC §6: SIGTERM closes every connection with 1001 "going away".
@@ -406,7 +412,7 @@ impl Worker {
                         description: TokenError::Revoked.description(),
                         reason: TokenError::Revoked.reason_label(),
                     };
-                    reject(conn, &self.env, id, r, None);
+                    reject(conn, &self.env, r, None);
                 }
                 _ => continue,
             }
@@ -458,7 +464,7 @@ impl Worker {
                     continue;
                 }
                 (None, _) => {
-                    reject(conn, &self.env, id, Reject::NoRoute, None);
+                    reject(conn, &self.env, Reject::NoRoute, None);
                     unrouted += 1;
                     self.drive(id, false);
                     continue;
@@ -503,11 +509,7 @@ impl Worker {
         })) {
             Ok(keep) => keep,
             Err(_) => {
-                crate::error!(
-                    "conn={}.{} dropped after an internal error",
-                    env.index,
-                    id.index
-                );
+                crate::error!("conn={} dropped after an internal error", conn.serial);
                 false
             }
         };
@@ -550,9 +552,8 @@ impl Worker {
             // 1006: the connection ended without any close frame (RFC 6455 §7.1.5).
             self.env.metrics.close(sent.or(received).unwrap_or(1006));
             info!(
-                "conn={}.{} peer={} closed sent={} received={} after={}ms",
-                self.env.index,
-                id.index,
+                "conn={} peer={} closed sent={} received={} after={}ms",
+                conn.serial,
                 conn.peer,
                 sent.map_or("-".to_string(), |c| c.to_string()),
                 received.map_or("-".to_string(), |c| c.to_string()),
