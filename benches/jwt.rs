@@ -166,6 +166,7 @@ fn asymmetric(c: &mut Criterion) {
             audience: Some("wsgate".into()),
             leeway_secs: 30,
             max_token_bytes: MAX_TOKEN_BYTES,
+            max_lifetime_secs: u64::MAX,
         },
     };
     let mut scratch = Scratch::new(MAX_TOKEN_BYTES);

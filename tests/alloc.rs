@@ -172,6 +172,7 @@ fn asymmetric_verification_adds_no_allocation_over_ring() {
             audience: Some("wsgate".into()),
             leeway_secs: 30,
             max_token_bytes: 4096,
+            max_lifetime_secs: u64::MAX,
         },
     };
     let payload =
