@@ -28,7 +28,9 @@
 //!    reaches the workers only through snapshots (`arc-swap`) and commands: `mod.rs`
 //!    (start, signals, shutdown, `Workers::broadcast`), `reload` (SIGHUP), `admin/`
 //!    (`listener` the admin HTTP listener on hyper, `gateway` its routes' effects on the
-//!    gateway, `revlog` the revocation log);
+//!    gateway, `revlog` the revocation log), `issuers` (SPEC §9: the identity providers'
+//!    fetch schedule, publishing verifier snapshots) and `fetch` (its HTTP client, hyper
+//!    over tokio-rustls);
 //! 8. entry points: [`cli`] (serve, demo, init, check, keygen, token, revoke) and
 //!    `fuzzing` (hidden).
 //!

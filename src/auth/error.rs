@@ -116,6 +116,12 @@ pub enum TokenError {
     Revoked,
     /// `exp - iat` (or `exp - now` without `iat`) is over `auth.max_lifetime`.
     TooLongLived,
+    /// The token's identity provider has no usable key set (never fetched, or stale past
+    /// `max_stale`): SPEC §9, 503 with `Retry-After`, a server problem.
+    KeysUnavailable {
+        /// Unix seconds of the provider's next fetch attempt.
+        retry_at_unix: u64,
+    },
 }
 
 impl TokenError {
@@ -149,7 +155,8 @@ impl TokenError {
             | TokenError::NoKeyForAlg
             | TokenError::AmbiguousKey
             | TokenError::AlgKeyMismatch
-            | TokenError::BadSignature => "invalid signature",
+            | TokenError::BadSignature
+            | TokenError::KeysUnavailable { .. } => "invalid signature",
             TokenError::PayloadNotObject
             | TokenError::PayloadMalformed(_)
             | TokenError::DuplicateClaim
@@ -207,12 +214,15 @@ impl TokenError {
             TokenError::IssuedInFuture => "token issued in the future",
             TokenError::Revoked => "token revoked",
             TokenError::TooLongLived => "token lifetime over auth.max_lifetime",
+            TokenError::KeysUnavailable { .. } => {
+                "the token's identity provider has no usable keys"
+            }
         }
     }
 
     /// Every `reason_label`, plus the gateway's own token failures (for the metrics
     /// registry's fixed label set).
-    pub const REASON_LABELS: [&'static str; 30] = [
+    pub const REASON_LABELS: [&'static str; 31] = [
         "too_large",
         "malformed",
         "base64",
@@ -243,6 +253,7 @@ impl TokenError {
         "multiple_tokens",
         "insufficient_scope",
         "no_keys",
+        "provider_unavailable",
     ];
 
     /// The snake_case label for the `auth failures by reason` metric (SPEC §7).
@@ -274,6 +285,7 @@ impl TokenError {
             TokenError::IssuedInFuture => "issued_in_future",
             TokenError::Revoked => "revoked",
             TokenError::TooLongLived => "too_long_lived",
+            TokenError::KeysUnavailable { .. } => "provider_unavailable",
         }
     }
 

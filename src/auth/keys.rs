@@ -494,14 +494,17 @@ impl Key {
 pub struct KeySet {
     keys: Arc<[Key]>,
     providers: Arc<[Provider]>,
+    refetch: Option<RefetchHook>,
 }
 
 /// One provider's keys at one moment (a fetched or loaded JWK Set): immutable, replaced
 /// whole. A JWK without `alg` that several algorithms fit appears once per algorithm.
 #[derive(Debug, Default)]
 pub struct ProviderKeys {
-    keys: Vec<Key>,
+    keys: Arc<[Key]>,
     jwks: usize,
+    /// Where this set stands (SPEC §9): usable or not, next attempt, fetch counters.
+    pub status: FetchStatus,
 }
 
 impl ProviderKeys {
@@ -517,8 +520,21 @@ impl ProviderKeys {
             }
         }
         ProviderKeys {
-            keys,
+            keys: keys.into(),
             jwks: set.keys.len(),
+            status: FetchStatus {
+                usable: true,
+                ..FetchStatus::default()
+            },
+        }
+    }
+
+    /// The same keys with another status (the keys themselves are shared by value).
+    pub fn with_status(&self, status: FetchStatus) -> ProviderKeys {
+        ProviderKeys {
+            keys: self.keys.clone(),
+            jwks: self.jwks,
+            status,
         }
     }
 
@@ -633,6 +649,7 @@ impl KeySet {
         Ok(KeySet {
             keys: keys.into(),
             providers: Arc::new([]),
+            refetch: None,
         })
     }
 
@@ -647,6 +664,7 @@ impl KeySet {
         Ok(KeySet {
             keys: self.keys.clone(),
             providers: providers.into(),
+            refetch: self.refetch.clone(),
         })
     }
 
@@ -668,7 +686,25 @@ impl KeySet {
         Some(KeySet {
             keys: self.keys.clone(),
             providers: providers.into(),
+            refetch: self.refetch.clone(),
         })
+    }
+
+    /// The same snapshot, asking `hook` for a fetch when a provider's token names a `kid`
+    /// its set lacks.
+    pub fn with_refetch(&self, hook: RefetchHook) -> KeySet {
+        KeySet {
+            keys: self.keys.clone(),
+            providers: self.providers.clone(),
+            refetch: Some(hook),
+        }
+    }
+
+    /// Tells the control plane that `issuer`'s set lacks a `kid` a token named.
+    pub fn ask_refetch(&self, issuer: &str) {
+        if let Some(hook) = &self.refetch {
+            (hook.0)(issuer);
+        }
     }
 
     /// The provider whose `issuer` is exactly `iss`.
@@ -752,6 +788,7 @@ impl KeySet {
 }
 
 pub use super::pem::{decode_secret_file, pem_decode, pem_encode};
+pub use super::provider_status::{FetchStatus, RefetchHook};
 
 #[cfg(test)]
 mod tests {

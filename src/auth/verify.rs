@@ -157,7 +157,25 @@ impl Verifier {
             claims::peek_issuer(decoded.payload).and_then(|iss| self.keys.provider(&iss))
         };
         let key = match provider {
-            Some(p) => p.select(header.kid.as_deref(), &header.alg)?,
+            Some(p) => {
+                // SPEC §9: no usable set -> 503 + Retry-After (a server problem).
+                let status = &p.keys().status;
+                if !status.usable {
+                    return Err(TokenError::KeysUnavailable {
+                        retry_at_unix: status.retry_at_unix,
+                    });
+                }
+                match p.select(header.kid.as_deref(), &header.alg) {
+                    Ok(key) => key,
+                    Err(TokenError::UnknownKid) => {
+                        // A rotation may have added it: the control plane refetches (at
+                        // most once per `min_refresh`); this token is refused.
+                        self.keys.ask_refetch(&p.issuer);
+                        return Err(TokenError::UnknownKid);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
             None => {
                 let index = self.keys.select(header.kid.as_deref(), &header.alg)?;
                 self.keys.get(index).ok_or(TokenError::UnknownKid)?

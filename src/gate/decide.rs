@@ -8,11 +8,16 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::auth::error::{MalformedKind, TokenError};
 use crate::auth::revocation::{token_lifetime, RevocationSet};
 use crate::auth::verify::{Claims, Scratch, Verifier};
+
+/// The verifier of one configuration generation: a snapshot that the control plane
+/// replaces whole when a provider's key set changes (SPEC §9), loaded once per handshake.
+pub type VerifierCell = Arc<arc_swap::ArcSwap<Verifier>>;
 use crate::config::{Backend, Route, Source};
 use crate::gate::limits::{IpRefusal, IpTable, SubjectTable};
 use crate::gate::origin::{OriginPolicy, OriginVerdict};
@@ -104,12 +109,10 @@ pub struct Gate {
     pub routes: Vec<Route>,
     by_path: HashMap<String, usize>,
     origin: OriginPolicy,
-    verifier: Option<Verifier>,
+    verifier: Option<VerifierCell>,
     sources: Vec<Source>,
     explain_to_browsers: bool,
     max_connections: usize,
-    /// One per configured key, in key order: what identifies "the same key" across reloads.
-    pub key_fingerprints: Vec<u64>,
 }
 
 /// A token as found in the request, before percent-decoding.
@@ -128,7 +131,6 @@ impl Gate {
         sources: Vec<Source>,
         explain_to_browsers: bool,
         max_connections: usize,
-        key_fingerprints: Vec<u64>,
     ) -> Gate {
         let by_path = routes
             .iter()
@@ -139,17 +141,30 @@ impl Gate {
             routes,
             by_path,
             origin,
-            verifier,
+            verifier: verifier.map(|v| Arc::new(arc_swap::ArcSwap::from_pointee(v))),
             sources,
             explain_to_browsers,
             max_connections,
-            key_fingerprints,
         }
     }
 
-    /// The verifier (None when no keys are configured).
-    pub fn verifier(&self) -> Option<&Verifier> {
+    /// The verifier in force (None when no keys are configured).
+    pub fn verifier(&self) -> Option<Arc<Verifier>> {
+        self.verifier.as_ref().map(|cell| cell.load_full())
+    }
+
+    /// The verifier's snapshot cell, for the control plane to publish provider key sets.
+    pub fn verifier_cell(&self) -> Option<&VerifierCell> {
         self.verifier.as_ref()
+    }
+
+    /// The fingerprint of every key in force: what identifies "the same key" across
+    /// reloads and key set changes (a session whose key is not among them is retired).
+    pub fn key_fingerprints(&self) -> Vec<u64> {
+        self.verifier
+            .as_ref()
+            .map(|cell| cell.load().keys.fingerprints())
+            .unwrap_or_default()
     }
 
     /// Decides a complete, syntactically valid upgrade request.
@@ -336,13 +351,14 @@ impl Gate {
         let Some(found) = first else {
             return Err(Reject::MissingToken);
         };
-        let Some(verifier) = &self.verifier else {
+        let Some(cell) = &self.verifier else {
             // `wsgate check` refuses a token route without keys; stay closed anyway.
             return Err(Reject::InvalidToken {
                 description: TokenError::NoKeyForAlg.description(),
                 reason: "no_keys",
             });
         };
+        let verifier = cell.load();
         let max = verifier.rules.max_token_bytes;
         let token: &[u8] = match found {
             Found::Raw(t) => t,
@@ -380,6 +396,13 @@ impl Gate {
                 );
                 let claims_b64 = want_claims.then(|| claims.payload_b64.to_owned());
                 Ok(TokenOutcome::Valid(identity, claims_b64))
+            }
+            Err(TokenError::KeysUnavailable { retry_at_unix }) => {
+                // SPEC §9: the provider's keys cannot be had; a server problem, so it
+                // counts against no client budget.
+                Err(Reject::ProviderUnavailable {
+                    retry_after_secs: retry_at_unix.saturating_sub(ctx.now_unix).max(1),
+                })
             }
             Err(e) => {
                 ctx.auth_failure = Some(e.reason_label());
@@ -475,7 +498,8 @@ impl Gate {
         let verifier = self
             .verifier
             .as_ref()
-            .ok_or(TokenError::NoKeyForAlg.description())?;
+            .ok_or(TokenError::NoKeyForAlg.description())?
+            .load();
         let claims = verifier
             .verify(msg.token.as_bytes(), now_unix, scratch)
             .map_err(|e| e.description())?;

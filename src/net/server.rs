@@ -99,11 +99,6 @@ pub fn refuse_unsupported(config: &Config) -> Result<(), String> {
 pub fn build_runtime(config: &Config) -> Result<Runtime, String> {
     refuse_unsupported(config)?;
     let verifier = build_verifier(config)?;
-    // What identifies "the same key" across reloads ("key retired").
-    let key_fingerprints = verifier
-        .as_ref()
-        .map(|v| v.keys.fingerprints())
-        .unwrap_or_default();
     let origin = OriginPolicy::new(&config.origin.allow, config.origin.allow_missing)
         .map_err(|e| format!("origin.allow: {e}"))?;
     let l = &config.limits;
@@ -160,7 +155,6 @@ pub fn build_runtime(config: &Config) -> Result<Runtime, String> {
             config.auth.sources.clone(),
             config.auth.explain_to_browsers,
             config.server.max_connections,
-            key_fingerprints,
         ),
         session,
         handshake_timeout: l.handshake_timeout,

@@ -14,6 +14,7 @@ mod frames;
 mod handshake;
 mod harden;
 mod lifecycle;
+mod providers;
 mod proxy;
 mod proxy_edge;
 mod session;

@@ -128,6 +128,9 @@ pub enum Command {
     /// SIGHUP: a new configuration generation for new handshakes; live connections whose
     /// key is gone are closed 4401 "key retired".
     Reload(Arc<Runtime>),
+    /// A provider's key set changed (SPEC §9): live connections whose key left the
+    /// verifier's keys are closed 4401 "key retired".
+    KeysChanged,
 }
 
 /// How the acceptor and the main thread reach a worker.
@@ -275,6 +278,7 @@ impl Worker {
                 Command::Conn(socket, peer) => self.add(socket, peer),
                 Command::Drain => self.drain(),
                 Command::Reload(rt) => self.reload(rt),
+                Command::KeysChanged => self.retire_keys(),
                 Command::Revoke(r, reply) => {
                     let closed = self.revoke(&r);
                     let _ = reply.send(closed);
@@ -431,7 +435,7 @@ impl Worker {
         // A reload is rare and operator-driven: a pass over this worker's connections
         // is the simplest correct way to find the retired keys' sessions, and to move each
         // connection's route index to the new route table (by path: indexes may shift).
-        let keys = self.env.rt.gate.key_fingerprints.clone();
+        let keys = self.env.rt.gate.key_fingerprints();
         let (mut retired, mut unrouted) = (0usize, 0usize);
         for id in self.conns.ids() {
             let Some(conn) = self.conns.get_mut(id) else {
@@ -490,6 +494,36 @@ impl Worker {
             "worker {}: configuration reloaded; {retired} connections closed (key retired), {unrouted} (route removed)",
             self.env.index
         );
+    }
+
+    /// Closes the open sessions whose key is no longer among the verifier's keys (a
+    /// provider's new set dropped it, SPEC §9). Rare: a pass over the connections.
+    fn retire_keys(&mut self) {
+        let keys = self.env.rt.gate.key_fingerprints();
+        let mut retired = 0usize;
+        for id in self.conns.ids() {
+            let Some(conn) = self.conns.get_mut(id) else {
+                continue;
+            };
+            let Phase::Open { session, .. } = &mut conn.phase else {
+                continue;
+            };
+            let Some(identity) = &conn.identity else {
+                continue;
+            };
+            if session.state() == SessionState::Open && !keys.contains(&identity.key) {
+                let why = ProtocolError::KeyRetired;
+                session.close(why.close_code(), why.reason(), &mut conn.wbuf);
+                retired += 1;
+                self.drive(id, false);
+            }
+        }
+        if retired > 0 {
+            info!(
+                "worker {}: key set changed; {retired} connections closed (key retired)",
+                self.env.index
+            );
+        }
     }
 
     /// One pass over a connection: timers (if `timer`), reads, processing, writes,
