@@ -122,6 +122,9 @@ pub enum TokenError {
         /// Unix seconds of the provider's next fetch attempt.
         retry_at_unix: u64,
     },
+    /// The header's `kid` is not in its provider's set, and a fetch that may add it is
+    /// under way (SPEC §9): the handshake waits for it.
+    KeyPending,
 }
 
 impl TokenError {
@@ -156,7 +159,8 @@ impl TokenError {
             | TokenError::AmbiguousKey
             | TokenError::AlgKeyMismatch
             | TokenError::BadSignature
-            | TokenError::KeysUnavailable { .. } => "invalid signature",
+            | TokenError::KeysUnavailable { .. }
+            | TokenError::KeyPending => "invalid signature",
             TokenError::PayloadNotObject
             | TokenError::PayloadMalformed(_)
             | TokenError::DuplicateClaim
@@ -217,12 +221,13 @@ impl TokenError {
             TokenError::KeysUnavailable { .. } => {
                 "the token's identity provider has no usable keys"
             }
+            TokenError::KeyPending => "unknown key id (its provider's keys are being fetched)",
         }
     }
 
     /// Every `reason_label`, plus the gateway's own token failures (for the metrics
     /// registry's fixed label set).
-    pub const REASON_LABELS: [&'static str; 31] = [
+    pub const REASON_LABELS: [&'static str; 32] = [
         "too_large",
         "malformed",
         "base64",
@@ -254,6 +259,7 @@ impl TokenError {
         "insufficient_scope",
         "no_keys",
         "provider_unavailable",
+        "key_pending",
     ];
 
     /// The snake_case label for the `auth failures by reason` metric (SPEC §7).
@@ -286,6 +292,7 @@ impl TokenError {
             TokenError::Revoked => "revoked",
             TokenError::TooLongLived => "too_long_lived",
             TokenError::KeysUnavailable { .. } => "provider_unavailable",
+            TokenError::KeyPending => "key_pending",
         }
     }
 

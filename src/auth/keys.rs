@@ -700,11 +700,10 @@ impl KeySet {
         }
     }
 
-    /// Tells the control plane that `issuer`'s set lacks a `kid` a token named.
-    pub fn ask_refetch(&self, issuer: &str) {
-        if let Some(hook) = &self.refetch {
-            (hook.0)(issuer);
-        }
+    /// Tells the control plane that `issuer`'s set lacks a `kid` a token named; true when
+    /// a fetch is under way or was just asked for (the caller may wait for it).
+    pub fn ask_refetch(&self, issuer: &str) -> bool {
+        self.refetch.as_ref().is_some_and(|hook| (hook.0)(issuer))
     }
 
     /// The provider whose `issuer` is exactly `iss`.

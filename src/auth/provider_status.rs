@@ -21,7 +21,7 @@ pub struct FetchStatus {
 /// Called with an issuer when a token names a `kid` that its provider's set lacks: the
 /// control plane decides whether a fetch may start (at most one per `min_refresh`).
 #[derive(Clone)]
-pub struct RefetchHook(pub Arc<dyn Fn(&str) + Send + Sync>);
+pub struct RefetchHook(pub Arc<dyn Fn(&str) -> bool + Send + Sync>);
 
 impl fmt::Debug for RefetchHook {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

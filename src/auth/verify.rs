@@ -168,10 +168,14 @@ impl Verifier {
                 match p.select(header.kid.as_deref(), &header.alg) {
                     Ok(key) => key,
                     Err(TokenError::UnknownKid) => {
-                        // A rotation may have added it: the control plane refetches (at
-                        // most once per `min_refresh`); this token is refused.
-                        self.keys.ask_refetch(&p.issuer);
-                        return Err(TokenError::UnknownKid);
+                        // A rotation may have added it: when a fetch is under way or may
+                        // start (at most one per `min_refresh`), the handshake waits for
+                        // it; otherwise it is refused at once.
+                        return Err(if self.keys.ask_refetch(&p.issuer) {
+                            TokenError::KeyPending
+                        } else {
+                            TokenError::UnknownKid
+                        });
                     }
                     Err(e) => return Err(e),
                 }

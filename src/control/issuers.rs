@@ -18,6 +18,7 @@
 //! `Command::KeysChanged` and closes the sessions that key verified (4401 "key retired").
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -50,7 +51,7 @@ struct Inner {
 
 struct Task {
     settings: ProviderSettings,
-    kick: Arc<Notify>,
+    kick: Arc<Flight>,
     state: Arc<Mutex<State>>,
     handle: tokio::task::AbortHandle,
 }
@@ -69,6 +70,48 @@ struct State {
     next: Instant,
     /// Failures so far, by reason.
     failures: BTreeMap<&'static str, u64>,
+}
+
+/// What a worker's refetch request reads and writes, without a lock: whether a fetch is
+/// under way, when the last began, and the provider task's wake-up.
+struct Flight {
+    notify: Notify,
+    in_flight: AtomicBool,
+    /// Milliseconds since `base` when the last fetch began (`u64::MAX`: never).
+    last_start_ms: AtomicU64,
+    base: Instant,
+    min_refresh: Duration,
+}
+
+impl Flight {
+    fn new(min_refresh: Duration) -> Flight {
+        Flight {
+            notify: Notify::new(),
+            in_flight: AtomicBool::new(false),
+            last_start_ms: AtomicU64::new(u64::MAX),
+            base: Instant::now(),
+            min_refresh,
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX - 1)
+    }
+
+    /// SPEC §9, called from a worker: true when a fetch is under way, or when one may
+    /// start (the last began at least `min_refresh` ago) and was asked for now.
+    fn ask(&self) -> bool {
+        if self.in_flight.load(Ordering::Acquire) {
+            return true;
+        }
+        let last = self.last_start_ms.load(Ordering::Acquire);
+        let min = u64::try_from(self.min_refresh.as_millis()).unwrap_or(u64::MAX);
+        if last != u64::MAX && self.now_ms().saturating_sub(last) < min {
+            return false;
+        }
+        self.notify.notify_one();
+        true
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -134,7 +177,7 @@ impl Issuers {
                             next: Instant::now(),
                             failures: BTreeMap::new(),
                         })),
-                        Arc::new(Notify::new()),
+                        Arc::new(Flight::new(s.min_refresh)),
                     ),
                 };
                 let handle = tokio::spawn(run(
@@ -159,9 +202,7 @@ impl Issuers {
             // which decides (never blocks the worker).
             let kicks = Arc::new(kicks);
             let hook = RefetchHook(Arc::new(move |issuer: &str| {
-                if let Some(kick) = kicks.get(issuer) {
-                    kick.notify_one();
-                }
+                kicks.get(issuer).is_some_and(|flight| flight.ask())
             }));
             cell.rcu(|v| Verifier {
                 keys: v.keys.with_refetch(hook.clone()),
@@ -207,7 +248,7 @@ fn publish_into(cell: &VerifierCell, issuer: &str, keys: Arc<ProviderKeys>) -> b
 async fn run(
     settings: ProviderSettings,
     state: Arc<Mutex<State>>,
-    kick: Arc<Notify>,
+    kick: Arc<Flight>,
     inner: Weak<Inner>,
 ) {
     let tls = match &settings.source {
@@ -252,11 +293,11 @@ async fn run(
                         "provider {:?}: key set stale past max_stale; its tokens get 503",
                         settings.issuer
                     );
-                    publish(&inner, &settings.issuer, keys);
+                    publish(&inner, &settings.issuer, keys, &kick);
                     continue;
                 }
             }
-            () = kick.notified() => {
+            () = kick.notify.notified() => {
                 // SPEC §9: an unknown kid starts a fetch only when the last began at
                 // least min_refresh ago.
                 if earliest.is_some_and(|t| Instant::now() < t) {
@@ -265,6 +306,8 @@ async fn run(
             }
         }
         lock(&state).last_start = Some(Instant::now());
+        kick.last_start_ms.store(kick.now_ms(), Ordering::Release);
+        kick.in_flight.store(true, Ordering::Release);
         let result = fetch_set(&settings, tls.as_ref()).await;
         let keys = {
             let mut s = lock(&state);
@@ -321,7 +364,7 @@ async fn run(
             }
             Arc::clone(&s.keys)
         };
-        publish(&inner, &settings.issuer, keys);
+        publish(&inner, &settings.issuer, keys, &kick);
     }
 }
 
@@ -339,15 +382,15 @@ fn status_of(s: &State, usable: bool) -> FetchStatus {
     }
 }
 
-/// Publishes into the generation in force and retires removed keys' sessions.
-fn publish(inner: &Weak<Inner>, issuer: &str, keys: Arc<ProviderKeys>) {
-    let Some(inner) = inner.upgrade() else {
-        return;
-    };
-    let Some(cell) = lock(&inner.cell).clone() else {
-        return;
-    };
-    if publish_into(&cell, issuer, keys) {
+/// Publishes into the generation in force, ends the fetch, and tells every worker: they
+/// retire removed keys' sessions and decide their parked handshakes again.
+fn publish(inner: &Weak<Inner>, issuer: &str, keys: Arc<ProviderKeys>, flight: &Flight) {
+    let cell = inner.upgrade().and_then(|inner| lock(&inner.cell).clone());
+    if let Some(cell) = &cell {
+        publish_into(cell, issuer, keys);
+    }
+    flight.in_flight.store(false, Ordering::Release);
+    if let Some(inner) = inner.upgrade() {
         inner.workers.broadcast(|| Command::KeysChanged);
     }
 }

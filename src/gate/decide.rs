@@ -18,6 +18,10 @@ use crate::auth::verify::{Claims, Scratch, Verifier};
 /// The verifier of one configuration generation: a snapshot that the control plane
 /// replaces whole when a provider's key set changes (SPEC §9), loaded once per handshake.
 pub type VerifierCell = Arc<arc_swap::ArcSwap<Verifier>>;
+
+/// The `Reject::InvalidToken` reason that asks the worker to park the handshake until its
+/// provider's fetch ends (SPEC §9); rendered, it is an ordinary 401.
+pub const KEY_PENDING: &str = "key_pending";
 use crate::config::{Backend, Route, Source};
 use crate::gate::limits::{IpRefusal, IpTable, SubjectTable};
 use crate::gate::origin::{OriginPolicy, OriginVerdict};
@@ -397,6 +401,12 @@ impl Gate {
                 let claims_b64 = want_claims.then(|| claims.payload_b64.to_owned());
                 Ok(TokenOutcome::Valid(identity, claims_b64))
             }
+            // SPEC §9: the token's kid is unknown and its provider's fetch is under way: the
+            // worker parks the handshake (not a failure yet).
+            Err(TokenError::KeyPending) => Err(Reject::InvalidToken {
+                description: TokenError::KeyPending.description(),
+                reason: KEY_PENDING,
+            }),
             Err(TokenError::KeysUnavailable { retry_at_unix }) => {
                 // SPEC §9: the provider's keys cannot be had; a server problem, so it
                 // counts against no client budget.

@@ -220,15 +220,21 @@ fn rotation_refetches_the_new_kid_and_retires_the_old_keys_sessions() {
     let (r, mut live) = attempt(&gw, &old);
     assert_eq!(r.status, 101, "{r:?}");
     echo_once(&mut live, 1, b"before");
+    let fetches = idp.jwks_fetches();
     idp.cmd("rotate");
     let fresh = idp.token("ES256");
-    // The new kid is unknown until the refetch its first use asks for (at most one per
-    // min_refresh): poll until it is accepted.
+    // The new kid is unknown until the refetch its first use asks for: the handshake waits
+    // for that fetch (parked, at most handshake_timeout). Within min_refresh of the start
+    // fetch none may start and it is 401 at once, so poll until accepted.
     let (_, mut s) = eventually("new kid accepted", || {
         let (r, s) = attempt(&gw, &fresh);
         (r.status == 101).then_some((r, s))
     });
     echo_once(&mut s, 1, b"after");
+    // Exactly one fetch brought the new set, whatever the number of attempts: the one the
+    // accepted handshake asked for while it was parked.
+    assert_eq!(idp.jwks_fetches(), fetches + 1);
+    gw.wait_log("parked: waiting for its provider's key set");
     // The old key left the set: its live session is closed 4401 "key retired".
     let (code, reason) = read_close(&mut live);
     assert_eq!((code, reason.as_str()), (Some(4401), "key retired"));

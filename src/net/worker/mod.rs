@@ -278,7 +278,10 @@ impl Worker {
                 Command::Conn(socket, peer) => self.add(socket, peer),
                 Command::Drain => self.drain(),
                 Command::Reload(rt) => self.reload(rt),
-                Command::KeysChanged => self.retire_keys(),
+                Command::KeysChanged => {
+                    self.retire_keys();
+                    self.wake_parked();
+                }
                 Command::Revoke(r, reply) => {
                     let closed = self.revoke(&r);
                     let _ = reply.send(closed);
@@ -372,7 +375,7 @@ impl Worker {
                 continue;
             };
             match &mut conn.phase {
-                Phase::Handshake { .. } | Phase::Dialing { .. } => {
+                Phase::Handshake { .. } | Phase::Dialing { .. } | Phase::Parked { .. } => {
                     // Not upgraded yet: SPEC §4 "draining" is 503.
                     reject(conn, &self.env, Reject::Draining, None);
                 }
@@ -526,6 +529,27 @@ impl Worker {
         }
     }
 
+    /// A provider's fetch finished (SPEC §9): every parked handshake is decided again with
+    /// the verifier in force (accepted with the new key, or 401 when its `kid` is still
+    /// unknown and no fetch may start).
+    fn wake_parked(&mut self) {
+        let now = clock::now();
+        for id in self.conns.ids() {
+            let Some(conn) = self.conns.get_mut(id) else {
+                continue;
+            };
+            let Phase::Parked { head_len, deadline } = conn.phase else {
+                continue;
+            };
+            conn.phase = Phase::Handshake {
+                reader: HeadReader::default(),
+                deadline,
+            };
+            handshake::handshake(conn, &mut self.env, id, head_len, now);
+            self.drive(id, false);
+        }
+    }
+
     /// One pass over a connection: timers (if `timer`), reads, processing, writes,
     /// close bookkeeping and rescheduling.
     fn drive(&mut self, id: ConnId, timer: bool) {
@@ -641,7 +665,9 @@ fn next_deadline(conn: &Conn, rt: &Runtime) -> Option<Instant> {
         }
     };
     match &conn.phase {
-        Phase::Handshake { deadline, .. } => consider(Some(*deadline)),
+        Phase::Handshake { deadline, .. } | Phase::Parked { deadline, .. } => {
+            consider(Some(*deadline))
+        }
         Phase::Open { session, .. } => {
             // While paused for backpressure the idle clock is not consulted (on_timer
             // skips it), so its past-due deadline must not be either: it would spin.
@@ -675,7 +701,7 @@ fn wants_read(conn: &Conn, rt: &Runtime) -> bool {
                     .is_none_or(|l| l.wbuf.len() < rt.session.write_buffer)
         }
         // Frames that arrive before the upstream's 101 wait in the kernel.
-        Phase::Dialing { .. } => false,
+        Phase::Dialing { .. } | Phase::Parked { .. } => false,
         // Handshake: bounded by max_request_bytes below. Closing / rejected: drain and
         // discard so our last bytes are not destroyed by a reset over unread input.
         _ => true,
