@@ -3,7 +3,8 @@
 #![allow(unsafe_code)] // GlobalAlloc is an unsafe trait; this wrapper only counts.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -14,7 +15,16 @@ use wsgate::auth::verify::{Rules, Scratch, Verifier};
 
 struct Counting;
 
-static COUNTING: AtomicBool = AtomicBool::new(false);
+thread_local! {
+    /// Counting is per thread: allocations of the test harness's other threads (reporting
+    /// another test's result meanwhile) are not the verifier's.
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// True while the current thread counts (false during thread teardown).
+fn counting() -> bool {
+    COUNTING.try_with(Cell::get).unwrap_or(false)
+}
 static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
 /// The counter is global: tests that count run one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -22,21 +32,21 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 // SAFETY: every call is forwarded unchanged to `System`; the wrapper only bumps a counter.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
+        if counting() {
             ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         }
         // SAFETY: same contract as the caller's.
         unsafe { System.alloc(layout) }
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
+        if counting() {
             ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         }
         // SAFETY: same contract as the caller's.
         unsafe { System.alloc_zeroed(layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
+        if counting() {
             ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         }
         // SAFETY: same contract as the caller's.
@@ -114,7 +124,7 @@ fn steady_state_verification_allocates_nothing() {
     let mut counts = Vec::new();
     for (name, token) in [("HS256", &hs_token), ("EdDSA", &ed_token)] {
         ALLOCATIONS.store(0, Ordering::SeqCst);
-        COUNTING.store(true, Ordering::SeqCst);
+        COUNTING.with(|c| c.set(true));
         let mut ok = 0usize;
         for _ in 0..1000 {
             if let Ok(c) = verifier.verify(token.as_bytes(), now, &mut scratch) {
@@ -123,7 +133,7 @@ fn steady_state_verification_allocates_nothing() {
                 }
             }
         }
-        COUNTING.store(false, Ordering::SeqCst);
+        COUNTING.with(|c| c.set(false));
         let n = ALLOCATIONS.load(Ordering::SeqCst);
         println!("{name}: {n} allocations for 1000 verifications");
         assert_eq!(ok, 1000);
@@ -218,14 +228,14 @@ fn asymmetric_verification_adds_no_allocation_over_ring() {
     }
     let count = |f: &mut dyn FnMut() -> bool| {
         ALLOCATIONS.store(0, Ordering::SeqCst);
-        COUNTING.store(true, Ordering::SeqCst);
+        COUNTING.with(|c| c.set(true));
         let mut ok = 0usize;
         for _ in 0..100 {
             if f() {
                 ok += 1;
             }
         }
-        COUNTING.store(false, Ordering::SeqCst);
+        COUNTING.with(|c| c.set(false));
         assert_eq!(ok, 100);
         ALLOCATIONS.load(Ordering::SeqCst)
     };

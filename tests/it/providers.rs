@@ -7,6 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -506,4 +507,120 @@ scope = ["echo"]
     // And an issuer that is no provider's never reaches a provider's keys.
     let (r, _) = attempt(&gw, &signed_by_a("https://c.example"));
     assert_eq!(r.status, 401, "{r:?}");
+}
+
+/// A one-answer-fits-all HTTP server on loopback (optionally TLS): every request gets
+/// `response`; returns its port.
+fn serve_fixed(response: Vec<u8>, tls: Option<Arc<rustls::ServerConfig>>) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let response = response.clone();
+            let tls = tls.clone();
+            std::thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(WAIT));
+                let answer = |s: &mut dyn ReadWrite| {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") && head.len() < 16 * 1024 {
+                        match s.read(&mut byte) {
+                            Ok(1) => head.push(byte[0]),
+                            _ => return,
+                        }
+                    }
+                    let _ = s.write_all(&response);
+                    let _ = s.flush();
+                };
+                match tls {
+                    Some(cfg) => {
+                        let conn = rustls::ServerConnection::new(cfg).expect("tls conn");
+                        let mut s = rustls::StreamOwned::new(conn, stream);
+                        answer(&mut s);
+                        s.conn.send_close_notify();
+                        let _ = s.flush();
+                    }
+                    None => answer(&mut stream),
+                }
+            });
+        }
+    });
+    port
+}
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+fn http_200(body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// RFC 7517 A.1's EC public key as a JWK Set.
+const EC_SET: &str = r#"{"keys":[{"kty":"EC","crv":"P-256","x":"MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4","y":"4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM","use":"sig","kid":"1"}]}"#;
+
+/// The provider's failure counter for `reason` appears in /metrics.
+fn wait_failure(admin: SocketAddr, issuer: &str, reason: &str) {
+    let want =
+        format!("wsgate_provider_fetch_failures_total{{issuer=\"{issuer}\",reason=\"{reason}\"}}");
+    eventually(&want, || {
+        admin_get(admin, "/metrics").1.contains(&want).then_some(())
+    });
+}
+
+#[test]
+fn redirects_to_another_host_and_oversized_sets_are_failed_fetches() {
+    // 127.0.0.1 -> localhost: another host, never followed (SPEC §9).
+    let redirect = serve_fixed(
+        b"HTTP/1.1 302 Found\r\nLocation: http://localhost:9/jwks\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(),
+        None,
+    );
+    let big = format!(r#"{{"keys":[],"pad":"{}"}}"#, "x".repeat((1 << 20) + 10));
+    let oversized = serve_fixed(http_200(&big), None);
+    let gw = Gateway::start(&config(&format!(
+        "issuer = \"https://r.example\"\njwks_uri = \"http://127.0.0.1:{redirect}/jwks\"\n\
+         min_refresh = \"1s\"\n\n[[auth.provider]]\nissuer = \"https://big.example\"\n\
+         jwks_uri = \"http://127.0.0.1:{oversized}/jwks\"\nmin_refresh = \"1s\""
+    )));
+    let admin = admin_addr(&gw);
+    wait_failure(admin, "https://r.example", "redirect");
+    wait_failure(admin, "https://big.example", "too_large");
+    assert_eq!(admin_get(admin, "/readyz").0, 503);
+}
+
+#[test]
+fn https_jwks_uri_with_ca_file() {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("rcgen");
+    let cert = rustls::pki_types::CertificateDer::from(ck.cert.der().to_vec());
+    let key = rustls::pki_types::PrivateKeyDer::try_from(ck.key_pair.serialize_der()).expect("key");
+    let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(vec![cert], key)
+    .expect("server config");
+    let port = serve_fixed(http_200(EC_SET), Some(Arc::new(server)));
+    let dir = TempDir::new();
+    dir.write("ca.pem", ck.cert.pem());
+    // Trusted through ca_file: fetched.
+    let gw = Gateway::start_in(
+        dir,
+        &config(&format!(
+            "issuer = \"https://tls.example\"\njwks_uri = \"https://localhost:{port}/jwks\"\nca_file = \"ca.pem\"\n\n\
+             [[auth.provider]]\nissuer = \"https://untrusted.example\"\njwks_uri = \"https://localhost:{port}/jwks\"\nmin_refresh = \"1s\""
+        )),
+    );
+    let admin = admin_addr(&gw);
+    let up = "wsgate_provider_up{issuer=\"https://tls.example\"} 1";
+    eventually(up, || {
+        admin_get(admin, "/metrics").1.contains(up).then_some(())
+    });
+    // The same server without ca_file (system roots only): the TLS handshake fails.
+    wait_failure(admin, "https://untrusted.example", "tls");
 }
