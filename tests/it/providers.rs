@@ -624,3 +624,37 @@ fn https_jwks_uri_with_ca_file() {
     // The same server without ca_file (system roots only): the TLS handshake fails.
     wait_failure(admin, "https://untrusted.example", "tls");
 }
+
+#[test]
+fn a_set_stale_past_max_stale_turns_its_tokens_into_503() {
+    let dir = TempDir::new();
+    dir.write("p.jwks.json", EC_SET);
+    let gw = Gateway::start_in(
+        dir,
+        &config(
+            "issuer = \"https://stale.example\"\njwks_uri = \"p.jwks.json\"\n\
+             min_refresh = \"1s\"\nrefresh = \"1s\"\nmax_stale = \"2s\"",
+        ),
+    );
+    let admin = admin_addr(&gw);
+    eventually("/readyz 200", || {
+        (admin_get(admin, "/readyz").0 == 200).then_some(())
+    });
+    // The provider breaks: the last good set is kept for max_stale, then dropped.
+    gw.dir.write("p.jwks.json", "not json");
+    gw.wait_log("keeping the last good key set");
+    eventually("/readyz 503", || {
+        (admin_get(admin, "/readyz").0 == 503).then_some(())
+    });
+    let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"ES256","kid":"1"}"#);
+    let payload = URL_SAFE_NO_PAD
+        .encode(r#"{"iss":"https://stale.example","sub":"a","exp":4000000000,"aud":"wsgate"}"#);
+    let (r, _) = attempt(&gw, &format!("{header}.{payload}.c2ln"));
+    assert_eq!(r.status, 503, "{r:?}");
+    assert!(r.header("retry-after").is_some(), "{r:?}");
+    // Fixed again: usable at the next attempt.
+    gw.dir.write("p.jwks.json", EC_SET);
+    eventually("/readyz 200 again", || {
+        (admin_get(admin, "/readyz").0 == 200).then_some(())
+    });
+}
