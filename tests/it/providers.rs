@@ -266,7 +266,7 @@ fn a_flood_of_unknown_kids_fetches_at_most_once_per_min_refresh() {
 }
 
 #[test]
-fn unreachable_provider_gives_503_with_retry_after_and_readyz_503() {
+fn provider_down_at_start_gives_503_with_retry_after_and_readyz_503_then_up_200() {
     // A loopback port nothing listens on.
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -303,6 +303,23 @@ fn unreachable_provider_gives_503_with_retry_after_and_readyz_503() {
         metrics.contains(&format!(
             "wsgate_provider_fetch_failures_total{{issuer=\"{issuer}\",reason=\"connect\"}}"
         )),
+        "{metrics}"
+    );
+    // The provider comes up (discovery, then its JWK Set): ready at a next attempt.
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("rebind the port");
+    // One server answers both requests with one body that is a discovery document and a
+    // JWK Set at once.
+    let mut both: Value = serde_json::from_str(EC_SET).expect("set");
+    both["issuer"] = Value::String(issuer.clone());
+    both["jwks_uri"] = Value::String(format!("{issuer}/jwks"));
+    let both = both.to_string();
+    serve_fixed_on(listener, http_200(&both), None);
+    eventually("/readyz 200", || {
+        (admin_get(admin, "/readyz").0 == 200).then_some(())
+    });
+    let (_, metrics) = admin_get(admin, "/metrics");
+    assert!(
+        metrics.contains(&format!("wsgate_provider_up{{issuer=\"{issuer}\"}} 1")),
         "{metrics}"
     );
 }
@@ -513,6 +530,15 @@ scope = ["echo"]
 /// `response`; returns its port.
 fn serve_fixed(response: Vec<u8>, tls: Option<Arc<rustls::ServerConfig>>) -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    serve_fixed_on(listener, response, tls)
+}
+
+/// [`serve_fixed`] on a listener the caller bound.
+fn serve_fixed_on(
+    listener: std::net::TcpListener,
+    response: Vec<u8>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> u16 {
     let port = listener.local_addr().expect("addr").port();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
