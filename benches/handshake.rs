@@ -67,7 +67,8 @@ fn handshake(c: &mut Criterion) {
 
 /// The whole sans-IO handshake as the worker runs it: find the head, parse, validate,
 /// decide (route, capacity, per-IP budget, Origin, token, scope, per-subject), then the
-/// accept key and the 101. Public route vs HS256 and EdDSA tokens in the query.
+/// accept key and the 101. Public route vs HS256, EdDSA, RS256 (2048-bit) and ES256
+/// tokens in the query.
 fn whole_handshake(c: &mut Criterion) {
     use base64::Engine as _;
     use std::sync::atomic::AtomicU64;
@@ -97,6 +98,13 @@ fn whole_handshake(c: &mut Criterion) {
         wsgate::auth::keys::pem_encode(&spki, "PUBLIC KEY"),
     )
     .expect("pub");
+    let data_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    for (from, to) in [
+        ("wsgate-test-rsa2048.pub.pem", "rs.pub.pem"),
+        ("rfc7515-a3-es256.pub.pem", "es.pub.pem"),
+    ] {
+        std::fs::copy(data_dir.join(from), dir.join(to)).expect("public key");
+    }
     let text = r#"
 [server]
 listen = ["127.0.0.1:0"]
@@ -110,6 +118,14 @@ secret_file = "hs.secret"
 kid = "ed"
 alg = "EdDSA"
 public_key = "ed.pub.pem"
+[[auth.key]]
+kid = "rs"
+alg = "RS256"
+public_key = "rs.pub.pem"
+[[auth.key]]
+kid = "es"
+alg = "ES256"
+public_key = "es.pub.pem"
 [[route]]
 path = "/chat"
 backend = "echo"
@@ -142,6 +158,28 @@ public = true
         &payload,
     )
     .expect("ed token");
+    let (_, rs_key) = SigningKey::load(
+        &data_dir.join("wsgate-test-rsa2048.key.pem"),
+        Some(Alg::RS256),
+    )
+    .expect("rsa key");
+    let rs = sign(
+        Alg::RS256,
+        &rs_key,
+        r#"{"alg":"RS256","typ":"JWT","kid":"rs"}"#,
+        &payload,
+    )
+    .expect("rs token");
+    let (_, es_key) =
+        SigningKey::load(&data_dir.join("rfc7515-a3-es256.key.pem"), Some(Alg::ES256))
+            .expect("ec key");
+    let es = sign(
+        Alg::ES256,
+        &es_key,
+        r#"{"alg":"ES256","typ":"JWT","kid":"es"}"#,
+        &payload,
+    )
+    .expect("es token");
     let request = |target: &str| {
         String::from_utf8_lossy(BROWSER_REQUEST)
             .replacen("/chat?room=lobby", target, 1)
@@ -150,6 +188,8 @@ public = true
     let public = request("/public?room=lobby");
     let with_hs = request(&format!("/chat?room=lobby&access_token={hs}"));
     let with_ed = request(&format!("/chat?room=lobby&access_token={ed}"));
+    let with_rs = request(&format!("/chat?room=lobby&access_token={rs}"));
+    let with_es = request(&format!("/chat?room=lobby&access_token={es}"));
 
     let ips = IpTable::new(IpBudget {
         connections: u32::MAX,
@@ -216,7 +256,11 @@ public = true
         retention_secs: 3600,
     });
     assert!(
-        one(&public, &none) && one(&with_hs, &none) && one(&with_ed, &none),
+        one(&public, &none)
+            && one(&with_hs, &none)
+            && one(&with_ed, &none)
+            && one(&with_rs, &none)
+            && one(&with_es, &none),
         "bench requests must pass"
     );
     let mut group = c.benchmark_group("whole_handshake");
@@ -236,6 +280,12 @@ public = true
     });
     group.bench_function("eddsa_query_token", |b| {
         b.iter(|| one(black_box(&with_ed), cache.load()))
+    });
+    group.bench_function("rs256_query_token", |b| {
+        b.iter(|| one(black_box(&with_rs), cache.load()))
+    });
+    group.bench_function("es256_query_token", |b| {
+        b.iter(|| one(black_box(&with_es), cache.load()))
     });
     group.finish();
 }

@@ -125,6 +125,106 @@ fn jwt(c: &mut Criterion) {
         });
     });
     group.finish();
+
+    asymmetric(c);
+}
+
+/// RS256 (2048-bit) and ES256 (P-256), each next to ring's raw verify of the same input
+/// (SPEC §9: the verifier's cost over ring's own should stay under 3 µs).
+fn asymmetric(c: &mut Criterion) {
+    use ring::rand::SystemRandom;
+    use ring::signature::{
+        EcdsaKeyPair, RsaKeyPair, ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING,
+        RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_SHA256,
+    };
+    use wsgate::auth::keys::pem_decode;
+    let data = |name: &str| {
+        std::fs::read_to_string(format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR")))
+            .expect("test data")
+    };
+    let rng = SystemRandom::new();
+    let rsa = RsaKeyPair::from_pkcs8(
+        &pem_decode(&data("wsgate-test-rsa2048.key.pem"), "PRIVATE KEY").expect("pem"),
+    )
+    .expect("rsa");
+    let rsa_spki = pem_decode(&data("wsgate-test-rsa2048.pub.pem"), "PUBLIC KEY").expect("pem");
+    let ec = EcdsaKeyPair::from_pkcs8(
+        &ECDSA_P256_SHA256_FIXED_SIGNING,
+        &pem_decode(&data("rfc7515-a3-es256.key.pem"), "PRIVATE KEY").expect("pem"),
+        &rng,
+    )
+    .expect("ec");
+    let ec_spki = pem_decode(&data("rfc7515-a3-es256.pub.pem"), "PUBLIC KEY").expect("pem");
+    let verifier = Verifier {
+        keys: KeySet::new(vec![
+            Key::from_spki_der(Some("rs-1".into()), Alg::RS256, &rsa_spki).expect("RS256 key"),
+            Key::from_spki_der(Some("es-1".into()), Alg::ES256, &ec_spki).expect("ES256 key"),
+        ])
+        .expect("key set"),
+        rules: Rules {
+            issuer: Some("https://issuer.example.com".into()),
+            audience: Some("wsgate".into()),
+            leeway_secs: 30,
+            max_token_bytes: MAX_TOKEN_BYTES,
+            max_lifetime_secs: u64::MAX,
+        },
+    };
+    let mut scratch = Scratch::new(MAX_TOKEN_BYTES);
+
+    let rs_input = signing_input(r#"{"alg":"RS256","typ":"JWT","kid":"rs-1"}"#);
+    let mut rs_sig = vec![0; rsa.public().modulus_len()];
+    rsa.sign(&RSA_PKCS1_SHA256, &rng, rs_input.as_bytes(), &mut rs_sig)
+        .expect("sign");
+    let rs_token = token(&rs_input, &rs_sig);
+    let rsa_public = rsa.public().as_ref().to_vec();
+    let rs_verify_key = UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, &rsa_public);
+
+    let es_input = signing_input(r#"{"alg":"ES256","typ":"JWT","kid":"es-1"}"#);
+    let es_sig = ec.sign(&rng, es_input.as_bytes()).expect("sign");
+    let es_token = token(&es_input, es_sig.as_ref());
+    let ec_point = ec.public_key().as_ref().to_vec();
+    let es_verify_key = UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &ec_point);
+
+    for t in [&rs_token, &es_token] {
+        let claims = verifier
+            .verify(t.as_bytes(), NOW, &mut scratch)
+            .expect("bench token verifies");
+        assert_eq!(claims.sub, "user-4242");
+    }
+
+    let mut group = c.benchmark_group("jwt_rs256");
+    group.bench_function("verifier", |b| {
+        b.iter(|| {
+            verifier
+                .verify(black_box(rs_token.as_bytes()), NOW, &mut scratch)
+                .is_ok()
+        });
+    });
+    group.bench_function("ring_rsa_verify", |b| {
+        b.iter(|| {
+            rs_verify_key
+                .verify(black_box(rs_input.as_bytes()), black_box(&rs_sig))
+                .is_ok()
+        });
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("jwt_es256");
+    group.bench_function("verifier", |b| {
+        b.iter(|| {
+            verifier
+                .verify(black_box(es_token.as_bytes()), NOW, &mut scratch)
+                .is_ok()
+        });
+    });
+    group.bench_function("ring_ecdsa_verify", |b| {
+        b.iter(|| {
+            es_verify_key
+                .verify(black_box(es_input.as_bytes()), black_box(es_sig.as_ref()))
+                .is_ok()
+        });
+    });
+    group.finish();
 }
 
 criterion_group! {

@@ -10,24 +10,28 @@
 //!    `origin` (RFC 6454 serialized origins), `client/` the upstream client side) and
 //!    RFC 6455 (`ws/`: frame, mask, message, close, accept, session, `deflate/` RFC 7692), as pure state
 //!    machines; `proto/error.rs` maps each rule to its close code;
-//! 3. sans-IO services: [`auth`] (JWS over borrowed bytes: jws, claims, keys, verify,
-//!    revocation), [`config`] (TOML by section: `server`, `tls`, `auth`, `origin`,
-//!    `limits`, `session`, `admin`, `route`, each with its rules; `document` turns text
-//!    into sections with line numbers; `units`), [`log`] (one-line logs, query redaction);
-//! 4. decisions: [`gate`] (`decide`, cheapest check first; `limits` per address and
+//! 3. tokens: [`auth`] (JWS over borrowed bytes: jws, claims, keys, pem, spki (RSA/EC
+//!    public keys), jwk (JWK Sets, discovery documents), verify, revocation);
+//! 4. sans-IO services: [`config`] (TOML by section: `server`, `tls`, `auth`, `provider`,
+//!    `public_key`, `origin`, `limits`, `session`, `admin`, `route`, each with its rules;
+//!    key files are checked with `auth`'s parsers; `document` turns text into sections with
+//!    line numbers; `units`), [`log`] (one-line logs, query redaction);
+//! 5. decisions: [`gate`] (`decide`, cheapest check first; `limits` per address and
 //!    subject; `origin`; `reject`, the one HTTP status table, which also renders
 //!    `proto`'s request errors), [`backend`] (echo, upstream balancing);
-//! 5. data plane: [`net`], the only mio / rustls code: `listener`, `worker/` (`mod.rs`
+//! 6. data plane: [`net`], the only mio / rustls code: `listener`, `worker/` (`mod.rs`
 //!    the loop and the shared state, `drive.rs` a connection's turn and token deadlines,
 //!    `handshake.rs`, `proxy.rs` the upstream routes), `conn`, `upstream` (the upstream
 //!    leg), `plain` (plain-HTTP answers on the data listener), `timer`, `token`, `tls` and
 //!    `server` (building a configuration's runtime, starting and draining the workers);
-//! 6. control plane: [`control`], one small tokio runtime that drives the data plane and
+//! 7. control plane: [`control`], one small tokio runtime that drives the data plane and
 //!    reaches the workers only through snapshots (`arc-swap`) and commands: `mod.rs`
 //!    (start, signals, shutdown, `Workers::broadcast`), `reload` (SIGHUP), `admin/`
 //!    (`listener` the admin HTTP listener on hyper, `gateway` its routes' effects on the
-//!    gateway, `revlog` the revocation log);
-//! 7. entry points: [`cli`] (serve, demo, init, check, keygen, token, revoke) and
+//!    gateway, `revlog` the revocation log), `issuers` (SPEC §9: the identity providers'
+//!    fetch schedule, publishing verifier snapshots) and `fetch` (its HTTP client, hyper
+//!    over tokio-rustls);
+//! 8. entry points: [`cli`] (serve, demo, init, check, keygen, token, revoke) and
 //!    `fuzzing` (hidden).
 //!
 //! Data flows one way: socket → `net` → `proto::http` → `gate` (+ `auth`) →

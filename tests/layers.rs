@@ -16,9 +16,11 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("foundation", &["clock", "rate", "metrics"]),
     // Sans-IO wire formats: HTTP/1.1 upgrade, RFC 6455 framing and session.
     ("wire", &["proto"]),
-    // Sans-IO tokens, the configuration, and log lines (which redact with proto's query
-    // parser).
-    ("sans-io services", &["auth", "config", "log"]),
+    // Sans-IO tokens: JWS, keys, JWK Sets.
+    ("tokens", &["auth"]),
+    // The configuration (which checks key files and JWK Sets with auth's parsers), and log
+    // lines (which redact with proto's query parser).
+    ("sans-io services", &["config", "log"]),
     // The handshake decision and what serves an open connection.
     ("decisions", &["gate", "backend"]),
     // The only mio / rustls code: listener, workers, upstream leg, server lifecycle.

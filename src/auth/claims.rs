@@ -41,7 +41,7 @@ pub struct Claims<'s> {
     pub payload_b64: &'s str,
     /// Distinct scopes from `scope` then `scp`, single-space separated.
     scopes: &'s str,
-    key_index: usize,
+    key_fingerprint: u64,
 }
 
 impl<'s> Claims<'s> {
@@ -55,7 +55,7 @@ impl<'s> Claims<'s> {
         alg: Alg,
         payload_b64: &'s str,
         scopes: &'s str,
-        key_index: usize,
+        key_fingerprint: u64,
     ) -> Claims<'s> {
         Claims {
             sub,
@@ -68,7 +68,7 @@ impl<'s> Claims<'s> {
             alg,
             payload_b64,
             scopes,
-            key_index,
+            key_fingerprint,
         }
     }
 
@@ -88,9 +88,10 @@ impl<'s> Claims<'s> {
         self.scopes
     }
 
-    /// Index of the key that verified the token in the verifier's `KeySet`.
-    pub fn key_index(&self) -> usize {
-        self.key_index
+    /// The fingerprint of the key that verified the token ([`super::keys::Key::fingerprint`]):
+    /// what a reload or a new key set compares to retire sessions ("key retired").
+    pub fn key_fingerprint(&self) -> u64 {
+        self.key_fingerprint
     }
 }
 
@@ -217,6 +218,57 @@ pub fn parse_claims<'a>(
     de.end()
         .map_err(|_| TokenError::PayloadMalformed(MalformedKind::Json))?;
     Ok(raw)
+}
+
+/// The top-level `iss` of a payload whose signature is not yet checked, read only to
+/// pick the issuer whose keys verify it (SPEC §9: selection by (`iss`, `kid`)). Nothing
+/// else is looked at; `None` for anything that is not a JSON object with a string `iss`
+/// (the full parse after the signature rejects what is malformed, duplicates included).
+pub fn peek_issuer(bytes: &[u8]) -> Option<Cow<'_, str>> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    if text.trim_start_matches(jws::is_json_ws).as_bytes().first() != Some(&b'{') {
+        return None;
+    }
+    let slot = Cell::new(None);
+    let mut de = serde_json::Deserializer::from_str(text);
+    de.deserialize_map(IssuerVisitor { slot: &slot }).ok()?
+}
+
+struct IssuerVisitor<'a> {
+    slot: &'a Cell<Option<TokenError>>,
+}
+
+impl<'de> Visitor<'de> for IssuerVisitor<'_> {
+    type Value = Option<Cow<'de, str>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a claims object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut members = 0usize;
+        let mut iss = None;
+        while let Some(name) = map.next_key_seed(NameSeed)? {
+            members += 1;
+            if members > MAX_CLAIMS {
+                return Ok(None);
+            }
+            if name == "iss" && iss.is_none() {
+                // The first `iss` wins here; a second one fails the full parse later.
+                iss = Some(
+                    map.next_value_seed(AnyScalar { slot: self.slot })?
+                        .into_str(),
+                );
+                continue;
+            }
+            // serde_json wants the whole object read before the map ends.
+            map.next_value_seed(Skip {
+                depth: 1,
+                slot: self.slot,
+            })?;
+        }
+        Ok(iss.flatten())
+    }
 }
 
 /// Claim names we read, as bits for duplicate detection.

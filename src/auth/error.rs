@@ -116,6 +116,15 @@ pub enum TokenError {
     Revoked,
     /// `exp - iat` (or `exp - now` without `iat`) is over `auth.max_lifetime`.
     TooLongLived,
+    /// The token's identity provider has no usable key set (never fetched, or stale past
+    /// `max_stale`): SPEC §9, 503 with `Retry-After`, a server problem.
+    KeysUnavailable {
+        /// Unix seconds of the provider's next fetch attempt.
+        retry_at_unix: u64,
+    },
+    /// The header's `kid` is not in its provider's set, and a fetch that may add it is
+    /// under way (SPEC §9): the handshake waits for it.
+    KeyPending,
 }
 
 impl TokenError {
@@ -149,7 +158,9 @@ impl TokenError {
             | TokenError::NoKeyForAlg
             | TokenError::AmbiguousKey
             | TokenError::AlgKeyMismatch
-            | TokenError::BadSignature => "invalid signature",
+            | TokenError::BadSignature
+            | TokenError::KeysUnavailable { .. }
+            | TokenError::KeyPending => "invalid signature",
             TokenError::PayloadNotObject
             | TokenError::PayloadMalformed(_)
             | TokenError::DuplicateClaim
@@ -207,12 +218,16 @@ impl TokenError {
             TokenError::IssuedInFuture => "token issued in the future",
             TokenError::Revoked => "token revoked",
             TokenError::TooLongLived => "token lifetime over auth.max_lifetime",
+            TokenError::KeysUnavailable { .. } => {
+                "the token's identity provider has no usable keys"
+            }
+            TokenError::KeyPending => "unknown key id (its provider's keys are being fetched)",
         }
     }
 
     /// Every `reason_label`, plus the gateway's own token failures (for the metrics
     /// registry's fixed label set).
-    pub const REASON_LABELS: [&'static str; 30] = [
+    pub const REASON_LABELS: [&'static str; 32] = [
         "too_large",
         "malformed",
         "base64",
@@ -243,6 +258,8 @@ impl TokenError {
         "multiple_tokens",
         "insufficient_scope",
         "no_keys",
+        "provider_unavailable",
+        "key_pending",
     ];
 
     /// The snake_case label for the `auth failures by reason` metric (SPEC §7).
@@ -274,6 +291,8 @@ impl TokenError {
             TokenError::IssuedInFuture => "issued_in_future",
             TokenError::Revoked => "revoked",
             TokenError::TooLongLived => "too_long_lived",
+            TokenError::KeysUnavailable { .. } => "provider_unavailable",
+            TokenError::KeyPending => "key_pending",
         }
     }
 

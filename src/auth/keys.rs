@@ -2,14 +2,13 @@
 //! (SPEC §4 "Key selection"; RFC 8725 §3.1: the algorithm comes from the key, never the token).
 
 use std::fmt;
+use std::sync::Arc;
 
-use base64::alphabet;
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
-use base64::engine::DecodePaddingMode;
-use base64::Engine as _;
 use ring::{hmac, signature};
 
 use super::error::TokenError;
+use super::jwk::JwkSet;
+use super::spki::{Curve, PublicKey, SpkiError};
 
 /// The fixed DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410 §4): SEQUENCE {
 /// SEQUENCE { OID 1.3.101.112 }, BIT STRING (0 unused bits) }, followed by the 32-byte key.
@@ -33,11 +32,40 @@ pub enum Alg {
     HS384,
     /// HMAC with SHA-512.
     HS512,
+    /// RSASSA-PKCS1-v1_5 with SHA-256 (RFC 7518 §3.3).
+    RS256,
+    /// RSASSA-PKCS1-v1_5 with SHA-384.
+    RS384,
+    /// RSASSA-PKCS1-v1_5 with SHA-512.
+    RS512,
+    /// RSASSA-PSS with SHA-256 and MGF1 with SHA-256 (RFC 7518 §3.5).
+    PS256,
+    /// RSASSA-PSS with SHA-384.
+    PS384,
+    /// RSASSA-PSS with SHA-512.
+    PS512,
+    /// ECDSA with P-256 and SHA-256 (RFC 7518 §3.4).
+    ES256,
+    /// ECDSA with P-384 and SHA-384.
+    ES384,
 }
 
 impl Alg {
     /// Every algorithm, in config-name order.
-    pub const ALL: [Alg; 4] = [Alg::EdDSA, Alg::HS256, Alg::HS384, Alg::HS512];
+    pub const ALL: [Alg; 12] = [
+        Alg::EdDSA,
+        Alg::HS256,
+        Alg::HS384,
+        Alg::HS512,
+        Alg::RS256,
+        Alg::RS384,
+        Alg::RS512,
+        Alg::PS256,
+        Alg::PS384,
+        Alg::PS512,
+        Alg::ES256,
+        Alg::ES384,
+    ];
 
     /// The configuration (and JOSE) name.
     pub fn name(&self) -> &'static str {
@@ -46,6 +74,14 @@ impl Alg {
             Alg::HS256 => "HS256",
             Alg::HS384 => "HS384",
             Alg::HS512 => "HS512",
+            Alg::RS256 => "RS256",
+            Alg::RS384 => "RS384",
+            Alg::RS512 => "RS512",
+            Alg::PS256 => "PS256",
+            Alg::PS384 => "PS384",
+            Alg::PS512 => "PS512",
+            Alg::ES256 => "ES256",
+            Alg::ES384 => "ES384",
         }
     }
 
@@ -63,6 +99,14 @@ impl Alg {
             "HS256" => Some(Alg::HS256),
             "HS384" => Some(Alg::HS384),
             "HS512" => Some(Alg::HS512),
+            "RS256" => Some(Alg::RS256),
+            "RS384" => Some(Alg::RS384),
+            "RS512" => Some(Alg::RS512),
+            "PS256" => Some(Alg::PS256),
+            "PS384" => Some(Alg::PS384),
+            "PS512" => Some(Alg::PS512),
+            "ES256" => Some(Alg::ES256),
+            "ES384" => Some(Alg::ES384),
             _ => None,
         }
     }
@@ -72,13 +116,58 @@ impl Alg {
         Alg::from_header(alg) == Some(*self)
     }
 
-    /// The exact length of this algorithm's signature in bytes.
+    /// The exact length of this algorithm's signature in bytes; for RSA it is the
+    /// modulus length, which only the key knows ([`Key::signature_len`]): the smallest
+    /// modulus (2048 bits) is given here.
     pub fn signature_len(&self) -> usize {
         match self {
             Alg::EdDSA => 64,
             Alg::HS256 => 32,
             Alg::HS384 => 48,
             Alg::HS512 => 64,
+            Alg::RS256 | Alg::RS384 | Alg::RS512 | Alg::PS256 | Alg::PS384 | Alg::PS512 => 256,
+            // RFC 7518 §3.4: R || S, each the size of the curve's order.
+            Alg::ES256 => 64,
+            Alg::ES384 => 96,
+        }
+    }
+
+    /// The key type this algorithm needs (RFC 7518 §3.1), as a JWK `kty` / `crv` name.
+    pub fn key_type(&self) -> &'static str {
+        match self {
+            Alg::EdDSA => "Ed25519",
+            Alg::HS256 | Alg::HS384 | Alg::HS512 => "HMAC secret",
+            Alg::RS256 | Alg::RS384 | Alg::RS512 | Alg::PS256 | Alg::PS384 | Alg::PS512 => "RSA",
+            Alg::ES256 => "EC P-256",
+            Alg::ES384 => "EC P-384",
+        }
+    }
+
+    /// Can a public key of this type verify this algorithm? (RFC 8725 §3.1: one key, one
+    /// algorithm family; an RSA key is never an HMAC secret, an EC key never RSA.)
+    pub fn fits(&self, key: &PublicKey) -> bool {
+        match key {
+            PublicKey::Rsa { .. } => self.rsa_parameters().is_some(),
+            PublicKey::Ec { curve, .. } => {
+                matches!(
+                    (self, curve),
+                    (Alg::ES256, Curve::P256) | (Alg::ES384, Curve::P384)
+                )
+            }
+            PublicKey::Ed25519(_) => *self == Alg::EdDSA,
+        }
+    }
+
+    /// ring's verification parameters for RS* / PS* (moduli of 2048 to 8192 bits).
+    pub fn rsa_parameters(&self) -> Option<&'static signature::RsaParameters> {
+        match self {
+            Alg::RS256 => Some(&signature::RSA_PKCS1_2048_8192_SHA256),
+            Alg::RS384 => Some(&signature::RSA_PKCS1_2048_8192_SHA384),
+            Alg::RS512 => Some(&signature::RSA_PKCS1_2048_8192_SHA512),
+            Alg::PS256 => Some(&signature::RSA_PSS_2048_8192_SHA256),
+            Alg::PS384 => Some(&signature::RSA_PSS_2048_8192_SHA384),
+            Alg::PS512 => Some(&signature::RSA_PSS_2048_8192_SHA512),
+            _ => None,
         }
     }
 
@@ -90,10 +179,10 @@ impl Alg {
     /// The ring HMAC algorithm, for HS*.
     pub fn hmac_algorithm(&self) -> Option<hmac::Algorithm> {
         match self {
-            Alg::EdDSA => None,
             Alg::HS256 => Some(hmac::HMAC_SHA256),
             Alg::HS384 => Some(hmac::HMAC_SHA384),
             Alg::HS512 => Some(hmac::HMAC_SHA512),
+            _ => None,
         }
     }
 
@@ -142,6 +231,17 @@ pub enum KeyError {
     DuplicateKid(String),
     /// A `kid` that is the empty string.
     EmptyKid,
+    /// Two providers with the same `issuer`.
+    DuplicateIssuer(String),
+    /// The public key itself was refused (not SPKI, too small, off its curve, ...).
+    Spki(SpkiError),
+    /// The public key's type cannot verify the configured algorithm.
+    WrongKeyType {
+        /// The configured algorithm.
+        alg: Alg,
+        /// What the key is ("EC P-256", "RSA 2048-bit", ...).
+        found: String,
+    },
 }
 
 impl fmt::Display for KeyError {
@@ -172,6 +272,13 @@ impl fmt::Display for KeyError {
             KeyError::SecretEmpty => f.write_str("secret file is empty"),
             KeyError::DuplicateKid(kid) => write!(f, "kid {kid:?} is configured twice"),
             KeyError::EmptyKid => f.write_str("kid must not be empty"),
+            KeyError::DuplicateIssuer(iss) => write!(f, "issuer {iss:?} is configured twice"),
+            KeyError::Spki(e) => e.fmt(f),
+            KeyError::WrongKeyType { alg, found } => write!(
+                f,
+                "holds an {found} key, but alg = \"{alg}\" needs an {} key",
+                alg.key_type()
+            ),
         }
     }
 }
@@ -184,6 +291,13 @@ enum Material {
     Hmac(hmac::Key),
     /// A 32-byte Ed25519 public key.
     Ed25519([u8; 32]),
+    /// An RSA public key (modulus and exponent, big-endian, no leading zeros).
+    Rsa(signature::RsaPublicKeyComponents<Box<[u8]>>),
+    /// An uncompressed EC point, already checked to lie on the curve of `algorithm`.
+    Ec {
+        point: Box<[u8]>,
+        algorithm: &'static signature::EcdsaVerificationAlgorithm,
+    },
 }
 
 /// One configured key: its optional `kid`, the one algorithm it allows, its material.
@@ -193,6 +307,7 @@ pub struct Key {
     /// The only algorithm this key verifies.
     pub alg: Alg,
     material: Material,
+    fingerprint: u64,
 }
 
 impl fmt::Debug for Key {
@@ -203,6 +318,30 @@ impl fmt::Debug for Key {
             .field("alg", &self.alg)
             .finish_non_exhaustive()
     }
+}
+
+/// A stable 64-bit fingerprint of (issuer scope, alg, kid, material): what identifies "the
+/// same key" across reloads and fetches (SPEC §6 "key retired"). Never printed.
+fn fingerprint(scope: &str, alg: Alg, kid: Option<&str>, material: &[&[u8]]) -> u64 {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for part in [
+        scope.as_bytes(),
+        alg.name().as_bytes(),
+        kid.unwrap_or("").as_bytes(),
+    ] {
+        ctx.update(&(part.len() as u64).to_be_bytes());
+        ctx.update(part);
+    }
+    for part in material {
+        ctx.update(&(part.len() as u64).to_be_bytes());
+        ctx.update(part);
+    }
+    let digest = ctx.finish();
+    let mut first = [0u8; 8];
+    for (out, byte) in first.iter_mut().zip(digest.as_ref()) {
+        *out = *byte;
+    }
+    u64::from_be_bytes(first)
 }
 
 impl Key {
@@ -219,6 +358,7 @@ impl Key {
             });
         }
         Ok(Key {
+            fingerprint: fingerprint("", alg, kid.as_deref(), &[secret]),
             kid,
             alg,
             material: Material::Hmac(hmac::Key::new(algorithm, secret)),
@@ -238,22 +378,101 @@ impl Key {
     /// An Ed25519 key from its 32 raw public bytes.
     pub fn ed25519_raw(kid: Option<String>, public: [u8; 32]) -> Key {
         Key {
+            fingerprint: fingerprint("", Alg::EdDSA, kid.as_deref(), &[&public]),
             kid,
             alg: Alg::EdDSA,
             material: Material::Ed25519(public),
         }
     }
 
+    /// A key from a DER SubjectPublicKeyInfo (RSA, EC P-256/P-384, Ed25519) for `alg`,
+    /// whose key type must fit `alg` (RFC 8725 §3.1).
+    pub fn from_spki_der(kid: Option<String>, alg: Alg, spki_der: &[u8]) -> Result<Key, KeyError> {
+        let public = super::spki::parse_spki(spki_der).map_err(KeyError::Spki)?;
+        Key::public(kid, alg, public)
+    }
+
+    /// A key from a validated public key for `alg`; the key's type must fit `alg`.
+    pub fn public(kid: Option<String>, alg: Alg, public: PublicKey) -> Result<Key, KeyError> {
+        if !alg.fits(&public) {
+            return Err(KeyError::WrongKeyType {
+                alg,
+                found: public.describe(),
+            });
+        }
+        let (material, fp) = match public {
+            PublicKey::Rsa { n, e } => {
+                let fp = fingerprint("", alg, kid.as_deref(), &[&n, &e]);
+                (
+                    Material::Rsa(signature::RsaPublicKeyComponents { n, e }),
+                    fp,
+                )
+            }
+            PublicKey::Ec { curve, point } => {
+                let fp = fingerprint("", alg, kid.as_deref(), &[&point]);
+                let algorithm = match curve {
+                    Curve::P256 => &signature::ECDSA_P256_SHA256_FIXED,
+                    Curve::P384 => &signature::ECDSA_P384_SHA384_FIXED,
+                };
+                (Material::Ec { point, algorithm }, fp)
+            }
+            PublicKey::Ed25519(public) => {
+                let fp = fingerprint("", alg, kid.as_deref(), &[&public]);
+                (Material::Ed25519(public), fp)
+            }
+        };
+        Ok(Key {
+            kid,
+            alg,
+            material,
+            fingerprint: fp,
+        })
+    }
+
+    /// The same key, its fingerprint scoped to a provider's issuer (a JWK with the same
+    /// bytes under two issuers is two keys).
+    pub fn scoped_to(mut self, issuer: &str) -> Key {
+        self.fingerprint = fingerprint(
+            issuer,
+            self.alg,
+            self.kid.as_deref(),
+            &[&self.fingerprint.to_be_bytes()],
+        );
+        self
+    }
+
+    /// The key's fingerprint (stable across reloads for the same key; never printed).
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+
+    /// The exact length of this key's signatures (RSA: the modulus length).
+    pub fn signature_len(&self) -> usize {
+        match &self.material {
+            Material::Rsa(rsa) => rsa.n.len(),
+            _ => self.alg.signature_len(),
+        }
+    }
+
     /// Verifies `signature` over `signing_input` with this key's own algorithm (constant
     /// time for HMAC: ring::hmac::verify). A signature of the wrong length never verifies.
     pub fn verify_signature(&self, signing_input: &[u8], signature: &[u8]) -> bool {
-        if signature.len() != self.alg.signature_len() {
+        if signature.len() != self.signature_len() {
             return false;
         }
         match &self.material {
             Material::Hmac(key) => hmac::verify(key, signing_input, signature).is_ok(),
             Material::Ed25519(public) => {
                 signature::UnparsedPublicKey::new(&signature::ED25519, public)
+                    .verify(signing_input, signature)
+                    .is_ok()
+            }
+            Material::Rsa(rsa) => match self.alg.rsa_parameters() {
+                Some(params) => rsa.verify(params, signing_input, signature).is_ok(),
+                None => false,
+            },
+            Material::Ec { point, algorithm } => {
+                signature::UnparsedPublicKey::new(*algorithm, point)
                     .verify(signing_input, signature)
                     .is_ok()
             }
@@ -266,10 +485,150 @@ impl Key {
     }
 }
 
-/// The configured keys, in configuration order.
-#[derive(Debug)]
+/// Every verification key, keyed by (issuer, kid) (SPEC §9): the static `[[auth.key]]`
+/// keys, in configuration order, verify tokens whose `iss` is no provider's; each
+/// provider's keys verify its tokens only. Cloning is cheap (shared, immutable parts), so a
+/// new provider key set is published as a new `KeySet` snapshot
+/// ([`KeySet::with_provider_keys`]), never by mutating one in use.
+#[derive(Debug, Clone)]
 pub struct KeySet {
-    keys: Vec<Key>,
+    keys: Arc<[Key]>,
+    providers: Arc<[Provider]>,
+    refetch: Option<RefetchHook>,
+}
+
+/// One provider's keys at one moment (a fetched or loaded JWK Set): immutable, replaced
+/// whole. A JWK without `alg` that several algorithms fit appears once per algorithm.
+#[derive(Debug, Default)]
+pub struct ProviderKeys {
+    keys: Arc<[Key]>,
+    jwks: usize,
+    /// Where this set stands (SPEC §9): usable or not, next attempt, fetch counters.
+    pub status: FetchStatus,
+}
+
+impl ProviderKeys {
+    /// The usable keys of `set`, their fingerprints scoped to `issuer`.
+    pub fn from_jwk_set(issuer: &str, set: &JwkSet) -> ProviderKeys {
+        let mut keys = Vec::new();
+        for jwk in &set.keys {
+            for &alg in &jwk.algorithms {
+                // `parse_jwk` only lists algorithms that fit the key.
+                if let Ok(key) = Key::public(jwk.kid.clone(), alg, jwk.key.clone()) {
+                    keys.push(key.scoped_to(issuer));
+                }
+            }
+        }
+        ProviderKeys {
+            keys: keys.into(),
+            jwks: set.keys.len(),
+            status: FetchStatus {
+                usable: true,
+                ..FetchStatus::default()
+            },
+        }
+    }
+
+    /// The same keys with another status (the keys themselves are shared by value).
+    pub fn with_status(&self, status: FetchStatus) -> ProviderKeys {
+        ProviderKeys {
+            keys: self.keys.clone(),
+            jwks: self.jwks,
+            status,
+        }
+    }
+
+    /// The number of usable JWKs (`wsgate_provider_keys`).
+    pub fn len(&self) -> usize {
+        self.jwks
+    }
+
+    /// True when the set has no usable key.
+    pub fn is_empty(&self) -> bool {
+        self.jwks == 0
+    }
+
+    /// Every key (one per JWK and algorithm).
+    pub fn iter(&self) -> impl Iterator<Item = &Key> {
+        self.keys.iter()
+    }
+}
+
+/// A `[[auth.provider]]`: its issuer, claim rules and current keys.
+#[derive(Debug, Clone)]
+pub struct Provider {
+    /// `issuer`: equals the `iss` of every token its keys verify.
+    pub issuer: String,
+    /// `audience`, overriding `auth.audience` for this provider's tokens.
+    pub audience: Option<String>,
+    /// `algorithms`: when set, the only algorithms its tokens may use.
+    pub algorithms: Option<Vec<Alg>>,
+    keys: Arc<ProviderKeys>,
+}
+
+impl Provider {
+    /// A provider with its current keys.
+    pub fn new(
+        issuer: String,
+        audience: Option<String>,
+        algorithms: Option<Vec<Alg>>,
+        keys: Arc<ProviderKeys>,
+    ) -> Provider {
+        Provider {
+            issuer,
+            audience,
+            algorithms,
+            keys,
+        }
+    }
+
+    /// The current keys.
+    pub fn keys(&self) -> &Arc<ProviderKeys> {
+        &self.keys
+    }
+
+    /// SPEC §9 selection within this provider's set: by `kid` when the header has one;
+    /// without, only when exactly one usable key allows the header's `alg`. The `alg` must
+    /// be one the key allows and `algorithms` lists; HS* never (a JWK Set has no secrets).
+    pub fn select(&self, kid: Option<&str>, header_alg: &str) -> Result<&Key, TokenError> {
+        let alg = Alg::from_header(header_alg).ok_or(TokenError::AlgNotAllowed)?;
+        if alg.is_hmac() {
+            return Err(TokenError::AlgKeyMismatch);
+        }
+        if let Some(allowed) = &self.algorithms {
+            if !allowed.contains(&alg) {
+                return Err(TokenError::AlgNotAllowed);
+            }
+        }
+        match kid {
+            Some(kid) => {
+                let mut known = false;
+                for key in self.keys.keys.iter() {
+                    if key.kid.as_deref() == Some(kid) {
+                        if key.alg == alg {
+                            return Ok(key);
+                        }
+                        known = true;
+                    }
+                }
+                Err(if known {
+                    TokenError::AlgKeyMismatch
+                } else {
+                    TokenError::UnknownKid
+                })
+            }
+            None => {
+                let mut found = None;
+                for key in self.keys.keys.iter().filter(|k| k.alg == alg) {
+                    if found.is_some() {
+                        return Err(TokenError::AmbiguousKey);
+                    }
+                    found = Some(key);
+                }
+                found.ok_or(TokenError::NoKeyForAlg)
+            }
+        }
+    }
 }
 
 impl KeySet {
@@ -287,7 +646,85 @@ impl KeySet {
                 return Err(KeyError::DuplicateKid(kid.to_owned()));
             }
         }
-        Ok(KeySet { keys })
+        Ok(KeySet {
+            keys: keys.into(),
+            providers: Arc::new([]),
+            refetch: None,
+        })
+    }
+
+    /// The same static keys with these providers; an issuer configured twice is an error.
+    pub fn with_providers(&self, providers: Vec<Provider>) -> Result<KeySet, KeyError> {
+        for (i, p) in providers.iter().enumerate() {
+            let earlier = providers.get(..i).unwrap_or_default();
+            if earlier.iter().any(|q| q.issuer == p.issuer) {
+                return Err(KeyError::DuplicateIssuer(p.issuer.clone()));
+            }
+        }
+        Ok(KeySet {
+            keys: self.keys.clone(),
+            providers: providers.into(),
+            refetch: self.refetch.clone(),
+        })
+    }
+
+    /// A new snapshot in which `issuer`'s provider has `keys`; everything else is shared.
+    /// `None` when no provider has that issuer.
+    pub fn with_provider_keys(&self, issuer: &str, keys: Arc<ProviderKeys>) -> Option<KeySet> {
+        self.provider(issuer)?;
+        let providers: Vec<Provider> = self
+            .providers
+            .iter()
+            .map(|p| {
+                let mut p = p.clone();
+                if p.issuer == issuer {
+                    p.keys = keys.clone();
+                }
+                p
+            })
+            .collect();
+        Some(KeySet {
+            keys: self.keys.clone(),
+            providers: providers.into(),
+            refetch: self.refetch.clone(),
+        })
+    }
+
+    /// The same snapshot, asking `hook` for a fetch when a provider's token names a `kid`
+    /// its set lacks.
+    pub fn with_refetch(&self, hook: RefetchHook) -> KeySet {
+        KeySet {
+            keys: self.keys.clone(),
+            providers: self.providers.clone(),
+            refetch: Some(hook),
+        }
+    }
+
+    /// Tells the control plane that `issuer`'s set lacks a `kid` a token named; true when
+    /// a fetch is under way or was just asked for (the caller may wait for it).
+    pub fn ask_refetch(&self, issuer: &str) -> bool {
+        self.refetch.as_ref().is_some_and(|hook| (hook.0)(issuer))
+    }
+
+    /// The provider whose `issuer` is exactly `iss`.
+    pub fn provider(&self, iss: &str) -> Option<&Provider> {
+        self.providers.iter().find(|p| p.issuer == iss)
+    }
+
+    /// The providers, in configuration order.
+    pub fn providers(&self) -> &[Provider] {
+        &self.providers
+    }
+
+    /// The fingerprint of every key, static and provider keys alike (a reload or a new
+    /// set retires the sessions whose key is no longer among them).
+    pub fn fingerprints(&self) -> Vec<u64> {
+        let provider_keys = self.providers.iter().flat_map(|p| p.keys.iter());
+        self.keys
+            .iter()
+            .chain(provider_keys)
+            .map(Key::fingerprint)
+            .collect()
     }
 
     /// The number of keys.
@@ -305,7 +742,7 @@ impl KeySet {
         self.keys.iter().filter_map(|k| k.kid.as_deref())
     }
 
-    /// The key at `index` (as reported by `Claims::key_index`).
+    /// The static key at `index` (as returned by [`KeySet::select`]).
     pub fn get(&self, index: usize) -> Option<&Key> {
         self.keys.get(index)
     }
@@ -349,69 +786,14 @@ impl KeySet {
     }
 }
 
-/// Decodes the first PEM block labelled `label` (RFC 7468) to DER: standard base64,
-/// whitespace (line breaks) inside the body tolerated, text around the block ignored.
-pub fn pem_decode(text: &str, label: &str) -> Result<Vec<u8>, KeyError> {
-    let begin = format!("-----BEGIN {label}-----");
-    let end = format!("-----END {label}-----");
-    let missing = || KeyError::PemMissing {
-        wanted: label.to_owned(),
-        found: first_pem_label(text).map(str::to_owned),
-    };
-    let start = text.find(&begin).ok_or_else(missing)? + begin.len();
-    let body_and_rest = text.get(start..).ok_or_else(missing)?;
-    let stop = body_and_rest.find(&end).ok_or_else(missing)?;
-    let body = body_and_rest.get(..stop).ok_or_else(missing)?;
-    let compact: Vec<u8> = body.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    STANDARD.decode(compact).map_err(|_| KeyError::PemBase64)
-}
-
-/// The label of the first `-----BEGIN X-----` line, for error messages.
-fn first_pem_label(text: &str) -> Option<&str> {
-    let after = text.split_once("-----BEGIN ")?.1;
-    let label = after.split_once("-----")?.0;
-    (label.len() <= 64 && !label.contains('\n')).then_some(label)
-}
-
-/// Decodes an HMAC secret file: base64url text (padded or not) after trimming surrounding
-/// whitespace (SPEC §2). The standard alphabet (`+` `/`, as `openssl rand -base64` writes)
-/// is accepted too, but not a mix of both.
-pub fn decode_secret_file(text: &str) -> Result<Vec<u8>, KeyError> {
-    let text = text.trim_ascii();
-    if text.is_empty() {
-        return Err(KeyError::SecretEmpty);
-    }
-    let url = text.contains(['-', '_']);
-    let standard = text.contains(['+', '/']);
-    let config =
-        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
-    let engine = match (url, standard) {
-        (true, true) => return Err(KeyError::SecretEncoding),
-        (false, true) => GeneralPurpose::new(&alphabet::STANDARD, config),
-        _ => GeneralPurpose::new(&alphabet::URL_SAFE, config),
-    };
-    engine.decode(text).map_err(|_| KeyError::SecretEncoding)
-}
-
-/// Encodes `der` as a PEM block labelled `label` (64-column lines, trailing newline).
-pub fn pem_encode(der: &[u8], label: &str) -> String {
-    let b64 = STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    let mut rest = b64.as_str();
-    while !rest.is_empty() {
-        let (line, tail) = rest.split_at(rest.len().min(64));
-        out.push_str(line);
-        out.push('\n');
-        rest = tail;
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
-}
+pub use super::pem::{decode_secret_file, pem_decode, pem_encode};
+pub use super::provider_status::{FetchStatus, RefetchHook};
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    use base64::Engine as _;
 
     /// RFC 8037 A.2 public key `x`.
     const RFC8037_X: &str = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo";

@@ -9,7 +9,11 @@
 
 pub mod claims;
 pub mod error;
+pub mod jwk;
 pub mod jws;
 pub mod keys;
+pub mod pem;
+pub mod provider_status;
 pub mod revocation;
+pub mod spki;
 pub mod verify;

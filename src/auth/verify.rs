@@ -4,7 +4,7 @@
 use super::claims::{self, RawClaims, ScopeSet, MAX_CLAIMS};
 use super::error::TokenError;
 use super::jws::{self, NameSet, MAX_HEADER_MEMBERS};
-use super::keys::{Alg, KeySet};
+use super::keys::{Alg, KeySet, Provider};
 
 pub use super::claims::Claims;
 
@@ -61,10 +61,12 @@ impl Scratch {
 }
 
 /// A token whose signature verified, before its claims are looked at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub struct Signed<'s> {
-    /// Index of the verifying key in the `KeySet`.
-    pub key_index: usize,
+    /// The verifying key's fingerprint.
+    pub key_fingerprint: u64,
+    /// The provider whose key verified it (None: a static `[[auth.key]]`).
+    pub provider: Option<&'s Provider>,
     /// The verifying key's configured kid.
     pub kid: Option<&'s str>,
     /// The verifying key's algorithm.
@@ -87,13 +89,17 @@ impl Verifier {
         self.fit(token, scratch)?;
         let Scratch { buf, names, scopes } = scratch;
         let signed = self.signed(token, buf, names)?;
-        let raw = claims::parse_claims(
-            signed.payload,
-            self.rules.audience.as_deref(),
-            names,
-            scopes,
-        )?;
-        let (sub, exp) = self.check_claims(&raw, now_unix)?;
+        // SPEC §9: a provider's `audience` overrides `auth.audience` for its tokens, and
+        // its tokens must carry its `issuer`.
+        let (issuer, audience) = match signed.provider {
+            Some(p) => (
+                Some(p.issuer.as_str()),
+                p.audience.as_deref().or(self.rules.audience.as_deref()),
+            ),
+            None => (self.rules.issuer.as_deref(), self.rules.audience.as_deref()),
+        };
+        let raw = claims::parse_claims(signed.payload, audience, names, scopes)?;
+        let (sub, exp) = self.check_claims(&raw, now_unix, issuer, audience.is_some())?;
         let scopes: &'s ScopeSet = scopes;
         Ok(Claims::new(
             raw,
@@ -103,7 +109,7 @@ impl Verifier {
             signed.alg,
             signed.payload_b64,
             scopes.as_str(),
-            signed.key_index,
+            signed.key_fingerprint,
         ))
     }
 
@@ -141,8 +147,44 @@ impl Verifier {
         let decoded = jws::decode_segments(&segments, buf)?;
         let header = jws::parse_header(decoded.header, names)?;
         header.check()?;
-        let key_index = self.keys.select(header.kid.as_deref(), &header.alg)?;
-        let key = self.keys.get(key_index).ok_or(TokenError::UnknownKid)?;
+        // SPEC §9: a token whose `iss` is a provider's issuer is verified by that
+        // provider's keys and by nothing else; every other token by the static keys. The
+        // `iss` is peeked at (nothing else of the unverified payload is read) only when
+        // providers are configured.
+        let provider = if self.keys.providers().is_empty() {
+            None
+        } else {
+            claims::peek_issuer(decoded.payload).and_then(|iss| self.keys.provider(&iss))
+        };
+        let key = match provider {
+            Some(p) => {
+                // SPEC §9: no usable set -> 503 + Retry-After (a server problem).
+                let status = &p.keys().status;
+                if !status.usable {
+                    return Err(TokenError::KeysUnavailable {
+                        retry_at_unix: status.retry_at_unix,
+                    });
+                }
+                match p.select(header.kid.as_deref(), &header.alg) {
+                    Ok(key) => key,
+                    Err(TokenError::UnknownKid) => {
+                        // A rotation may have added it: when a fetch is under way or may
+                        // start (at most one per `min_refresh`), the handshake waits for
+                        // it; otherwise it is refused at once.
+                        return Err(if self.keys.ask_refetch(&p.issuer) {
+                            TokenError::KeyPending
+                        } else {
+                            TokenError::UnknownKid
+                        });
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            None => {
+                let index = self.keys.select(header.kid.as_deref(), &header.alg)?;
+                self.keys.get(index).ok_or(TokenError::UnknownKid)?
+            }
+        };
         // RFC 7515 §5.2 step 8: over the ASCII `header.payload` exactly as received, with
         // the key's algorithm (never the token's).
         if !key.verify_signature(segments.signing_input, decoded.signature) {
@@ -151,7 +193,8 @@ impl Verifier {
         // The payload segment passed the base64url alphabet check, so it is ASCII.
         let payload_b64 = std::str::from_utf8(segments.payload).map_err(|_| TokenError::Base64)?;
         Ok(Signed {
-            key_index,
+            key_fingerprint: key.fingerprint(),
+            provider,
             kid: key.kid.as_deref(),
             alg: key.alg,
             payload: decoded.payload,
@@ -164,13 +207,11 @@ impl Verifier {
         &self,
         raw: &RawClaims<'a>,
         now_unix: u64,
+        issuer: Option<&str>,
+        audience_configured: bool,
     ) -> Result<(std::borrow::Cow<'a, str>, u64), TokenError> {
         let (sub, exp) = claims::required(raw)?;
-        claims::check_issuer_audience(
-            raw,
-            self.rules.issuer.as_deref(),
-            self.rules.audience.is_some(),
-        )?;
+        claims::check_issuer_audience(raw, issuer, audience_configured)?;
         claims::check_time(exp, raw.nbf, raw.iat, now_unix, self.rules.leeway_secs)?;
         claims::check_lifetime(exp, raw.iat, now_unix, self.rules.max_lifetime_secs)?;
         Ok((sub, exp))
@@ -181,7 +222,7 @@ impl Verifier {
 mod tests {
     use super::*;
     use crate::auth::error::MalformedKind;
-    use crate::auth::keys::{decode_secret_file, pem_decode, Key};
+    use crate::auth::keys::{decode_secret_file, pem_decode, Key, KeyError, ProviderKeys};
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine as _;
     use ring::hmac;
@@ -280,7 +321,10 @@ mod tests {
         assert_eq!(c.iat, Some(999_990));
         assert_eq!(c.kid, Some("hs"));
         assert_eq!(c.alg, Alg::HS256);
-        assert_eq!(c.key_index(), 1);
+        assert_eq!(
+            c.key_fingerprint(),
+            v.keys.get(1).map_or(0, Key::fingerprint)
+        );
         assert_eq!(c.scopes().collect::<Vec<_>>(), ["echo", "chat"]);
         assert_eq!(c.payload_b64, t.split('.').nth(1).expect("payload"));
 
@@ -288,7 +332,10 @@ mod tests {
         let c = v.verify(t.as_bytes(), NOW, &mut scratch).expect("valid");
         assert_eq!(c.kid, Some("ed"));
         assert_eq!(c.alg, Alg::EdDSA);
-        assert_eq!(c.key_index(), 0);
+        assert_eq!(
+            c.key_fingerprint(),
+            v.keys.get(0).map_or(0, Key::fingerprint)
+        );
     }
 
     #[test]
@@ -564,8 +611,17 @@ mod tests {
             err(&v, &hs256(r#"{"alg":"HS384","kid":"hs"}"#, CLAIMS)),
             TokenError::AlgKeyMismatch
         );
+        // Implemented algorithms that this key does not allow.
+        for alg in ["RS256", "ES256", "PS256", "ES384"] {
+            let header = format!(r#"{{"alg":"{alg}","kid":"hs"}}"#);
+            assert_eq!(
+                err(&v, &hs256(&header, CLAIMS)),
+                TokenError::AlgKeyMismatch,
+                "{alg}"
+            );
+        }
         for alg in [
-            "RS256", "ES256", "PS256", "hs256", "HS256 ", "eddsa", "", "HS1",
+            "ES512", "ES256K", "rs256", "hs256", "HS256 ", "eddsa", "", "HS1",
         ] {
             let header = format!(r#"{{"alg":"{alg}","kid":"hs"}}"#);
             assert_eq!(
@@ -906,6 +962,464 @@ mod tests {
             b64(&[0; 32])
         );
         assert_eq!(err(&v, &token), TokenError::HeaderNotObject);
+    }
+
+    // --- RS256 / ES256: RFC 7515 A.2 and A.3, key confusion ---------------------------
+
+    const RS_PEM: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/rfc7515-a2-rs256.pub.pem"
+    ));
+    const ES_PEM: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/rfc7515-a3-es256.pub.pem"
+    ));
+
+    fn asym_data(name: &str) -> String {
+        let text = match name {
+            "rs" => include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/data/rfc7515-a2-rs256.jwt"
+            )),
+            "rs-sig" => include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/data/rfc7515-a2-rs256.tampered-signature.jwt"
+            )),
+            "rs-payload" => include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/data/rfc7515-a2-rs256.tampered-payload.jwt"
+            )),
+            "es" => include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/data/rfc7515-a3-es256.jwt"
+            )),
+            "es-sig" => include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/data/rfc7515-a3-es256.tampered-signature.jwt"
+            )),
+            "es-payload" => include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/data/rfc7515-a3-es256.tampered-payload.jwt"
+            )),
+            _ => panic!("no such vector {name}"),
+        };
+        text.trim().to_owned()
+    }
+
+    fn asym_verifier(alg: Alg, pem: &str) -> Verifier {
+        let der = pem_decode(pem, "PUBLIC KEY").expect("pem");
+        let key = Key::from_spki_der(None, alg, &der).expect("key fits alg");
+        Verifier {
+            keys: KeySet::new(vec![key]).expect("keyset"),
+            rules: rules(4096),
+        }
+    }
+
+    #[test]
+    fn rfc7515_a2_rs256_and_a3_es256_verify_and_their_twins_do_not() {
+        for (alg, pem, good, twins) in [
+            (Alg::RS256, RS_PEM, "rs", ["rs-sig", "rs-payload"]),
+            (Alg::ES256, ES_PEM, "es", ["es-sig", "es-payload"]),
+        ] {
+            let v = asym_verifier(alg, pem);
+            let token = asym_data(good);
+            let mut scratch = Scratch::new(4096);
+            let signed = v
+                .verify_signature(token.as_bytes(), &mut scratch)
+                .expect("RFC signature verifies");
+            assert_eq!(signed.alg, alg);
+            assert_eq!(
+                signed.payload,
+                b"{\"iss\":\"joe\",\r\n \"exp\":1300819380,\r\n \"http://example.com/is_root\":true}"
+            );
+            let mut scratch = Scratch::new(4096);
+            assert_eq!(
+                v.verify(token.as_bytes(), 1_300_819_379, &mut scratch)
+                    .err(),
+                Some(TokenError::MissingSub)
+            );
+            for twin in twins {
+                let t = asym_data(twin);
+                let mut scratch = Scratch::new(4096);
+                assert_eq!(
+                    v.verify_signature(t.as_bytes(), &mut scratch).err(),
+                    Some(TokenError::BadSignature),
+                    "{twin}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn rsa_and_ec_keys_verify_only_their_own_algorithm() {
+        let rs_der = pem_decode(RS_PEM, "PUBLIC KEY").expect("pem");
+        let es_der = pem_decode(ES_PEM, "PUBLIC KEY").expect("pem");
+        // The SPKI's key type must fit the configured alg.
+        for alg in [Alg::ES256, Alg::ES384, Alg::EdDSA, Alg::HS256] {
+            assert!(
+                matches!(
+                    Key::from_spki_der(None, alg, &rs_der),
+                    Err(KeyError::WrongKeyType { .. })
+                ),
+                "{alg}"
+            );
+        }
+        for alg in [Alg::RS256, Alg::PS256, Alg::ES384, Alg::EdDSA] {
+            assert!(
+                matches!(
+                    Key::from_spki_der(None, alg, &es_der),
+                    Err(KeyError::WrongKeyType { .. })
+                ),
+                "{alg}"
+            );
+        }
+        for alg in [
+            Alg::RS256,
+            Alg::RS384,
+            Alg::RS512,
+            Alg::PS256,
+            Alg::PS384,
+            Alg::PS512,
+        ] {
+            assert!(Key::from_spki_der(None, alg, &rs_der).is_ok(), "{alg}");
+        }
+        // Classic confusion: HS256 signed with the RSA key's public bytes (the PEM text
+        // and the DER), RS256 against the EC key, ES256 against the RSA key.
+        let v = Verifier {
+            keys: KeySet::new(vec![
+                Key::from_spki_der(Some("rsa".into()), Alg::RS256, &rs_der).expect("rsa"),
+                Key::from_spki_der(Some("ec".into()), Alg::ES256, &es_der).expect("ec"),
+            ])
+            .expect("keyset"),
+            rules: rules(4096),
+        };
+        for secret in [RS_PEM.as_bytes(), &rs_der] {
+            let forged = sign_hs(
+                hmac::HMAC_SHA256,
+                secret,
+                r#"{"alg":"HS256","kid":"rsa"}"#,
+                CLAIMS,
+            );
+            assert_eq!(err(&v, &forged), TokenError::AlgKeyMismatch);
+            let forged = sign_hs(hmac::HMAC_SHA256, secret, r#"{"alg":"HS256"}"#, CLAIMS);
+            assert_eq!(err(&v, &forged), TokenError::NoKeyForAlg);
+        }
+        let rs_sig = asym_data("rs");
+        let sig = rs_sig.rsplit('.').next().expect("sig");
+        for header in [
+            r#"{"alg":"RS256","kid":"ec"}"#,
+            r#"{"alg":"PS256","kid":"rsa"}"#,
+        ] {
+            let t = format!(
+                "{}.{}.{sig}",
+                b64(header.as_bytes()),
+                b64(CLAIMS.as_bytes())
+            );
+            assert_eq!(err(&v, &t), TokenError::AlgKeyMismatch, "{header}");
+        }
+        let es_sig = asym_data("es");
+        let sig = es_sig.rsplit('.').next().expect("sig");
+        let t = format!(
+            "{}.{}.{sig}",
+            b64(br#"{"alg":"ES256","kid":"rsa"}"#),
+            b64(CLAIMS.as_bytes())
+        );
+        assert_eq!(err(&v, &t), TokenError::AlgKeyMismatch);
+        // A signature of the wrong length never reaches ring.
+        let t = format!(
+            "{}.{}.{}",
+            b64(br#"{"alg":"RS256","kid":"rsa"}"#),
+            b64(CLAIMS.as_bytes()),
+            b64(&[1; 255])
+        );
+        assert_eq!(err(&v, &t), TokenError::BadSignature);
+    }
+
+    #[test]
+    fn es384_and_ps256_sign_and_verify() {
+        use ring::rand::SystemRandom;
+        use ring::signature::{EcdsaKeyPair, ECDSA_P384_SHA384_FIXED_SIGNING};
+        let rng = SystemRandom::new();
+        let pkcs8 =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, &rng).expect("pkcs8");
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .expect("pair");
+        let public = crate::auth::spki::PublicKey::ec(
+            crate::auth::spki::Curve::P384,
+            pair.public_key().as_ref(),
+        )
+        .expect("point");
+        let key = Key::public(Some("p384".into()), Alg::ES384, public).expect("fits");
+        let v = Verifier {
+            keys: KeySet::new(vec![key]).expect("keyset"),
+            rules: rules(4096),
+        };
+        let input = format!(
+            "{}.{}",
+            b64(br#"{"alg":"ES384","kid":"p384"}"#),
+            b64(CLAIMS.as_bytes())
+        );
+        let sig = pair.sign(&rng, input.as_bytes()).expect("sign");
+        assert_eq!(sig.as_ref().len(), 96);
+        let token = format!("{input}.{}", b64(sig.as_ref()));
+        assert_eq!(check(&v, &token), Ok(("alice".to_owned(), 1_000_100)));
+        let mut bad = sig.as_ref().to_vec();
+        bad[95] ^= 1;
+        let token = format!("{input}.{}", b64(&bad));
+        assert_eq!(err(&v, &token), TokenError::BadSignature);
+    }
+
+    // --- SPEC §9 providers: selection by (iss, kid) -----------------------------------
+
+    struct Signer {
+        pair: ring::signature::EcdsaKeyPair,
+        rng: ring::rand::SystemRandom,
+    }
+
+    impl Signer {
+        fn new() -> Signer {
+            use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+            let rng = ring::rand::SystemRandom::new();
+            let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+                .expect("pkcs8");
+            let pair =
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+                    .expect("pair");
+            Signer { pair, rng }
+        }
+
+        fn jwk(&self, kid: Option<&str>) -> serde_json::Value {
+            let point = self.pair.public_key().as_ref();
+            let mut jwk = serde_json::json!({
+                "kty": "EC", "crv": "P-256", "use": "sig",
+                "x": b64(point.get(1..33).expect("x")), "y": b64(point.get(33..).expect("y")),
+            });
+            if let (Some(kid), Some(o)) = (kid, jwk.as_object_mut()) {
+                o.insert("kid".into(), kid.into());
+            }
+            jwk
+        }
+
+        fn token(&self, header: &str, payload: &str) -> String {
+            let input = format!("{}.{}", b64(header.as_bytes()), b64(payload.as_bytes()));
+            let sig = self.pair.sign(&self.rng, input.as_bytes()).expect("sign");
+            format!("{input}.{}", b64(sig.as_ref()))
+        }
+    }
+
+    fn provider_keys(issuer: &str, jwks: Vec<serde_json::Value>) -> std::sync::Arc<ProviderKeys> {
+        let doc = serde_json::json!({ "keys": jwks }).to_string();
+        let set = crate::auth::jwk::parse_jwk_set(doc.as_bytes()).expect("set");
+        std::sync::Arc::new(ProviderKeys::from_jwk_set(issuer, &set))
+    }
+
+    const A: &str = "https://a.example/realms/app";
+    const B: &str = "https://b.example";
+
+    fn claims_of(iss: Option<&str>, extra: &str) -> String {
+        match iss {
+            Some(iss) => payload_with(&format!(r#","iss":"{iss}"{extra}"#)),
+            None => payload_with(extra),
+        }
+    }
+
+    /// Static HS256 key "k1"; providers A and B, each with an ES256 key "k1" of its own.
+    fn two_issuers(a: &Signer, b: &Signer) -> Verifier {
+        let keys = KeySet::new(vec![
+            Key::hmac(Some("k1".into()), Alg::HS256, &HS_SECRET).expect("hmac")
+        ])
+        .expect("keyset")
+        .with_providers(vec![
+            Provider::new(
+                A.into(),
+                None,
+                None,
+                provider_keys(A, vec![a.jwk(Some("k1"))]),
+            ),
+            Provider::new(
+                B.into(),
+                Some("api".into()),
+                None,
+                provider_keys(B, vec![b.jwk(Some("k1"))]),
+            ),
+        ])
+        .expect("providers");
+        Verifier {
+            keys,
+            rules: rules(4096),
+        }
+    }
+
+    #[test]
+    fn same_kid_two_issuers_each_verifies_only_its_own_tokens() {
+        let (a, b) = (Signer::new(), Signer::new());
+        let v = two_issuers(&a, &b);
+        let es = r#"{"alg":"ES256","kid":"k1"}"#;
+        // A's key verifies A's token.
+        let t = a.token(es, &claims_of(Some(A), ""));
+        let mut scratch = Scratch::new(4096);
+        let c = v
+            .verify(t.as_bytes(), NOW, &mut scratch)
+            .expect("A verifies A");
+        assert_eq!(c.iss.as_deref(), Some(A));
+        assert_eq!(c.alg, Alg::ES256);
+        let fp_a = c.key_fingerprint();
+        assert!(v.keys.fingerprints().contains(&fp_a));
+        // Signed by A's key but claiming B: B's "k1" is used, and fails.
+        let t = a.token(es, &claims_of(Some(B), r#","aud":"api""#));
+        assert_eq!(err(&v, &t), TokenError::BadSignature);
+        // B's own token (B's audience "api" overrides the unset auth.audience).
+        let t = b.token(es, &claims_of(Some(B), r#","aud":"api""#));
+        let mut scratch = Scratch::new(4096);
+        let c = v
+            .verify(t.as_bytes(), NOW, &mut scratch)
+            .expect("B verifies B");
+        assert_ne!(c.key_fingerprint(), fp_a);
+        let t = b.token(es, &claims_of(Some(B), ""));
+        assert_eq!(err(&v, &t), TokenError::WrongAudience);
+        // A provider's token is never verified by a static key, even one with its kid.
+        let t = hs256(r#"{"alg":"HS256","kid":"k1"}"#, &claims_of(Some(A), ""));
+        assert_eq!(err(&v, &t), TokenError::AlgKeyMismatch);
+        // A provider's key never verifies a token of another (or no) issuer: the static
+        // "k1" is selected, and it is HS256.
+        for iss in [
+            None,
+            Some("https://c.example"),
+            Some("https://a.example/realms/app/"),
+        ] {
+            let t = a.token(es, &claims_of(iss, ""));
+            assert_eq!(err(&v, &t), TokenError::AlgKeyMismatch, "{iss:?}");
+        }
+        // Static tokens keep working.
+        assert!(check(
+            &v,
+            &hs256(r#"{"alg":"HS256","kid":"k1"}"#, &claims_of(None, ""))
+        )
+        .is_ok());
+        // Unknown kid within the provider; HS256 and alg/key mismatch from a provider.
+        let t = a.token(r#"{"alg":"ES256","kid":"k2"}"#, &claims_of(Some(A), ""));
+        assert_eq!(err(&v, &t), TokenError::UnknownKid);
+        let t = a.token(r#"{"alg":"ES384","kid":"k1"}"#, &claims_of(Some(A), ""));
+        assert_eq!(err(&v, &t), TokenError::AlgKeyMismatch);
+        let t = hs256(r#"{"alg":"HS256"}"#, &claims_of(Some(A), ""));
+        assert_eq!(err(&v, &t), TokenError::AlgKeyMismatch);
+    }
+
+    #[test]
+    fn the_same_jwk_under_two_issuers_is_two_keys() {
+        let a = Signer::new();
+        let ka = provider_keys(A, vec![a.jwk(Some("k"))]);
+        let kb = provider_keys(B, vec![a.jwk(Some("k"))]);
+        let fa: Vec<u64> = ka.iter().map(Key::fingerprint).collect();
+        let fb: Vec<u64> = kb.iter().map(Key::fingerprint).collect();
+        assert_eq!(fa.len(), 1);
+        assert_ne!(fa, fb);
+    }
+
+    #[test]
+    fn provider_kidless_selection_allowlist_and_snapshots() {
+        let (a, a2) = (Signer::new(), Signer::new());
+        let one = KeySet::new(vec![])
+            .expect("keyset")
+            .with_providers(vec![Provider::new(
+                A.into(),
+                None,
+                Some(vec![Alg::ES256]),
+                provider_keys(A, vec![a.jwk(None)]),
+            )])
+            .expect("providers");
+        let v = Verifier {
+            keys: one.clone(),
+            rules: rules(4096),
+        };
+        let plain = r#"{"alg":"ES256"}"#;
+        assert!(check(&v, &a.token(plain, &claims_of(Some(A), ""))).is_ok());
+        // The JWK has no kid: a token naming one finds nothing.
+        let t = a.token(r#"{"alg":"ES256","kid":"x"}"#, &claims_of(Some(A), ""));
+        assert_eq!(err(&v, &t), TokenError::UnknownKid);
+        // Two usable ES256 keys: a token without kid is ambiguous.
+        let two = one
+            .with_provider_keys(A, provider_keys(A, vec![a.jwk(None), a2.jwk(Some("k2"))]))
+            .expect("known issuer");
+        let v2 = Verifier {
+            keys: two,
+            rules: rules(4096),
+        };
+        assert_eq!(
+            err(&v2, &a.token(plain, &claims_of(Some(A), ""))),
+            TokenError::AmbiguousKey
+        );
+        assert!(check(
+            &v2,
+            &a2.token(r#"{"alg":"ES256","kid":"k2"}"#, &claims_of(Some(A), ""))
+        )
+        .is_ok());
+        // The old snapshot is untouched.
+        assert!(check(&v, &a.token(plain, &claims_of(Some(A), ""))).is_ok());
+        // Rotation: a set without a's key stops verifying its tokens.
+        let rotated = one
+            .with_provider_keys(A, provider_keys(A, vec![a2.jwk(Some("k2"))]))
+            .expect("known issuer");
+        let v3 = Verifier {
+            keys: rotated,
+            rules: rules(4096),
+        };
+        assert_eq!(
+            err(&v3, &a.token(plain, &claims_of(Some(A), ""))),
+            TokenError::BadSignature
+        );
+        assert!(one
+            .with_provider_keys(B, provider_keys(B, vec![]))
+            .is_none());
+        // `algorithms` allowlist: an RSA key's RS256 is refused when only ES256 is listed.
+        let rs = KeySet::new(vec![])
+            .expect("keyset")
+            .with_providers(vec![Provider::new(
+                A.into(),
+                None,
+                Some(vec![Alg::ES384]),
+                provider_keys(A, vec![a.jwk(None)]),
+            )])
+            .expect("providers");
+        let v4 = Verifier {
+            keys: rs,
+            rules: rules(4096),
+        };
+        assert_eq!(
+            err(&v4, &a.token(plain, &claims_of(Some(A), ""))),
+            TokenError::AlgNotAllowed
+        );
+        // An issuer configured twice.
+        assert!(KeySet::new(vec![])
+            .expect("keyset")
+            .with_providers(vec![
+                Provider::new(A.into(), None, None, provider_keys(A, vec![])),
+                Provider::new(A.into(), None, None, provider_keys(A, vec![])),
+            ])
+            .is_err());
+    }
+
+    #[test]
+    fn peeking_at_the_issuer_reads_nothing_else() {
+        use crate::auth::claims::peek_issuer;
+        assert_eq!(
+            peek_issuer(br#"{"sub":"a","iss":"x"}"#).as_deref(),
+            Some("x")
+        );
+        assert_eq!(peek_issuer(br#"{"iss":"\u0078"}"#).as_deref(), Some("x"));
+        assert_eq!(peek_issuer(br#"{"iss":1}"#), None);
+        assert_eq!(peek_issuer(br#"{"sub":"a"}"#), None);
+        assert_eq!(peek_issuer(br#"["iss"]"#), None);
+        assert_eq!(peek_issuer(b"\xff"), None);
+        assert_eq!(peek_issuer(br#"{"x":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]],"iss":"x"}"#), None);
+        // A second `iss` does not get past the full parse after the signature.
+        let (a, b) = (Signer::new(), Signer::new());
+        let v = two_issuers(&a, &b);
+        let t = a.token(
+            r#"{"alg":"ES256","kid":"k1"}"#,
+            &format!(r#"{{"sub":"a","exp":1000100,"iss":"{A}","iss":"{B}"}}"#),
+        );
+        assert_eq!(err(&v, &t), TokenError::DuplicateClaim);
     }
 
     // --- attack catalogue: header parameters -----------------------------------------

@@ -82,7 +82,133 @@ pub fn keygen(alg: Alg, out_prefix: &Path) -> Result<Vec<PathBuf>, String> {
             write_new(&path, text.as_bytes())?;
             Ok(vec![path])
         }
+        Alg::ES256 | Alg::RS256 => {
+            let private_path = with_suffix(out_prefix, ".key.pem");
+            let public_path = with_suffix(out_prefix, ".pub.pem");
+            for path in [&private_path, &public_path] {
+                if fs::symlink_metadata(path).is_ok() {
+                    return Err(exists(path));
+                }
+            }
+            let (pkcs8, spki) = if alg == Alg::ES256 {
+                p256_pair(&rng)?
+            } else {
+                rsa_pair()?
+            };
+            // The gateway's own loader must accept the public half for this alg.
+            crate::auth::keys::Key::from_spki_der(None, alg, &spki)
+                .map_err(|e| format!("keygen: generated public key refused: {e}"))?;
+            write_new(&private_path, pem_encode(&pkcs8, "PRIVATE KEY").as_bytes())?;
+            if let Err(e) = write_new(&public_path, pem_encode(&spki, "PUBLIC KEY").as_bytes()) {
+                let _ = fs::remove_file(&private_path);
+                return Err(e);
+            }
+            Ok(vec![private_path, public_path])
+        }
+        other => Err(format!(
+            "keygen: cannot make {other} keys (EdDSA, ES256, RS256, HS256, HS384, HS512)"
+        )),
     }
+}
+
+/// The DER prefix of a P-256 SubjectPublicKeyInfo (RFC 5480): id-ecPublicKey, secp256r1,
+/// then the 65-byte uncompressed point.
+const P256_SPKI_PREFIX: [u8; 26] = [
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
+    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+];
+
+/// An ECDSA P-256 key pair: ring's PKCS#8 (RFC 5915 inside RFC 5208) and the SPKI.
+fn p256_pair(rng: &SystemRandom) -> Result<(Vec<u8>, Vec<u8>), String> {
+    use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, rng)
+        .map_err(|_| "keygen: the system random generator failed".to_owned())?;
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), rng)
+        .map_err(|_| "keygen: generated key did not parse".to_owned())?;
+    let spki = [&P256_SPKI_PREFIX[..], pair.public_key().as_ref()].concat();
+    Ok((pkcs8.as_ref().to_vec(), spki))
+}
+
+/// A 2048-bit RSA key pair (e = 65537) made by the `rsa` crate, written as PKCS#8
+/// (RFC 5208 around RFC 8017 A.1.2) and SPKI, and checked by loading it into ring.
+fn rsa_pair() -> Result<(Vec<u8>, Vec<u8>), String> {
+    use rsa::traits::{PrivateKeyParts as _, PublicKeyParts as _};
+    let key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 2048)
+        .map_err(|e| format!("keygen: RSA key generation failed: {e}"))?;
+    let [p, q] = key.primes() else {
+        return Err("keygen: RSA key has more than two primes".into());
+    };
+    let (Some(dp), Some(dq), Some(qinv)) = (key.dp(), key.dq(), key.crt_coefficient()) else {
+        return Err("keygen: RSA key without CRT values".into());
+    };
+    let int = |v: &rsa::BigUint| der_integer(&v.to_bytes_be());
+    let private = der(
+        0x30,
+        &[
+            der_integer(&[0]),
+            int(key.n()),
+            int(key.e()),
+            int(key.d()),
+            int(p),
+            int(q),
+            int(dp),
+            int(dq),
+            int(&qinv),
+        ]
+        .concat(),
+    );
+    // AlgorithmIdentifier { rsaEncryption, NULL } (RFC 3279 §2.3.1).
+    let algorithm = der(
+        0x30,
+        &[
+            der(
+                0x06,
+                &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01],
+            ),
+            vec![0x05, 0x00],
+        ]
+        .concat(),
+    );
+    let pkcs8 = der(
+        0x30,
+        &[der_integer(&[0]), algorithm.clone(), der(0x04, &private)].concat(),
+    );
+    let public = der(0x30, &[int(key.n()), int(key.e())].concat());
+    let spki = der(
+        0x30,
+        &[algorithm, der(0x03, &[&[0u8][..], &public].concat())].concat(),
+    );
+    ring::signature::RsaKeyPair::from_pkcs8(&pkcs8)
+        .map_err(|e| format!("keygen: generated RSA key refused by ring: {e}"))?;
+    Ok((pkcs8, spki))
+}
+
+/// One DER element (X.690 §8.1: definite length, short or long form).
+fn der(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let len = body.len();
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes = len.to_be_bytes();
+        let skip = bytes.iter().take_while(|b| **b == 0).count();
+        let significant = bytes.get(skip..).unwrap_or_default();
+        out.push(0x80 | significant.len() as u8);
+        out.extend_from_slice(significant);
+    }
+    out.extend_from_slice(body);
+    out
+}
+
+/// A non-negative DER INTEGER from big-endian bytes (minimal, with a 0 when the top bit is
+/// set).
+fn der_integer(be: &[u8]) -> Vec<u8> {
+    let skip = be.iter().take_while(|b| **b == 0).count();
+    let mut body = be.get(skip..).unwrap_or_default().to_vec();
+    if body.first().is_none_or(|b| b & 0x80 != 0) {
+        body.insert(0, 0);
+    }
+    der(0x02, &body)
 }
 
 /// `PREFIX` + `suffix`, without touching any dots already in the prefix.
@@ -137,6 +263,47 @@ mod tests {
         let spki =
             pem_decode(&fs::read_to_string(&files[1]).expect("read"), "PUBLIC KEY").expect("pem");
         assert_eq!(&spki[12..], pair.public_key().as_ref());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn es256_and_rs256_key_pairs_sign_what_the_gateway_verifies() {
+        let dir = temp_dir("asym");
+        for (alg, name) in [(Alg::ES256, "es"), (Alg::RS256, "rs")] {
+            let prefix = dir.join(name);
+            let paths = keygen(alg, &prefix).expect("keygen");
+            assert_eq!(
+                paths,
+                [
+                    dir.join(format!("{name}.key.pem")),
+                    dir.join(format!("{name}.pub.pem"))
+                ]
+            );
+            for p in &paths {
+                assert_eq!(mode(p), 0o600, "{}", p.display());
+            }
+            // token mint reads the private key; the gateway verifies with the public one.
+            let (got, signing) =
+                crate::cli::token::SigningKey::load(&paths[0], None).expect("loads");
+            assert_eq!(got, alg);
+            let token =
+                crate::cli::token::sign(alg, &signing, &format!(r#"{{"alg":"{alg}"}}"#), "{}")
+                    .expect("sign");
+            let spki = pem_decode(&fs::read_to_string(&paths[1]).expect("read"), "PUBLIC KEY")
+                .expect("pem");
+            let key = Key::from_spki_der(None, alg, &spki).expect("gateway accepts it");
+            let (input, sig) = token.rsplit_once('.').expect("three segments");
+            let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(sig)
+                .expect("b64");
+            assert!(key.verify_signature(input.as_bytes(), &sig));
+            if alg == Alg::RS256 {
+                assert_eq!(key.signature_len(), 256);
+            }
+            // Never overwritten.
+            let e = keygen(alg, &prefix).expect_err("exists");
+            assert!(e.contains("already exists"), "{e}");
+        }
         let _ = fs::remove_dir_all(&dir);
     }
 

@@ -5,6 +5,7 @@
 pub mod check;
 pub mod demo;
 pub mod init;
+mod inspect;
 pub mod keygen;
 pub mod revoke;
 pub mod run;
@@ -212,7 +213,7 @@ enum TopCommand {
     /// Write key files: PREFIX.key.pem and PREFIX.pub.pem (EdDSA) or PREFIX.secret (HS*)
     Keygen {
         /// Key algorithm
-        #[arg(long, value_parser = ["EdDSA", "HS256", "HS384", "HS512"])]
+        #[arg(long, value_parser = ["EdDSA", "ES256", "RS256", "HS256", "HS384", "HS512"])]
         alg: String,
         /// Output file prefix
         #[arg(long, value_name = "PREFIX")]
@@ -455,7 +456,7 @@ mod tests {
 
     #[test]
     fn keygen() {
-        for alg in ["EdDSA", "HS256", "HS384", "HS512"] {
+        for alg in ["EdDSA", "ES256", "RS256", "HS256", "HS384", "HS512"] {
             assert_eq!(
                 parse(&["keygen", "--alg", alg, "--out", "keys/k"]).unwrap(),
                 Command::Keygen {
@@ -465,7 +466,7 @@ mod tests {
             );
         }
         assert_eq!(
-            kind(&["keygen", "--alg", "RS256", "--out", "k"]),
+            kind(&["keygen", "--alg", "PS256", "--out", "k"]),
             ErrorKind::InvalidValue
         );
         assert_eq!(

@@ -134,7 +134,16 @@ pub fn run(command: Command) -> Result<(), Failure> {
             let verifier = match config {
                 Some(path) => {
                     let cfg = load(&path)?;
-                    server::build_verifier(&cfg).map_err(Failure::config)?
+                    let verifier = server::build_verifier(&cfg).map_err(Failure::config)?;
+                    // SPEC §9: inspect fetches the providers' sets, and says what it fetched.
+                    verifier.map(|v| {
+                        let (v, lines) =
+                            crate::control::issuers::fetch_for_inspect(v, &cfg.auth.providers);
+                        for line in lines {
+                            println!("{line}");
+                        }
+                        v
+                    })
                 }
                 None => None,
             };

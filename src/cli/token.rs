@@ -3,17 +3,16 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use ring::hmac;
-use ring::signature::Ed25519KeyPair;
+use ring::rand::SystemRandom;
+use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair, RsaKeyPair};
 use serde_json::Value;
 
 use crate::auth::claims::{parse_claims, ScopeSet, MAX_CLAIMS};
-use crate::auth::error::TokenError;
-use crate::auth::jws::{self, NameSet, MAX_HEADER_MEMBERS};
+use crate::auth::jws::NameSet;
 use crate::auth::keys::{decode_secret_file, pem_decode, Alg, Key};
-use crate::auth::verify::{Scratch, Verifier};
 
 /// What `token mint` puts in a token.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,6 +45,61 @@ pub enum SigningKey {
     Ed25519(Ed25519KeyPair),
     /// HMAC secret bytes (the hash comes from the `alg` passed to `sign`).
     Hmac(Vec<u8>),
+    /// An RSA key pair (RS* or PS*, from the `alg` passed to `sign`).
+    Rsa(RsaKeyPair),
+    /// An ECDSA key pair (P-256: ES256, P-384: ES384).
+    Ecdsa(EcdsaKeyPair),
+}
+
+/// Reads a PKCS#8 `PRIVATE KEY`: Ed25519, ECDSA P-256 / P-384 or RSA, and the algorithm it
+/// signs (`alg` picks among RS* / PS* for RSA; RS256 by default).
+fn load_pkcs8(der: &[u8], alg: Option<Alg>) -> Result<(Alg, SigningKey), String> {
+    // `maybe_unchecked` also reads PKCS#8 v1 files (openssl genpkey -algorithm ed25519).
+    if let Ok(pair) = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der) {
+        return match alg {
+            Some(other) if other != Alg::EdDSA => Err(format!(
+                "an Ed25519 private key signs EdDSA tokens, not {other}"
+            )),
+            _ => Ok((Alg::EdDSA, SigningKey::Ed25519(pair))),
+        };
+    }
+    let rng = SystemRandom::new();
+    for (curve_alg, signing) in [
+        (Alg::ES256, &signature::ECDSA_P256_SHA256_FIXED_SIGNING),
+        (Alg::ES384, &signature::ECDSA_P384_SHA384_FIXED_SIGNING),
+    ] {
+        if let Ok(pair) = EcdsaKeyPair::from_pkcs8(signing, der, &rng) {
+            return match alg {
+                Some(other) if other != curve_alg => {
+                    Err(format!("this EC key signs {curve_alg} tokens, not {other}"))
+                }
+                _ => Ok((curve_alg, SigningKey::Ecdsa(pair))),
+            };
+        }
+    }
+    if let Ok(pair) = RsaKeyPair::from_pkcs8(der) {
+        let alg = alg.unwrap_or(Alg::RS256);
+        if alg.rsa_parameters().is_none() {
+            return Err(format!(
+                "an RSA private key signs RS256/384/512 or PS256/384/512 tokens, not {alg}"
+            ));
+        }
+        return Ok((alg, SigningKey::Rsa(pair)));
+    }
+    Err("not a PKCS#8 private key of a supported type (Ed25519, EC P-256/P-384, RSA 2048-bit or larger)".into())
+}
+
+/// ring's RSA padding for RS* / PS*.
+fn rsa_padding(alg: Alg) -> Option<&'static dyn signature::RsaEncoding> {
+    Some(match alg {
+        Alg::RS256 => &signature::RSA_PKCS1_SHA256,
+        Alg::RS384 => &signature::RSA_PKCS1_SHA384,
+        Alg::RS512 => &signature::RSA_PKCS1_SHA512,
+        Alg::PS256 => &signature::RSA_PSS_SHA256,
+        Alg::PS384 => &signature::RSA_PSS_SHA384,
+        Alg::PS512 => &signature::RSA_PSS_SHA512,
+        _ => return None,
+    })
 }
 
 impl SigningKey {
@@ -55,16 +109,8 @@ impl SigningKey {
         let at = |msg: &str| format!("{}: {msg}", path.display());
         let text = std::fs::read_to_string(path).map_err(|e| at(&e.to_string()))?;
         if text.contains("-----BEGIN PRIVATE KEY-----") {
-            if let Some(other) = alg.filter(|a| *a != Alg::EdDSA) {
-                return Err(at(&format!(
-                    "an Ed25519 private key signs EdDSA tokens, not {other}"
-                )));
-            }
             let der = pem_decode(&text, "PRIVATE KEY").map_err(|e| at(&e.to_string()))?;
-            // `maybe_unchecked` also reads PKCS#8 v1 files (openssl genpkey -algorithm ed25519).
-            let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der)
-                .map_err(|_| at("not an Ed25519 PKCS#8 private key"))?;
-            return Ok((Alg::EdDSA, SigningKey::Ed25519(pair)));
+            return load_pkcs8(&der, alg).map_err(|e| at(&e));
         }
         if text.contains("-----BEGIN PUBLIC KEY-----") {
             return Err(at(
@@ -73,7 +119,7 @@ impl SigningKey {
         }
         if text.contains("-----BEGIN ") {
             return Err(at(
-                "unsupported PEM key: expected an Ed25519 PKCS#8 PRIVATE KEY",
+                "unsupported PEM key: expected a PKCS#8 PRIVATE KEY (Ed25519, EC P-256/P-384 or RSA)",
             ));
         }
         let secret = decode_secret_file(&text).map_err(|e| at(&e.to_string()))?;
@@ -124,7 +170,27 @@ pub fn sign(
     token.push('.');
     token.push_str(&URL_SAFE_NO_PAD.encode(payload_json));
     let signature: Vec<u8> = match (alg.hmac_algorithm(), key) {
-        (None, SigningKey::Ed25519(pair)) => pair.sign(token.as_bytes()).as_ref().to_vec(),
+        (None, SigningKey::Ed25519(pair)) if alg == Alg::EdDSA => {
+            pair.sign(token.as_bytes()).as_ref().to_vec()
+        }
+        (None, SigningKey::Rsa(pair)) => {
+            let padding =
+                rsa_padding(alg).ok_or_else(|| format!("{alg} cannot sign with an RSA key"))?;
+            let mut signature = vec![0; pair.public().modulus_len()];
+            pair.sign(
+                padding,
+                &SystemRandom::new(),
+                token.as_bytes(),
+                &mut signature,
+            )
+            .map_err(|_| format!("{alg}: RSA signing failed"))?;
+            signature
+        }
+        (None, SigningKey::Ecdsa(pair)) if matches!(alg, Alg::ES256 | Alg::ES384) => pair
+            .sign(&SystemRandom::new(), token.as_bytes())
+            .map_err(|_| format!("{alg}: ECDSA signing failed"))?
+            .as_ref()
+            .to_vec(),
         (Some(hash), SigningKey::Hmac(secret)) => {
             hmac::sign(&hmac::Key::new(hash, secret), token.as_bytes())
                 .as_ref()
@@ -277,7 +343,7 @@ pub fn human_duration(secs: u64) -> String {
 }
 
 /// A time relative to now: "in 5m" / "3m20s ago" / "now".
-fn relative(t: u64, now: u64) -> String {
+pub(super) fn relative(t: u64, now: u64) -> String {
     match t.cmp(&now) {
         std::cmp::Ordering::Greater => format!("in {}", human_duration(t - now)),
         std::cmp::Ordering::Less => format!("{} ago", human_duration(now - t)),
@@ -285,475 +351,15 @@ fn relative(t: u64, now: u64) -> String {
     }
 }
 
-/// Untrusted text for a terminal: quoted, control characters escaped, long values cut.
-fn shown(s: &str) -> String {
-    const MAX: usize = 80;
-    match s.char_indices().nth(MAX) {
-        Some((cut, _)) => format!("{:?}... ({} bytes)", s.get(..cut).unwrap_or(""), s.len()),
-        None => format!("{s:?}"),
-    }
-}
-
-/// A JSON value for a terminal (JSON escapes control characters), long values cut.
-fn shown_json(v: &Value) -> String {
-    let text = v.to_string();
-    match text.char_indices().nth(80) {
-        Some((cut, _)) => format!(
-            "{}... ({} bytes)",
-            text.get(..cut).unwrap_or(""),
-            text.len()
-        ),
-        None => text,
-    }
-}
-
-/// Lenient base64url decoding for display: padding and the standard alphabet accepted.
-fn lenient_decode(segment: &str) -> Option<Vec<u8>> {
-    let trimmed = segment.trim_end_matches('=');
-    URL_SAFE_NO_PAD
-        .decode(trimmed)
-        .or_else(|_| STANDARD_NO_PAD.decode(trimmed))
-        .ok()
-}
-
-/// Decoded JSON for display: pretty when it parses, else escaped text.
-fn display_json(out: &mut String, bytes: &[u8]) {
-    match serde_json::from_slice::<Value>(bytes) {
-        Ok(v) => {
-            let pretty = serde_json::to_string_pretty(&v).unwrap_or_default();
-            for line in pretty.lines() {
-                let _ = writeln!(out, "  {line}");
-            }
-        }
-        Err(_) => match std::str::from_utf8(bytes) {
-            Ok(text) => {
-                let _ = writeln!(out, "  (not JSON) {}", shown(text));
-            }
-            Err(_) => {
-                let _ = writeln!(out, "  (not UTF-8: {} bytes)", bytes.len());
-            }
-        },
-    }
-}
-
-/// One reason a token is refused: the rule (for de-duplication) and a precise sentence.
-struct Finding {
-    rule: TokenError,
-    text: String,
-}
-
-/// Decodes `token` for display (even when invalid; the signature is never printed) and says
-/// whether `verifier` accepts it at `now_unix`, listing every applicable reason when not.
-/// Returns the report and whether the token is accepted. Revocations are not consulted.
-pub fn inspect(token: &str, verifier: Option<&Verifier>, now_unix: u64) -> (String, bool) {
-    let token = token.trim_ascii();
-    let mut out = String::new();
-    let segments: Vec<&str> = token.split('.').collect();
-    let _ = writeln!(
-        out,
-        "token: {} bytes, {} segment(s)",
-        token.len(),
-        segments.len()
-    );
-    if let Some(header) = segments.first() {
-        let _ = writeln!(out, "header:");
-        match lenient_decode(header) {
-            Some(bytes) => display_json(&mut out, &bytes),
-            None => out.push_str("  (not base64url)\n"),
-        }
-    }
-    if let Some(payload) = segments.get(1) {
-        let _ = writeln!(out, "payload:");
-        match lenient_decode(payload) {
-            Some(bytes) => {
-                display_json(&mut out, &bytes);
-                if let Ok(Value::Object(claims)) = serde_json::from_slice::<Value>(&bytes) {
-                    for name in ["iat", "nbf", "exp"] {
-                        if let Some(t) = claims.get(name).and_then(Value::as_u64) {
-                            let _ = writeln!(
-                                out,
-                                "  {name}: {} ({})",
-                                rfc3339(t),
-                                relative(t, now_unix)
-                            );
-                        }
-                    }
-                }
-            }
-            None => out.push_str("  (not base64url)\n"),
-        }
-    }
-    if let Some(signature) = segments.get(2) {
-        match lenient_decode(signature) {
-            Some(bytes) => {
-                let _ = writeln!(out, "signature: {} bytes (not shown)", bytes.len());
-            }
-            None => out.push_str("signature: (not base64url; not shown)\n"),
-        }
-    }
-    let _ = writeln!(out, "now: {}", rfc3339(now_unix));
-
-    let Some(verifier) = verifier else {
-        out.push_str(
-            "\nverdict: NOT CHECKED: no configuration given (pass -c wsgate.toml to check keys and rules)\n",
-        );
-        return (out, false);
-    };
-
-    let mut findings = diagnose(token.as_bytes(), verifier, now_unix, &mut out);
-    let mut scratch = Scratch::new(verifier.rules.max_token_bytes);
-    let accepted = match verifier.verify(token.as_bytes(), now_unix, &mut scratch) {
-        Ok(claims) => {
-            let scopes: Vec<&str> = claims.scopes().collect();
-            let _ = writeln!(
-                out,
-                "\nverdict: ACCEPTED\n  sub: {}\n  scopes: {}\n  key: {} ({})\n  expires: {} ({})",
-                shown(&claims.sub),
-                if scopes.is_empty() {
-                    "(none)".to_owned()
-                } else {
-                    scopes.join(" ")
-                },
-                claims.kid.map_or_else(|| "(no kid)".to_owned(), shown),
-                claims.alg,
-                rfc3339(claims.exp),
-                relative(claims.exp, now_unix),
-            );
-            let _ = writeln!(out, "  (revocations are not checked by inspect)");
-            true
-        }
-        Err(e) => {
-            // The verifier is the authority; make sure its reason is listed.
-            if !findings
-                .iter()
-                .any(|f| f.rule.reason_label() == e.reason_label())
-            {
-                findings.push(Finding {
-                    rule: e,
-                    text: e.to_string(),
-                });
-            }
-            false
-        }
-    };
-    if !accepted {
-        let _ = writeln!(out, "\nverdict: REJECTED");
-        for f in &findings {
-            let _ = writeln!(out, "  - {}", f.text);
-        }
-        let mut scratch = Scratch::new(verifier.rules.max_token_bytes);
-        if let Err(e) = verifier.verify(token.as_bytes(), now_unix, &mut scratch) {
-            let _ = writeln!(
-                out,
-                "the gateway answers 401 invalid_token, error_description=\"{}\" (first rule broken: {})",
-                e.description(),
-                e
-            );
-        }
-    }
-    (out, accepted)
-}
-
-/// Every applicable reason the verifier would refuse `token`, going on past the first.
-fn diagnose(token: &[u8], v: &Verifier, now: u64, out: &mut String) -> Vec<Finding> {
-    let mut found = Vec::new();
-    let mut add = |rule: TokenError, text: String| found.push(Finding { rule, text });
-    let max = v.rules.max_token_bytes;
-    if token.len() > max {
-        add(
-            TokenError::TooLarge,
-            format!(
-                "token is {} bytes, over auth.max_token_bytes ({max}); the gateway does not decode it",
-                token.len()
-            ),
-        );
-    }
-    let segments = match jws::split(token) {
-        Ok(s) => s,
-        Err(e) => {
-            add(e, format!("{}: a JWS has three non-empty segments", e));
-            return found;
-        }
-    };
-
-    // Canonical base64url, segment by segment; fall back to lenient decoding to go on.
-    let mut decoded: [Vec<u8>; 3] = Default::default();
-    for (slot, (name, seg)) in decoded.iter_mut().zip([
-        ("header", segments.header),
-        ("payload", segments.payload),
-        ("signature", segments.signature),
-    ]) {
-        let strict = jws::decoded_len(seg.len()).and_then(|n| {
-            let mut buf = vec![0; n];
-            jws::decode_into(seg, &mut buf).map(|()| buf)
-        });
-        match strict {
-            Ok(bytes) => *slot = bytes,
-            Err(_) => {
-                let why = if seg.contains(&b'=') {
-                    "it has '=' padding"
-                } else if seg.iter().any(|b| matches!(b, b'+' | b'/')) {
-                    "it uses the standard alphabet ('+', '/')"
-                } else if seg.len() % 4 == 1 {
-                    "its length is impossible (1 mod 4)"
-                } else if seg
-                    .iter()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
-                {
-                    "its last character has non-zero unused bits (not canonical)"
-                } else {
-                    "it contains characters outside A-Z a-z 0-9 - _"
-                };
-                add(
-                    TokenError::Base64,
-                    format!("{name} segment is not canonical unpadded base64url: {why}"),
-                );
-                let text = std::str::from_utf8(seg).unwrap_or("");
-                *slot = lenient_decode(text).unwrap_or_default();
-            }
-        }
-    }
-    let [header_bytes, payload_bytes, signature] = &decoded;
-
-    // Header rules and key selection.
-    let mut names = NameSet::with_capacity(
-        header_bytes.len().max(payload_bytes.len()),
-        MAX_CLAIMS.max(MAX_HEADER_MEMBERS),
-    );
-    let mut signature_ok = false;
-    match jws::parse_header(header_bytes, &mut names) {
-        Err(e) => add(e, format!("header: {e}")),
-        Ok(header) => {
-            let alg = header.alg.as_ref();
-            if let Err(e) = header.check() {
-                let text = match e {
-                    TokenError::AlgNone => format!(
-                        "alg is {}: unsigned tokens are never accepted",
-                        shown(alg)
-                    ),
-                    TokenError::UnknownCrit => {
-                        "crit lists extensions this gateway does not implement (it implements none)"
-                            .to_owned()
-                    }
-                    TokenError::B64False => {
-                        "b64 is false: unencoded payloads (RFC 7797) are not supported".to_owned()
-                    }
-                    TokenError::AlgNotAllowed => format!(
-                        "alg {} is not supported (supported: EdDSA or Ed25519, HS256, HS384, HS512)",
-                        shown(alg)
-                    ),
-                    other => other.to_string(),
-                };
-                add(e, text);
-            }
-            if Alg::from_header(alg).is_some() {
-                let configured = configured_keys(v);
-                match v.keys.select(header.kid.as_deref(), alg) {
-                    Err(e) => {
-                        let kid = header.kid.as_deref().unwrap_or("");
-                        let text = match e {
-                            TokenError::UnknownKid => format!(
-                                "kid {} is not configured (configured: {configured})",
-                                shown(kid)
-                            ),
-                            TokenError::AlgKeyMismatch => {
-                                let key_alg = v
-                                    .keys
-                                    .iter()
-                                    .find(|k| k.kid.as_deref() == Some(kid))
-                                    .map_or("?", |k| k.alg.name());
-                                format!(
-                                    "kid {} is an {key_alg} key, but the token says alg {}",
-                                    shown(kid),
-                                    shown(alg)
-                                )
-                            }
-                            TokenError::NoKeyForAlg => format!(
-                                "the token has no kid and no configured key is {} (configured: {configured})",
-                                shown(alg)
-                            ),
-                            TokenError::AmbiguousKey => format!(
-                                "the token has no kid and several configured keys are {} (configured: {configured}); it must name one with kid",
-                                shown(alg)
-                            ),
-                            other => other.to_string(),
-                        };
-                        add(e, text);
-                    }
-                    Ok(index) => {
-                        if let Some(key) = v.keys.get(index) {
-                            let label = format!("{} ({})", shown(key.display_kid()), key.alg);
-                            if signature.len() != key.alg.signature_len() {
-                                add(
-                                    TokenError::BadSignature,
-                                    format!(
-                                        "signature is {} bytes; {} signatures are {}",
-                                        signature.len(),
-                                        key.alg,
-                                        key.alg.signature_len()
-                                    ),
-                                );
-                            } else if key.verify_signature(segments.signing_input, signature) {
-                                signature_ok = true;
-                                let _ = writeln!(out, "signature check: verifies with key {label}");
-                            } else {
-                                add(
-                                    TokenError::BadSignature,
-                                    format!("signature does not verify with key {label}"),
-                                );
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-    if !signature_ok {
-        let _ = writeln!(
-            out,
-            "signature check: not verified (the claims shown are unauthenticated; checked for diagnosis only)"
-        );
-    }
-
-    // Claims: the strict parser first (duplicates, types), then each rule on its own.
-    let mut scopes = ScopeSet::with_capacity(payload_bytes.len());
-    if let Err(e) = parse_claims(
-        payload_bytes,
-        v.rules.audience.as_deref(),
-        &mut names,
-        &mut scopes,
-    ) {
-        add(e, format!("claims: {e}"));
-    }
-    let Ok(Value::Object(claims)) = serde_json::from_slice::<Value>(payload_bytes) else {
-        return found;
-    };
-    let leeway = v.rules.leeway_secs;
-    let leeway_text = format!("leeway {}", human_duration(leeway));
-    let number = |name: &str| claims.get(name).map(|v| v.as_f64().filter(|f| *f >= 0.0));
-    match number("exp") {
-        None => add(TokenError::MissingExp, "no exp claim (required)".into()),
-        Some(None) => add(
-            TokenError::BadClaimType("exp"),
-            "exp is not a non-negative number".into(),
-        ),
-        Some(Some(exp)) => {
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-            let exp = exp.floor() as u64;
-            if now >= exp.saturating_add(leeway) {
-                add(
-                    TokenError::Expired,
-                    format!(
-                        "expired {} ago at {} ({leeway_text})",
-                        human_duration(now - exp),
-                        rfc3339(exp)
-                    ),
-                );
-            }
-        }
-    }
-    match claims.get("sub") {
-        None => add(TokenError::MissingSub, "no sub claim (required)".into()),
-        Some(Value::String(s)) if s.is_empty() => {
-            add(TokenError::MissingSub, "sub is empty".into());
-        }
-        Some(Value::String(_)) => {}
-        Some(_) => add(
-            TokenError::BadClaimType("sub"),
-            "sub is not a string".into(),
-        ),
-    }
-    if let Some(Some(nbf)) = number("nbf") {
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        let nbf = nbf.ceil() as u64;
-        if now.saturating_add(leeway) < nbf {
-            add(
-                TokenError::NotYetValid,
-                format!(
-                    "not valid before {} ({}; {leeway_text})",
-                    rfc3339(nbf),
-                    relative(nbf, now)
-                ),
-            );
-        }
-    }
-    if let Some(Some(iat)) = number("iat") {
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        let iat = iat.floor() as u64;
-        if iat > now.saturating_add(leeway) {
-            add(
-                TokenError::IssuedInFuture,
-                format!(
-                    "issued in the future at {} ({}; {leeway_text})",
-                    rfc3339(iat),
-                    relative(iat, now)
-                ),
-            );
-        }
-    }
-    if let Some(issuer) = &v.rules.issuer {
-        match claims.get("iss") {
-            Some(Value::String(iss)) if iss == issuer => {}
-            Some(Value::String(iss)) => add(
-                TokenError::WrongIssuer,
-                format!(
-                    "iss {} is not the configured auth.issuer {}",
-                    shown(iss),
-                    shown(issuer)
-                ),
-            ),
-            Some(_) => add(TokenError::WrongIssuer, "iss is not a string".into()),
-            None => add(
-                TokenError::WrongIssuer,
-                format!("no iss claim; auth.issuer requires {}", shown(issuer)),
-            ),
-        }
-    }
-    if let Some(audience) = &v.rules.audience {
-        let contains = match claims.get("aud") {
-            Some(Value::String(a)) => Some(a == audience),
-            Some(Value::Array(list)) => Some(list.iter().any(|a| a.as_str() == Some(audience))),
-            Some(_) => Some(false),
-            None => None,
-        };
-        match contains {
-            Some(true) => {}
-            Some(false) => add(
-                TokenError::WrongAudience,
-                format!(
-                    "aud {} does not contain the configured auth.audience {}",
-                    claims.get("aud").map_or_else(String::new, shown_json),
-                    shown(audience)
-                ),
-            ),
-            None => add(
-                TokenError::WrongAudience,
-                format!("no aud claim; auth.audience requires {}", shown(audience)),
-            ),
-        }
-    }
-    found
-}
-
-/// "a (EdDSA), b (HS256), (no kid) (HS512)" or "none".
-fn configured_keys(v: &Verifier) -> String {
-    let list: Vec<String> = v
-        .keys
-        .iter()
-        .map(|k| format!("{} ({})", k.display_kid(), k.alg))
-        .collect();
-    if list.is_empty() {
-        "none".into()
-    } else {
-        list.join(", ")
-    }
-}
+pub use super::inspect::inspect;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::error::TokenError;
     use crate::auth::keys::KeySet;
     use crate::auth::verify::Rules;
+    use crate::auth::verify::{Scratch, Verifier};
     use crate::cli::keygen::keygen;
     use std::fs;
 
@@ -1161,12 +767,12 @@ mod tests {
         );
         let rs = format!(
             "{}.{}.AAAA",
-            URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256"}"#),
+            URL_SAFE_NO_PAD.encode(r#"{"alg":"ES512"}"#),
             good.split('.').nth(1).expect("p")
         );
         let (report, _) = inspect(&rs, Some(&v), NOW);
         assert!(
-            report.contains("alg \"RS256\" is not supported"),
+            report.contains("alg \"ES512\" is not supported"),
             "{report}"
         );
         let hostile = format!(

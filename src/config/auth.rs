@@ -38,6 +38,8 @@ pub struct AuthSection {
     pub explain_to_browsers: bool,
     /// `[[auth.key]]`.
     pub key: Vec<KeyConfig>,
+    /// `[[auth.provider]]` (SPEC §9).
+    pub provider: Vec<super::provider::ProviderConfig>,
 }
 
 impl Default for AuthSection {
@@ -53,6 +55,7 @@ impl Default for AuthSection {
             max_lifetime: DurationStr::secs(24 * 3600),
             explain_to_browsers: false,
             key: Vec::new(),
+            provider: Vec::new(),
         }
     }
 }
@@ -92,6 +95,8 @@ pub struct Auth {
     pub explain_to_browsers: bool,
     /// `[[auth.key]]`, read from disk, in file order; `kid`s are unique.
     pub keys: Vec<LoadedKey>,
+    /// `[[auth.provider]]`, validated (their key sets are loaded by the runtime).
+    pub providers: Vec<super::provider::ProviderSettings>,
 }
 
 /// Where a token may come from (SPEC §4, "Token sources").
@@ -138,6 +143,8 @@ pub enum KeyMaterial {
     Ed25519Spki(Vec<u8>),
     /// An HMAC secret: the decoded bytes, at least as long as the hash output.
     HmacSecret(Vec<u8>),
+    /// An RSA or EC SubjectPublicKeyInfo, DER, checked against its `alg` (SPEC §9).
+    Spki(Vec<u8>),
 }
 
 impl KeyMaterial {
@@ -145,7 +152,7 @@ impl KeyMaterial {
     pub fn ed25519_public_key(&self) -> Option<&[u8]> {
         match self {
             KeyMaterial::Ed25519Spki(der) => der.get(ED25519_SPKI_PREFIX.len()..),
-            KeyMaterial::HmacSecret(_) => None,
+            KeyMaterial::HmacSecret(_) | KeyMaterial::Spki(_) => None,
         }
     }
 }
@@ -154,6 +161,7 @@ impl fmt::Debug for KeyMaterial {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             KeyMaterial::Ed25519Spki(der) => f.debug_tuple("Ed25519Spki").field(der).finish(),
+            KeyMaterial::Spki(der) => f.debug_tuple("Spki").field(der).finish(),
             KeyMaterial::HmacSecret(secret) => {
                 write!(f, "HmacSecret(<{} bytes, redacted>)", secret.len())
             }
@@ -174,7 +182,7 @@ const MAX_TOKEN_BYTES: u64 = 64 * 1024;
 const MAX_QUIET_LEEWAY: Duration = Duration::from_secs(5 * 60);
 
 /// The algorithms `auth.key[].alg` may name.
-const ALGORITHMS: &str = "EdDSA, HS256, HS384, HS512";
+const ALGORITHMS: &str = super::public_key::ALGORITHMS;
 
 /// base64url, padded or not (SPEC §2: the `.secret` file format).
 const BASE64URL_ANY_PADDING: GeneralPurpose = GeneralPurpose::new(
@@ -231,6 +239,12 @@ pub(super) fn auth(
         max_lifetime: raw.max_lifetime.0,
         explain_to_browsers: raw.explain_to_browsers,
         keys: keys(&raw.key, base_dir, problems),
+        providers: super::provider::providers(
+            &raw.provider,
+            raw.issuer.as_deref(),
+            base_dir,
+            problems,
+        ),
     }
 }
 
@@ -339,6 +353,9 @@ fn load_key(
         "HS256" => Some(32),
         "HS384" => Some(48),
         "HS512" => Some(64),
+        other if super::public_key::is_public_key_alg(other) => {
+            return super::public_key::load(key, at, base_dir, problems);
+        }
         "" => {
             problems.error(
                 format!("{at}.alg"),

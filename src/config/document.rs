@@ -48,9 +48,13 @@ fn auth_section(value: &toml::Value, problems: &mut Problems) -> AuthSection {
     };
     let mut rest = table.clone();
     let keys = rest.remove("key");
+    let providers = rest.remove("provider");
     let mut auth: AuthSection = section(&toml::Value::Table(rest), "auth", problems);
     if let Some(keys) = keys {
         auth.key = array_of_tables(&keys, "auth.key", problems);
+    }
+    if let Some(providers) = providers {
+        auth.provider = array_of_tables(&providers, "auth.provider", problems);
     }
     auth
 }

@@ -18,6 +18,8 @@ mod compression;
 mod document;
 mod limits;
 mod origin;
+pub mod provider;
+mod public_key;
 mod route;
 mod server;
 mod session;
@@ -393,13 +395,13 @@ pub(super) fn validate(raw: &RawConfig, base_dir: &Path, problems: &mut Problems
     }
     let compression = compression(&raw.compression, problems);
 
-    if raw.auth.key.is_empty() {
+    if raw.auth.key.is_empty() && raw.auth.provider.is_empty() {
         if let Some(index) = raw.route.iter().position(|route| !route.public) {
             problems.error(
                 "auth.key",
                 format!(
                     "no keys configured but route[{index}] needs a token \
-                     (add [[auth.key]], or set public = true on routes that need none)"
+                     (add [[auth.key]] or [[auth.provider]], or set public = true on routes that need none)"
                 ),
             );
         }

@@ -99,7 +99,7 @@ explain_to_browsers = false         # see §4: tell a browser *why* through a cl
 
 [[auth.key]]                   # as many as needed; see "Key selection" in §4
 kid = "ed-2026-11"
-alg = "EdDSA"                  # EdDSA | HS256 | HS384 | HS512 (later: ES256, RS256 ...)
+alg = "EdDSA"                  # RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 EdDSA HS256 HS384 HS512
 public_key = "keys/ed-2026-11.pub.pem"
 
 [[auth.key]]
@@ -661,7 +661,10 @@ fn key_rules() {
         ("alg = \"EdDSA\"\npublic_key = \"rsa.pem\"", "not an Ed25519 public key"),
         ("alg = \"EdDSA\"\npublic_key = \"empty.pem\"", "no PEM \"PUBLIC KEY\" block found"),
         ("alg = \"EdDSA\"\npublic_key = \"nope.pem\"", "nope.pem: cannot read: "),
-        ("alg = \"RS256\"\npublic_key = \"ed.pem\"", "auth.key[0].alg: unknown algorithm \"RS256\"; expected one of EdDSA, HS256, HS384, HS512"),
+        ("alg = \"RS256\"\npublic_key = \"ed.pem\"", "ed.pem: holds an Ed25519 key, but alg = \"RS256\" needs an RSA key"),
+        ("alg = \"ES256\"", "auth.key[0].public_key: required for alg = \"ES256\""),
+        ("alg = \"PS384\"\npublic_key = \"ed.pem\"\nsecret_file = \"hs.secret\"", "auth.key[0].secret_file: alg = \"PS384\" verifies with a public key"),
+        ("alg = \"RS257\"\npublic_key = \"ed.pem\"", "auth.key[0].alg: unknown algorithm \"RS257\"; expected one of RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA, HS256"),
         ("alg = \"none\"", "auth.key[0].alg: \"none\" is never accepted"),
         ("public_key = \"ed.pem\"", "auth.key[0].alg: required"),
         ("kid = \"\"\nalg = \"EdDSA\"\npublic_key = \"ed.pem\"", "auth.key[0].kid: must not be empty"),

@@ -11,11 +11,14 @@
 //! The one way in to the workers, in two forms:
 //! - **snapshots**: immutable values that the control plane replaces whole with an atomic
 //!   pointer swap (`arc-swap`) and that a worker loads once per handshake or refresh, with
-//!   no lock: today the revocation set ([`crate::net::worker::Shared::revocations`]),
-//!   replaced copy-on-write by each `POST /revoke`;
+//!   no lock: the revocation set ([`crate::net::worker::Shared::revocations`]),
+//!   replaced copy-on-write by each `POST /revoke`, and each generation's verifier
+//!   ([`crate::gate::decide::VerifierCell`]), replaced when a provider's key set changes
+//!   ([`issuers`]);
 //! - **commands** over each worker's crossbeam channel, followed by a `mio::Waker` wake-up
 //!   ([`Workers::broadcast`]): a new configuration generation (`Command::Reload`), a
-//!   revocation to enforce on live connections (`Command::Revoke`), the drain.
+//!   revocation to enforce on live connections (`Command::Revoke`), a provider's key set
+//!   that lost keys (`Command::KeysChanged`: their sessions close 4401), the drain.
 //!
 //! A worker never waits for the control plane.
 //!
@@ -26,6 +29,8 @@
 //! still answers (`/readyz` says 503), then the admin listener stops and the runtime ends.
 
 pub mod admin;
+pub mod fetch;
+pub mod issuers;
 pub mod reload;
 
 use std::net::SocketAddr;
@@ -221,6 +226,12 @@ fn start(
         None => server::start(config, Arc::clone(&rt), revocations)?,
     };
     let workers = Workers::new(running.queues());
+    // SPEC §9: the providers' key sets, fetched here and published to the workers.
+    let issuers = Arc::new(issuers::Issuers::start(
+        &rt,
+        &config.auth.providers,
+        workers.clone(),
+    ));
     let admin = match &config.admin {
         Some(a) => {
             let listener = match admin_listener::bind(a.listen) {
@@ -252,6 +263,7 @@ fn start(
         shared: Arc::clone(&running.shared),
         workers,
         admin: admin.as_ref().map(|(_, backend)| Arc::clone(backend)),
+        issuers,
     };
     Ok(Plane {
         running,

@@ -32,6 +32,8 @@ pub struct Reloader {
     pub workers: Workers,
     /// The admin listener's gateway side, when there is one.
     pub admin: Option<Arc<GatewayAdmin>>,
+    /// The identity providers' fetch tasks (SPEC §9).
+    pub issuers: Arc<super::issuers::Issuers>,
 }
 
 impl Reloader {
@@ -75,6 +77,8 @@ impl Reloader {
         self.shared
             .max_connections
             .store(config.server.max_connections, Ordering::Relaxed);
+        // The providers' last good sets carry over into the new generation first.
+        self.issuers.adopt(&rt, &config.auth.providers);
         self.shared
             .deflate_budget
             .set_limit(config.compression.memory);

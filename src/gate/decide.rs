@@ -8,11 +8,20 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::auth::error::{MalformedKind, TokenError};
 use crate::auth::revocation::{token_lifetime, RevocationSet};
 use crate::auth::verify::{Claims, Scratch, Verifier};
+
+/// The verifier of one configuration generation: a snapshot that the control plane
+/// replaces whole when a provider's key set changes (SPEC §9), loaded once per handshake.
+pub type VerifierCell = Arc<arc_swap::ArcSwap<Verifier>>;
+
+/// The `Reject::InvalidToken` reason that asks the worker to park the handshake until its
+/// provider's fetch ends (SPEC §9); rendered, it is an ordinary 401.
+pub const KEY_PENDING: &str = "key_pending";
 use crate::config::{Backend, Route, Source};
 use crate::gate::limits::{IpRefusal, IpTable, SubjectTable};
 use crate::gate::origin::{OriginPolicy, OriginVerdict};
@@ -41,9 +50,9 @@ pub struct Identity {
 }
 
 impl Identity {
-    fn from_claims(c: &Claims<'_>, key_fingerprints: &[u64]) -> Identity {
+    fn from_claims(c: &Claims<'_>) -> Identity {
         Identity {
-            key: key_fingerprints.get(c.key_index()).copied().unwrap_or(0),
+            key: c.key_fingerprint(),
             sub: c.sub.as_ref().into(),
             scopes: c.scopes().map(Into::into).collect(),
             kid: c.kid.map(Into::into),
@@ -104,12 +113,10 @@ pub struct Gate {
     pub routes: Vec<Route>,
     by_path: HashMap<String, usize>,
     origin: OriginPolicy,
-    verifier: Option<Verifier>,
+    verifier: Option<VerifierCell>,
     sources: Vec<Source>,
     explain_to_browsers: bool,
     max_connections: usize,
-    /// One per configured key, in key order: what identifies "the same key" across reloads.
-    pub key_fingerprints: Vec<u64>,
 }
 
 /// A token as found in the request, before percent-decoding.
@@ -128,7 +135,6 @@ impl Gate {
         sources: Vec<Source>,
         explain_to_browsers: bool,
         max_connections: usize,
-        key_fingerprints: Vec<u64>,
     ) -> Gate {
         let by_path = routes
             .iter()
@@ -139,17 +145,30 @@ impl Gate {
             routes,
             by_path,
             origin,
-            verifier,
+            verifier: verifier.map(|v| Arc::new(arc_swap::ArcSwap::from_pointee(v))),
             sources,
             explain_to_browsers,
             max_connections,
-            key_fingerprints,
         }
     }
 
-    /// The verifier (None when no keys are configured).
-    pub fn verifier(&self) -> Option<&Verifier> {
+    /// The verifier in force (None when no keys are configured).
+    pub fn verifier(&self) -> Option<Arc<Verifier>> {
+        self.verifier.as_ref().map(|cell| cell.load_full())
+    }
+
+    /// The verifier's snapshot cell, for the control plane to publish provider key sets.
+    pub fn verifier_cell(&self) -> Option<&VerifierCell> {
         self.verifier.as_ref()
+    }
+
+    /// The fingerprint of every key in force: what identifies "the same key" across
+    /// reloads and key set changes (a session whose key is not among them is retired).
+    pub fn key_fingerprints(&self) -> Vec<u64> {
+        self.verifier
+            .as_ref()
+            .map(|cell| cell.load().keys.fingerprints())
+            .unwrap_or_default()
     }
 
     /// Decides a complete, syntactically valid upgrade request.
@@ -336,13 +355,14 @@ impl Gate {
         let Some(found) = first else {
             return Err(Reject::MissingToken);
         };
-        let Some(verifier) = &self.verifier else {
+        let Some(cell) = &self.verifier else {
             // `wsgate check` refuses a token route without keys; stay closed anyway.
             return Err(Reject::InvalidToken {
                 description: TokenError::NoKeyForAlg.description(),
                 reason: "no_keys",
             });
         };
+        let verifier = cell.load();
         let max = verifier.rules.max_token_bytes;
         let token: &[u8] = match found {
             Found::Raw(t) => t,
@@ -359,7 +379,7 @@ impl Gate {
         };
         match verifier.verify(token, ctx.now_unix, ctx.scratch) {
             Ok(claims) => {
-                let identity = Identity::from_claims(&claims, &self.key_fingerprints);
+                let identity = Identity::from_claims(&claims);
                 let revoked = ctx.revocations.is_revoked(
                     identity.jti.as_deref(),
                     &identity.sub,
@@ -380,6 +400,19 @@ impl Gate {
                 );
                 let claims_b64 = want_claims.then(|| claims.payload_b64.to_owned());
                 Ok(TokenOutcome::Valid(identity, claims_b64))
+            }
+            // SPEC §9: the token's kid is unknown and its provider's fetch is under way: the
+            // worker parks the handshake (not a failure yet).
+            Err(TokenError::KeyPending) => Err(Reject::InvalidToken {
+                description: TokenError::KeyPending.description(),
+                reason: KEY_PENDING,
+            }),
+            Err(TokenError::KeysUnavailable { retry_at_unix }) => {
+                // SPEC §9: the provider's keys cannot be had; a server problem, so it
+                // counts against no client budget.
+                Err(Reject::ProviderUnavailable {
+                    retry_after_secs: retry_at_unix.saturating_sub(ctx.now_unix).max(1),
+                })
             }
             Err(e) => {
                 ctx.auth_failure = Some(e.reason_label());
@@ -475,11 +508,12 @@ impl Gate {
         let verifier = self
             .verifier
             .as_ref()
-            .ok_or(TokenError::NoKeyForAlg.description())?;
+            .ok_or(TokenError::NoKeyForAlg.description())?
+            .load();
         let claims = verifier
             .verify(msg.token.as_bytes(), now_unix, scratch)
             .map_err(|e| e.description())?;
-        let identity = Identity::from_claims(&claims, &self.key_fingerprints);
+        let identity = Identity::from_claims(&claims);
         if identity.sub != current.sub {
             return Err(TokenError::MissingSub.description());
         }

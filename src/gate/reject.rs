@@ -59,6 +59,11 @@ pub enum Reject {
         /// Whole seconds for `Retry-After`.
         retry_after_secs: u64,
     },
+    /// The token's identity provider has no usable key set (SPEC §9).
+    ProviderUnavailable {
+        /// Whole seconds until the provider's next fetch attempt, for `Retry-After`.
+        retry_after_secs: u64,
+    },
     /// `max_connections` reached.
     OverCapacity,
     /// The gateway is shutting down.
@@ -131,7 +136,7 @@ impl Reject {
             Reject::InsufficientScope { .. } => 403,
             // RFC 6585 §4.
             Reject::RateLimited { .. } => 429,
-            Reject::OverCapacity | Reject::Draining => 503,
+            Reject::OverCapacity | Reject::Draining | Reject::ProviderUnavailable { .. } => 503,
             Reject::UpstreamStatus { status, .. } if Self::relays(*status) => *status,
             Reject::UpstreamStatus { .. } | Reject::BadGateway => 502,
             Reject::GatewayTimeout => 504,
@@ -159,6 +164,7 @@ impl Reject {
             Reject::InvalidToken { reason, .. } => reason,
             Reject::InsufficientScope { .. } => "insufficient_scope",
             Reject::RateLimited { .. } => "rate_limited",
+            Reject::ProviderUnavailable { .. } => "provider_unavailable",
             Reject::OverCapacity => "over_capacity",
             Reject::Draining => "draining",
             Reject::UpstreamStatus { .. } => "upstream_status",
@@ -188,6 +194,7 @@ impl Reject {
             Reject::InvalidToken { description, .. } => ["invalid token: ", description, "\n"],
             Reject::InsufficientScope { .. } => line("insufficient scope\n"),
             Reject::RateLimited { .. } => line("too many requests\n"),
+            Reject::ProviderUnavailable { .. } => line("identity provider keys unavailable\n"),
             Reject::OverCapacity => line("over capacity\n"),
             Reject::Draining => line("shutting down\n"),
             Reject::UpstreamStatus { status, body, .. } if Self::relays(*status) => {
@@ -231,7 +238,9 @@ impl Reject {
             }
             // RFC 6585 §4: a 429 MAY carry Retry-After; SPEC §4 makes it whole seconds, and
             // at least 1 so that a client never reads it as "retry at once".
-            Reject::RateLimited { retry_after_secs } => {
+            // SPEC §9: seconds until the provider's next fetch attempt, at least 1.
+            Reject::RateLimited { retry_after_secs }
+            | Reject::ProviderUnavailable { retry_after_secs } => {
                 out.extend_from_slice(b"Retry-After: ");
                 write_decimal(out, (*retry_after_secs).max(1));
                 out.extend_from_slice(b"\r\n");

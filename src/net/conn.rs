@@ -35,6 +35,15 @@ pub enum Phase {
         /// Index of the route in the gate.
         route: usize,
     },
+    /// The token names a `kid` its provider's set lacks and a fetch is under way (SPEC
+    /// §9): the complete request head waits in `rbuf` until the control plane's
+    /// `Command::KeysChanged` or the handshake deadline.
+    Parked {
+        /// Length of the request head at the start of `rbuf`.
+        head_len: usize,
+        /// The handshake's deadline (`limits.handshake_timeout` from accept).
+        deadline: Instant,
+    },
     /// An HTTP rejection is queued; flush it, then close.
     Rejected,
 }

@@ -22,10 +22,10 @@ use crate::config::{Config, KeyMaterial};
 use crate::gate::decide::Gate;
 use crate::gate::limits::{IpBudget, IpTable, SubjectTable};
 use crate::gate::origin::OriginPolicy;
-use crate::info;
 use crate::metrics::Metrics;
 use crate::proto::ws::deflate::MemoryBudget;
 use crate::proto::ws::session::SessionLimits;
+use crate::{info, warn};
 
 /// How long the gateway keeps draining a connection after its last bytes (close frame
 /// or HTTP rejection) before dropping it without the peer's FIN.
@@ -33,7 +33,7 @@ pub const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 /// Builds the token verifier from the configured keys (None when there are none).
 pub fn build_verifier(config: &Config) -> Result<Option<Verifier>, String> {
-    if config.auth.keys.is_empty() {
+    if config.auth.keys.is_empty() && config.auth.providers.is_empty() {
         return Ok(None);
     }
     let mut keys = Vec::with_capacity(config.auth.keys.len());
@@ -43,11 +43,19 @@ pub fn build_verifier(config: &Config) -> Result<Option<Verifier>, String> {
         let key = match &k.material {
             KeyMaterial::Ed25519Spki(der) => Key::ed25519_spki_der(k.kid.clone(), der),
             KeyMaterial::HmacSecret(secret) => Key::hmac(k.kid.clone(), alg, secret),
+            KeyMaterial::Spki(der) => Key::from_spki_der(k.kid.clone(), alg, der),
         }
         .map_err(|e| format!("auth.key[{i}] ({}): {e}", k.path.display()))?;
         keys.push(key);
     }
     let keys = KeySet::new(keys).map_err(|e| format!("auth.key: {e}"))?;
+    // SPEC §9: each provider's keys (local files are read here, never on a worker).
+    let providers = crate::config::provider::build_providers(&config.auth.providers, |line| {
+        warn!("{line}");
+    });
+    let keys = keys
+        .with_providers(providers)
+        .map_err(|e| format!("auth.provider: {e}"))?;
     Ok(Some(Verifier {
         keys,
         rules: Rules {
@@ -69,31 +77,6 @@ pub fn retention_policy(config: &Config) -> RetentionPolicy {
             .as_ref()
             .map_or(7 * 24 * 3600, |a| a.revocation_retention.as_secs()),
     }
-}
-
-/// A stable fingerprint per configured key (algorithm, kid and material), so that a
-/// reload can tell which keys it removed. Never printed.
-fn key_fingerprints(config: &Config) -> Vec<u64> {
-    config
-        .auth
-        .keys
-        .iter()
-        .map(|k| {
-            let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-            ctx.update(k.alg.as_bytes());
-            ctx.update(&[0]);
-            ctx.update(k.kid.as_deref().unwrap_or("").as_bytes());
-            ctx.update(&[0]);
-            match &k.material {
-                KeyMaterial::Ed25519Spki(der) => ctx.update(der),
-                KeyMaterial::HmacSecret(secret) => ctx.update(secret),
-            }
-            let d = ctx.finish();
-            let mut first = [0u8; 8];
-            first.copy_from_slice(&d.as_ref()[..8]);
-            u64::from_le_bytes(first)
-        })
-        .collect()
 }
 
 /// Per route, per upstream: the TLS client side of each `wss://` upstream (`None` for
@@ -204,7 +187,6 @@ pub fn build_runtime(config: &Config) -> Result<Runtime, String> {
             config.auth.sources.clone(),
             config.auth.explain_to_browsers,
             config.server.max_connections,
-            key_fingerprints(config),
         ),
         session,
         handshake_timeout: l.handshake_timeout,

@@ -104,7 +104,7 @@ fn keygen_hmac_writes_a_0600_secret_and_never_overwrites() {
 fn keygen_usage_and_io_errors() {
     let dir = TempDir::new();
     for args in [
-        vec!["keygen", "--alg", "RS256", "--out", "x"],
+        vec!["keygen", "--alg", "PS256", "--out", "x"],
         vec!["keygen", "--alg", "none", "--out", "x"],
         vec!["keygen", "--alg", "EdDSA"],
         vec!["keygen", "--out", "x"],

@@ -57,6 +57,16 @@ fn config_corpus() {
 }
 
 #[test]
+fn jwk_set_corpus() {
+    replay("jwk_set", wsgate::fuzzing::fuzz_jwk_set);
+}
+
+#[test]
+fn discovery_corpus() {
+    replay("discovery", wsgate::fuzzing::fuzz_discovery);
+}
+
+#[test]
 fn revlog_corpus() {
     replay("revlog", wsgate::fuzzing::fuzz_revlog);
 }

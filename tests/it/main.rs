@@ -15,6 +15,7 @@ mod frames;
 mod handshake;
 mod harden;
 mod lifecycle;
+mod providers;
 mod proxy;
 mod proxy_edge;
 mod session;

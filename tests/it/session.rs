@@ -359,10 +359,12 @@ fn failed_refreshes_spend_the_address_auth_budget() {
     // Forged (right shape, wrong key), then a valid one, in one write: both are handled
     // in the same instant, well inside the bucket's one-second refill.
     let forged = {
-        let mut f = token("gina", 7200, "echo");
-        f.pop();
-        f.push(if f.ends_with('A') { 'B' } else { 'A' });
-        f
+        // One character in the middle of the signature changed: still canonical
+        // base64url, never the original (the last character only carries padding bits).
+        let f = token("gina", 7200, "echo");
+        let at = f.rfind('.').expect("signature") + 10;
+        let c = if &f[at..=at] == "A" { "B" } else { "A" };
+        format!("{}{}{}", &f[..at], c, &f[at + 1..])
     };
     let valid = token("gina", 7200, "echo");
     let mut both = refresh_frame(&forged);

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Upper bound for any single wait in a test; a bound, never a synchronisation.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -170,8 +170,12 @@ impl Gateway {
         if let Some(l) = self.logs().lines().find(|l| l.contains(needle)) {
             return l.to_string();
         }
+        // One deadline for the whole wait: a gateway that keeps logging other lines must
+        // not keep the wait alive forever.
+        let deadline = Instant::now() + WAIT;
         loop {
-            match self.lines.recv_timeout(WAIT) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
                 Ok(l) if l.contains(needle) => return l,
                 Ok(_) => {}
                 Err(_) => panic!("no log line containing {needle:?}; log:\n{}", self.logs()),

@@ -84,7 +84,17 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl AdminBackend for GatewayAdmin {
     fn ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed) && !self.shared.draining.load(Ordering::Relaxed)
+        // SPEC §9: not ready until every identity provider has a usable key set.
+        let providers_ready = self
+            .view
+            .load()
+            .rt
+            .gate
+            .verifier()
+            .is_none_or(|v| crate::control::issuers::all_usable(&v.keys));
+        self.ready.load(Ordering::Relaxed)
+            && !self.shared.draining.load(Ordering::Relaxed)
+            && providers_ready
     }
 
     fn identity_jwk(&self) -> Option<String> {
@@ -99,6 +109,9 @@ impl AdminBackend for GatewayAdmin {
     fn metrics_text(&self) -> String {
         let mut out = String::with_capacity(8 * 1024);
         self.shared.metrics.render(&mut out);
+        if let Some(v) = self.view.load().rt.gate.verifier() {
+            crate::control::issuers::render_metrics(&v.keys, &mut out);
+        }
         out
     }
 

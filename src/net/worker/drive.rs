@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use super::handshake::{handshake, reject};
 use super::proxy::{log_upstream_failure, mark_down, proxy};
 use super::{index, unindex, wants_read, Env, Runtime, Shared, KEEP_CAPACITY, MAX_READS_PER_TURN};
+use crate::auth::error::TokenError;
 use crate::auth::revocation::token_lifetime;
 use crate::auth::verify::Scratch;
 use crate::clock;
@@ -149,6 +150,16 @@ fn on_timer(conn: &mut Conn, env: &mut Env, now: Instant) -> bool {
             }
             reject(conn, env, Reject::HandshakeTimeout, None);
         }
+        Phase::Parked { deadline, .. } if now >= *deadline => {
+            // SPEC §9: parked at most handshake_timeout; the kid is still unknown.
+            env.metrics
+                .auth_failure(TokenError::UnknownKid.reason_label());
+            let r = Reject::InvalidToken {
+                description: TokenError::UnknownKid.description(),
+                reason: TokenError::UnknownKid.reason_label(),
+            };
+            reject(conn, env, r, None);
+        }
         Phase::Dialing { route } => {
             let route = *route;
             if let Some(leg) = conn.upstream.as_ref().filter(|l| now >= l.deadline) {
@@ -223,7 +234,9 @@ fn on_data(conn: &mut Conn, env: &mut Env, id: ConnId, n: usize, now: Instant) {
         }
         Phase::Open { .. } => feed_session(conn, env, id, n, now),
         // Not read while dialing (wants_read); kept if it arrives anyway.
-        Phase::Dialing { .. } => conn.rbuf.extend_from_slice(&env.readbuf[..n]),
+        Phase::Dialing { .. } | Phase::Parked { .. } => {
+            conn.rbuf.extend_from_slice(&env.readbuf[..n])
+        }
         // Discarded: after our answer or close, input only needs draining.
         Phase::Rejected => {}
     }

@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::drive::{feed_session, token_times};
 use super::proxy::{start_upstream, upstream_plan};
 use super::{index, Env, Runtime, Shared};
-use crate::gate::decide::{Ctx, Identity};
+use crate::gate::decide::{Ctx, Identity, KEY_PENDING};
 use crate::gate::reject::Reject;
 use crate::net::conn::{Conn, Phase};
 use crate::net::token::ConnId;
@@ -187,6 +187,17 @@ pub(super) fn handshake(conn: &mut Conn, env: &mut Env, id: ConnId, head_len: us
         }
     };
     match outcome {
+        // SPEC §9: an unknown kid with a fetch under way waits for it (never blocking the
+        // worker): the control plane's `Command::KeysChanged` decides it again.
+        Err((Reject::InvalidToken { reason, .. }, _)) if reason == KEY_PENDING => {
+            if let Phase::Handshake { deadline, .. } = conn.phase {
+                info!(
+                    "conn={} peer={} parked: waiting for its provider's key set",
+                    conn.serial, conn.peer
+                );
+                conn.phase = Phase::Parked { head_len, deadline };
+            }
+        }
         Err((r, target)) => reject(conn, env, r, target.as_deref()),
         Ok((route, identity, _, target, Some(plan))) => {
             // Upstream route: the client's 101 waits for the upstream's (SPEC §5).

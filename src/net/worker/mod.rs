@@ -138,6 +138,9 @@ pub enum Command {
     /// SIGHUP: a new configuration generation for new handshakes; live connections whose
     /// key is gone are closed 4401 "key retired".
     Reload(Arc<Runtime>),
+    /// A provider's key set changed (SPEC §9): live connections whose key left the
+    /// verifier's keys are closed 4401 "key retired".
+    KeysChanged,
 }
 
 /// How the acceptor and the main thread reach a worker.
@@ -281,6 +284,10 @@ impl Worker {
                 Command::Conn(socket, peer) => self.add(socket, peer),
                 Command::Drain => self.drain(),
                 Command::Reload(rt) => self.reload(rt),
+                Command::KeysChanged => {
+                    self.retire_keys();
+                    self.wake_parked();
+                }
                 Command::Revoke(r, reply) => {
                     let closed = self.revoke(&r);
                     let _ = reply.send(closed);
@@ -375,7 +382,7 @@ impl Worker {
                 continue;
             };
             match &mut conn.phase {
-                Phase::Handshake { .. } | Phase::Dialing { .. } => {
+                Phase::Handshake { .. } | Phase::Dialing { .. } | Phase::Parked { .. } => {
                     // Not upgraded yet: SPEC §4 "draining" is 503.
                     reject(conn, &self.env, Reject::Draining, None);
                 }
@@ -437,7 +444,7 @@ impl Worker {
         // A reload is rare and operator-driven: a pass over this worker's connections
         // is the simplest correct way to find the retired keys' sessions, and to move each
         // connection's route index to the new route table (by path: indexes may shift).
-        let keys = self.env.rt.gate.key_fingerprints.clone();
+        let keys = self.env.rt.gate.key_fingerprints();
         let (mut retired, mut unrouted) = (0usize, 0usize);
         for id in self.conns.ids() {
             let Some(conn) = self.conns.get_mut(id) else {
@@ -496,6 +503,57 @@ impl Worker {
             "worker {}: configuration reloaded; {retired} connections closed (key retired), {unrouted} (route removed)",
             self.env.index
         );
+    }
+
+    /// Closes the open sessions whose key is no longer among the verifier's keys (a
+    /// provider's new set dropped it, SPEC §9). Rare: a pass over the connections.
+    fn retire_keys(&mut self) {
+        let keys = self.env.rt.gate.key_fingerprints();
+        let mut retired = 0usize;
+        for id in self.conns.ids() {
+            let Some(conn) = self.conns.get_mut(id) else {
+                continue;
+            };
+            let Phase::Open { session, .. } = &mut conn.phase else {
+                continue;
+            };
+            let Some(identity) = &conn.identity else {
+                continue;
+            };
+            if session.state() == SessionState::Open && !keys.contains(&identity.key) {
+                let why = ProtocolError::KeyRetired;
+                session.close(why.close_code(), why.reason(), &mut conn.wbuf);
+                retired += 1;
+                self.drive(id, false);
+            }
+        }
+        if retired > 0 {
+            info!(
+                "worker {}: key set changed; {retired} connections closed (key retired)",
+                self.env.index
+            );
+        }
+    }
+
+    /// A provider's fetch finished (SPEC §9): every parked handshake is decided again with
+    /// the verifier in force (accepted with the new key, or 401 when its `kid` is still
+    /// unknown and no fetch may start).
+    fn wake_parked(&mut self) {
+        let now = clock::now();
+        for id in self.conns.ids() {
+            let Some(conn) = self.conns.get_mut(id) else {
+                continue;
+            };
+            let Phase::Parked { head_len, deadline } = conn.phase else {
+                continue;
+            };
+            conn.phase = Phase::Handshake {
+                reader: HeadReader::default(),
+                deadline,
+            };
+            handshake::handshake(conn, &mut self.env, id, head_len, now);
+            self.drive(id, false);
+        }
     }
 
     /// One pass over a connection: timers (if `timer`), reads, processing, writes,
@@ -613,7 +671,9 @@ fn next_deadline(conn: &Conn, rt: &Runtime) -> Option<Instant> {
         }
     };
     match &conn.phase {
-        Phase::Handshake { deadline, .. } => consider(Some(*deadline)),
+        Phase::Handshake { deadline, .. } | Phase::Parked { deadline, .. } => {
+            consider(Some(*deadline))
+        }
         Phase::Open { session, .. } => {
             // While paused for backpressure the idle clock is not consulted (on_timer
             // skips it), so its past-due deadline must not be either: it would spin.
@@ -647,7 +707,7 @@ fn wants_read(conn: &Conn, rt: &Runtime) -> bool {
                     .is_none_or(|l| l.wbuf.len() < rt.session.write_buffer)
         }
         // Frames that arrive before the upstream's 101 wait in the kernel.
-        Phase::Dialing { .. } => false,
+        Phase::Dialing { .. } | Phase::Parked { .. } => false,
         // Handshake: bounded by max_request_bytes below. Closing / rejected: drain and
         // discard so our last bytes are not destroyed by a reset over unread input.
         _ => true,
