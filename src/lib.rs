@@ -32,6 +32,7 @@ pub mod backend;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod control;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gate;

@@ -26,6 +26,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("admin", &["admin"]),
     // The only mio / rustls code: listener, workers, upstream leg, server lifecycle.
     ("data plane", &["net"]),
+    // The control plane on tokio: the fleet link (SPEC §8), later the admin listener.
+    ("control plane", &["control"]),
     // Entry points: the command line and the fuzz targets.
     ("entry points", &["cli", "fuzzing"]),
 ];

@@ -14,6 +14,7 @@
 
 mod admin;
 mod auth;
+mod cluster;
 mod document;
 mod limits;
 mod origin;
@@ -31,6 +32,7 @@ use std::path::{Path, PathBuf};
 
 use self::admin::admin;
 use self::auth::auth;
+use self::cluster::cluster;
 use self::document::{escape_controls, line_of, locate, one_line, raw_from_str, Located};
 use self::limits::limits;
 use self::origin::origin;
@@ -43,6 +45,9 @@ use self::units::ByteSize;
 pub use self::admin::{Admin, AdminSection};
 pub use self::auth::{
     Auth, AuthSection, KeyConfig, KeyMaterial, LoadedKey, Source, ED25519_SPKI_PREFIX,
+};
+pub use self::cluster::{
+    is_node_name, redacted_url, Cluster, ClusterSection, OnUnavailable, MAX_NODE_BYTES,
 };
 pub use self::limits::{Limits, LimitsSection};
 pub use self::origin::{Origin, OriginSection};
@@ -72,13 +77,15 @@ pub struct RawConfig {
     pub session: SessionSection,
     /// `[admin]`, when present.
     pub admin: Option<AdminSection>,
+    /// `[cluster]`, when present.
+    pub cluster: Option<ClusterSection>,
     /// `[[route]]`.
     pub route: Vec<RouteConfig>,
 }
 
 /// The keys allowed at the top level of the file.
-pub const TOP_LEVEL_KEYS: [&str; 8] = [
-    "server", "tls", "auth", "origin", "limits", "session", "admin", "route",
+pub const TOP_LEVEL_KEYS: [&str; 9] = [
+    "server", "tls", "auth", "origin", "limits", "session", "admin", "cluster", "route",
 ];
 
 /// A validated configuration: every value resolved, every file read.
@@ -100,6 +107,8 @@ pub struct Config {
     pub session: Session,
     /// `[admin]`, when present.
     pub admin: Option<Admin>,
+    /// `[cluster]`, when present: the fleet link (SPEC §8).
+    pub cluster: Option<Cluster>,
     /// `[[route]]`, in file order; paths are unique.
     pub routes: Vec<Route>,
     warnings: Vec<String>,
@@ -363,6 +372,7 @@ pub(super) fn validate(raw: &RawConfig, base_dir: &Path, problems: &mut Problems
         .admin
         .as_ref()
         .and_then(|admin| self::admin(admin, &server.listen, base_dir, problems));
+    let cluster = raw.cluster.as_ref().and_then(|c| cluster(c, problems));
     let routes = routes(&raw.route, problems);
 
     if raw.auth.key.is_empty() {
@@ -391,6 +401,7 @@ pub(super) fn validate(raw: &RawConfig, base_dir: &Path, problems: &mut Problems
         limits,
         session,
         admin,
+        cluster,
         routes,
         warnings: Vec::new(),
     }
