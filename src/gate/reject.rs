@@ -63,6 +63,8 @@ pub enum Reject {
     OverCapacity,
     /// The gateway is shutting down.
     Draining,
+    /// The fleet's Redis is unreachable and `cluster.on_unavailable = "refuse"` (SPEC §8).
+    ClusterUnavailable,
     /// The upstream answered its handshake with a non-101 status.
     UpstreamStatus {
         /// The upstream's status (relayed only when in 400..=599).
@@ -131,7 +133,7 @@ impl Reject {
             Reject::InsufficientScope { .. } => 403,
             // RFC 6585 §4.
             Reject::RateLimited { .. } => 429,
-            Reject::OverCapacity | Reject::Draining => 503,
+            Reject::OverCapacity | Reject::Draining | Reject::ClusterUnavailable => 503,
             Reject::UpstreamStatus { status, .. } if Self::relays(*status) => *status,
             Reject::UpstreamStatus { .. } | Reject::BadGateway => 502,
             Reject::GatewayTimeout => 504,
@@ -161,6 +163,7 @@ impl Reject {
             Reject::RateLimited { .. } => "rate_limited",
             Reject::OverCapacity => "over_capacity",
             Reject::Draining => "draining",
+            Reject::ClusterUnavailable => "cluster_unavailable",
             Reject::UpstreamStatus { .. } => "upstream_status",
             Reject::BadGateway => "bad_gateway",
             Reject::GatewayTimeout => "gateway_timeout",
@@ -190,6 +193,7 @@ impl Reject {
             Reject::RateLimited { .. } => line("too many requests\n"),
             Reject::OverCapacity => line("over capacity\n"),
             Reject::Draining => line("shutting down\n"),
+            Reject::ClusterUnavailable => line("fleet state unavailable\n"),
             Reject::UpstreamStatus { status, body, .. } if Self::relays(*status) => {
                 [body.as_str(), "", ""]
             }
@@ -646,6 +650,7 @@ mod tests {
             },
             Reject::OverCapacity,
             Reject::Draining,
+            Reject::ClusterUnavailable,
             Reject::UpstreamStatus {
                 status: 500,
                 body: String::new(),

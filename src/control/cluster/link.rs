@@ -32,7 +32,8 @@ use tokio::time::{timeout, Instant, MissedTickBehavior};
 use super::status::{ClusterStatus, LinkState};
 use super::view::Fleet;
 use super::wire::{CountsMessage, FailuresMessage, Names, RevocationMessage, MAX_ENTRIES};
-use super::{Event, Local, Request, Settings, Shared};
+use super::{Event, Local, Reply, Request, Settings, Shared};
+use crate::auth::revocation::Revocation;
 use crate::clock;
 use crate::{info, warn};
 
@@ -195,9 +196,7 @@ impl Link {
                 request = self.requests.recv() => match request {
                     None => return Some(Ended::Stop(None)),
                     Some(Request::Stop(done)) => return Some(Ended::Stop(Some(done))),
-                    Some(Request::Share(message, reply)) => {
-                        let _ = reply.send(self.enqueue(message));
-                    }
+                    Some(Request::Share(message, reply)) => reply(self.enqueue(message)),
                 },
                 Some(event) = self.events.recv() => self.fold(event, false),
                 _ = tick.tick() => self.expire_nodes(),
@@ -275,7 +274,7 @@ impl Link {
             let step = tokio::select! {
                 message = stream.next() => match message {
                     Some(message) => {
-                        self.on_message(&message);
+                        self.on_message(&message).await;
                         Ok(())
                     }
                     None => Err(Ended::Lost("subscription connection closed".to_owned())),
@@ -319,20 +318,20 @@ impl Link {
         &mut self,
         conn: &mut MultiplexedConnection,
         message: RevocationMessage,
-        reply: oneshot::Sender<Shared>,
+        reply: Reply,
     ) -> Result<(), Ended> {
         // Queued ones go first, so that the fleet sees revocations in posting order.
         if !self.queue.is_empty() {
-            let _ = reply.send(self.enqueue(message));
+            reply(self.enqueue(message));
             return self.drain_queue(conn).await;
         }
         match self.store(conn, &message, false).await {
             Ok(()) => {
-                let _ = reply.send(Shared::Published);
+                reply(Shared::Published);
                 Ok(())
             }
             Err(ended) => {
-                let _ = reply.send(self.enqueue(message));
+                reply(self.enqueue(message));
                 Err(ended)
             }
         }
@@ -603,7 +602,7 @@ impl Link {
 
     // === channel messages ===
 
-    fn on_message(&mut self, message: &Msg) {
+    async fn on_message(&mut self, message: &Msg) {
         let channel = message.get_channel_name();
         let payload = message.get_payload_bytes();
         if channel == self.names.revocations_channel() {
@@ -611,8 +610,7 @@ impl Link {
                 Ok(m) if m.node == self.names.node() => {} // applied when posted here
                 Ok(m) => {
                     if m.keep_until >= clock::unix_now() {
-                        self.local
-                            .apply_revocations(vec![(m.revocation, m.keep_until)]);
+                        self.apply(vec![(m.revocation, m.keep_until)]).await;
                     }
                     self.status.received();
                     let delay = clock::unix_now_millis().saturating_sub(m.at_ms);
@@ -638,6 +636,18 @@ impl Link {
                 }
                 Err(e) => self.skip(format_args!("a message on {channel}: {e}")),
             }
+        }
+    }
+
+    /// Hands revocations to the gateway on the blocking pool (applying one may wait for
+    /// the revocation log's lock, held across an fsync by a `POST /revoke`).
+    pub(super) async fn apply(&self, entries: Vec<(Revocation, u64)>) {
+        let local = Arc::clone(&self.local);
+        if tokio::task::spawn_blocking(move || local.apply_revocations(entries))
+            .await
+            .is_err()
+        {
+            crate::error!("cluster: applying fleet revocations panicked");
         }
     }
 

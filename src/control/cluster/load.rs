@@ -78,7 +78,7 @@ impl Link {
             .map(|m| (m.revocation, m.keep_until))
             .collect();
         if !entries.is_empty() {
-            self.local.apply_revocations(entries);
+            self.apply(entries).await;
         }
         Ok(())
     }

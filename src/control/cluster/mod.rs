@@ -49,13 +49,14 @@ use tokio::sync::oneshot;
 
 pub use self::link::{FLUSH_INTERVAL, MAX_QUEUED};
 pub use self::status::{ClusterStatus, LinkState, Readiness};
-pub use self::view::RemoteCounts;
+pub use self::view::{FleetShare, RemoteCounts};
 
 use self::link::Link;
 use self::view::Fleet;
 use self::wire::{Names, RevocationMessage};
 use crate::auth::revocation::Revocation;
 use crate::config::{self, OnUnavailable};
+use crate::gate::fleet::FleetReporter;
 use crate::{clock, info};
 
 /// What the link needs from the gateway it serves. Every method is called from the
@@ -135,6 +136,9 @@ fn default_node(host: &str, port: u16) -> String {
     format!("{host}:{port}")
 }
 
+/// Longest wait of [`Cluster::share_blocking`] (a Redis command's timeout, and some).
+pub const SHARE_WAIT: Duration = Duration::from_secs(3);
+
 /// What became of a revocation handed to [`Cluster::share`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shared {
@@ -157,8 +161,11 @@ impl Shared {
     }
 }
 
+/// Where the link answers a [`Request::Share`].
+pub(crate) type Reply = Box<dyn FnOnce(Shared) + Send>;
+
 pub(crate) enum Request {
-    Share(RevocationMessage, oneshot::Sender<Shared>),
+    Share(RevocationMessage, Reply),
     Stop(oneshot::Sender<()>),
 }
 
@@ -167,7 +174,8 @@ pub(crate) enum Event {
     AuthFailure(IpAddr),
 }
 
-/// What a worker holds to report to the link: sends on an unbounded channel, never waits.
+/// What a worker holds to report to the link (as the share's [`FleetReporter`]): sends on
+/// an unbounded channel, never waits.
 #[derive(Debug, Clone)]
 pub struct Reporter {
     events: UnboundedSender<Event>,
@@ -179,15 +187,15 @@ impl std::fmt::Debug for Event {
     }
 }
 
-impl Reporter {
+impl FleetReporter for Reporter {
     /// The local count of `sub` changed (a connection opened or closed); the link reads
     /// the current count at its next flush.
-    pub fn subject_changed(&self, sub: &str) {
+    fn subject_changed(&self, sub: &str) {
         let _ = self.events.send(Event::Subject(sub.into()));
     }
 
     /// A token from `ip` (already reduced to its `ipv6_prefix` network) failed here.
-    pub fn auth_failed(&self, ip: IpAddr) {
+    fn auth_failed(&self, ip: IpAddr) {
         let _ = self.events.send(Event::AuthFailure(ip));
     }
 }
@@ -197,17 +205,19 @@ pub struct Cluster {
     requests: UnboundedSender<Request>,
     reporter: Reporter,
     status: Arc<ClusterStatus>,
-    remote: Arc<RemoteCounts>,
+    share: Arc<FleetShare>,
     node: String,
 }
 
 impl Cluster {
-    /// Starts the link on `runtime`. It connects in the background: [`ClusterStatus`]
-    /// tells when it is up.
+    /// Starts the link on `runtime`, feeding `share` (the view the handshake reads, which
+    /// reports to the link from then on). It connects in the background:
+    /// [`ClusterStatus`] tells when it is up.
     pub fn start(
         runtime: &tokio::runtime::Handle,
         settings: Settings,
         local: Arc<dyn Local>,
+        share: Arc<FleetShare>,
     ) -> Result<Cluster, String> {
         let client = redis::Client::open(settings.redis.as_str()).map_err(|_| {
             format!(
@@ -215,8 +225,10 @@ impl Cluster {
                 config::redacted_url(&settings.redis)
             )
         })?;
-        let status = Arc::new(ClusterStatus::new(settings.on_unavailable));
-        let remote = Arc::new(RemoteCounts::default());
+        let status = Arc::new(ClusterStatus::new(
+            settings.on_unavailable,
+            Arc::clone(&share),
+        ));
         let (requests, requests_rx) = mpsc::unbounded_channel();
         let (events, events_rx) = mpsc::unbounded_channel();
         let names = Names::new(&settings.namespace, &settings.node);
@@ -229,7 +241,7 @@ impl Cluster {
         );
         let node = settings.node.clone();
         let link = Link {
-            fleet: Fleet::new(&settings.node, Arc::clone(&remote)),
+            fleet: Fleet::new(&settings.node, Arc::clone(&share)),
             settings,
             names,
             client,
@@ -244,11 +256,13 @@ impl Cluster {
             last_skip_log: None,
         };
         runtime.spawn(link.run());
+        let reporter = Reporter { events };
+        share.set_reporter(Arc::new(reporter.clone()));
         Ok(Cluster {
             requests,
-            reporter: Reporter { events },
+            reporter,
             status,
-            remote,
+            share,
             node,
         })
     }
@@ -263,10 +277,33 @@ impl Cluster {
             keep_until,
         };
         let (reply, answer) = oneshot::channel();
+        let reply: Reply = Box::new(move |shared| {
+            let _ = reply.send(shared);
+        });
         if self.requests.send(Request::Share(message, reply)).is_err() {
             return Shared::NotShared;
         }
         answer.await.unwrap_or(Shared::NotShared)
+    }
+
+    /// [`Cluster::share`] for a thread that may block (the admin listener's blocking
+    /// pool), waiting at most [`SHARE_WAIT`]: past it the revocation is still in the link's
+    /// hands (written, or queued, once its current step ends) and the answer is `Queued`.
+    pub fn share_blocking(&self, revocation: Revocation, keep_until: u64) -> Shared {
+        let message = RevocationMessage {
+            node: self.node.clone(),
+            at_ms: clock::unix_now_millis(),
+            revocation,
+            keep_until,
+        };
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        let reply: Reply = Box::new(move |shared| {
+            let _ = reply.send(shared);
+        });
+        if self.requests.send(Request::Share(message, reply)).is_err() {
+            return Shared::NotShared;
+        }
+        answer.recv_timeout(SHARE_WAIT).unwrap_or(Shared::Queued)
     }
 
     /// Leaves the fleet: this node's counts are deleted at once (when Redis answers) and
@@ -288,9 +325,10 @@ impl Cluster {
         Arc::clone(&self.status)
     }
 
-    /// Per subject, the connections on the other live nodes.
-    pub fn remote_counts(&self) -> Arc<RemoteCounts> {
-        Arc::clone(&self.remote)
+    /// The view the handshake reads: per subject, the connections on the other live
+    /// nodes, and whether handshakes are admitted.
+    pub fn fleet_share(&self) -> Arc<FleetShare> {
+        Arc::clone(&self.share)
     }
 
     /// This node's name in the fleet.

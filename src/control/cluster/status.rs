@@ -6,7 +6,10 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
+use std::sync::Arc;
+
 use crate::config::OnUnavailable;
+use crate::gate::fleet::FleetShare;
 
 /// The link's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +44,8 @@ pub const LATENCY_BUCKETS: [f64; 12] = [
 #[derive(Debug)]
 pub struct ClusterStatus {
     on_unavailable: OnUnavailable,
+    /// Told whether handshakes are admitted at every state change.
+    share: Arc<FleetShare>,
     state: AtomicU8,
     /// Whether a first connection attempt has finished (either way).
     tried: AtomicU8,
@@ -55,10 +60,12 @@ pub struct ClusterStatus {
 }
 
 impl ClusterStatus {
-    /// A link that has not connected yet.
-    pub fn new(on_unavailable: OnUnavailable) -> ClusterStatus {
+    /// A link that has not connected yet; `share` learns whether handshakes are admitted.
+    pub fn new(on_unavailable: OnUnavailable, share: Arc<FleetShare>) -> ClusterStatus {
+        share.set_admitting(on_unavailable == OnUnavailable::Local);
         ClusterStatus {
             on_unavailable,
+            share,
             state: AtomicU8::new(LinkState::Starting as u8),
             tried: AtomicU8::new(0),
             received: AtomicU64::new(0),
@@ -87,6 +94,7 @@ impl ClusterStatus {
             self.tried.store(1, Ordering::Release);
         }
         self.state.store(state as u8, Ordering::Release);
+        self.share.set_admitting(self.admits_handshakes());
     }
 
     /// Whether Redis is reachable and this node has loaded the fleet's state.
@@ -206,6 +214,12 @@ impl ClusterStatus {
             self.skipped_total(),
         );
         gauge(
+            "wsgate_cluster_remote_connections",
+            "Connections on the other live gateways, counted against per_subject_connections.",
+            "gauge",
+            self.share.remote.total(),
+        );
+        gauge(
             "wsgate_cluster_nodes",
             "Other gateways whose connection counts are counted here.",
             "gauge",
@@ -238,7 +252,7 @@ mod tests {
 
     #[test]
     fn readiness_by_state_and_mode() {
-        let local = ClusterStatus::new(OnUnavailable::Local);
+        let local = ClusterStatus::new(OnUnavailable::Local, Arc::default());
         assert!(matches!(local.readiness(), Readiness::NotReady(_)));
         assert!(local.admits_handshakes());
         local.set_state(LinkState::Loading);
@@ -252,10 +266,13 @@ mod tests {
         assert!(matches!(local.readiness(), Readiness::Degraded(_)));
         assert!(local.admits_handshakes());
 
-        let refuse = ClusterStatus::new(OnUnavailable::Refuse);
+        let share = Arc::new(FleetShare::default());
+        let refuse = ClusterStatus::new(OnUnavailable::Refuse, Arc::clone(&share));
         assert!(!refuse.admits_handshakes());
+        assert!(!share.admits());
         refuse.set_state(LinkState::Up);
         assert!(refuse.admits_handshakes());
+        assert!(share.admits());
         refuse.set_state(LinkState::Down);
         assert!(!refuse.admits_handshakes());
         assert!(matches!(refuse.readiness(), Readiness::NotReady(_)));
@@ -263,7 +280,7 @@ mod tests {
 
     #[test]
     fn metrics_text() {
-        let status = ClusterStatus::new(OnUnavailable::Local);
+        let status = ClusterStatus::new(OnUnavailable::Local, Arc::default());
         status.set_state(LinkState::Up);
         status.received();
         status.observe_latency_ms(3);

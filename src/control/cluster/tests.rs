@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::*;
+use crate::gate::fleet::FleetReporter;
 
 /// A `redis-server` of this test's own, killed on drop.
 pub(crate) struct RedisServer {
@@ -179,6 +180,7 @@ fn node(
         rt.handle(),
         settings(url, name, ns),
         local.clone() as Arc<dyn Local>,
+        Arc::default(),
     )
     .expect("start");
     (cluster, local)
@@ -261,25 +263,25 @@ fn counts_cross_nodes_and_a_dead_node_stops_counting_after_its_lease() {
         a.reporter().subject_changed("alice");
         b_local.set_count("alice", 3);
         b.reporter().subject_changed("alice");
-        let (a_view, b_view) = (a.remote_counts(), b.remote_counts());
+        let (a_view, b_view) = (a.fleet_share(), b.fleet_share());
         eventually("counts cross", WAIT, || {
-            a_view.get("alice") == 3 && b_view.get("alice") == 2
+            a_view.remote.get("alice") == 3 && b_view.remote.get("alice") == 2
         })
         .await;
         // A count that drops to 0 is removed everywhere.
         a_local.set_count("alice", 0);
         a.reporter().subject_changed("alice");
-        eventually("a's count gone", WAIT, || b_view.get("alice") == 0).await;
+        eventually("a's count gone", WAIT, || b_view.remote.get("alice") == 0).await;
         // A third node starting now loads b's counts from its hash.
         let (c, _) = node(&rt, &redis.url(), "c", "t2");
         eventually("c up", WAIT, || c.status().up()).await;
-        assert_eq!(c.remote_counts().get("alice"), 3);
+        assert_eq!(c.fleet_share().remote.get("alice"), 3);
         // Kill b: no goodbye; its lease (1 s) runs out on a and c.
         drop(b);
         doomed.shutdown_background();
         let killed = tokio::time::Instant::now();
         eventually("b's counts lapse", WAIT, || {
-            a_view.get("alice") == 0 && c.remote_counts().get("alice") == 0
+            a_view.remote.get("alice") == 0 && c.fleet_share().remote.get("alice") == 0
         })
         .await;
         assert!(
@@ -290,10 +292,10 @@ fn counts_cross_nodes_and_a_dead_node_stops_counting_after_its_lease() {
         // A graceful stop releases at once.
         a_local.set_count("bob", 1);
         a.reporter().subject_changed("bob");
-        eventually("bob seen", WAIT, || c.remote_counts().get("bob") == 1).await;
+        eventually("bob seen", WAIT, || c.fleet_share().remote.get("bob") == 1).await;
         a.stop(Duration::from_secs(2)).await;
         eventually("a left", Duration::from_millis(500), || {
-            c.remote_counts().get("bob") == 0
+            c.fleet_share().remote.get("bob") == 0
         })
         .await;
     });
@@ -365,8 +367,15 @@ fn refuse_mode_and_unreachable_redis_at_start() {
         let local = Arc::new(FakeLocal::default());
         let mut refusing = settings(&url, "r", "t5");
         refusing.on_unavailable = OnUnavailable::Refuse;
-        let r = Cluster::start(rt.handle(), refusing, local.clone()).expect("start");
-        let l = Cluster::start(rt.handle(), settings(&url, "l", "t5"), local).expect("start");
+        let r =
+            Cluster::start(rt.handle(), refusing, local.clone(), Arc::default()).expect("start");
+        let l = Cluster::start(
+            rt.handle(),
+            settings(&url, "l", "t5"),
+            local,
+            Arc::default(),
+        )
+        .expect("start");
         eventually("both tried", WAIT, || {
             r.status().state() == LinkState::Down && l.status().state() == LinkState::Down
         })
@@ -418,7 +427,7 @@ fn malformed_messages_and_wrong_key_types_are_skipped() {
         eventually("a up", WAIT, || a.status().up()).await;
         assert!(a_local.revoked(&jti("good")));
         assert_eq!(a_local.revocations.lock().map(|v| v.len()).unwrap_or(0), 1);
-        assert_eq!(a.remote_counts().get("alice"), 0);
+        assert_eq!(a.fleet_share().remote.get("alice"), 0);
         assert!(
             a.status().skipped_total() >= 4,
             "{}",
@@ -486,7 +495,7 @@ fn a_flushed_redis_gets_the_fleet_state_back() {
         let (b, b_local) = node(&rt, &redis.url(), "b", "t7");
         eventually("b up", WAIT, || b.status().up()).await;
         assert!(b_local.revoked(&sub("mallory", 7)));
-        assert_eq!(b.remote_counts().get("alice"), 5);
+        assert_eq!(b.fleet_share().remote.get("alice"), 5);
     });
 }
 

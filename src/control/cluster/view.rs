@@ -1,79 +1,18 @@
 //! The fleet's connection counts as one node sees them (SPEC §8 `per_subject_connections`):
 //! [`Fleet`], owned by the cluster task, keeps every other node's counts with its lease;
-//! [`RemoteCounts`] is the sum over the other live nodes per subject, which a worker reads
+//! [`RemoteCounts`] (in `gate`, where the handshake reads it) is the sum over the other live nodes per subject, which a worker reads
 //! at the handshake (one shard lock, no Redis round trip, no allocation).
 //!
 //! Counts are absolute per (node, subject), so a message applied twice or late changes
 //! nothing, and a node that stops sending (dead, or cut off from us) stops counting when
 //! its lease runs out.
 
-use std::collections::hash_map::{Entry, RandomState};
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
-use std::hash::BuildHasher;
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::wire::CountsMessage;
-
-const SHARDS: usize = 16;
-
-/// Per subject, the connections that the other live nodes of the fleet hold.
-#[derive(Debug)]
-pub struct RemoteCounts {
-    shards: Vec<Mutex<HashMap<Box<str>, u32>>>,
-    hasher: RandomState,
-}
-
-impl Default for RemoteCounts {
-    fn default() -> Self {
-        RemoteCounts {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            hasher: RandomState::new(),
-        }
-    }
-}
-
-impl RemoteCounts {
-    fn shard(&self, sub: &str) -> MutexGuard<'_, HashMap<Box<str>, u32>> {
-        let index = (self.hasher.hash_one(sub) as usize) % SHARDS;
-        // A poisoned shard only means a panic elsewhere mid-update; the counts stay usable.
-        self.shards[index]
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Connections of `sub` on the other live nodes.
-    pub fn get(&self, sub: &str) -> u32 {
-        self.shard(sub).get(sub).copied().unwrap_or(0)
-    }
-
-    /// Number of subjects with connections elsewhere.
-    pub fn subjects(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|shard| shard.lock().map(|map| map.len()).unwrap_or(0))
-            .sum()
-    }
-
-    fn change(&self, sub: &str, from: u32, to: u32) {
-        if from == to {
-            return;
-        }
-        let mut shard = self.shard(sub);
-        match shard.get_mut(sub) {
-            Some(total) => {
-                *total = total.saturating_sub(from).saturating_add(to);
-                if *total == 0 {
-                    shard.remove(sub);
-                }
-            }
-            None if to > from => {
-                shard.insert(sub.into(), to - from);
-            }
-            None => {}
-        }
-    }
-}
+pub use crate::gate::fleet::{FleetShare, RemoteCounts};
 
 #[derive(Debug)]
 struct NodeCounts {
@@ -81,21 +20,21 @@ struct NodeCounts {
     expires: Instant,
 }
 
-/// Every other node's counts and lease; feeds [`RemoteCounts`].
+/// Every other node's counts and lease; feeds the share's [`RemoteCounts`].
 #[derive(Debug)]
 pub struct Fleet {
     me: String,
     nodes: HashMap<String, NodeCounts>,
-    remote: std::sync::Arc<RemoteCounts>,
+    share: std::sync::Arc<FleetShare>,
 }
 
 impl Fleet {
-    /// The fleet seen from node `me`, publishing into `remote`.
-    pub fn new(me: &str, remote: std::sync::Arc<RemoteCounts>) -> Fleet {
+    /// The fleet seen from node `me`, publishing into `share`.
+    pub fn new(me: &str, share: std::sync::Arc<FleetShare>) -> Fleet {
         Fleet {
             me: me.to_owned(),
             nodes: HashMap::new(),
-            remote,
+            share,
         }
     }
 
@@ -118,7 +57,7 @@ impl Fleet {
             });
         node.expires = now.checked_add(lease).unwrap_or(now);
         for (sub, count) in &message.counts {
-            set(&self.remote, node, sub, *count);
+            set(&self.share.remote, node, sub, *count);
         }
     }
 
@@ -134,7 +73,7 @@ impl Fleet {
             expires,
         });
         for (sub, count) in counts {
-            set(&self.remote, entry, sub, *count);
+            set(&self.share.remote, entry, sub, *count);
         }
     }
 
@@ -168,7 +107,7 @@ impl Fleet {
     fn forget(&mut self, name: &str) {
         if let Some(node) = self.nodes.remove(name) {
             for (sub, count) in node.counts {
-                self.remote.change(&sub, count, 0);
+                self.share.remote.change(&sub, count, 0);
             }
         }
     }
@@ -212,8 +151,9 @@ mod tests {
     #[test]
     fn sums_other_nodes_and_ignores_own() {
         let t0 = crate::fuzzing::virtual_epoch();
-        let remote = Arc::new(RemoteCounts::default());
-        let mut fleet = Fleet::new("me", Arc::clone(&remote));
+        let share = Arc::new(FleetShare::default());
+        let remote = &share.remote;
+        let mut fleet = Fleet::new("me", Arc::clone(&share));
         fleet.apply(&counts("a", false, 1000, &[("alice", 2), ("bob", 1)]), t0);
         fleet.apply(&counts("b", false, 1000, &[("alice", 3)]), t0);
         fleet.apply(&counts("me", false, 1000, &[("alice", 50)]), t0);
@@ -233,8 +173,9 @@ mod tests {
     #[test]
     fn leases_expire_and_heartbeats_renew() {
         let t0 = crate::fuzzing::virtual_epoch();
-        let remote = Arc::new(RemoteCounts::default());
-        let mut fleet = Fleet::new("me", Arc::clone(&remote));
+        let share = Arc::new(FleetShare::default());
+        let remote = &share.remote;
+        let mut fleet = Fleet::new("me", Arc::clone(&share));
         fleet.apply(&counts("a", false, 1000, &[("alice", 2)]), t0);
         fleet.apply(&counts("b", false, 1000, &[("alice", 1)]), t0);
         let t1 = t0 + Duration::from_millis(900);
@@ -252,8 +193,9 @@ mod tests {
     #[test]
     fn reset_and_load_replace_a_node() {
         let t0 = crate::fuzzing::virtual_epoch();
-        let remote = Arc::new(RemoteCounts::default());
-        let mut fleet = Fleet::new("me", Arc::clone(&remote));
+        let share = Arc::new(FleetShare::default());
+        let remote = &share.remote;
+        let mut fleet = Fleet::new("me", Arc::clone(&share));
         fleet.apply(&counts("a", false, 1000, &[("alice", 2), ("bob", 4)]), t0);
         fleet.apply(&counts("a", true, 1000, &[("alice", 1)]), t0);
         assert_eq!((remote.get("alice"), remote.get("bob")), (1, 0));
