@@ -479,4 +479,71 @@ mod table_tests {
         s.release("bob");
         assert_eq!(s.count("bob"), 0);
     }
+
+    #[derive(Debug, Default)]
+    struct Heard(Mutex<Vec<String>>);
+
+    impl crate::gate::fleet::FleetReporter for Heard {
+        fn subject_changed(&self, sub: &str) {
+            if let Ok(mut v) = self.0.lock() {
+                v.push(sub.to_owned());
+            }
+        }
+        fn auth_failed(&self, key: IpAddr) {
+            if let Ok(mut v) = self.0.lock() {
+                v.push(key.to_string());
+            }
+        }
+    }
+
+    #[test]
+    fn subject_cap_counts_the_fleet_and_reports_changes() {
+        let s = SubjectTable::new(3);
+        let heard = Arc::new(Heard::default());
+        s.fleet().set_reporter(heard.clone());
+        // Two of alice's connections live on other gateways.
+        s.fleet().remote.change("alice", 0, 2);
+        assert!(s.try_acquire("alice"));
+        assert!(!s.try_acquire("alice"));
+        // Three elsewhere: not even a first one here.
+        s.fleet().remote.change("carol", 0, 3);
+        assert!(!s.try_acquire("carol"));
+        s.release("alice");
+        s.fleet().remote.change("alice", 2, 0);
+        assert!(s.try_acquire("alice"));
+        let mut counts = s.counts();
+        counts.sort();
+        assert_eq!(counts, [("alice".into(), 1)]);
+        let seen = heard.0.lock().map(|v| v.clone()).unwrap_or_default();
+        assert_eq!(seen, ["alice", "alice", "alice"]);
+        // Unlimited: the fleet is not consulted.
+        s.limit.store(0, Ordering::Relaxed);
+        assert!(s.try_acquire("carol"));
+    }
+
+    #[test]
+    fn failed_tokens_are_shared_both_ways() {
+        let t0 = crate::fuzzing::virtual_epoch();
+        let t = IpTable::new(IpBudget {
+            auth_failures_per_sec: 3,
+            ..budget()
+        });
+        let heard = Arc::new(Heard::default());
+        let fleet = Arc::new(FleetShare::default());
+        fleet.set_reporter(heard.clone());
+        t.join_fleet(fleet);
+        let v6: IpAddr = "2001:db8::1:2:3:4".parse().expect("ip");
+        t.auth_failed(v6, t0);
+        let seen = heard.0.lock().map(|v| v.clone()).unwrap_or_default();
+        assert_eq!(seen, ["2001:db8::"], "reported under its /64 budget key");
+        // Failures elsewhere drain this gateway's bucket for the address.
+        let ip: IpAddr = "10.0.0.9".parse().expect("ip");
+        t.remote_auth_failures(ip, 2, t0);
+        assert_eq!(t.admit_handshake(ip, t0), Ok(()));
+        t.remote_auth_failures(ip, 1_000_000, t0);
+        assert!(matches!(
+            t.admit_handshake(ip, t0),
+            Err(IpRefusal::AuthFailures(_))
+        ));
+    }
 }

@@ -114,6 +114,17 @@ fn token(sub: &str, jti: &str, scope: &str) -> String {
 
 /// A gateway of the fleet `namespace` on `redis`; returns it and its admin address.
 fn gateway(redis: &str, node: &str, namespace: &str, extra: &str) -> (Gateway, SocketAddr) {
+    gateway_with(redis, node, namespace, "", extra)
+}
+
+/// Same, with more `[limits]` lines.
+fn gateway_with(
+    redis: &str,
+    node: &str,
+    namespace: &str,
+    limits: &str,
+    extra: &str,
+) -> (Gateway, SocketAddr) {
     use base64::Engine as _;
     let dir = TempDir::new();
     dir.write(
@@ -132,6 +143,7 @@ secret_file = "hs.secret"
 
 [limits]
 per_subject_connections = 3
+{limits}
 
 [admin]
 listen = "127.0.0.1:0"
@@ -350,4 +362,33 @@ fn a_redis_restart_drops_no_socket_and_loses_no_revocation() {
     });
     assert_eq!(upgrade_status(&b, &alice), 401);
     assert_eq!(upgrade_status(&b, &token("carol", "c1", "echo")), 101);
+}
+
+#[test]
+fn failed_tokens_drain_one_budget_per_address_across_the_fleet() {
+    let redis = Redis::start();
+    let limits = r#"per_ip_auth_failures = "1/s""#;
+    let (a, a_admin) = gateway_with(&redis.url(), "a", "c4", limits, "");
+    let (b, b_admin) = gateway_with(&redis.url(), "b", "c4", limits, "");
+    eventually("both ready", WAIT, || ready(a_admin) && ready(b_admin));
+    // Bad tokens on a only.
+    assert_eq!(upgrade_status(&a, "not-a-token"), 401);
+    // b refuses the same address before checking any token, once a's failure reached it
+    // (the budget refills at 1/s, so 429 holds long enough to be seen).
+    // A fresh subject each time, so that no per-subject cap can answer 429 instead, and
+    // at most ~10 attempts a second, well inside per_ip_handshakes (50/s).
+    let mut statuses = Vec::new();
+    eventually("b refuses the address", WAIT, || {
+        if !statuses.is_empty() {
+            std::thread::sleep(Duration::from_millis(80));
+        }
+        let user = format!("user{}", statuses.len());
+        let status = upgrade_status(&b, &token(&user, &user, "echo"));
+        statuses.push(status);
+        status == 429
+    });
+    assert!(
+        statuses.iter().all(|s| *s == 101 || *s == 429),
+        "{statuses:?}"
+    );
 }
