@@ -264,6 +264,7 @@ fn start(
     let reloader = Reloader {
         path: config_path.map(Path::to_path_buf),
         listen: config.server.listen.clone(),
+        cluster: config.cluster.clone(),
         shared: Arc::clone(&running.shared),
         workers,
         admin: admin.as_ref().map(|(_, backend)| Arc::clone(backend)),

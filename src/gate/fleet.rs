@@ -47,6 +47,11 @@ impl FleetShare {
         let _ = self.reporter.set(reporter);
     }
 
+    /// Whether a fleet link is connected (else there is nothing to look up or report).
+    pub fn active(&self) -> bool {
+        self.reporter.get().is_some()
+    }
+
     /// Whether a new handshake may proceed (false: 503, SPEC §8 `on_unavailable = "refuse"`).
     pub fn admits(&self) -> bool {
         self.admitting.load(Ordering::Relaxed)

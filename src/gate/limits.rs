@@ -304,7 +304,7 @@ impl SubjectTable {
     /// fleet). Reports the change to the fleet.
     pub fn try_acquire(&self, sub: &str) -> bool {
         let limit = self.limit.load(Ordering::Relaxed);
-        let elsewhere = if limit > 0 {
+        let elsewhere = if limit > 0 && self.fleet.active() {
             self.fleet.remote.get(sub) as usize
         } else {
             0
