@@ -71,6 +71,24 @@ impl Redis {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
+    /// One command; the first line of the reply (enough for integer and status replies).
+    fn command(&self, args: &[&str]) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect redis");
+        s.set_read_timeout(Some(WAIT)).expect("timeout");
+        let mut request = format!("*{}\r\n", args.len());
+        for arg in args {
+            request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        }
+        s.write_all(request.as_bytes()).expect("send");
+        let mut reply = Vec::new();
+        let mut byte = [0u8; 1];
+        while !reply.ends_with(b"\r\n") {
+            s.read_exact(&mut byte).expect("reply");
+            reply.push(byte[0]);
+        }
+        String::from_utf8_lossy(&reply).trim_end().to_owned()
+    }
+
     fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -276,7 +294,23 @@ fn a_revocation_posted_to_one_gateway_closes_on_the_others() {
     let (d, d_admin) = gateway(&redis.url(), "d", "c1", "");
     eventually("d ready", WAIT, || ready(d_admin));
     assert_eq!(upgrade_status(&d, &alice), 401);
+    // Redis flushed: the gateways notice at their next renewal (lease / 3) and write back
+    // what they enforce, so a gateway that starts afterwards still refuses alice.
+    assert_eq!(redis.command(&["FLUSHALL"]), "+OK");
+    let key = format!("c1:revocation:sub:{}:alice", v_before(&body));
+    eventually("written back", WAIT, || {
+        redis.command(&["EXISTS", &key]) == ":1"
+    });
+    let (e, e_admin) = gateway(&redis.url(), "e", "c1", "");
+    eventually("e ready", WAIT, || ready(e_admin));
+    assert_eq!(upgrade_status(&e, &alice), 401);
     drop(a);
+}
+
+/// The `before` of a `{"sub":..,"before":N}` body.
+fn v_before(body: &str) -> u64 {
+    let v: serde_json::Value = serde_json::from_str(body).expect("json");
+    v["before"].as_u64().expect("before")
 }
 
 #[test]
