@@ -508,3 +508,31 @@ fn default_node_names() {
     assert!(config::is_node_name(&long), "{long}");
     assert!(config::is_node_name(&default_node(&hostname(), 0)));
 }
+
+#[test]
+fn a_tls_url_without_a_tls_server_fails_cleanly_and_retries() {
+    // rediss:// goes through rustls (the crate's ring provider): a plain listener that
+    // closes at once is a failed connection, never a panic.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    // Detached: it closes whatever connects until the test process ends.
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            drop(s);
+        }
+    });
+    let rt = runtime();
+    rt.block_on(async {
+        let url = format!("rediss://127.0.0.1:{port}/0");
+        let local = Arc::new(FakeLocal::default());
+        let c = Cluster::start(
+            rt.handle(),
+            settings(&url, "t", "t8"),
+            local,
+            Arc::default(),
+        )
+        .expect("start");
+        eventually("down", WAIT, || c.status().state() == LinkState::Down).await;
+        assert!(matches!(c.status().readiness(), Readiness::Degraded(_)));
+    });
+}
