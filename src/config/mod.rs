@@ -15,6 +15,7 @@
 mod admin;
 mod auth;
 mod cluster;
+mod compression;
 mod document;
 mod limits;
 mod origin;
@@ -33,6 +34,7 @@ use std::path::{Path, PathBuf};
 use self::admin::admin;
 use self::auth::auth;
 use self::cluster::cluster;
+use self::compression::compression;
 use self::document::{escape_controls, line_of, locate, one_line, raw_from_str, Located};
 use self::limits::limits;
 use self::origin::origin;
@@ -42,13 +44,14 @@ use self::session::session;
 use self::tls::tls_files;
 use self::units::ByteSize;
 
-pub use self::admin::{Admin, AdminSection};
+pub use self::admin::{Admin, AdminSection, IdentityKey};
 pub use self::auth::{
     Auth, AuthSection, KeyConfig, KeyMaterial, LoadedKey, Source, ED25519_SPKI_PREFIX,
 };
 pub use self::cluster::{
     is_node_name, redacted_url, Cluster, ClusterSection, OnUnavailable, MAX_NODE_BYTES,
 };
+pub use self::compression::{Compression, CompressionSection};
 pub use self::limits::{Limits, LimitsSection};
 pub use self::origin::{Origin, OriginSection};
 pub use self::route::{Backend, Route, RouteConfig, UpstreamUrl};
@@ -79,13 +82,24 @@ pub struct RawConfig {
     pub admin: Option<AdminSection>,
     /// `[cluster]`, when present.
     pub cluster: Option<ClusterSection>,
+    /// `[compression]`.
+    pub compression: CompressionSection,
     /// `[[route]]`.
     pub route: Vec<RouteConfig>,
 }
 
 /// The keys allowed at the top level of the file.
-pub const TOP_LEVEL_KEYS: [&str; 9] = [
-    "server", "tls", "auth", "origin", "limits", "session", "admin", "cluster", "route",
+pub const TOP_LEVEL_KEYS: [&str; 10] = [
+    "server",
+    "tls",
+    "auth",
+    "origin",
+    "limits",
+    "session",
+    "admin",
+    "cluster",
+    "compression",
+    "route",
 ];
 
 /// A validated configuration: every value resolved, every file read.
@@ -109,6 +123,8 @@ pub struct Config {
     pub admin: Option<Admin>,
     /// `[cluster]`, when present: the fleet link (SPEC §8).
     pub cluster: Option<Cluster>,
+    /// `[compression]` (SPEC §10).
+    pub compression: Compression,
     /// `[[route]]`, in file order; paths are unique.
     pub routes: Vec<Route>,
     warnings: Vec<String>,
@@ -314,6 +330,7 @@ pub fn demo(listen: SocketAddr, ed25519_spki_der: Vec<u8>) -> Config {
         scope: Vec::new(),
         protocols: Vec::new(),
         backend: Backend::Echo,
+        compression: true,
     }];
     config.warnings = Vec::new();
     config
@@ -373,7 +390,19 @@ pub(super) fn validate(raw: &RawConfig, base_dir: &Path, problems: &mut Problems
         .as_ref()
         .and_then(|admin| self::admin(admin, &server.listen, base_dir, problems));
     let cluster = raw.cluster.as_ref().and_then(|c| cluster(c, problems));
-    let routes = routes(&raw.route, problems);
+    let routes = routes(&raw.route, base_dir, problems);
+    // SPEC §5: `sign_identity` signs with `[admin] identity_key`.
+    if admin.as_ref().is_none_or(|a| a.identity_key.is_none())
+        && raw.admin.as_ref().is_none_or(|a| a.identity_key.is_none())
+    {
+        if let Some(index) = raw.route.iter().position(|r| r.sign_identity == Some(true)) {
+            problems.error(
+                format!("route[{index}].sign_identity"),
+                "needs [admin] identity_key (an Ed25519 PKCS#8 PEM file)",
+            );
+        }
+    }
+    let compression = compression(&raw.compression, problems);
 
     if raw.auth.key.is_empty() {
         if let Some(index) = raw.route.iter().position(|route| !route.public) {
@@ -402,6 +431,7 @@ pub(super) fn validate(raw: &RawConfig, base_dir: &Path, problems: &mut Problems
         session,
         admin,
         cluster,
+        compression,
         routes,
         warnings: Vec::new(),
     }

@@ -4,4 +4,5 @@ pub mod decide;
 pub mod fleet;
 pub mod limits;
 pub mod origin;
+pub mod refresh;
 pub mod reject;

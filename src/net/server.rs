@@ -24,6 +24,7 @@ use crate::gate::limits::{IpBudget, IpTable, SubjectTable};
 use crate::gate::origin::OriginPolicy;
 use crate::info;
 use crate::metrics::Metrics;
+use crate::proto::ws::deflate::MemoryBudget;
 use crate::proto::ws::session::SessionLimits;
 
 /// How long the gateway keeps draining a connection after its last bytes (close frame
@@ -54,6 +55,7 @@ pub fn build_verifier(config: &Config) -> Result<Option<Verifier>, String> {
             audience: config.auth.audience.clone(),
             leeway_secs: config.auth.leeway.as_secs(),
             max_token_bytes: config.auth.max_token_bytes,
+            max_lifetime_secs: config.auth.max_lifetime.as_secs(),
         },
     }))
 }
@@ -94,26 +96,57 @@ fn key_fingerprints(config: &Config) -> Vec<u64> {
         .collect()
 }
 
-/// What this version refuses in a configuration that loads (`wsgate check` reports the
-/// same, SPEC §2).
-pub fn refuse_unsupported(config: &Config) -> Result<(), String> {
+/// Per route, per upstream: the TLS client side of each `wss://` upstream (`None` for
+/// `ws://`). Reads the system's roots once when a route has no `upstream_ca`; `wsgate
+/// check` reports the same errors (SPEC §2).
+#[allow(clippy::type_complexity)]
+pub fn upstream_tls(config: &Config) -> Result<Vec<Vec<Option<tls::UpstreamTls>>>, String> {
+    let mut system: Option<Arc<rustls::ClientConfig>> = None;
+    let mut out = Vec::with_capacity(config.routes.len());
     for (i, r) in config.routes.iter().enumerate() {
-        if let crate::config::Backend::Upstream { urls, .. } = &r.backend {
+        let mut targets = Vec::new();
+        if let crate::config::Backend::Upstream { urls, ca, .. } = &r.backend {
+            let mut route_config: Option<Arc<rustls::ClientConfig>> = None;
             for (j, u) in urls.iter().enumerate() {
-                if u.secure {
-                    return Err(format!(
-                        "route[{i}].upstream[{j}]: wss:// upstreams are not supported in this version; use ws:// on a private network"
-                    ));
+                if !u.secure {
+                    targets.push(None);
+                    continue;
                 }
+                let config = match (&route_config, ca) {
+                    (Some(c), _) => c.clone(),
+                    (None, Some(ca)) => tls::client_config(Some(ca))
+                        .map_err(|e| format!("route[{i}].upstream_ca: {e}"))?,
+                    (None, None) => match &system {
+                        Some(c) => c.clone(),
+                        None => tls::client_config(None)
+                            .map_err(|e| format!("route[{i}].upstream[{j}]: {e}"))?,
+                    },
+                };
+                if ca.is_none() {
+                    system = Some(config.clone());
+                }
+                route_config = Some(config.clone());
+                let name = rustls::pki_types::ServerName::try_from(u.host.as_str())
+                    .map_err(|e| format!("route[{i}].upstream[{j}]: {e}"))?
+                    .to_owned();
+                targets.push(Some(tls::UpstreamTls { config, name }));
             }
         }
+        out.push(targets);
     }
-    Ok(())
+    Ok(out)
 }
 
 /// Everything a worker needs from one configuration.
 pub fn build_runtime(config: &Config) -> Result<Runtime, String> {
-    refuse_unsupported(config)?;
+    let upstream_tls = upstream_tls(config)?;
+    let identity = match config.admin.as_ref().and_then(|a| a.identity_key.as_ref()) {
+        Some(key) => Some(Arc::new(
+            crate::proto::http::client::sign::IdentitySigner::from_pkcs8(&key.0)
+                .map_err(|e| format!("admin.identity_key: {e}"))?,
+        )),
+        None => None,
+    };
     let verifier = build_verifier(config)?;
     let origin = OriginPolicy::new(&config.origin.allow, config.origin.allow_missing)
         .map_err(|e| format!("origin.allow: {e}"))?;
@@ -182,10 +215,23 @@ pub fn build_runtime(config: &Config) -> Result<Runtime, String> {
         tls,
         refresh: config.session.refresh == crate::config::Refresh::Message,
         expiry_notice: config.session.expiry_notice,
+        max_failed_refreshes: config.session.max_failed_refreshes,
         leeway_secs: config.auth.leeway.as_secs(),
+        balancers: upstream_addrs
+            .iter()
+            .map(|targets| {
+                crate::backend::upstream::Balancer::new(targets.len(), crate::clock::now())
+            })
+            .collect(),
         upstream_addrs,
+        upstream_tls,
+        identity,
         token_cookie_names,
         plain: None,
+        compression: config
+            .compression
+            .permessage_deflate
+            .then_some(config.compression.deflate),
     })
 }
 
@@ -243,6 +289,7 @@ pub fn start_on(
     let l = &config.limits;
     let shared = Arc::new(Shared {
         open: AtomicUsize::new(0),
+        max_connections: AtomicUsize::new(config.server.max_connections),
         per_worker: (0..n).map(|_| AtomicUsize::new(0)).collect(),
         accepted_per_worker: (0..n).map(|_| AtomicUsize::new(0)).collect(),
         ips: IpTable::new(IpBudget {
@@ -256,6 +303,7 @@ pub fn start_on(
         revocations: Arc::new(ArcSwap::from_pointee(revocations)),
         longest_lifetime: AtomicU64::new(0),
         metrics: Arc::new(Metrics::new(n, &TokenError::REASON_LABELS)),
+        deflate_budget: MemoryBudget::new(config.compression.memory),
     });
     let mut workers = Vec::with_capacity(n);
     let mut handles = Vec::with_capacity(n);

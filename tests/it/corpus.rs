@@ -60,3 +60,13 @@ fn config_corpus() {
 fn revlog_corpus() {
     replay("revlog", wsgate::fuzzing::fuzz_revlog);
 }
+
+#[test]
+fn upstream_response_corpus() {
+    replay("upstream_response", wsgate::fuzzing::fuzz_upstream_response);
+}
+
+#[test]
+fn session_deflate_corpus() {
+    replay("session_deflate", wsgate::fuzzing::fuzz_session_deflate);
+}

@@ -24,7 +24,6 @@ use mio::{Events, Interest, Poll, Waker};
 
 use self::drive::step;
 use self::handshake::reject;
-use self::proxy::balancers_for;
 use super::conn::{Conn, Phase};
 use super::timer::Timers;
 use super::token::{ConnId, Slab, WAKER};
@@ -32,13 +31,13 @@ use super::upstream::LegState;
 use crate::auth::error::TokenError;
 use crate::auth::revocation::{Revocation, RevocationSet};
 use crate::auth::verify::Scratch;
-use crate::backend::upstream::Balancer;
 use crate::gate::decide::Gate;
 use crate::gate::limits::{IpTable, SubjectTable};
 use crate::gate::reject::Reject;
 use crate::metrics::{Metrics, WorkerMetrics};
 use crate::proto::error::ProtocolError;
 use crate::proto::http::request::HeadReader;
+use crate::proto::ws::deflate::{DeflateConfig, MemoryBudget};
 use crate::proto::ws::session::{SessionLimits, SessionState};
 use crate::{clock, info, warn};
 
@@ -75,20 +74,33 @@ pub struct Runtime {
     pub refresh: bool,
     /// SPEC `session.expiry_notice`.
     pub expiry_notice: Duration,
+    /// SPEC `session.max_failed_refreshes`.
+    pub max_failed_refreshes: u32,
     /// SPEC `auth.leeway`, whole seconds.
     pub leeway_secs: u64,
     /// Per route, the resolved address of each upstream (empty for echo routes).
     pub upstream_addrs: Vec<Vec<SocketAddr>>,
+    /// `[admin] identity_key`: signs identity headers on `sign_identity` routes (SPEC §5).
+    pub identity: Option<Arc<crate::proto::http::client::sign::IdentitySigner>>,
+    /// Per route, per upstream: the TLS client side of `wss://` upstreams.
+    pub upstream_tls: Vec<Vec<Option<super::tls::UpstreamTls>>>,
+    /// Per route, round-robin and health of its upstreams: one view per process, shared
+    /// by every worker (SPEC §5; empty balancers for echo routes).
+    pub balancers: Vec<crate::backend::upstream::Balancer>,
     /// Cookie names that carry tokens (never forwarded upstream).
     pub token_cookie_names: Vec<String>,
     /// Plain HTTP requests' answers (`serve --demo` only).
     pub plain: Option<Arc<dyn super::plain::PlainResponder>>,
+    /// SPEC §10: what permessage-deflate may agree to; `None` when `[compression]` is off.
+    pub compression: Option<DeflateConfig>,
 }
 
 /// State every worker and the acceptor share.
 pub struct Shared {
     /// Connections open in the process (from accept to close).
     pub open: AtomicUsize,
+    /// SPEC `server.max_connections`, enforced at accept (SIGHUP may change it).
+    pub max_connections: AtomicUsize,
     /// Connections open per worker.
     pub per_worker: Vec<AtomicUsize>,
     /// Connections accepted per worker since start.
@@ -107,6 +119,8 @@ pub struct Shared {
     pub longest_lifetime: AtomicU64,
     /// Counters, one block per worker (SPEC §7).
     pub metrics: Arc<Metrics>,
+    /// SPEC §10 `compression.memory`: per-connection compression state, all workers.
+    pub deflate_budget: Arc<MemoryBudget>,
 }
 
 /// A worker's handle on the revocation snapshot: checking that it is current is one
@@ -152,8 +166,6 @@ struct Env {
     metrics: Arc<WorkerMetrics>,
     /// For registering upstream sockets from inside a connection's step.
     registry: mio::Registry,
-    /// Per route: round-robin and health of its upstreams (this worker's view).
-    balancers: Vec<Balancer>,
     /// The event being handled also reported the peer's FIN or an error.
     peer_closed_hint: bool,
 }
@@ -181,7 +193,6 @@ impl Worker {
         let scratch = Scratch::new(rt.max_token_bytes);
         let metrics = shared.metrics.workers[index].clone();
         let registry = poll.registry().try_clone()?;
-        let balancers = balancers_for(&rt);
         let revocations = Cache::new(Arc::clone(&shared.revocations));
         Ok((
             Worker {
@@ -203,7 +214,6 @@ impl Worker {
                     by_jti: HashMap::new(),
                     metrics,
                     registry,
-                    balancers,
                     peer_closed_hint: false,
                 },
                 drain_deadline: None,
@@ -320,6 +330,9 @@ impl Worker {
             token_deadline: None,
             notice_at: None,
             accepted_at: now,
+            serial: super::conn::next_serial(),
+            failed_refreshes: 0,
+            deflate: None,
         });
         let Some(conn) = self.conns.get_mut(id) else {
             return;
@@ -334,8 +347,8 @@ impl Worker {
             return;
         }
         info!(
-            "conn={}.{} peer={peer} worker={} accepted",
-            self.env.index, id.index, self.env.index
+            "conn={} peer={peer} worker={} accepted",
+            conn.serial, self.env.index
         );
         if self.env.draining {
             self.remove(id);
@@ -364,7 +377,7 @@ impl Worker {
             match &mut conn.phase {
                 Phase::Handshake { .. } | Phase::Dialing { .. } => {
                     // Not upgraded yet: SPEC §4 "draining" is 503.
-                    reject(conn, &self.env, id, Reject::Draining, None);
+                    reject(conn, &self.env, Reject::Draining, None);
                 }
                 Phase::Open { session, .. } => {
                     // SPEC §6: SIGTERM closes every connection with 1001 "going away".
@@ -406,7 +419,7 @@ impl Worker {
                         description: TokenError::Revoked.description(),
                         reason: TokenError::Revoked.reason_label(),
                     };
-                    reject(conn, &self.env, id, r, None);
+                    reject(conn, &self.env, r, None);
                 }
                 _ => continue,
             }
@@ -418,7 +431,6 @@ impl Worker {
 
     fn reload(&mut self, rt: Arc<Runtime>) {
         let old = std::mem::replace(&mut self.env.rt, rt);
-        self.env.balancers = balancers_for(&self.env.rt);
         if self.env.rt.max_token_bytes > self.env.scratch.max_token_bytes() {
             self.env.scratch = Scratch::new(self.env.rt.max_token_bytes);
         }
@@ -458,7 +470,7 @@ impl Worker {
                     continue;
                 }
                 (None, _) => {
-                    reject(conn, &self.env, id, Reject::NoRoute, None);
+                    reject(conn, &self.env, Reject::NoRoute, None);
                     unrouted += 1;
                     self.drive(id, false);
                     continue;
@@ -503,11 +515,7 @@ impl Worker {
         })) {
             Ok(keep) => keep,
             Err(_) => {
-                crate::error!(
-                    "conn={}.{} dropped after an internal error",
-                    env.index,
-                    id.index
-                );
+                crate::error!("conn={} dropped after an internal error", conn.serial);
                 false
             }
         };
@@ -550,9 +558,8 @@ impl Worker {
             // 1006: the connection ended without any close frame (RFC 6455 §7.1.5).
             self.env.metrics.close(sent.or(received).unwrap_or(1006));
             info!(
-                "conn={}.{} peer={} closed sent={} received={} after={}ms",
-                self.env.index,
-                id.index,
+                "conn={} peer={} closed sent={} received={} after={}ms",
+                conn.serial,
                 conn.peer,
                 sent.map_or("-".to_string(), |c| c.to_string()),
                 received.map_or("-".to_string(), |c| c.to_string()),

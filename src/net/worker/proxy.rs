@@ -7,37 +7,50 @@ use std::time::{Duration, Instant};
 use super::drive::feed_session;
 use super::handshake::reject;
 use super::{Env, Runtime, MAX_READS_PER_TURN};
-use crate::backend::upstream::Balancer;
 use crate::config::Backend;
 use crate::gate::decide::Identity;
 use crate::gate::reject::Reject;
-use crate::info;
 use crate::net::conn::{Conn, Phase};
+use crate::net::tls::UpstreamTls;
 use crate::net::token::ConnId;
 use crate::net::upstream::{self, LegState, Relayed, UpstreamLeg};
 use crate::proto::http::client::{random_key, write_upstream_request, ForwardRequest};
 use crate::proto::http::fields;
 use crate::proto::http::request::{RequestHead, Upgrade};
-use crate::proto::http::response::write_switching_protocols;
+use crate::proto::http::response::write_switching_protocols_deflate;
 use crate::proto::ws::accept::accept_key;
 use crate::proto::ws::session::{Session, SessionState};
-
-/// One balancer per route (empty for echo routes), sized from the runtime.
-pub(super) fn balancers_for(rt: &Runtime) -> Vec<Balancer> {
-    rt.upstream_addrs
-        .iter()
-        .map(|targets| Balancer::new(targets.len()))
-        .collect()
-}
+use crate::{info, warn};
 
 pub(super) fn mark_down(env: &mut Env, route: usize, target: usize, now: Instant) {
     let backoff = match &env.rt.gate.routes.get(route).map(|r| &r.backend) {
         Some(Backend::Upstream { backoff, .. }) => *backoff,
         _ => return,
     };
-    if let Some(b) = env.balancers.get_mut(route) {
+    if let Some(b) = env.rt.balancers.get(route) {
         b.mark_down(target, now, backoff);
     }
+}
+
+/// SPEC §7: an upstream failure names the target (as configured, and the address
+/// dialed) and what went wrong (the OS error, or the protocol problem).
+pub(super) fn log_upstream_failure(
+    (serial, peer): (u64, SocketAddr),
+    env: &Env,
+    route: usize,
+    target: usize,
+    what: &dyn std::fmt::Display,
+) {
+    let url = match env.rt.gate.routes.get(route).map(|r| &r.backend) {
+        Some(Backend::Upstream { urls, .. }) => urls.get(target).map(|u| u.url.as_str()),
+        _ => None,
+    };
+    let addr = env.rt.upstream_addrs.get(route).and_then(|a| a.get(target));
+    warn!(
+        "conn={serial} peer={peer} upstream={} addr={} failed: {what}",
+        url.unwrap_or("-"),
+        addr.map_or("-".to_string(), |a| a.to_string()),
+    );
 }
 
 /// What the handshake prepared for an upstream route.
@@ -69,8 +82,20 @@ pub(super) fn upstream_plan(
     let Some(r) = rt.gate.routes.get(route) else {
         return Ok(None);
     };
-    let Backend::Upstream { urls, .. } = &r.backend else {
+    let Backend::Upstream {
+        urls,
+        sign_identity,
+        ..
+    } = &r.backend
+    else {
         return Ok(None);
+    };
+    let rng = ring::rand::SystemRandom::new();
+    // SPEC §5 `sign_identity`: config validation guarantees the key; without one, 502.
+    let signer = match (*sign_identity, &rt.identity) {
+        (false, _) => None,
+        (true, Some(signer)) => Some(signer),
+        (true, None) => return Err(Reject::BadGateway),
     };
     let mut offered: Vec<String> = Vec::new();
     for value in head.headers_named("sec-websocket-protocol") {
@@ -92,7 +117,7 @@ pub(super) fn upstream_plan(
     let token_cookies: Vec<&str> = rt.token_cookie_names.iter().map(String::as_str).collect();
     let offered_refs: Vec<&str> = offered.iter().map(String::as_str).collect();
     let scope = identity.map(|i| i.scopes.join(" "));
-    let key = random_key(&ring::rand::SystemRandom::new()).map_err(|_| Reject::BadGateway)?;
+    let key = random_key(&rng).map_err(|_| Reject::BadGateway)?;
     let mut requests = Vec::with_capacity(urls.len());
     let mut forged_headers = 0;
     for url in urls {
@@ -113,6 +138,18 @@ pub(super) fn upstream_plan(
         let mut request = Vec::with_capacity(512);
         forged_headers =
             write_upstream_request(&forward, &key, &mut request).map_err(|_| Reject::BadGateway)?;
+        if let Some(signer) = signer {
+            // RFC 9421: a fresh nonce per signed request, `created` from the wall clock.
+            let mut nonce = [0u8; 16];
+            ring::rand::SecureRandom::fill(&rng, &mut nonce).map_err(|_| Reject::BadGateway)?;
+            let nonce = base64::engine::Engine::encode(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                nonce,
+            );
+            signer
+                .sign_request(&mut request, crate::clock::unix_now(), &nonce)
+                .map_err(|_| Reject::BadGateway)?;
+        }
         requests.push(request);
     }
     if requests.is_empty() {
@@ -127,20 +164,22 @@ pub(super) fn upstream_plan(
     }))
 }
 
-/// The next upstream of `route` that is not marked down and not in `tried`, round-robin.
+/// The next upstream of `route` not in `tried`: round-robin over those not marked down,
+/// else the one that recovers soonest (SPEC §5).
 fn next_target(
-    env: &mut Env,
+    env: &Env,
     route: usize,
     tried: &[usize],
     now: Instant,
-) -> Option<(usize, SocketAddr)> {
-    let target = env.balancers.get_mut(route)?.pick(now, tried)?;
+) -> Option<(usize, SocketAddr, Option<UpstreamTls>)> {
+    let target = env.rt.balancers.get(route)?.pick(now, tried)?;
     let addr = *env.rt.upstream_addrs.get(route)?.get(target)?;
-    Some((target, addr))
+    let tls = env.rt.upstream_tls.get(route)?.get(target)?.clone();
+    Some((target, addr, tls))
 }
 
-/// Connects to the next healthy upstream of `route` not yet tried; false when none is
-/// left (the caller answers 502).
+/// Connects to the next upstream of `route` not yet tried; false when every one was
+/// tried (the caller answers 502).
 fn dial_next(conn: &mut Conn, env: &mut Env, id: ConnId, route: usize, now: Instant) -> bool {
     loop {
         let tried: Vec<usize> = conn
@@ -148,15 +187,22 @@ fn dial_next(conn: &mut Conn, env: &mut Env, id: ConnId, route: usize, now: Inst
             .as_ref()
             .map(|l| l.tried.clone())
             .unwrap_or_default();
-        let Some((target, addr)) = next_target(env, route, &tried, now) else {
+        let Some((target, addr, tls)) = next_target(env, route, &tried, now) else {
             return false;
         };
         let Some(leg) = conn.upstream.as_mut() else {
             return false;
         };
-        match leg.reconnect(&env.registry, id, addr, target) {
+        match leg.reconnect(&env.registry, id, addr, target, tls.as_ref()) {
             Ok(()) => return true,
-            Err(_) => {
+            Err(e) => {
+                log_upstream_failure(
+                    (conn.serial, conn.peer),
+                    env,
+                    route,
+                    target,
+                    &format_args!("connect: {e}"),
+                );
                 env.metrics.upstream_error();
                 mark_down(env, route, target, now);
             }
@@ -181,10 +227,10 @@ pub(super) fn start_upstream(
     let deadline = now + timeout;
     let mut tried = Vec::new();
     loop {
-        let Some((target, addr)) = next_target(env, route, &tried, now) else {
+        let Some((target, addr, tls)) = next_target(env, route, &tried, now) else {
             // SPEC §5: no upstream left to try.
             env.metrics.upstream_error();
-            reject(conn, env, id, Reject::BadGateway, None);
+            reject(conn, env, Reject::BadGateway, None);
             return;
         };
         tried.push(target);
@@ -193,6 +239,7 @@ pub(super) fn start_upstream(
             id,
             addr,
             target,
+            tls.as_ref(),
             plan.requests.clone(),
             plan.key,
             plan.offered.clone(),
@@ -205,7 +252,14 @@ pub(super) fn start_upstream(
                 conn.phase = Phase::Dialing { route };
                 return;
             }
-            Err(_) => {
+            Err(e) => {
+                log_upstream_failure(
+                    (conn.serial, conn.peer),
+                    env,
+                    route,
+                    target,
+                    &format_args!("connect: {e}"),
+                );
                 env.metrics.upstream_error();
                 mark_down(env, route, target, now);
             }
@@ -228,18 +282,25 @@ pub(super) fn proxy(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant) ->
     };
     if leg.state == LegState::Connecting {
         match leg.poll_connected() {
-            Some(false) => return false,
-            Some(true) => {}
-            None => {
+            Ok(false) => return false,
+            Ok(true) => {}
+            Err(e) => {
                 let Phase::Dialing { route } = conn.phase else {
                     return false;
                 };
                 let target = leg.target;
+                log_upstream_failure(
+                    (conn.serial, conn.peer),
+                    env,
+                    route,
+                    target,
+                    &format_args!("connect: {e}"),
+                );
                 env.metrics.upstream_error();
                 mark_down(env, route, target, now);
                 // SPEC §5: the next upstream is tried within the same client handshake.
                 if !dial_next(conn, env, id, route, now) {
-                    reject(conn, env, id, Reject::BadGateway, None);
+                    reject(conn, env, Reject::BadGateway, None);
                 }
                 return false;
             }
@@ -250,7 +311,7 @@ pub(super) fn proxy(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant) ->
     };
     if let Phase::Dialing { route } = conn.phase {
         if leg.state == LegState::Handshaking {
-            if let Some(b) = env.balancers.get_mut(route) {
+            if let Some(b) = env.rt.balancers.get(route) {
                 b.mark_up(leg.target);
             }
         }
@@ -267,6 +328,12 @@ pub(super) fn proxy(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant) ->
         if leg.state == LegState::Done || leg.eof {
             break;
         }
+        // An upstream whose pings wait for it to read our pongs (relay stops at
+        // write_buffer of them) is read no further; its writable edge resumes us, so no
+        // revisit is asked for (it would spin).
+        if leg.state == LegState::Open && leg.wbuf.len() >= limit && leg.rbuf.len() >= rbuf_cap {
+            break;
+        }
         // Backpressure (SPEC §5): read the upstream only while the client's output and
         // the not-yet-relayed bytes are under their bounds (one whole frame may need up
         // to max_frame).
@@ -279,20 +346,34 @@ pub(super) fn proxy(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant) ->
             break;
         }
         reads += 1;
+        let mut read_error = None;
         match leg.read(&mut env.readbuf) {
             Ok(0) => leg.eof = true,
             Ok(n) => leg.rbuf.extend_from_slice(&env.readbuf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-            Err(_) => leg.eof = true,
+            Err(e) => {
+                leg.eof = true;
+                read_error = Some(e);
+            }
         }
         if leg.state != LegState::Handshaking {
             continue;
         }
         let eof = leg.eof;
+        let target = leg.target;
+        let route = match conn.phase {
+            Phase::Dialing { route } => route,
+            _ => usize::MAX,
+        };
         match leg.answer() {
             upstream::Answer::Pending if eof => {
+                let what = match &read_error {
+                    Some(e) => format!("handshake: {e}"),
+                    None => "handshake: closed before answering".to_string(),
+                };
+                log_upstream_failure((conn.serial, conn.peer), env, route, target, &what);
                 env.metrics.upstream_error();
-                reject(conn, env, id, Reject::BadGateway, None);
+                reject(conn, env, Reject::BadGateway, None);
                 return false;
             }
             upstream::Answer::Pending => {}
@@ -312,12 +393,14 @@ pub(super) fn proxy(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant) ->
                     www_authenticate,
                     retry_after,
                 };
-                reject(conn, env, id, r, None);
+                reject(conn, env, r, None);
                 return false;
             }
             upstream::Answer::Bad => {
+                let what = "handshake: not a valid 101 or HTTP answer";
+                log_upstream_failure((conn.serial, conn.peer), env, route, target, &what);
                 env.metrics.upstream_error();
-                reject(conn, env, id, Reject::BadGateway, None);
+                reject(conn, env, Reject::BadGateway, None);
                 return false;
             }
         }
@@ -409,12 +492,14 @@ fn open_proxied(
     };
     env.metrics.handshake(101);
     conn.wbuf.clear();
-    write_switching_protocols(&mut conn.wbuf, client_accept, protocol);
+    // SPEC §10, this pass: the client leg alone negotiates permessage-deflate.
+    let deflate = conn.deflate.take();
+    let agreed = deflate.as_ref().map(|d| *d.agreement());
+    write_switching_protocols_deflate(&mut conn.wbuf, client_accept, protocol, agreed.as_ref());
     conn.release_wbuf_when_flushed = true;
     info!(
-        "conn={}.{} peer={} route={} sub={} upgraded (upstream)",
-        env.index,
-        id.index,
+        "conn={} peer={} route={} sub={} upgraded (upstream)",
+        conn.serial,
         conn.peer,
         env.rt
             .gate
@@ -423,10 +508,11 @@ fn open_proxied(
             .map_or("-", |r| r.path.as_str()),
         crate::log::QOpt(conn.identity.as_ref().map(|i| &*i.sub))
     );
-    conn.phase = Phase::Open {
-        session: Box::new(Session::new(env.rt.session, now)),
-        route,
-    };
+    let mut session = Box::new(Session::new(env.rt.session, now));
+    if let Some(deflate) = deflate {
+        session.set_deflate(*deflate);
+    }
+    conn.phase = Phase::Open { session, route };
     if !conn.rbuf.is_empty() {
         feed_session(conn, env, id, 0, now);
     }
