@@ -12,11 +12,14 @@
 //!    machines; `proto/error.rs` maps each rule to its close code;
 //! 3. sans-IO services: [`auth`] (JWS over borrowed bytes: jws, claims, keys, verify,
 //!    revocation), [`config`] (TOML by section: `server`, `tls`, `auth`, `origin`,
-//!    `limits`, `session`, `admin`, `route`, each with its rules; `document` turns text
-//!    into sections with line numbers; `units`), [`log`] (one-line logs, query redaction);
+//!    `limits`, `session`, `admin`, `cluster`, `route`, each with its rules; `document`
+//!    turns text into sections with line numbers; `units`), [`log`] (one-line logs, query
+//!    redaction);
 //! 4. decisions: [`gate`] (`decide`, cheapest check first; `limits` per address and
-//!    subject; `origin`; `reject`, the one HTTP status table, which also renders
-//!    `proto`'s request errors), [`backend`] (echo, upstream balancing);
+//!    subject; `fleet`, what the fleet link shares with the handshake: other gateways'
+//!    counts, admission, where workers report; `origin`; `reject`, the one HTTP status
+//!    table, which also renders `proto`'s request errors), [`backend`] (echo, upstream
+//!    balancing);
 //! 5. data plane: [`net`], the only mio / rustls code: `listener`, `worker/` (`mod.rs`
 //!    the loop and the shared state, `drive.rs` a connection's turn and token deadlines,
 //!    `handshake.rs`, `proxy.rs` the upstream routes), `conn`, `upstream` (the upstream
@@ -26,7 +29,10 @@
 //!    reaches the workers only through snapshots (`arc-swap`) and commands: `mod.rs`
 //!    (start, signals, shutdown, `Workers::broadcast`), `reload` (SIGHUP), `admin/`
 //!    (`listener` the admin HTTP listener on hyper, `gateway` its routes' effects on the
-//!    gateway, `revlog` the revocation log);
+//!    gateway, `revlog` the revocation log), `cluster/` (SPEC §8, the fleet link on Redis:
+//!    `link` the session loop, `load` what a (re)connect reads, `wire` keys and messages,
+//!    `view` the other nodes' counts, `status` readiness and metrics) and `fleet` (what
+//!    the link reaches in the running gateway);
 //! 7. entry points: [`cli`] (serve, demo, init, check, keygen, token, revoke) and
 //!    `fuzzing` (hidden).
 //!

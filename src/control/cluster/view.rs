@@ -1,7 +1,8 @@
 //! The fleet's connection counts as one node sees them (SPEC §8 `per_subject_connections`):
 //! [`Fleet`], owned by the cluster task, keeps every other node's counts with its lease;
-//! [`RemoteCounts`] (in `gate`, where the handshake reads it) is the sum over the other live nodes per subject, which a worker reads
-//! at the handshake (one shard lock, no Redis round trip, no allocation).
+//! [`RemoteCounts`] (in `gate`, where the handshake reads it) is the sum over the other
+//! live nodes per subject, which a worker reads at the handshake (one shard lock, no
+//! Redis round trip, no allocation).
 //!
 //! Counts are absolute per (node, subject), so a message applied twice or late changes
 //! nothing, and a node that stops sending (dead, or cut off from us) stops counting when

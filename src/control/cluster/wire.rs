@@ -8,14 +8,16 @@
 //! |---|---|---|
 //! | `{ns}:revocation:jti:{jti}` | string, `EXPIREAT keep_until` | a revocation message |
 //! | `{ns}:revocation:sub:{before}:{sub}` | string, `EXPIREAT keep_until` | a revocation message |
-//! | `{ns}:connections:{node}` | hash `sub → count`, `PEXPIRE lease` | the node's live connections per subject |
+//! | `{ns}:connections:{node}` | hash `sub → count`, `PEXPIRE lease` | live connections per subject |
+//! | `{ns}:connections:{node}:alive` | string, `PX lease` | the node's liveness |
 //! | `{ns}:revocations` | channel | revocation messages |
 //! | `{ns}:connections` | channel | count messages (changes, heartbeats, full resets) |
 //! | `{ns}:auth_failures` | channel | failed-token counts per address |
 //!
 //! A `sub` entry's key carries its `before`, so that two revocations of one subject with
 //! different `before` are two keys and no write can narrow an earlier one (the gateway
-//! merges them on load, as [`RevocationSet::insert`](crate::auth::revocation::RevocationSet::insert) does).
+//! merges them on load, as
+//! [`RevocationSet::insert`](crate::auth::revocation::RevocationSet::insert) does).
 
 use std::net::IpAddr;
 
