@@ -597,7 +597,7 @@ impl Link {
     }
 
     fn alive_key(&self) -> String {
-        format!("{}:alive", self.names.connections_key(self.names.node()))
+        self.names.alive_key(self.names.node())
     }
 
     // === channel messages ===

@@ -9,7 +9,7 @@
 //! | `{ns}:revocation:jti:{jti}` | string, `EXPIREAT keep_until` | a revocation message |
 //! | `{ns}:revocation:sub:{before}:{sub}` | string, `EXPIREAT keep_until` | a revocation message |
 //! | `{ns}:connections:{node}` | hash `sub → count`, `PEXPIRE lease` | live connections per subject |
-//! | `{ns}:connections:{node}:alive` | string, `PX lease` | the node's liveness |
+//! | `{ns}:alive:{node}` | string, `PX lease` | the node's liveness |
 //! | `{ns}:revocations` | channel | revocation messages |
 //! | `{ns}:connections` | channel | count messages (changes, heartbeats, full resets) |
 //! | `{ns}:auth_failures` | channel | failed-token counts per address |
@@ -78,6 +78,12 @@ impl Names {
     /// The hash of `node`'s connection counts.
     pub fn connections_key(&self, node: &str) -> String {
         format!("{}:connections:{node}", self.namespace)
+    }
+
+    /// The key whose presence says Redis still holds `node`'s state (outside the
+    /// connection hashes' `SCAN` pattern).
+    pub fn alive_key(&self, node: &str) -> String {
+        format!("{}:alive:{node}", self.namespace)
     }
 
     /// `SCAN MATCH` pattern of every node's connection hash.
@@ -393,6 +399,7 @@ mod tests {
         assert_eq!(n.revocation_pattern(), "fleet:revocation:*");
         assert_eq!(n.connections_key("gw-2"), "fleet:connections:gw-2");
         assert_eq!(n.connections_pattern(), "fleet:connections:*");
+        assert_eq!(n.alive_key("gw-2"), "fleet:alive:gw-2");
         assert_eq!(
             n.node_of_connections_key("fleet:connections:gw-2"),
             Some("gw-2")
