@@ -13,12 +13,14 @@
 //! 3. tokens: [`auth`] (JWS over borrowed bytes: jws, claims, keys, pem, spki (RSA/EC
 //!    public keys), jwk (JWK Sets, discovery documents), verify, revocation);
 //! 4. sans-IO services: [`config`] (TOML by section: `server`, `tls`, `auth`, `provider`,
-//!    `public_key`, `origin`, `limits`, `session`, `admin`, `route`, each with its rules;
+//!    `public_key`, `origin`, `limits`, `session`, `admin`, `cluster`, `route`, each with its rules;
 //!    key files are checked with `auth`'s parsers; `document` turns text into sections with
 //!    line numbers; `units`), [`log`] (one-line logs, query redaction);
 //! 5. decisions: [`gate`] (`decide`, cheapest check first; `limits` per address and
-//!    subject; `origin`; `reject`, the one HTTP status table, which also renders
-//!    `proto`'s request errors), [`backend`] (echo, upstream balancing);
+//!    subject; `fleet`, what the fleet link shares with the handshake: other gateways'
+//!    counts, admission, where workers report; `origin`; `reject`, the one HTTP status
+//!    table, which also renders `proto`'s request errors), [`backend`] (echo, upstream
+//!    balancing);
 //! 6. data plane: [`net`], the only mio / rustls code: `listener`, `worker/` (`mod.rs`
 //!    the loop and the shared state, `drive.rs` a connection's turn and token deadlines,
 //!    `handshake.rs`, `proxy.rs` the upstream routes), `conn`, `upstream` (the upstream
@@ -29,8 +31,11 @@
 //!    (start, signals, shutdown, `Workers::broadcast`), `reload` (SIGHUP), `admin/`
 //!    (`listener` the admin HTTP listener on hyper, `gateway` its routes' effects on the
 //!    gateway, `revlog` the revocation log), `issuers` (SPEC §9: the identity providers'
-//!    fetch schedule, publishing verifier snapshots) and `fetch` (its HTTP client, hyper
-//!    over tokio-rustls);
+//!    fetch schedule, publishing verifier snapshots), `fetch` (its HTTP client, hyper
+//!    over tokio-rustls), `cluster/` (SPEC §8, the fleet link on Redis: `link` the
+//!    session loop, `load` what a (re)connect reads, `wire` keys and messages, `view` the
+//!    other nodes' counts, `status` readiness and metrics) and `fleet` (what the link
+//!    reaches in the running gateway);
 //! 8. entry points: [`cli`] (serve, demo, init, check, keygen, token, revoke) and
 //!    `fuzzing` (hidden).
 //!

@@ -113,6 +113,17 @@ impl Revocation {
     }
 }
 
+impl Revocation {
+    /// Checks the id rules of a request body on a revocation built elsewhere (a fleet
+    /// message, SPEC §8): non-empty, at most [`MAX_ID_BYTES`], no control character.
+    pub fn validate(&self) -> Result<(), RevocationError> {
+        match self {
+            Revocation::Jti { jti, .. } => validate_id(Field::Jti, jti),
+            Revocation::Sub { sub, .. } => validate_id(Field::Sub, sub),
+        }
+    }
+}
+
 /// A JSON string literal for `s`, escaped by serde_json. `Value`'s `Display` cannot fail
 /// for a string (serialization into memory has no error path), so no unwrap is needed.
 fn json_string(s: &str) -> Value {

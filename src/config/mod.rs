@@ -14,6 +14,7 @@
 
 mod admin;
 mod auth;
+mod cluster;
 mod compression;
 mod document;
 mod limits;
@@ -34,6 +35,7 @@ use std::path::{Path, PathBuf};
 
 use self::admin::admin;
 use self::auth::auth;
+use self::cluster::cluster;
 use self::compression::compression;
 use self::document::{escape_controls, line_of, locate, one_line, raw_from_str, Located};
 use self::limits::limits;
@@ -47,6 +49,9 @@ use self::units::ByteSize;
 pub use self::admin::{Admin, AdminSection, IdentityKey};
 pub use self::auth::{
     Auth, AuthSection, KeyConfig, KeyMaterial, LoadedKey, Source, ED25519_SPKI_PREFIX,
+};
+pub use self::cluster::{
+    is_node_name, redacted_url, Cluster, ClusterSection, OnUnavailable, MAX_NODE_BYTES,
 };
 pub use self::compression::{Compression, CompressionSection};
 pub use self::limits::{Limits, LimitsSection};
@@ -77,6 +82,8 @@ pub struct RawConfig {
     pub session: SessionSection,
     /// `[admin]`, when present.
     pub admin: Option<AdminSection>,
+    /// `[cluster]`, when present.
+    pub cluster: Option<ClusterSection>,
     /// `[compression]`.
     pub compression: CompressionSection,
     /// `[[route]]`.
@@ -84,7 +91,7 @@ pub struct RawConfig {
 }
 
 /// The keys allowed at the top level of the file.
-pub const TOP_LEVEL_KEYS: [&str; 9] = [
+pub const TOP_LEVEL_KEYS: [&str; 10] = [
     "server",
     "tls",
     "auth",
@@ -92,6 +99,7 @@ pub const TOP_LEVEL_KEYS: [&str; 9] = [
     "limits",
     "session",
     "admin",
+    "cluster",
     "compression",
     "route",
 ];
@@ -115,6 +123,8 @@ pub struct Config {
     pub session: Session,
     /// `[admin]`, when present.
     pub admin: Option<Admin>,
+    /// `[cluster]`, when present: the fleet link (SPEC §8).
+    pub cluster: Option<Cluster>,
     /// `[compression]` (SPEC §10).
     pub compression: Compression,
     /// `[[route]]`, in file order; paths are unique.
@@ -381,6 +391,7 @@ pub(super) fn validate(raw: &RawConfig, base_dir: &Path, problems: &mut Problems
         .admin
         .as_ref()
         .and_then(|admin| self::admin(admin, &server.listen, base_dir, problems));
+    let cluster = raw.cluster.as_ref().and_then(|c| cluster(c, problems));
     let routes = routes(&raw.route, base_dir, problems);
     // SPEC §5: `sign_identity` signs with `[admin] identity_key`.
     if admin.as_ref().is_none_or(|a| a.identity_key.is_none())
@@ -421,6 +432,7 @@ pub(super) fn validate(raw: &RawConfig, base_dir: &Path, problems: &mut Problems
         limits,
         session,
         admin,
+        cluster,
         compression,
         routes,
         warnings: Vec::new(),

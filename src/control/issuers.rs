@@ -168,17 +168,24 @@ impl Issuers {
                         publish_into(cell, &s.issuer, keys);
                         (state, kick)
                     }
-                    None => (
-                        Arc::new(Mutex::new(State {
-                            keys: initial_keys(cell, &s.issuer),
-                            last_start: None,
-                            good_at: None,
-                            backoff: None,
-                            next: Instant::now(),
-                            failures: BTreeMap::new(),
-                        })),
-                        Arc::new(Flight::new(s.min_refresh)),
-                    ),
+                    None => {
+                        let keys = initial_keys(cell, &s.issuer);
+                        // A set read when the runtime was built (a local file) is a good
+                        // fetch: max_stale counts from it, so a file that breaks before
+                        // the first scheduled read keeps it (SPEC §9).
+                        let good_at = keys.status.usable.then(Instant::now);
+                        (
+                            Arc::new(Mutex::new(State {
+                                keys,
+                                last_start: None,
+                                good_at,
+                                backoff: None,
+                                next: Instant::now(),
+                                failures: BTreeMap::new(),
+                            })),
+                            Arc::new(Flight::new(s.min_refresh)),
+                        )
+                    }
                 };
                 let handle = tokio::spawn(run(
                     s.clone(),

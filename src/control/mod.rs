@@ -29,7 +29,9 @@
 //! still answers (`/readyz` says 503), then the admin listener stops and the runtime ends.
 
 pub mod admin;
+pub mod cluster;
 pub mod fetch;
+mod fleet;
 pub mod issuers;
 pub mod reload;
 
@@ -61,6 +63,9 @@ pub const BLOCKING_THREADS: usize = 4;
 /// Once the control plane has stopped, how long its runtime waits for blocking work still
 /// running (a token check, a reload) before the process goes on exiting.
 const STOP_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Longest wait for the fleet link to leave the fleet at shutdown.
+const CLUSTER_LEAVE: Duration = Duration::from_secs(2);
 
 /// Every worker's command queue and waker: the command half of the one way in.
 #[derive(Clone)]
@@ -115,6 +120,8 @@ struct Plane {
     running: Running,
     reloader: Reloader,
     admin: Option<(tokio::net::TcpListener, Arc<GatewayAdmin>)>,
+    /// The fleet link, with `[cluster]` (SPEC §8).
+    cluster: Option<Arc<cluster::Cluster>>,
 }
 
 /// `wsgate serve`: starts the data plane and the control plane, and runs until SIGTERM or
@@ -257,9 +264,18 @@ fn start(
         }
         None => None,
     };
+    let fleet_admin = admin.as_ref().map(|(_, backend)| Arc::clone(backend));
+    let cluster = match fleet::start(config, &running, workers.clone(), fleet_admin) {
+        Ok(cluster) => cluster,
+        Err(e) => {
+            running.shutdown();
+            return Err(e);
+        }
+    };
     let reloader = Reloader {
         path: config_path.map(Path::to_path_buf),
         listen: config.server.listen.clone(),
+        cluster: config.cluster.clone(),
         shared: Arc::clone(&running.shared),
         workers,
         admin: admin.as_ref().map(|(_, backend)| Arc::clone(backend)),
@@ -269,6 +285,7 @@ fn start(
         running,
         reloader,
         admin,
+        cluster,
     })
 }
 
@@ -306,6 +323,7 @@ async fn run(plane: Plane, mut signals: Signals) {
         running,
         reloader,
         admin,
+        cluster,
     } = plane;
     let (stop_admin, admin_stopped) = oneshot::channel();
     let admin = admin.map(|(listener, backend)| {
@@ -332,6 +350,10 @@ async fn run(plane: Plane, mut signals: Signals) {
         }
     }
     drain(running).await;
+    if let Some(cluster) = cluster {
+        // Leaves the fleet: this gateway's counts stop counting at once.
+        cluster.stop(CLUSTER_LEAVE).await;
+    }
     let _ = stop_admin.send(());
     if let Some(admin) = admin {
         let _ = admin.await;

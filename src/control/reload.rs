@@ -26,6 +26,8 @@ pub struct Reloader {
     pub path: Option<PathBuf>,
     /// `server.listen` at start: a change only takes effect at the next restart.
     pub listen: Vec<SocketAddr>,
+    /// `[cluster]` at start: likewise (the fleet link is not restarted by SIGHUP).
+    pub cluster: Option<crate::config::Cluster>,
     /// The budgets the workers share.
     pub shared: Arc<Shared>,
     /// The workers, for the new generation.
@@ -59,6 +61,9 @@ impl Reloader {
     pub fn apply(&self, config: &Config, rt: Arc<Runtime>) {
         if config.server.listen != self.listen {
             warn!("reload: server.listen changes take effect at the next restart");
+        }
+        if config.cluster != self.cluster {
+            warn!("reload: [cluster] changes take effect at the next restart");
         }
         let l = &config.limits;
         if l.ipv6_prefix != self.shared.ips.ipv6_prefix() {

@@ -189,6 +189,11 @@ impl Gate {
         if ctx.open_connections > self.max_connections {
             return Err(Reject::OverCapacity);
         }
+        // SPEC §8: with `on_unavailable = "refuse"`, no new handshake while the fleet's
+        // Redis is away (live connections stay).
+        if !ctx.subjects.fleet().admits() {
+            return Err(Reject::ClusterUnavailable);
+        }
 
         // Per-IP budgets, before anything that costs more than a lookup.
         ctx.ips

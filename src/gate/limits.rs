@@ -6,8 +6,10 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
+
+use super::fleet::FleetShare;
 
 pub use crate::rate::{retry_after_secs, TokenBucket};
 
@@ -34,6 +36,8 @@ pub struct IpTable {
     /// The IPv6 prefix length entries are keyed by, fixed for the table's life: open
     /// connections are counted under their key, so a reload must not re-key them.
     ipv6_prefix: u8,
+    /// The fleet (SPEC §8) that hears of each failed token, once joined.
+    fleet: OnceLock<Arc<FleetShare>>,
 }
 
 /// The address a client's per-IP budgets are kept under (SPEC §3 `limits.ipv6_prefix`):
@@ -121,6 +125,25 @@ impl IpTable {
             hasher: Default::default(),
             budget: Mutex::new(budget),
             ipv6_prefix: budget.ipv6_prefix,
+            fleet: OnceLock::new(),
+        }
+    }
+
+    /// Shares failed tokens with the fleet from now on (SPEC §8 `per_ip_auth_failures`).
+    pub fn join_fleet(&self, fleet: Arc<FleetShare>) {
+        let _ = self.fleet.set(fleet);
+    }
+
+    /// Takes `failures` from the failed-token budget of `ip`: tokens that failed on other
+    /// gateways of the fleet (SPEC §8: one budget per address, fleet-wide).
+    pub fn remote_auth_failures(&self, ip: IpAddr, failures: u32, now: Instant) {
+        let ip = self.key(ip);
+        let mut shard = self.shard(&ip);
+        let e = self.entry(&mut shard, ip, now);
+        for _ in 0..failures.min(u32::try_from(e.auth_failures.rate()).unwrap_or(u32::MAX)) {
+            if !e.auth_failures.try_take(1, now) {
+                break;
+            }
         }
     }
 
@@ -235,6 +258,10 @@ impl IpTable {
         let mut shard = self.shard(&ip);
         let e = self.entry(&mut shard, ip, now);
         let _ = e.auth_failures.try_take(1, now);
+        drop(shard);
+        if let Some(fleet) = self.fleet.get() {
+            fleet.auth_failed(ip);
+        }
     }
 
     /// Number of addresses tracked (for tests and metrics).
@@ -254,6 +281,8 @@ pub struct SubjectTable {
     hasher: std::collections::hash_map::RandomState,
     /// The cap; 0 = unlimited.
     pub limit: AtomicUsize,
+    /// The other gateways' counts, and where changes are reported (SPEC §8).
+    fleet: Arc<FleetShare>,
 }
 
 impl SubjectTable {
@@ -263,7 +292,25 @@ impl SubjectTable {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: Default::default(),
             limit: AtomicUsize::new(limit as usize),
+            fleet: Arc::default(),
         }
+    }
+
+    /// The fleet view the cap counts with (empty without `[cluster]`).
+    pub fn fleet(&self) -> &Arc<FleetShare> {
+        &self.fleet
+    }
+
+    /// Every subject with live connections here, and its count.
+    pub fn counts(&self) -> Vec<(Box<str>, u32)> {
+        let mut all = Vec::new();
+        for shard in &self.shards {
+            let shard = shard
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            all.extend(shard.iter().map(|(sub, n)| (sub.clone(), *n)));
+        }
+        all
     }
 
     fn shard<Q: Hash + ?Sized>(
@@ -276,33 +323,49 @@ impl SubjectTable {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Counts one more connection for `sub`, unless it already has the maximum.
+    /// Counts one more connection for `sub`, unless it already has the maximum: its
+    /// connections here plus those the fleet's other gateways hold (SPEC §8; 0 without a
+    /// fleet). Reports the change to the fleet.
     pub fn try_acquire(&self, sub: &str) -> bool {
         let limit = self.limit.load(Ordering::Relaxed);
-        let mut shard = self.shard(sub);
-        match shard.get_mut(sub) {
-            Some(n) => {
-                if limit > 0 && *n as usize >= limit {
-                    return false;
+        let elsewhere = if limit > 0 && self.fleet.active() {
+            self.fleet.remote.get(sub) as usize
+        } else {
+            0
+        };
+        {
+            let mut shard = self.shard(sub);
+            match shard.get_mut(sub) {
+                Some(n) => {
+                    if limit > 0 && *n as usize + elsewhere >= limit {
+                        return false;
+                    }
+                    *n += 1;
                 }
-                *n += 1;
-            }
-            None => {
-                shard.insert(sub.into(), 1);
+                None => {
+                    if limit > 0 && elsewhere >= limit {
+                        return false;
+                    }
+                    shard.insert(sub.into(), 1);
+                }
             }
         }
+        self.fleet.subject_changed(sub);
         true
     }
 
     /// Releases one connection of `sub`.
     pub fn release(&self, sub: &str) {
-        let mut shard = self.shard(sub);
-        if let Some(n) = shard.get_mut(sub) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                shard.remove(sub);
+        {
+            let mut shard = self.shard(sub);
+            if let Some(n) = shard.get_mut(sub) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    shard.remove(sub);
+                }
             }
         }
+        self.fleet.subject_changed(sub);
     }
 
     /// Current count for `sub`.
@@ -491,5 +554,72 @@ mod table_tests {
         assert!(s.try_acquire("alice"));
         s.release("bob");
         assert_eq!(s.count("bob"), 0);
+    }
+
+    #[derive(Debug, Default)]
+    struct Heard(Mutex<Vec<String>>);
+
+    impl crate::gate::fleet::FleetReporter for Heard {
+        fn subject_changed(&self, sub: &str) {
+            if let Ok(mut v) = self.0.lock() {
+                v.push(sub.to_owned());
+            }
+        }
+        fn auth_failed(&self, key: IpAddr) {
+            if let Ok(mut v) = self.0.lock() {
+                v.push(key.to_string());
+            }
+        }
+    }
+
+    #[test]
+    fn subject_cap_counts_the_fleet_and_reports_changes() {
+        let s = SubjectTable::new(3);
+        let heard = Arc::new(Heard::default());
+        s.fleet().set_reporter(heard.clone());
+        // Two of alice's connections live on other gateways.
+        s.fleet().remote.change("alice", 0, 2);
+        assert!(s.try_acquire("alice"));
+        assert!(!s.try_acquire("alice"));
+        // Three elsewhere: not even a first one here.
+        s.fleet().remote.change("carol", 0, 3);
+        assert!(!s.try_acquire("carol"));
+        s.release("alice");
+        s.fleet().remote.change("alice", 2, 0);
+        assert!(s.try_acquire("alice"));
+        let mut counts = s.counts();
+        counts.sort();
+        assert_eq!(counts, [("alice".into(), 1)]);
+        let seen = heard.0.lock().map(|v| v.clone()).unwrap_or_default();
+        assert_eq!(seen, ["alice", "alice", "alice"]);
+        // Unlimited: the fleet is not consulted.
+        s.limit.store(0, Ordering::Relaxed);
+        assert!(s.try_acquire("carol"));
+    }
+
+    #[test]
+    fn failed_tokens_are_shared_both_ways() {
+        let t0 = crate::fuzzing::virtual_epoch();
+        let t = IpTable::new(IpBudget {
+            auth_failures_per_sec: 3,
+            ..budget()
+        });
+        let heard = Arc::new(Heard::default());
+        let fleet = Arc::new(FleetShare::default());
+        fleet.set_reporter(heard.clone());
+        t.join_fleet(fleet);
+        let v6: IpAddr = "2001:db8::1:2:3:4".parse().expect("ip");
+        t.auth_failed(v6, t0);
+        let seen = heard.0.lock().map(|v| v.clone()).unwrap_or_default();
+        assert_eq!(seen, ["2001:db8::"], "reported under its /64 budget key");
+        // Failures elsewhere drain this gateway's bucket for the address.
+        let ip: IpAddr = "10.0.0.9".parse().expect("ip");
+        t.remote_auth_failures(ip, 2, t0);
+        assert_eq!(t.admit_handshake(ip, t0), Ok(()));
+        t.remote_auth_failures(ip, 1_000_000, t0);
+        assert!(matches!(
+            t.admit_handshake(ip, t0),
+            Err(IpRefusal::AuthFailures(_))
+        ));
     }
 }

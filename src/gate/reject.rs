@@ -68,6 +68,8 @@ pub enum Reject {
     OverCapacity,
     /// The gateway is shutting down.
     Draining,
+    /// The fleet's Redis is unreachable and `cluster.on_unavailable = "refuse"` (SPEC §8).
+    ClusterUnavailable,
     /// The upstream answered its handshake with a non-101 status.
     UpstreamStatus {
         /// The upstream's status (relayed only when in 400..=599).
@@ -136,7 +138,10 @@ impl Reject {
             Reject::InsufficientScope { .. } => 403,
             // RFC 6585 §4.
             Reject::RateLimited { .. } => 429,
-            Reject::OverCapacity | Reject::Draining | Reject::ProviderUnavailable { .. } => 503,
+            Reject::OverCapacity
+            | Reject::Draining
+            | Reject::ProviderUnavailable { .. }
+            | Reject::ClusterUnavailable => 503,
             Reject::UpstreamStatus { status, .. } if Self::relays(*status) => *status,
             Reject::UpstreamStatus { .. } | Reject::BadGateway => 502,
             Reject::GatewayTimeout => 504,
@@ -167,6 +172,7 @@ impl Reject {
             Reject::ProviderUnavailable { .. } => "provider_unavailable",
             Reject::OverCapacity => "over_capacity",
             Reject::Draining => "draining",
+            Reject::ClusterUnavailable => "cluster_unavailable",
             Reject::UpstreamStatus { .. } => "upstream_status",
             Reject::BadGateway => "bad_gateway",
             Reject::GatewayTimeout => "gateway_timeout",
@@ -197,6 +203,7 @@ impl Reject {
             Reject::ProviderUnavailable { .. } => line("identity provider keys unavailable\n"),
             Reject::OverCapacity => line("over capacity\n"),
             Reject::Draining => line("shutting down\n"),
+            Reject::ClusterUnavailable => line("fleet state unavailable\n"),
             Reject::UpstreamStatus { status, body, .. } if Self::relays(*status) => {
                 [body.as_str(), "", ""]
             }
@@ -655,6 +662,7 @@ mod tests {
             },
             Reject::OverCapacity,
             Reject::Draining,
+            Reject::ClusterUnavailable,
             Reject::UpstreamStatus {
                 status: 500,
                 body: String::new(),

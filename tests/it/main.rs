@@ -8,6 +8,7 @@ mod support;
 mod abuse;
 mod admin;
 mod cli;
+mod cluster;
 mod corpus;
 mod deflate;
 mod first_run;

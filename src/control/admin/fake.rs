@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use super::{AdminBackend, AuthFailure, RevokeFailure};
+use super::{AdminBackend, AuthFailure, RevokeFailure, Revoked};
 use crate::metrics::Metrics;
 
 pub const ADMIN_TOKEN: &[u8] = b"admin.token.sig";
@@ -45,7 +45,7 @@ impl AdminBackend for Fake {
         }
     }
 
-    fn revoke(&self, body: &[u8]) -> Result<usize, RevokeFailure> {
+    fn revoke(&self, body: &[u8]) -> Result<Revoked, RevokeFailure> {
         self.revoke_calls.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut bodies) = self.bodies.lock() {
             bodies.push(body.to_vec());
@@ -56,7 +56,10 @@ impl AdminBackend for Fake {
             Some("disk-full") => Err(RevokeFailure::Unavailable(
                 "revocation log not writable".to_owned(),
             )),
-            Some(_) => Ok(2),
+            Some(_) => Ok(Revoked {
+                closed: 2,
+                fleet: None,
+            }),
             None => Err(RevokeFailure::BadRequest("needs jti or sub".to_owned())),
         }
     }

@@ -7,16 +7,17 @@
 //! atomically) and a [`Command::Revoke`] to every worker for the live connections.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
 use super::revlog::RevocationLog;
-use super::{AdminBackend, AuthFailure, RevokeFailure};
-use crate::auth::revocation::Revocation;
+use super::{AdminBackend, AuthFailure, RevokeFailure, Revoked};
+use crate::auth::revocation::{Revocation, RevocationSet};
 use crate::auth::verify::Scratch;
 use crate::clock;
+use crate::control::cluster::{Cluster, Readiness};
 use crate::control::Workers;
 use crate::net::worker::{Command, Runtime, Shared};
 use crate::{info, warn};
@@ -46,6 +47,8 @@ pub struct GatewayAdmin {
     /// Listening and keys loaded.
     ready: AtomicBool,
     scratch: Mutex<Scratch>,
+    /// The fleet link, with `[cluster]` (SPEC §8).
+    cluster: OnceLock<Arc<Cluster>>,
 }
 
 impl GatewayAdmin {
@@ -64,7 +67,22 @@ impl GatewayAdmin {
             log: Mutex::new(log),
             ready: AtomicBool::new(false),
             scratch: Mutex::new(scratch),
+            cluster: OnceLock::new(),
         }
+    }
+
+    /// Joins the fleet (SPEC §8): revocations posted here are shared through `cluster`, and
+    /// `/readyz` and `/metrics` tell its state.
+    pub fn join_fleet(&self, cluster: Arc<Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// Applies revocations received from the fleet, serialized with `POST /revoke` (the
+    /// log's lock); returns the connections closed. Not written to the local log: it
+    /// records what was posted here, and Redis keeps the fleet's.
+    pub fn apply_fleet(&self, entries: Vec<(Revocation, u64)>) -> usize {
+        let _serial = lock(&self.log);
+        apply_entries(&self.shared, &self.workers, entries)
     }
 
     /// Publishes a new configuration generation (SIGHUP).
@@ -92,9 +110,21 @@ impl AdminBackend for GatewayAdmin {
             .gate
             .verifier()
             .is_none_or(|v| crate::control::issuers::all_usable(&v.keys));
+        let fleet_ready = self
+            .cluster
+            .get()
+            .is_none_or(|c| !matches!(c.status().readiness(), Readiness::NotReady(_)));
         self.ready.load(Ordering::Relaxed)
             && !self.shared.draining.load(Ordering::Relaxed)
             && providers_ready
+            && fleet_ready
+    }
+
+    fn readiness_note(&self) -> Option<&'static str> {
+        match self.cluster.get()?.status().readiness() {
+            Readiness::Ready => None,
+            Readiness::Degraded(note) | Readiness::NotReady(note) => Some(note),
+        }
     }
 
     fn identity_jwk(&self) -> Option<String> {
@@ -111,6 +141,9 @@ impl AdminBackend for GatewayAdmin {
         self.shared.metrics.render(&mut out);
         if let Some(v) = self.view.load().rt.gate.verifier() {
             crate::control::issuers::render_metrics(&v.keys, &mut out);
+        }
+        if let Some(cluster) = self.cluster.get() {
+            cluster.status().render(&mut out);
         }
         out
     }
@@ -149,7 +182,7 @@ impl AdminBackend for GatewayAdmin {
     /// Parse → make durable (fsync) → publish the new snapshot → close matching connections
     /// on every worker. A revocation that could not be written is refused (503), never
     /// half-applied.
-    fn revoke(&self, body: &[u8]) -> Result<usize, RevokeFailure> {
+    fn revoke(&self, body: &[u8]) -> Result<Revoked, RevokeFailure> {
         let now_unix = clock::unix_now();
         let r = Revocation::from_request_body(body, now_unix)
             .map_err(|e| RevokeFailure::BadRequest(e.to_string()))?;
@@ -199,7 +232,57 @@ impl AdminBackend for GatewayAdmin {
             Revocation::Jti { .. } => "jti",
             Revocation::Sub { .. } => "sub",
         };
-        info!("revoked by {what}; {closed} live connections closed");
-        Ok(closed)
+        // SPEC §8: stored in Redis and published to the fleet, or queued while it is away.
+        let fleet = self
+            .cluster
+            .get()
+            .map(|cluster| cluster.share_blocking(r, keep_until).as_str());
+        match fleet {
+            Some(fleet) => {
+                info!("revoked by {what}; {closed} live connections closed; fleet: {fleet}")
+            }
+            None => info!("revoked by {what}; {closed} live connections closed"),
+        }
+        Ok(Revoked { closed, fleet })
     }
+}
+
+/// Whether `r` revokes something that `set` does not already: a `jti` not in it, or a
+/// `sub` whose `before` is later than the one in force.
+fn adds_to(set: &RevocationSet, r: &Revocation) -> bool {
+    match r {
+        Revocation::Jti { jti, .. } => !set.is_revoked(Some(jti), "", None),
+        Revocation::Sub { sub, before } => {
+            *before > 0 && !set.is_revoked(None, sub, Some(before - 1))
+        }
+    }
+}
+
+/// Inserts revocations from the fleet into a new snapshot and tells every worker to close
+/// what the new ones match (4403, through its indexes); returns how many entries were new.
+/// The caller serializes it with every other writer of the snapshot. Never waits for the
+/// workers.
+pub fn apply_entries(shared: &Shared, workers: &Workers, entries: Vec<(Revocation, u64)>) -> usize {
+    let now_unix = clock::unix_now();
+    let current = shared.revocations.load_full();
+    let fresh: Vec<(Revocation, u64)> = entries
+        .into_iter()
+        .filter(|(r, keep_until)| *keep_until >= now_unix && adds_to(&current, r))
+        .collect();
+    if fresh.is_empty() {
+        return 0;
+    }
+    let mut next = (*current).clone();
+    for (r, keep_until) in &fresh {
+        next.restore(r.clone(), *keep_until);
+    }
+    next.expire(now_unix);
+    // Stored before the workers are told, as for a local revocation (see `revoke`).
+    shared.revocations.store(Arc::new(next));
+    // Nobody waits for the counts: the workers' replies go nowhere.
+    let (tx, _) = crossbeam_channel::unbounded();
+    for (r, _) in &fresh {
+        workers.broadcast(|| Command::Revoke(r.clone(), tx.clone()));
+    }
+    fresh.len()
 }

@@ -59,13 +59,29 @@ pub trait AdminBackend: Send + Sync + 'static {
     /// Verifies the bearer token (`None`: no `Authorization: Bearer`) and its admin scope.
     fn authorize(&self, bearer: Option<&[u8]>) -> Result<(), AuthFailure>;
     /// Applies a revocation from the body as received (the backend parses it, appends it to
-    /// the revocation log, counts it in the metrics); returns the connections it closed.
-    fn revoke(&self, body: &[u8]) -> Result<usize, RevokeFailure>;
+    /// the revocation log, counts it in the metrics); returns the connections it closed
+    /// and, with `[cluster]`, what became of it in the fleet.
+    fn revoke(&self, body: &[u8]) -> Result<Revoked, RevokeFailure>;
+    /// What `/readyz` adds to its one-word answer (SPEC §8: the degraded part, or why not
+    /// ready); `None` when there is nothing to say.
+    fn readiness_note(&self) -> Option<&'static str> {
+        None
+    }
     /// The public key that signs identity headers, as a JWK (SPEC §5 `sign_identity`);
     /// `None` without `[admin] identity_key`.
     fn identity_jwk(&self) -> Option<String> {
         None
     }
+}
+
+/// An applied revocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Revoked {
+    /// Live connections closed on this gateway.
+    pub closed: usize,
+    /// With `[cluster]`: `"published"`, `"queued"` (Redis unreachable: written and
+    /// published once it is back) or `"not shared"` (SPEC §8).
+    pub fleet: Option<&'static str>,
 }
 
 /// Why a `POST /revoke` is not authorized.
@@ -100,8 +116,18 @@ pub fn handle(req: &AdminRequest<'_>, backend: &dyn AdminBackend) -> AdminRespon
     match req.path {
         "/healthz" | "/readyz" | "/metrics" if !read_only => method_not_allowed("GET, HEAD"),
         "/healthz" => (200, Vec::new(), b"ok\n".to_vec(), TEXT),
-        "/readyz" if backend.ready() => (200, Vec::new(), b"ready\n".to_vec(), TEXT),
-        "/readyz" => (503, Vec::new(), b"not ready\n".to_vec(), TEXT),
+        "/readyz" => {
+            let (status, word) = if backend.ready() {
+                (200, "ready")
+            } else {
+                (503, "not ready")
+            };
+            let body = match backend.readiness_note() {
+                Some(note) => format!("{word}: {note}\n"),
+                None => format!("{word}\n"),
+            };
+            (status, Vec::new(), body.into_bytes(), TEXT)
+        }
         "/metrics" => (
             200,
             Vec::new(),
@@ -173,10 +199,20 @@ pub fn refused(failure: AuthFailure, had_token: bool) -> AdminResponse {
 }
 
 /// The answer to an authorized `POST /revoke`, from what the backend made of its body.
-pub fn revoked(outcome: Result<usize, RevokeFailure>) -> AdminResponse {
+pub fn revoked(outcome: Result<Revoked, RevokeFailure>) -> AdminResponse {
     match outcome {
-        Ok(closed) => {
+        Ok(Revoked {
+            closed,
+            fleet: None,
+        }) => {
             let body = serde_json::json!({ "revoked": true, "closed": closed });
+            (200, Vec::new(), json_bytes(&body), JSON)
+        }
+        Ok(Revoked {
+            closed,
+            fleet: Some(fleet),
+        }) => {
+            let body = serde_json::json!({ "revoked": true, "closed": closed, "cluster": fleet });
             (200, Vec::new(), json_bytes(&body), JSON)
         }
         Err(RevokeFailure::BadRequest(reason)) => {
