@@ -21,7 +21,9 @@
 //!    the loop, `drive.rs` a connection's turn and token deadlines, `handshake.rs`,
 //!    `proxy.rs` the upstream routes), `conn`, `upstream` (the upstream leg), `timer`,
 //!    `token`, `tls`, `server` (lifecycle, reload) and `admin` (the admin listener);
-//! 7. entry points: [`cli`] (serve, check, keygen, token) and `fuzzing` (hidden).
+//! 7. control plane: [`control`], on a tokio runtime of its own: `login/`, the token
+//!    service of SPEC §11 (users file, Argon2 pool, refresh-token store, endpoints);
+//! 8. entry points: [`cli`] (serve, check, keygen, token) and `fuzzing` (hidden).
 //!
 //! Data flows one way: socket → `net` → `proto::http` → `gate` (+ `auth`) →
 //! `proto::ws::session` → `backend` → `proto::ws::session` → `net` → socket.
@@ -32,6 +34,7 @@ pub mod backend;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod control;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gate;

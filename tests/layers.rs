@@ -26,6 +26,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("admin", &["admin"]),
     // The only mio / rustls code: listener, workers, upstream leg, server lifecycle.
     ("data plane", &["net"]),
+    // The control plane on its tokio runtime: the token service (SPEC §11).
+    ("control plane", &["control"]),
     // Entry points: the command line and the fuzz targets.
     ("entry points", &["cli", "fuzzing"]),
 ];

@@ -34,6 +34,7 @@ pub(super) fn raw_from_str(text: &str, problems: &mut Problems) -> Option<RawCon
             "session" => raw.session = section(value, "session", problems),
             "admin" => raw.admin = Some(section(value, "admin", problems)),
             "route" => raw.route = array_of_tables(value, "route", problems),
+            "login" => raw.login = Some(section(value, "login", problems)),
             _ => problems.unparsed(key.clone(), unknown_key_message(key, &TOP_LEVEL_KEYS)),
         }
     }

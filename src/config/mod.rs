@@ -16,6 +16,7 @@ mod admin;
 mod auth;
 mod document;
 mod limits;
+mod login;
 mod origin;
 mod route;
 mod server;
@@ -45,6 +46,7 @@ pub use self::auth::{
     Auth, AuthSection, KeyConfig, KeyMaterial, LoadedKey, Source, ED25519_SPKI_PREFIX,
 };
 pub use self::limits::{Limits, LimitsSection};
+pub use self::login::{FailureRate, Login, LoginSection, SigningKeyDer};
 pub use self::origin::{Origin, OriginSection};
 pub use self::route::{Backend, Route, RouteConfig, UpstreamUrl};
 pub use self::server::{Server, ServerSection};
@@ -74,11 +76,13 @@ pub struct RawConfig {
     pub admin: Option<AdminSection>,
     /// `[[route]]`.
     pub route: Vec<RouteConfig>,
+    /// `[login]`, when present.
+    pub login: Option<LoginSection>,
 }
 
 /// The keys allowed at the top level of the file.
-pub const TOP_LEVEL_KEYS: [&str; 8] = [
-    "server", "tls", "auth", "origin", "limits", "session", "admin", "route",
+pub const TOP_LEVEL_KEYS: [&str; 9] = [
+    "server", "tls", "auth", "origin", "limits", "session", "admin", "route", "login",
 ];
 
 /// A validated configuration: every value resolved, every file read.
@@ -102,6 +106,8 @@ pub struct Config {
     pub admin: Option<Admin>,
     /// `[[route]]`, in file order; paths are unique.
     pub routes: Vec<Route>,
+    /// `[login]`, when present: the token service (SPEC §11).
+    pub login: Option<Login>,
     warnings: Vec<String>,
 }
 
@@ -364,6 +370,14 @@ pub(super) fn validate(raw: &RawConfig, base_dir: &Path, problems: &mut Problems
         .as_ref()
         .and_then(|admin| self::admin(admin, &server.listen, base_dir, problems));
     let routes = routes(&raw.route, problems);
+    let login = raw.login.as_ref().and_then(|section| {
+        let around = self::login::Around {
+            server_listen: &server.listen,
+            admin_listen: admin.as_ref().map(|a| a.listen),
+            auth_issuer: auth.issuer.as_deref(),
+        };
+        self::login::login(section, &around, base_dir, problems)
+    });
 
     if raw.auth.key.is_empty() {
         if let Some(index) = raw.route.iter().position(|route| !route.public) {
@@ -392,6 +406,7 @@ pub(super) fn validate(raw: &RawConfig, base_dir: &Path, problems: &mut Problems
         session,
         admin,
         routes,
+        login,
         warnings: Vec::new(),
     }
 }
