@@ -6,9 +6,10 @@
 //!
 //! 1. foundation: [`clock`] (the one place that reads time), [`rate`] (the token
 //!    bucket), [`metrics`] (counters; label values never carry token data);
-//! 2. wire: [`proto`]: HTTP/1.1 upgrade parsing (`http/`: request, response, fields, the
-//!    upstream client side) and RFC 6455 (`ws/`: frame, mask, message, close, accept,
-//!    session), as pure state machines; `proto/error.rs` maps each rule to its close code;
+//! 2. wire: [`proto`]: HTTP/1.1 upgrade parsing (`http/`: request, response, fields,
+//!    `origin` (RFC 6454 serialized origins), `client/` the upstream client side) and
+//!    RFC 6455 (`ws/`: frame, mask, message, close, accept, session), as pure state
+//!    machines; `proto/error.rs` maps each rule to its close code;
 //! 3. sans-IO services: [`auth`] (JWS over borrowed bytes: jws, claims, keys, verify,
 //!    revocation), [`config`] (TOML by section: `server`, `tls`, `auth`, `origin`,
 //!    `limits`, `session`, `admin`, `route`, each with its rules; `document` turns text
@@ -16,19 +17,23 @@
 //! 4. decisions: [`gate`] (`decide`, cheapest check first; `limits` per address and
 //!    subject; `origin`; `reject`, the one HTTP status table, which also renders
 //!    `proto`'s request errors), [`backend`] (echo, upstream balancing);
-//! 5. [`admin`]: the admin API's HTTP parsing and the revocation log;
-//! 6. data plane: [`net`], the only mio / rustls code: `listener`, `worker/` (`mod.rs`
-//!    the loop, `drive.rs` a connection's turn and token deadlines, `handshake.rs`,
-//!    `proxy.rs` the upstream routes), `conn`, `upstream` (the upstream leg), `timer`,
-//!    `token`, `tls`, `server` (lifecycle, reload) and `admin` (the admin listener);
-//! 7. control plane: [`control`], on a tokio runtime of its own: `login/`, the token
-//!    service of SPEC §11 (users file, Argon2 pool, refresh-token store, endpoints);
-//! 8. entry points: [`cli`] (serve, check, keygen, token) and `fuzzing` (hidden).
+//! 5. data plane: [`net`], the only mio / rustls code: `listener`, `worker/` (`mod.rs`
+//!    the loop and the shared state, `drive.rs` a connection's turn and token deadlines,
+//!    `handshake.rs`, `proxy.rs` the upstream routes), `conn`, `upstream` (the upstream
+//!    leg), `plain` (plain-HTTP answers on the data listener), `timer`, `token`, `tls` and
+//!    `server` (building a configuration's runtime, starting and draining the workers);
+//! 6. control plane: [`control`], one small tokio runtime that drives the data plane and
+//!    reaches the workers only through snapshots (`arc-swap`) and commands: `mod.rs`
+//!    (start, signals, shutdown, `Workers::broadcast`), `reload` (SIGHUP), `admin/`
+//!    (`listener` the admin HTTP listener on hyper, `gateway` its routes' effects on the
+//!    gateway, `revlog` the revocation log), `login/` (the token service of SPEC §11:
+//!    users file, Argon2 pool, refresh-token store, its HTTP endpoints);
+//! 7. entry points: [`cli`] (serve, demo, init, check, keygen, token, revoke) and
+//!    `fuzzing` (hidden).
 //!
 //! Data flows one way: socket → `net` → `proto::http` → `gate` (+ `auth`) →
 //! `proto::ws::session` → `backend` → `proto::ws::session` → `net` → socket.
 
-pub mod admin;
 pub mod auth;
 pub mod backend;
 pub mod cli;

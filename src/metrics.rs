@@ -19,6 +19,7 @@
 //! | `wsgate_closes_total` | counter | `code`: one of [`CLOSE_CODES`] or `"other"` |
 //! | `wsgate_revocations_total` | counter | none: revocations accepted by `POST /revoke` |
 //! | `wsgate_upstream_errors_total` | counter | none: failed upstream connects, handshakes and relays |
+//! | `wsgate_upstream_forged_headers_total` | counter | none: client headers dropped on the way upstream as forged (SPEC §5) |
 //!
 //! Every series of the fixed sets is rendered, zeros included, so that `rate()` has a start.
 
@@ -115,6 +116,8 @@ pub struct WorkerMetrics {
     pub bytes_out: AtomicU64,
     /// Failed upstream connects, handshakes and relays.
     pub upstream_errors: AtomicU64,
+    /// Client headers not forwarded upstream because they were forged (SPEC §5).
+    pub forged_headers: AtomicU64,
     /// Handshake answers, by the slots of [`HANDSHAKE_STATUSES`] then "other".
     handshakes: [AtomicU64; HANDSHAKE_STATUSES.len() + 1],
     /// Closes, by the slots of [`CLOSE_CODES`] then "other".
@@ -135,6 +138,7 @@ impl WorkerMetrics {
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             upstream_errors: AtomicU64::new(0),
+            forged_headers: AtomicU64::new(0),
             handshakes: [const { AtomicU64::new(0) }; HANDSHAKE_STATUSES.len() + 1],
             closes: [const { AtomicU64::new(0) }; CLOSE_CODES.len() + 1],
             auth_failures: [const { AtomicU64::new(0) }; MAX_AUTH_REASONS + 1],
@@ -182,6 +186,11 @@ impl WorkerMetrics {
     /// Counts a failed upstream connect, handshake or relay.
     pub fn upstream_error(&self) {
         add(&self.upstream_errors, 1);
+    }
+
+    /// Counts `n` client headers dropped as forged on their way upstream (SPEC §5).
+    pub fn forged_headers(&self, n: usize) {
+        add(&self.forged_headers, n as u64);
     }
 
     /// Handshakes answered with `status` (a status outside the fixed set reads "other").
@@ -391,6 +400,17 @@ impl Metrics {
         );
         let upstream_errors = self.total(|worker| &worker.upstream_errors);
         sample(out, "wsgate_upstream_errors_total", &[], upstream_errors);
+
+        family(
+            out,
+            "wsgate_upstream_forged_headers_total",
+            "counter",
+            "Client headers dropped on the way upstream as forged: identity (X-Auth-*), \
+             forwarding (Forwarded, X-Real-IP, X-Forwarded-Host/-Proto) or an underscore \
+             spelling of a refused name.",
+        );
+        let forged = self.total(|worker| &worker.forged_headers);
+        sample(out, "wsgate_upstream_forged_headers_total", &[], forged);
     }
 
     /// The saturating sum over workers of `value`.
@@ -640,6 +660,7 @@ mod tests {
                 "wsgate_open_connections",
                 "wsgate_revocations_total",
                 "wsgate_upstream_errors_total",
+                "wsgate_upstream_forged_headers_total",
             ]
         );
         assert_eq!(

@@ -21,12 +21,11 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("sans-io services", &["auth", "config", "log"]),
     // The handshake decision and what serves an open connection.
     ("decisions", &["gate", "backend"]),
-    // The admin API's pure side (HTTP parser, revocation log); today the gateway side
-    // lives in net/admin.rs. When it moves to `control/`, control sits above `net`.
-    ("admin", &["admin"]),
     // The only mio / rustls code: listener, workers, upstream leg, server lifecycle.
     ("data plane", &["net"]),
-    // The control plane on its tokio runtime: the token service (SPEC §11).
+    // The tokio runtime that drives the data plane: signals, SIGHUP reload, the admin
+    // listener and the revocation log; it reaches the workers through snapshots and
+    // commands, and nothing in `net` knows it.
     ("control plane", &["control"]),
     // Entry points: the command line and the fuzz targets.
     ("entry points", &["cli", "fuzzing"]),

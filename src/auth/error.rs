@@ -117,8 +117,55 @@ pub enum TokenError {
 }
 
 impl TokenError {
-    /// The fixed, peer-visible `error_description` (RFC 6750 §3 charset: no `"` or `\`).
+    /// The six peer-visible descriptions (SPEC §4 table), in [`TokenError::description`]'s
+    /// order of use.
+    pub const DESCRIPTIONS: [&'static str; 6] = [
+        "malformed token",
+        "invalid signature",
+        "token expired",
+        "token not yet valid",
+        "token revoked",
+        "invalid claims",
+    ];
+
+    /// The fixed, peer-visible `error_description` (RFC 6750 §3 charset: no `"` or `\`): one
+    /// of [`TokenError::DESCRIPTIONS`]. SPEC §4: everything about the key setup (unknown
+    /// `kid`, alg/key mismatch, several candidate keys, no key) reads "invalid signature",
+    /// so that a peer learns nothing about which keys exist; [`TokenError::detail`] and
+    /// [`TokenError::reason_label`] keep the precise reason for logs and metrics.
     pub fn description(&self) -> &'static str {
+        match self {
+            TokenError::TooLarge
+            | TokenError::Malformed(_)
+            | TokenError::Base64
+            | TokenError::HeaderNotObject
+            | TokenError::UnknownCrit
+            | TokenError::B64False => "malformed token",
+            TokenError::AlgNone
+            | TokenError::AlgNotAllowed
+            | TokenError::UnknownKid
+            | TokenError::NoKeyForAlg
+            | TokenError::AmbiguousKey
+            | TokenError::AlgKeyMismatch
+            | TokenError::BadSignature => "invalid signature",
+            TokenError::PayloadNotObject
+            | TokenError::PayloadMalformed(_)
+            | TokenError::DuplicateClaim
+            | TokenError::MissingExp
+            | TokenError::MissingSub
+            | TokenError::BadClaimType(_)
+            | TokenError::WrongIssuer
+            | TokenError::WrongAudience
+            | TokenError::IssuedInFuture => "invalid claims",
+            TokenError::Expired => "token expired",
+            TokenError::NotYetValid => "token not yet valid",
+            TokenError::Revoked => "token revoked",
+        }
+    }
+
+    /// The precise reason, for logs, metrics help and `wsgate token inspect`; never sent to a
+    /// peer (see [`TokenError::description`]).
+    pub fn detail(&self) -> &'static str {
         match self {
             TokenError::TooLarge => "token too large",
             TokenError::Malformed(_) => "malformed token",
@@ -249,9 +296,9 @@ impl fmt::Display for TokenError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TokenError::Malformed(k) | TokenError::PayloadMalformed(k) => {
-                write!(f, "{}: {}", self.description(), k.text())
+                write!(f, "{}: {}", self.detail(), k.text())
             }
-            _ => f.write_str(self.description()),
+            _ => f.write_str(self.detail()),
         }
     }
 }
@@ -328,6 +375,35 @@ mod tests {
                 "{d}"
             );
         }
+    }
+
+    #[test]
+    fn only_the_six_descriptions_reach_the_wire() {
+        for e in all() {
+            assert!(
+                TokenError::DESCRIPTIONS.contains(&e.description()),
+                "{e:?}: {}",
+                e.description()
+            );
+        }
+        // SPEC §4: the key setup is never told apart on the wire ...
+        for e in [
+            TokenError::UnknownKid,
+            TokenError::AlgKeyMismatch,
+            TokenError::AmbiguousKey,
+            TokenError::NoKeyForAlg,
+            TokenError::BadSignature,
+        ] {
+            assert_eq!(e.description(), "invalid signature");
+        }
+        // ... but logs and metrics keep the precise reason.
+        assert_eq!(TokenError::UnknownKid.detail(), "unknown key id");
+        assert_eq!(TokenError::UnknownKid.to_string(), "unknown key id");
+        assert_eq!(TokenError::AmbiguousKey.reason_label(), "ambiguous_key");
+        assert_ne!(
+            TokenError::AlgKeyMismatch.detail(),
+            TokenError::BadSignature.detail()
+        );
     }
 
     #[test]

@@ -20,9 +20,10 @@ use ring::signature::{Ed25519KeyPair, KeyPair as _};
 use super::run::Failure;
 use super::token::{sign, SigningKey};
 use crate::auth::keys::{Alg, ED25519_SPKI_PREFIX};
+use crate::clock;
 use crate::config::{self, Refresh, Source};
 use crate::net::plain::PlainResponder;
-use crate::net::{clock, listener, server};
+use crate::net::{listener, server};
 use crate::proto::http::request::RequestHead;
 
 /// The default demo address (SPEC §2).
@@ -266,7 +267,7 @@ pub fn serve_demo(listen: Option<SocketAddr>) -> Result<(), Failure> {
         code: 1,
     };
     // SPEC §2: bind first; nothing is printed for a port that is taken.
-    let signals = server::signals().map_err(fail)?;
+    let control = crate::control::Control::new().map_err(fail)?;
     let bound_listener = listener::bind(listen)
         .map_err(|e| fail(format!("--listen: cannot listen on {listen}: {e}")))?;
     let bound = bound_listener
@@ -288,7 +289,9 @@ pub fn serve_demo(listen: Option<SocketAddr>) -> Result<(), Failure> {
     let mut rt = server::build_runtime(&cfg).map_err(fail)?;
     rt.plain = Some(Arc::new(page));
     let (token, _) = signer.fresh(clock::unix_now(), PRINTED_TTL).map_err(fail)?;
-    let running = server::start_on(&cfg, rt, vec![bound_listener]).map_err(fail)?;
+    let started = control
+        .start(&cfg, None, rt, Some(vec![bound_listener]))
+        .map_err(fail)?;
     // A wildcard address is opened on loopback (browsers refuse 0.0.0.0).
     let shown = super::revoke::reach(bound);
     let page_url = format!("http://{shown}/");
@@ -311,8 +314,7 @@ pub fn serve_demo(listen: Option<SocketAddr>) -> Result<(), Failure> {
     println!("  websocat --protocol '{PROTOCOL}, bearer.{token}' '{ws_url}'");
     println!();
     println!("Stop with Ctrl-C.");
-    server::wait(signals, running, None);
-    Ok(())
+    started.wait().map_err(fail)
 }
 
 fn is_loopback(ip: IpAddr) -> bool {

@@ -175,5 +175,5 @@ fn serve_file(path: &Path) -> Result<(), Failure> {
     for w in cfg.warnings() {
         crate::warn!("{w}");
     }
-    server::serve(&cfg, Some(path)).map_err(Failure::config)
+    crate::control::serve(&cfg, Some(path)).map_err(Failure::config)
 }

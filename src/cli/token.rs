@@ -445,8 +445,9 @@ pub fn inspect(token: &str, verifier: Option<&Verifier>, now_unix: u64) -> (Stri
         if let Err(e) = verifier.verify(token.as_bytes(), now_unix, &mut scratch) {
             let _ = writeln!(
                 out,
-                "the gateway answers 401 invalid_token, error_description=\"{}\" (first rule broken)",
-                e.description()
+                "the gateway answers 401 invalid_token, error_description=\"{}\" (first rule broken: {})",
+                e.description(),
+                e
             );
         }
     }
@@ -1119,7 +1120,7 @@ mod tests {
             "expired 3m20s ago at 2026-12-29T09:16:40Z (leeway 30s)",
             "no iss claim; auth.issuer requires \"https://id\"",
             "no aud claim; auth.audience requires \"wsgate\"",
-            "error_description=\"unknown key id\"",
+            "error_description=\"invalid signature\" (first rule broken: unknown key id)",
         ] {
             assert!(report.contains(want), "missing {want:?} in\n{report}");
         }

@@ -29,6 +29,8 @@ pub struct LimitsSection {
     pub per_ip_handshakes: Rate,
     /// Failed tokens per client IP.
     pub per_ip_auth_failures: Rate,
+    /// IPv6 clients are counted per /ipv6_prefix in every per-IP limit (1..=128).
+    pub ipv6_prefix: u8,
     /// Open connections per token subject.
     pub per_subject_connections: u32,
     /// Frames received per connection.
@@ -49,6 +51,7 @@ impl Default for LimitsSection {
             per_ip_connections: 256,
             per_ip_handshakes: Rate(50),
             per_ip_auth_failures: Rate(10),
+            ipv6_prefix: 64,
             per_subject_connections: 32,
             messages: Rate(1000),
             bytes: ByteRate(8 << 20),
@@ -77,6 +80,8 @@ pub struct Limits {
     pub per_ip_handshakes: u64,
     /// Failed tokens per client IP per second (burst = rate).
     pub per_ip_auth_failures: u64,
+    /// Prefix length by which IPv6 clients are counted in per-IP limits.
+    pub ipv6_prefix: u8,
     /// Open connections per token subject.
     pub per_subject_connections: u32,
     /// Frames received per connection per second (burst = rate).
@@ -147,8 +152,21 @@ pub(super) fn limits(raw: &LimitsSection, problems: &mut Problems) -> Limits {
         per_ip_connections: raw.per_ip_connections,
         per_ip_handshakes: raw.per_ip_handshakes.0,
         per_ip_auth_failures: raw.per_ip_auth_failures.0,
+        ipv6_prefix: ipv6_prefix(raw.ipv6_prefix, problems),
         per_subject_connections: raw.per_subject_connections,
         messages: raw.messages.0,
         bytes: raw.bytes.0,
     }
+}
+
+/// SPEC §3 `limits.ipv6_prefix`: 1 to 128 (the default 64 when out of range, reported).
+fn ipv6_prefix(prefix: u8, problems: &mut Problems) -> u8 {
+    if (1..=128).contains(&prefix) {
+        return prefix;
+    }
+    problems.error(
+        "limits.ipv6_prefix",
+        format!("must be from 1 to 128, got {prefix}"),
+    );
+    64
 }

@@ -1,11 +1,11 @@
 //! `[[route]]`: paths, their token rules and their backend (echo or an upstream URL).
 
 use std::collections::HashMap;
+use std::net::Ipv6Addr;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::origin::{check_host_name, split_authority, Host};
 use super::units::DurationStr;
 use super::Problems;
 
@@ -341,4 +341,72 @@ pub(super) fn parse_upstream(url: &str) -> Result<UpstreamUrl, String> {
         host_header: authority.to_owned(),
         path: path.to_owned(),
     })
+}
+
+/// A host and optional port, split.
+struct Authority<'a> {
+    host: Host<'a>,
+    port: Option<u16>,
+}
+
+enum Host<'a> {
+    Ipv6(Ipv6Addr),
+    Name(&'a str),
+}
+
+/// Splits `host[:port]` / `[v6][:port]`; the port, when written, must be 1..=65535.
+fn split_authority(authority: &str) -> Result<Authority<'_>, String> {
+    let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
+        let Some((address, after)) = bracketed.split_once(']') else {
+            return Err("an IPv6 address needs its closing ']'".to_owned());
+        };
+        let address: Ipv6Addr = address
+            .parse()
+            .map_err(|_| format!("{address:?} is not an IPv6 address"))?;
+        let port = match after {
+            "" => None,
+            _ => Some(
+                after
+                    .strip_prefix(':')
+                    .ok_or_else(|| "expected ':port' after the IPv6 address".to_owned())?,
+            ),
+        };
+        (Host::Ipv6(address), port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port)) => (Host::Name(host), Some(port)),
+            None => (Host::Name(authority), None),
+        }
+    };
+    let port = match port {
+        None => None,
+        Some(text) => match text.parse::<u16>() {
+            Ok(port) if port != 0 && text.bytes().all(|b| b.is_ascii_digit()) => Some(port),
+            _ => return Err(format!("bad port {text:?} (1 to 65535)")),
+        },
+    };
+    if let Host::Name("") = host {
+        return Err("missing host".to_owned());
+    }
+    Ok(Authority { host, port })
+}
+
+/// A DNS name or IPv4 address: dot-separated, non-empty labels of `[A-Za-z0-9-]`.
+fn check_host_name(name: &str) -> Result<(), String> {
+    if name.contains('*') {
+        return Err("'*' is only allowed as the whole first label (\"*.example.com\")".to_owned());
+    }
+    if !name.is_ascii() {
+        return Err("write an international host name in its xn-- (punycode) form".to_owned());
+    }
+    let labels_ok = name.split('.').all(|label| {
+        !label.is_empty()
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    });
+    if !labels_ok {
+        return Err(format!("{name:?} is not a valid host name"));
+    }
+    Ok(())
 }

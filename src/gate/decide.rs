@@ -8,10 +8,9 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::RwLock;
 use std::time::Instant;
 
-use crate::auth::error::TokenError;
+use crate::auth::error::{MalformedKind, TokenError};
 use crate::auth::revocation::{token_lifetime, RevocationSet};
 use crate::auth::verify::{Claims, Scratch, Verifier};
 use crate::config::{Backend, Route, Source};
@@ -88,7 +87,7 @@ pub struct Ctx<'a> {
     /// Shared per-subject counts.
     pub subjects: &'a SubjectTable,
     /// Revoked tokens (SPEC §6): a match is 401 "token revoked".
-    pub revocations: &'a RwLock<RevocationSet>,
+    pub revocations: &'a RevocationSet,
     /// The longest token lifetime seen (kept for `sub` revocation retention).
     pub longest_lifetime: &'a AtomicU64,
     /// Set when the token step refused: the `auth failures by reason` metric label.
@@ -340,7 +339,8 @@ impl Gate {
         let Some(verifier) = &self.verifier else {
             // `wsgate check` refuses a token route without keys; stay closed anyway.
             return Err(Reject::InvalidToken {
-                description: TokenError::UnknownKid.description(),
+                description: TokenError::NoKeyForAlg.description(),
+                reason: "no_keys",
             });
         };
         let max = verifier.rules.max_token_bytes;
@@ -352,23 +352,22 @@ impl Gate {
                     return Err(invalid(&TokenError::TooLarge));
                 }
                 fields::percent_decode(q, ctx.token_buf).map_err(|()| Reject::InvalidToken {
-                    description: "malformed token",
+                    description: TokenError::Malformed(MalformedKind::Json).description(),
+                    reason: "malformed",
                 })?
             }
         };
         match verifier.verify(token, ctx.now_unix, ctx.scratch) {
             Ok(claims) => {
                 let identity = Identity::from_claims(&claims, &self.key_fingerprints);
-                let revoked = ctx
-                    .revocations
-                    .read()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .is_revoked(identity.jti.as_deref(), &identity.sub, identity.iat);
+                let revoked = ctx.revocations.is_revoked(
+                    identity.jti.as_deref(),
+                    &identity.sub,
+                    identity.iat,
+                );
                 if revoked {
                     ctx.auth_failure = Some(TokenError::Revoked.reason_label());
-                    return Err(Reject::InvalidToken {
-                        description: TokenError::Revoked.description(),
-                    });
+                    return Err(invalid(&TokenError::Revoked));
                 }
                 ctx.longest_lifetime.fetch_max(
                     token_lifetime(identity.exp, identity.iat, ctx.now_unix),
@@ -406,6 +405,7 @@ enum TokenOutcome {
 fn invalid(e: &TokenError) -> Reject {
     Reject::InvalidToken {
         description: e.description(),
+        reason: e.reason_label(),
     }
 }
 
@@ -464,20 +464,28 @@ impl Gate {
         now_unix: u64,
         scratch: &mut Scratch,
     ) -> Result<Identity, &'static str> {
-        let msg: RefreshMessage<'_> =
-            serde_json::from_slice(message).map_err(|_| "malformed refresh message")?;
+        // SPEC §6: the reasons are §4's uniform descriptions (plus "insufficient scope",
+        // which the handshake's 403 names too); nothing tells the key setup apart.
+        let malformed = TokenError::Malformed(MalformedKind::Json).description();
+        let msg: RefreshMessage<'_> = serde_json::from_slice(message).map_err(|_| malformed)?;
         if msg.kind != "wsgate.refresh" {
-            return Err("malformed refresh message");
+            return Err(malformed);
         }
-        let verifier = self.verifier.as_ref().ok_or("no keys configured")?;
+        let verifier = self
+            .verifier
+            .as_ref()
+            .ok_or(TokenError::NoKeyForAlg.description())?;
         let claims = verifier
             .verify(msg.token.as_bytes(), now_unix, scratch)
             .map_err(|e| e.description())?;
         let identity = Identity::from_claims(&claims, &self.key_fingerprints);
         if identity.sub != current.sub {
-            return Err("subject mismatch");
+            return Err(TokenError::MissingSub.description());
         }
-        let route = self.routes.get(route).ok_or("no route")?;
+        let route = self
+            .routes
+            .get(route)
+            .ok_or(TokenError::MissingSub.description())?;
         if !route
             .scope
             .iter()

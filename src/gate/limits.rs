@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -31,6 +31,29 @@ pub struct IpTable {
     hasher: std::collections::hash_map::RandomState,
     /// Rates and caps; replaced as a whole on reload (new entries use the new rates).
     budget: Mutex<IpBudget>,
+    /// The IPv6 prefix length entries are keyed by, fixed for the table's life: open
+    /// connections are counted under their key, so a reload must not re-key them.
+    ipv6_prefix: u8,
+}
+
+/// The address a client's per-IP budgets are kept under (SPEC §3 `limits.ipv6_prefix`):
+/// an IPv4 address as is (an IPv4-mapped IPv6 address as its IPv4 form, as a dual-stack
+/// listener reports IPv4 clients); an IPv6 address with everything past its first
+/// `ipv6_prefix` bits zeroed, because one subscriber usually holds a whole /64 (RFC 6177)
+/// and could otherwise pick a fresh address for every connection. `ipv6_prefix` is clamped
+/// to 1..=128.
+pub fn budget_key(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return IpAddr::V4(v4);
+            }
+            let prefix = u32::from(ipv6_prefix.clamp(1, 128));
+            let mask = u128::MAX.checked_shl(128 - prefix).unwrap_or(0);
+            IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
+        }
+    }
 }
 
 /// The configured per-IP budgets.
@@ -42,6 +65,9 @@ pub struct IpBudget {
     pub handshakes_per_sec: u64,
     /// Failed token verifications per second (burst equal).
     pub auth_failures_per_sec: u64,
+    /// IPv6 clients share budgets per this prefix length (see [`budget_key`]); only the
+    /// value given to [`IpTable::new`] is used.
+    pub ipv6_prefix: u8,
 }
 
 #[derive(Debug)]
@@ -79,7 +105,8 @@ impl IpTable {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Replaces the budgets (SIGHUP); existing buckets keep their rate until refilled.
+    /// Replaces the budgets (SIGHUP); existing buckets keep their rate until refilled. The
+    /// IPv6 prefix stays the one the table was built with (a restart changes it).
     pub fn set_budget(&self, budget: IpBudget) {
         *self
             .budget
@@ -93,7 +120,18 @@ impl IpTable {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             hasher: Default::default(),
             budget: Mutex::new(budget),
+            ipv6_prefix: budget.ipv6_prefix,
         }
+    }
+
+    /// The IPv6 prefix length the table keys by (fixed at construction).
+    pub fn ipv6_prefix(&self) -> u8 {
+        self.ipv6_prefix
+    }
+
+    /// The key `ip` is counted under.
+    fn key(&self, ip: IpAddr) -> IpAddr {
+        budget_key(ip, self.ipv6_prefix)
     }
 
     fn shard(&self, ip: &IpAddr) -> std::sync::MutexGuard<'_, Shard<IpAddr, IpEntry>> {
@@ -127,6 +165,7 @@ impl IpTable {
 
     /// Counts a newly accepted connection from `ip`.
     pub fn connection_opened(&self, ip: IpAddr, now: Instant) {
+        let ip = self.key(ip);
         let mut shard = self.shard(&ip);
         let e = self.entry(&mut shard, ip, now);
         e.connections = e.connections.saturating_add(1);
@@ -134,6 +173,7 @@ impl IpTable {
 
     /// Uncounts a connection from `ip`.
     pub fn connection_closed(&self, ip: IpAddr, now: Instant) {
+        let ip = self.key(ip);
         let mut shard = self.shard(&ip);
         if let Some(e) = shard.map.get_mut(&ip) {
             e.connections = e.connections.saturating_sub(1);
@@ -146,6 +186,7 @@ impl IpTable {
     /// The per-IP step of the handshake (SPEC §4 order: connections, handshakes,
     /// failed-token budget). Takes one handshake token when it passes.
     pub fn admit_handshake(&self, ip: IpAddr, now: Instant) -> Result<(), IpRefusal> {
+        let ip = self.key(ip);
         let budget = self.budget();
         let mut shard = self.shard(&ip);
         let e = self.entry(&mut shard, ip, now);
@@ -166,6 +207,7 @@ impl IpTable {
 
     /// Records one failed token verification from `ip`.
     pub fn auth_failed(&self, ip: IpAddr, now: Instant) {
+        let ip = self.key(ip);
         let mut shard = self.shard(&ip);
         let e = self.entry(&mut shard, ip, now);
         let _ = e.auth_failures.try_take(1, now);
@@ -255,7 +297,76 @@ mod table_tests {
             connections: 2,
             handshakes_per_sec: 3,
             auth_failures_per_sec: 1,
+            ipv6_prefix: 64,
         }
+    }
+
+    fn key(ip: &str, prefix: u8) -> String {
+        budget_key(ip.parse().expect("ip"), prefix).to_string()
+    }
+
+    #[test]
+    fn budget_keys_per_ipv6_prefix_and_ipv4_address() {
+        assert_eq!(key("10.0.0.1", 64), "10.0.0.1");
+        assert_eq!(key("10.0.0.1", 1), "10.0.0.1");
+        // A dual-stack listener reports IPv4 clients as mapped addresses.
+        assert_eq!(key("::ffff:10.0.0.1", 64), "10.0.0.1");
+        assert_eq!(key("2001:db8:1:2:3:4:5:6", 64), "2001:db8:1:2::");
+        assert_eq!(key("2001:db8:1:2:ffff::1", 64), "2001:db8:1:2::");
+        assert_eq!(key("2001:db8:1:2:3:4:5:6", 48), "2001:db8:1::");
+        assert_eq!(key("2001:db8:1:2:3:4:5:6", 56), "2001:db8:1::");
+        assert_eq!(key("2001:db8:1:2ff:3:4:5:6", 56), "2001:db8:1:200::");
+        assert_eq!(key("2001:db8:1:2:3:4:5:6", 128), "2001:db8:1:2:3:4:5:6");
+        assert_eq!(key("2001:db8:1:2:3:4:5:6", 127), "2001:db8:1:2:3:4:5:6");
+        assert_eq!(key("2001:db8:1:2:3:4:5:7", 127), "2001:db8:1:2:3:4:5:6");
+        assert_eq!(key("ffff::1", 1), "8000::");
+        assert_eq!(key("7fff::1", 1), "::");
+        // Out of range is clamped, never a panic.
+        assert_eq!(key("2001:db8::1", 0), "::");
+        assert_eq!(key("2001:db8::1", 200), "2001:db8::1");
+        assert_eq!(key("::1", 64), "::");
+    }
+
+    #[test]
+    fn ipv6_clients_of_one_prefix_share_every_budget() {
+        let t0 = crate::fuzzing::virtual_epoch();
+        let t = IpTable::new(budget());
+        let a: IpAddr = "2001:db8:0:1::a".parse().expect("ip");
+        let b: IpAddr = "2001:db8:0:1:ffff::b".parse().expect("ip");
+        let other: IpAddr = "2001:db8:0:2::a".parse().expect("ip");
+        // Connections: two from one /64, a third from another address of it is over.
+        t.connection_opened(a, t0);
+        t.connection_opened(b, t0);
+        t.connection_opened(b, t0);
+        assert_eq!(t.admit_handshake(a, t0), Err(IpRefusal::Connections));
+        assert_eq!(t.admit_handshake(other, t0), Ok(()));
+        t.connection_closed(a, t0);
+        assert_eq!(t.admit_handshake(b, t0), Ok(()));
+        // Auth failures of one address count for the whole prefix.
+        t.auth_failed(a, t0);
+        assert!(matches!(
+            t.admit_handshake(b, t0),
+            Err(IpRefusal::AuthFailures(_))
+        ));
+        // Handshakes: the bucket (3/s) is shared too.
+        let t = IpTable::new(budget());
+        for ip in [a, b, a] {
+            assert_eq!(t.admit_handshake(ip, t0), Ok(()));
+        }
+        assert!(matches!(
+            t.admit_handshake(b, t0),
+            Err(IpRefusal::Handshakes(_))
+        ));
+        // A /128 budget separates them again; the prefix is fixed at construction.
+        let t = IpTable::new(IpBudget {
+            ipv6_prefix: 128,
+            ..budget()
+        });
+        t.set_budget(budget());
+        for ip in [a, a, a] {
+            assert_eq!(t.admit_handshake(ip, t0), Ok(()));
+        }
+        assert_eq!(t.admit_handshake(b, t0), Ok(()));
     }
 
     #[test]

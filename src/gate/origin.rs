@@ -1,10 +1,14 @@
 //! The Origin allowlist (SPEC §3 [origin], §4): exact entries and `*.` subdomain
-//! wildcards; scheme and port must match, default ports normalised.
+//! wildcards; scheme and port must match, default ports normalised. One parser,
+//! [`parse_origin`] (in `proto::http::origin`), reads both the config's patterns and the
+//! requests' `Origin` values.
+
+use crate::proto::http::origin::{parse_origin, Origin};
 
 /// One parsed allowlist entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Entry {
-    scheme: String,
+    scheme: &'static str,
     /// For a wildcard, the suffix including its leading dot (`.example.com`).
     host: String,
     wildcard: bool,
@@ -29,56 +33,22 @@ pub enum OriginVerdict {
     Missing,
 }
 
-/// Splits `scheme://host[:port]` (no path, no userinfo) into lowercase parts with the
-/// default port filled in. `None` for anything else, including the opaque origin `null`.
-fn parse_origin(s: &str) -> Option<(String, String, u16)> {
-    let (scheme, rest) = s.split_once("://")?;
-    let scheme = scheme.to_ascii_lowercase();
-    let default_port = match scheme.as_str() {
-        "http" => 80,
-        "https" => 443,
-        _ => return None,
-    };
-    if rest.is_empty() || rest.contains(['/', '@', '?', '#', ' ']) {
-        return None;
-    }
-    let (host, port) = if let Some(stripped) = rest.strip_prefix('[') {
-        // IPv6 literal: [::1]:8080
-        let (h, after) = stripped.split_once(']')?;
-        let port = match after.strip_prefix(':') {
-            Some(p) => p.parse().ok()?,
-            None if after.is_empty() => default_port,
-            None => return None,
-        };
-        (format!("[{}]", h.to_ascii_lowercase()), port)
-    } else {
-        match rest.rsplit_once(':') {
-            Some((h, p)) => (h.to_ascii_lowercase(), p.parse().ok()?),
-            None => (rest.to_ascii_lowercase(), default_port),
-        }
-    };
-    if host.is_empty() {
-        return None;
-    }
-    Some((scheme, host, port))
-}
-
 impl OriginPolicy {
     /// Compiles the allowlist; returns the first entry that does not parse.
     pub fn new(allow: &[String], allow_missing: bool) -> Result<OriginPolicy, String> {
         let mut entries = Vec::with_capacity(allow.len());
         for a in allow {
-            let (scheme, host, port) =
-                parse_origin(a).ok_or_else(|| format!("not an origin: {a:?}"))?;
-            let (host, wildcard) = match host.strip_prefix("*.") {
-                Some(suffix) if !suffix.is_empty() => (format!(".{suffix}"), true),
-                _ => (host, false),
+            let origin = parse_origin(a, true).map_err(|e| format!("not an origin: {a:?}: {e}"))?;
+            let host = if origin.wildcard {
+                format!(".{}", origin.host)
+            } else {
+                origin.host
             };
             entries.push(Entry {
-                scheme,
+                scheme: origin.scheme,
                 host,
-                wildcard,
-                port,
+                wildcard: origin.wildcard,
+                port: origin.port,
             });
         }
         Ok(OriginPolicy {
@@ -96,7 +66,12 @@ impl OriginPolicy {
                 OriginVerdict::Missing
             };
         };
-        let Some((scheme, host, port)) = parse_origin(origin.trim()) else {
+        // SPEC §4: a value that is not a serialized origin matches no pattern. Only the
+        // field's optional whitespace (RFC 9110 §5.5) is trimmed.
+        let Ok(Origin {
+            scheme, host, port, ..
+        }) = parse_origin(origin.trim_matches([' ', '\t']), false)
+        else {
             return OriginVerdict::NotAllowed;
         };
         let ok = self.entries.iter().any(|e| {
@@ -195,5 +170,74 @@ mod tests {
             OriginVerdict::Allowed
         );
         assert_eq!(p.check(Some("http://localhost")), OriginVerdict::NotAllowed);
+    }
+
+    #[test]
+    fn runtime_values_must_be_serialized_origins() {
+        // SPEC §4 "Origins": anything that is not a serialized origin matches no pattern,
+        // even one that would match if read leniently.
+        let p = policy(
+            &[
+                "https://app.example.com",
+                "https://*.example.com",
+                "http://10.0.0.1:8080",
+            ],
+            true,
+        );
+        for bad in [
+            "https://*.example.com",
+            "https://a.*.example.com",
+            "https://a..example.com",
+            "https://.a.example.com",
+            "https://a.example.com.",
+            "https://%61pp.example.com",
+            "https://app%2eexample.com",
+            "https://user@app.example.com",
+            "https://app.example.com/",
+            "https://app.example.com/path",
+            "https://app.example.com?x",
+            "https://app.example.com#x",
+            "https://app.example.com:+443",
+            "https://app.example.com:0443",
+            "https://app.example.com:",
+            "https://app.example.com:443:443",
+            "https://app.example.com:99999",
+            "https://app\u{0}.example.com",
+            "https://app\t.example.com",
+            "https://app .example.com",
+            "https://app.example.com\r\n",
+            "https://ápp.example.com",
+            "https://a_b.example.com",
+            "https://-a.example.com",
+            "https://a-.example.com",
+            "ftp://app.example.com",
+            "app.example.com",
+            "null",
+            "",
+            "http://10.0.0.01:8080",
+            "http://10.0.0:8080",
+            "http://010.0.0.1:8080",
+            "http://[::1:8080",
+            "http://[::g]:8080",
+        ] {
+            assert_eq!(p.check(Some(bad)), OriginVerdict::NotAllowed, "{bad:?}");
+        }
+        for good in [
+            "https://app.example.com",
+            "HTTPS://App.Example.COM:443",
+            "https://x.example.com",
+            "https://x-1.y.example.com",
+            "http://10.0.0.1:8080",
+            " https://app.example.com\t",
+        ] {
+            assert_eq!(p.check(Some(good)), OriginVerdict::Allowed, "{good:?}");
+        }
+    }
+
+    #[test]
+    fn the_config_refuses_what_a_request_may_not_carry() {
+        for bad in ["https://a.com:+443", "https://a%2ecom", "https://a.com."] {
+            assert!(OriginPolicy::new(&[bad.to_owned()], true).is_err(), "{bad}");
+        }
     }
 }

@@ -43,8 +43,11 @@ pub enum Reject {
     MultipleTokens,
     /// The token was refused; `description` is a fixed text that never holds token data.
     InvalidToken {
-        /// `error_description` for `WWW-Authenticate` and the body, e.g. "expired".
+        /// `error_description` for `WWW-Authenticate` and the body: one of
+        /// `TokenError::DESCRIPTIONS` (SPEC §4: uniform on the wire).
         description: &'static str,
+        /// The precise reason (a `TokenError::reason_label`), for logs only.
+        reason: &'static str,
     },
     /// The token is valid but lacks some scope of the route.
     InsufficientScope {
@@ -152,7 +155,8 @@ impl Reject {
             Reject::OriginMissing => "origin_missing",
             Reject::MissingToken => "missing_token",
             Reject::MultipleTokens => "multiple_tokens",
-            Reject::InvalidToken { .. } => "invalid_token",
+            // SPEC §4: logs keep the precise reason; the wire gets the uniform description.
+            Reject::InvalidToken { reason, .. } => reason,
             Reject::InsufficientScope { .. } => "insufficient_scope",
             Reject::RateLimited { .. } => "rate_limited",
             Reject::OverCapacity => "over_capacity",
@@ -181,7 +185,7 @@ impl Reject {
             Reject::OriginMissing => line("origin required\n"),
             Reject::MissingToken => line("missing token\n"),
             Reject::MultipleTokens => line("more than one token\n"),
-            Reject::InvalidToken { description } => ["invalid token: ", description, "\n"],
+            Reject::InvalidToken { description, .. } => ["invalid token: ", description, "\n"],
             Reject::InsufficientScope { .. } => line("insufficient scope\n"),
             Reject::RateLimited { .. } => line("too many requests\n"),
             Reject::OverCapacity => line("over capacity\n"),
@@ -209,7 +213,7 @@ impl Reject {
             Reject::MultipleTokens => {
                 write_header(out, "WWW-Authenticate", "Bearer error=\"invalid_request\"")
             }
-            Reject::InvalidToken { description } => {
+            Reject::InvalidToken { description, .. } => {
                 out.extend_from_slice(
                     b"WWW-Authenticate: Bearer error=\"invalid_token\", error_description=",
                 );
@@ -430,6 +434,7 @@ mod tests {
         let parsed = check(
             Reject::InvalidToken {
                 description: "expired",
+                reason: "expired",
             },
             401,
             &[(
@@ -445,6 +450,7 @@ mod tests {
         check(
             Reject::InvalidToken {
                 description: "bad \"kid\" \\ x\r\ny",
+                reason: "unknown_kid",
             },
             401,
             &[(
@@ -628,7 +634,10 @@ mod tests {
             Reject::OriginMissing,
             Reject::MissingToken,
             Reject::MultipleTokens,
-            Reject::InvalidToken { description: "x" },
+            Reject::InvalidToken {
+                description: "x",
+                reason: "bad_signature",
+            },
             Reject::InsufficientScope {
                 scope: String::new(),
             },

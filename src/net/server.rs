@@ -1,20 +1,19 @@
-//! Starting and stopping the whole gateway: runtime from config, listeners, workers,
-//! the acceptor, and the signal loop on the main thread.
+//! Starting and stopping the data plane: runtime from config, listeners, workers and the
+//! acceptor. Signals, reloads and the admin listener are the control plane's
+//! (`crate::control`), which starts this.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
+use arc_swap::ArcSwap;
+use crossbeam_channel::Sender;
 
-use super::admin::GatewayAdmin;
 use super::listener::{self, Acceptor};
 use super::tls;
 use super::worker::{Command, Runtime, Shared, Worker};
-use crate::admin::revlog::RevocationLog;
 use crate::auth::error::TokenError;
 use crate::auth::keys::{Alg, Key, KeySet};
 use crate::auth::revocation::{RetentionPolicy, RevocationSet};
@@ -23,9 +22,9 @@ use crate::config::{Config, KeyMaterial};
 use crate::gate::decide::Gate;
 use crate::gate::limits::{IpBudget, IpTable, SubjectTable};
 use crate::gate::origin::OriginPolicy;
+use crate::info;
 use crate::metrics::Metrics;
 use crate::proto::ws::session::SessionLimits;
-use crate::{info, warn};
 
 /// How long the gateway keeps draining a connection after its last bytes (close frame
 /// or HTTP rejection) before dropping it without the peer's FIN.
@@ -60,7 +59,7 @@ pub fn build_verifier(config: &Config) -> Result<Option<Verifier>, String> {
 }
 
 /// How long revocation entries are kept (SPEC §6).
-fn retention_policy(config: &Config) -> RetentionPolicy {
+pub fn retention_policy(config: &Config) -> RetentionPolicy {
     RetentionPolicy {
         leeway_secs: config.auth.leeway.as_secs(),
         retention_secs: config
@@ -190,51 +189,46 @@ pub fn build_runtime(config: &Config) -> Result<Runtime, String> {
     })
 }
 
-/// A running gateway (threads started, signals not yet awaited).
+/// A running data plane: workers and the acceptor started.
 pub struct Running {
     /// The bound addresses, in `server.listen` order (port 0 resolved).
     pub local_addrs: Vec<SocketAddr>,
     /// Shared counters.
     pub shared: Arc<Shared>,
-    workers: Vec<(
-        crossbeam_channel::Sender<Command>,
-        Arc<mio::Waker>,
-        JoinHandle<()>,
-    )>,
+    workers: Vec<(Sender<Command>, Arc<mio::Waker>, JoinHandle<()>)>,
     acceptor: Option<(Arc<mio::Waker>, JoinHandle<()>)>,
     grace: Duration,
-    listen: Vec<SocketAddr>,
-    admin: Option<AdminHandle>,
 }
 
-/// The running admin listener.
-struct AdminHandle {
-    backend: Arc<GatewayAdmin>,
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    join: JoinHandle<()>,
-}
-
-/// Binds and starts workers and the acceptor.
-pub fn start(config: &Config) -> Result<Running, String> {
-    let rt = build_runtime(config)?;
-    let mut listeners = Vec::new();
+/// Binds every `server.listen` address, in order.
+pub fn bind(config: &Config) -> Result<Vec<mio::net::TcpListener>, String> {
+    let mut listeners = Vec::with_capacity(config.server.listen.len());
     for (i, addr) in config.server.listen.iter().enumerate() {
         let l = listener::bind(*addr)
             .map_err(|e| format!("server.listen[{i}]: cannot listen on {addr}: {e}"))?;
         listeners.push(l);
     }
-    start_on(config, rt, listeners)
+    Ok(listeners)
+}
+
+/// Binds and starts workers and the acceptor, with `rt` (from [`build_runtime`]) and the
+/// revocations in force (replayed from the log before anything listens, SPEC §6).
+pub fn start(
+    config: &Config,
+    rt: Arc<Runtime>,
+    revocations: RevocationSet,
+) -> Result<Running, String> {
+    start_on(config, rt, bind(config)?, revocations)
 }
 
 /// [`start`] on listeners the caller bound (`serve --demo` binds first, then builds a
 /// configuration that names the bound port).
 pub fn start_on(
     config: &Config,
-    rt: Runtime,
+    rt: Arc<Runtime>,
     listeners: Vec<mio::net::TcpListener>,
+    revocations: RevocationSet,
 ) -> Result<Running, String> {
-    let rt = Arc::new(rt);
     let mut local_addrs = Vec::with_capacity(listeners.len());
     for (i, l) in listeners.iter().enumerate() {
         local_addrs.push(
@@ -247,33 +241,6 @@ pub fn start_on(
         n => n,
     };
     let l = &config.limits;
-    // Revocations replayed before anything listens: a restart forgets none (SPEC §6).
-    let mut revocations = RevocationSet::new(retention_policy(config));
-    let revocation_log = match config
-        .admin
-        .as_ref()
-        .and_then(|a| a.revocation_log.as_ref())
-    {
-        Some(path) => {
-            let (log, report) =
-                RevocationLog::open(path, &mut revocations, super::clock::unix_now())
-                    .map_err(|e| format!("admin.revocation_log: {e}"))?;
-            if let Some(bytes) = report.torn_tail_bytes {
-                warn!(
-                    "admin.revocation_log: {}: a torn last line ({bytes} bytes, from an interrupted write) was dropped; earlier entries kept",
-                    path.display()
-                );
-            }
-            info!(
-                "revocation log {}: {} entries replayed, {} expired",
-                path.display(),
-                report.replayed,
-                report.expired
-            );
-            Some(log)
-        }
-        None => None,
-    };
     let shared = Arc::new(Shared {
         open: AtomicUsize::new(0),
         per_worker: (0..n).map(|_| AtomicUsize::new(0)).collect(),
@@ -282,10 +249,11 @@ pub fn start_on(
             connections: l.per_ip_connections,
             handshakes_per_sec: l.per_ip_handshakes,
             auth_failures_per_sec: l.per_ip_auth_failures,
+            ipv6_prefix: l.ipv6_prefix,
         }),
         subjects: SubjectTable::new(l.per_subject_connections),
         draining: AtomicBool::new(false),
-        revocations: RwLock::new(revocations),
+        revocations: Arc::new(ArcSwap::from_pointee(revocations)),
         longest_lifetime: AtomicU64::new(0),
         metrics: Arc::new(Metrics::new(n, &TokenError::REASON_LABELS)),
     });
@@ -310,35 +278,7 @@ pub fn start_on(
     for a in &local_addrs {
         let scheme = if rt.tls.is_some() { "wss" } else { "ws" };
         // Always printed, whatever WSGATE_LOG says: tools find the port here.
-        eprintln!("wsgate info: listening on {a} ({scheme}://, {n} workers)");
-    }
-    let admin = match &config.admin {
-        Some(a) => {
-            let backend = Arc::new(GatewayAdmin::new(
-                rt.clone(),
-                shared.clone(),
-                workers
-                    .iter()
-                    .map(|(tx, w, _)| (tx.clone(), w.clone()))
-                    .collect(),
-                revocation_log,
-                a.token_scope.clone(),
-            ));
-            let stop = Arc::new(AtomicBool::new(false));
-            let (addr, join) = crate::admin::spawn(a.listen, backend.clone(), stop.clone())
-                .map_err(|e| format!("admin.listen: cannot listen on {}: {e}", a.listen))?;
-            eprintln!("wsgate info: admin listening on {addr}");
-            Some(AdminHandle {
-                backend,
-                addr,
-                stop,
-                join,
-            })
-        }
-        None => None,
-    };
-    if let Some(admin) = &admin {
-        admin.backend.ready.store(true, Ordering::Relaxed);
+        crate::log::always(format_args!("listening on {a} ({scheme}://, {n} workers)"));
     }
     Ok(Running {
         local_addrs,
@@ -346,61 +286,16 @@ pub fn start_on(
         workers,
         acceptor: Some((stop, acceptor_join)),
         grace: config.server.shutdown_grace,
-        listen: config.server.listen.clone(),
-        admin,
     })
 }
 
 impl Running {
-    /// SIGHUP (SPEC §6): reload keys, certificates, origin lists and limits as one swap.
-    /// A config that does not load or build is reported and the old one stays.
-    pub fn reload(&self, path: &std::path::Path) {
-        let config = match crate::config::load(path) {
-            Ok(c) => c,
-            Err(errors) => {
-                for line in errors.to_string().lines() {
-                    warn!("reload failed, keeping the running configuration: {line}");
-                }
-                return;
-            }
-        };
-        let rt = match build_runtime(&config) {
-            Ok(rt) => Arc::new(rt),
-            Err(e) => {
-                warn!("reload failed, keeping the running configuration: {e}");
-                return;
-            }
-        };
-        if config.server.listen != self.listen {
-            warn!("reload: server.listen changes take effect at the next restart");
-        }
-        let l = &config.limits;
-        self.shared.ips.set_budget(IpBudget {
-            connections: l.per_ip_connections,
-            handshakes_per_sec: l.per_ip_handshakes,
-            auth_failures_per_sec: l.per_ip_auth_failures,
-        });
-        self.shared
-            .subjects
-            .limit
-            .store(l.per_subject_connections as usize, Ordering::Relaxed);
-        for (tx, waker, _) in &self.workers {
-            let _ = tx.send(Command::Reload(rt.clone()));
-            let _ = waker.wake();
-        }
-        if let (Some(admin), Some(cfg)) = (&self.admin, &config.admin) {
-            *admin
-                .backend
-                .rt
-                .write()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()) = rt.clone();
-            *admin
-                .backend
-                .token_scope
-                .write()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()) = cfg.token_scope.clone();
-        }
-        info!("reloaded {}", path.display());
+    /// Every worker's command queue and waker: how the control plane reaches the workers.
+    pub fn queues(&self) -> Vec<(Sender<Command>, Arc<mio::Waker>)> {
+        self.workers
+            .iter()
+            .map(|(tx, waker, _)| (tx.clone(), Arc::clone(waker)))
+            .collect()
     }
 
     /// Graceful shutdown (SPEC §6): stop accepting, close every connection with 1001,
@@ -418,43 +313,6 @@ impl Running {
         for (_, _, join) in self.workers.drain(..) {
             let _ = join.join();
         }
-        if let Some(admin) = self.admin.take() {
-            crate::admin::request_stop(admin.addr, &admin.stop);
-            let _ = admin.join.join();
-        }
         info!("stopped (grace {:?})", self.grace);
     }
-}
-
-/// `wsgate serve`: runs until SIGTERM or SIGINT, then shuts down gracefully.
-pub fn serve(config: &Config, config_path: Option<&std::path::Path>) -> Result<(), String> {
-    let signals = signals()?;
-    let running = start(config)?;
-    wait(signals, running, config_path);
-    Ok(())
-}
-
-/// The signals `serve` handles. Registered before any thread starts so none of them
-/// inherits a default disposition that would kill the process on SIGHUP.
-pub fn signals() -> Result<Signals, String> {
-    Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(|e| format!("signals: {e}"))
-}
-
-/// Runs `running` until SIGTERM or SIGINT (SIGHUP reloads `config_path`), then shuts
-/// it down gracefully.
-pub fn wait(mut signals: Signals, running: Running, config_path: Option<&std::path::Path>) {
-    let config_path = config_path.map(std::path::Path::to_path_buf);
-    for sig in signals.forever() {
-        match sig {
-            SIGHUP => match &config_path {
-                Some(path) => running.reload(path),
-                None => warn!("SIGHUP: nothing to reload (no config file)"),
-            },
-            _ => {
-                info!("signal {sig}: draining");
-                break;
-            }
-        }
-    }
-    running.shutdown();
 }

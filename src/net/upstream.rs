@@ -64,9 +64,9 @@ pub struct UpstreamLeg {
     pub tried: Vec<usize>,
     /// Where the leg stands.
     pub state: LegState,
-    /// The upgrade request, kept until it is fully written (a retry on another target
-    /// sends it again).
-    pub request: Vec<u8>,
+    /// The upgrade request for each target of the route, by index (SPEC §5: each names its
+    /// own upstream's `Host` and path); the connected target's is sent, all are freed then.
+    pub requests: Vec<Vec<u8>>,
     /// Our `Sec-WebSocket-Key` to the upstream.
     pub key: [u8; 24],
     /// The client's non-token subprotocols, offered to the upstream.
@@ -101,7 +101,7 @@ impl UpstreamLeg {
         id: ConnId,
         addr: SocketAddr,
         target: usize,
-        request: Vec<u8>,
+        requests: Vec<Vec<u8>>,
         key: [u8; 24],
         offered: Vec<String>,
         client_accept: [u8; 28],
@@ -113,7 +113,7 @@ impl UpstreamLeg {
             target,
             tried: vec![target],
             state: LegState::Connecting,
-            request,
+            requests,
             key,
             offered,
             client_accept,
@@ -156,8 +156,13 @@ impl UpstreamLeg {
         }
         match self.socket.peer_addr() {
             Ok(_) => {
+                let Some(request) = self.requests.get_mut(self.target).map(std::mem::take) else {
+                    // No request for this target: treat as a failed connect (never built so).
+                    return None;
+                };
                 self.state = LegState::Handshaking;
-                self.wbuf = std::mem::take(&mut self.request);
+                self.wbuf = request;
+                self.requests = Vec::new();
                 Some(true)
             }
             Err(e) if e.kind() == io::ErrorKind::NotConnected => Some(false),

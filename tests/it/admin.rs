@@ -1,10 +1,12 @@
 //! SPEC §6 revocation and §7 observability through the admin listener.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::time::Instant;
 
 use wsgate::auth::keys::Alg;
 use wsgate::cli::token::{sign, SigningKey};
+use wsgate::control::admin::listener::{HEADER_READ_TIMEOUT, PER_PEER_CONNECTIONS};
 
 use crate::support::*;
 
@@ -81,7 +83,30 @@ fn admin(
     bearer: Option<&str>,
     body: &str,
 ) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("connect admin");
+    admin_from(Ipv4Addr::LOCALHOST, addr, method, path, bearer, body)
+}
+
+/// A TCP connection to `addr` from `source` (every 127/8 address is this host).
+fn connect_from(source: Ipv4Addr, addr: SocketAddr) -> TcpStream {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket
+        .bind(&SocketAddr::from((source, 0)).into())
+        .expect("bind source address");
+    socket.connect(&addr.into()).expect("connect admin");
+    socket.into()
+}
+
+/// One admin request from `source`; returns (status, body).
+fn admin_from(
+    source: Ipv4Addr,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    let mut s = connect_from(source, addr);
     s.set_read_timeout(Some(WAIT)).expect("timeout");
     let auth = bearer.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     let req = format!(
@@ -222,4 +247,65 @@ fn revocation_closes_live_connections_and_survives_a_restart() {
     }
     let mut c = open(&gw2, &format!("/echo?access_token={b1}"), &[]);
     echo_ok(&mut c);
+}
+
+/// #10 item 5: one address holding hundreds of idle connections to the admin listener (half
+/// of them with part of a request head) keeps neither `/healthz`, `/readyz` nor an
+/// authorised `POST /revoke` from answering at once, from another address or from the
+/// flooding address itself: a newcomer takes the place of the oldest idle connection.
+#[test]
+fn admin_answers_during_an_idle_connection_flood() {
+    let (gw, addr) = start(TempDir::new());
+    let root = token("root", "r1", "wsgate:admin");
+    let m1 = token("mallory", "m1", "echo");
+    let m2 = token("mallory", "m2", "echo");
+    let mut c1 = open(&gw, &format!("/echo?access_token={m1}"), &[]);
+    let mut c2 = open(&gw, &format!("/echo?access_token={m2}"), &[]);
+
+    let flooder = Ipv4Addr::LOCALHOST;
+    let mut flood: Vec<TcpStream> = (0..300)
+        .map(|i| {
+            let mut s = connect_from(flooder, addr);
+            if i % 2 == 0 {
+                s.write_all(b"POST /revoke HTTP/1.1\r\nHost: adm")
+                    .expect("send");
+            }
+            s
+        })
+        .collect();
+
+    let other = Ipv4Addr::new(127, 0, 0, 2);
+    for (source, conn, jti) in [(other, &mut c1, "m1"), (flooder, &mut c2, "m2")] {
+        let started = Instant::now();
+        assert_eq!(
+            admin_from(source, addr, "GET", "/healthz", None, ""),
+            (200, "ok\n".into()),
+            "from {source}"
+        );
+        assert_eq!(
+            admin_from(source, addr, "GET", "/readyz", None, ""),
+            (200, "ready\n".into()),
+            "from {source}"
+        );
+        let body = format!(r#"{{"jti":"{jti}"}}"#);
+        let (status, body) = admin_from(source, addr, "POST", "/revoke", Some(&root), &body);
+        assert_eq!(status, 200, "from {source}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(v["closed"].as_u64(), Some(1), "from {source}: {body}");
+        let took = started.elapsed();
+        assert!(
+            took < HEADER_READ_TIMEOUT / 2,
+            "from {source}: {took:?}, header timeout {HEADER_READ_TIMEOUT:?}"
+        );
+        assert_eq!(read_close(conn), (Some(4403), "token revoked".into()));
+    }
+
+    // The flood held at most its address's share: its oldest connections were closed, with
+    // no answer, as newer ones came.
+    for s in flood.iter_mut().take(300 - PER_PEER_CONNECTIONS) {
+        s.set_read_timeout(Some(WAIT)).expect("timeout");
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+    }
 }

@@ -55,3 +55,8 @@ fn jws_corpus() {
 fn config_corpus() {
     replay("config", wsgate::fuzzing::fuzz_config);
 }
+
+#[test]
+fn revlog_corpus() {
+    replay("revlog", wsgate::fuzzing::fuzz_revlog);
+}

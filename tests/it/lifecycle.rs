@@ -110,6 +110,13 @@ fn is_timeout(e: &std::io::Error) -> bool {
     matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
 }
 
+/// How much a client may write before a stall is due. Backpressure is proved by the
+/// gateway's RSS staying bounded (checked separately); this cap only has to exceed what
+/// the kernel buffers between the two sockets, which receive-buffer autotuning lets grow
+/// to `net.ipv4.tcp_rmem`'s maximum (32 MiB on some machines) plus the send side's, and
+/// more on a loaded machine where the gateway drains the socket late.
+const KERNEL_BUFFERS_CAP: usize = 256 << 20;
+
 /// Writes 16 KiB messages without ever reading until a write stalls; returns the
 /// bytes written. Panics past `cap`.
 fn write_until_stalled(s: &mut TcpStream, frame: &[u8], offset: &mut usize, cap: usize) -> usize {
@@ -144,7 +151,7 @@ fn slow_consumer_is_stopped_then_disconnected() {
     let mut offset = 0;
     // The gateway stops reading once its output for us passes write_buffer: the
     // client's writes block while the total stays bounded.
-    let cap = 64 << 20;
+    let cap = KERNEL_BUFFERS_CAP;
     let written = write_until_stalled(&mut s, &frame, &mut offset, cap);
     let stalled_at = Instant::now();
     assert!(written > 64 * 1024, "stalled after only {written} bytes");
@@ -198,7 +205,7 @@ fn slow_consumer_close_code_is_1008() {
     s.set_write_timeout(Some(Duration::from_millis(300)))
         .expect("timeout");
     let mut offset = 0;
-    write_until_stalled(&mut s, &frame, &mut offset, 64 << 20);
+    write_until_stalled(&mut s, &frame, &mut offset, KERNEL_BUFFERS_CAP);
     let line = gw.wait_log("closed sent=");
     assert!(line.contains("sent=1008"), "closed with: {line}");
 }
@@ -216,7 +223,7 @@ fn reader_that_catches_up_is_not_a_slow_consumer() {
     s.set_write_timeout(Some(Duration::from_millis(300)))
         .expect("timeout");
     let mut offset = 0;
-    let written = write_until_stalled(&mut s, &frame, &mut offset, 64 << 20);
+    let written = write_until_stalled(&mut s, &frame, &mut offset, KERNEL_BUFFERS_CAP);
     // Finish the frame in flight so the stream ends on a frame boundary.
     s.set_write_timeout(Some(WAIT)).expect("timeout");
     let frames_sent = (written + (frame.len() - offset) % frame.len()) / frame.len();

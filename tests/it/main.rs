@@ -12,6 +12,7 @@ mod corpus;
 mod first_run;
 mod frames;
 mod handshake;
+mod harden;
 mod lifecycle;
 mod proxy;
 mod proxy_edge;

@@ -122,7 +122,7 @@ expiry_notice = "60s""#,
     );
     let failed: serde_json::Value = serde_json::from_str(&next_text(&mut s)).expect("json");
     assert_eq!(failed["type"], "wsgate.refresh_failed");
-    assert_eq!(failed["reason"], "subject mismatch");
+    assert_eq!(failed["reason"], "invalid claims");
 
     // Lacking the route's scope: refused too.
     text(
@@ -174,7 +174,7 @@ fn a_bad_refresh_is_answered_and_not_echoed() {
     assert_eq!(failed["type"], "wsgate.refresh_failed");
     text(&mut s, r#"{"type":"wsgate.refresh" garbage"#);
     let failed: serde_json::Value = serde_json::from_str(&next_text(&mut s)).expect("json");
-    assert_eq!(failed["reason"], "malformed refresh message");
+    assert_eq!(failed["reason"], "malformed token");
     text(&mut s, "ordinary");
     assert_eq!(next_text(&mut s), "ordinary");
 }

@@ -79,10 +79,16 @@ impl Gateway {
     /// Starts `wsgate serve -c <dir>/wsgate.toml` with `config` (which should listen on
     /// 127.0.0.1:0); `dir` may already hold key files the config names.
     pub fn start_in(dir: TempDir, config: &str) -> Gateway {
+        Gateway::start_with_env(dir, config, &[])
+    }
+
+    /// Same, with extra environment variables for the gateway process.
+    pub fn start_with_env(dir: TempDir, config: &str, env: &[(&str, &str)]) -> Gateway {
         let cfg = dir.write("wsgate.toml", config);
         let mut child = Command::new(bin())
             .args(["serve", "-c"])
             .arg(&cfg)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

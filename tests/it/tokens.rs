@@ -229,9 +229,30 @@ fn bad(gw: &Gateway, token: &str) -> String {
     invalid_token(gw, "/open", &[&format!("Authorization: Bearer {token}")])
 }
 
-/// Same, expecting this exact error_description.
-fn bad_because(gw: &Gateway, token: &str, description: &str) {
-    assert_eq!(bad(gw, token), description, "token {token}");
+/// SPEC §4: the precise reason (as `wsgate token inspect` words it) → the uniform
+/// `error_description` on the wire and the reason label the log keeps.
+fn wire_and_label(precise: &str) -> (&str, Option<&'static str>) {
+    match precise {
+        "unknown key id" => ("invalid signature", Some("unknown_kid")),
+        "duplicate claim" => ("invalid claims", Some("duplicate_claim")),
+        "token too large" => ("malformed token", Some("too_large")),
+        "token issued in the future" => ("invalid claims", Some("issued_in_future")),
+        "token has no exp" => ("invalid claims", Some("missing_exp")),
+        "token has no sub" => ("invalid claims", Some("missing_sub")),
+        "token is not canonical base64url" => ("malformed token", Some("base64")),
+        "unsupported critical header parameter" => ("malformed token", Some("unknown_crit")),
+        other => (other, None),
+    }
+}
+
+/// Same, expecting this reason: the wire reads its uniform description (SPEC §4), the
+/// gateway's log the precise reason.
+fn bad_because(gw: &Gateway, token: &str, precise: &str) {
+    let (wire, label) = wire_and_label(precise);
+    assert_eq!(bad(gw, token), wire, "token {token}");
+    if let Some(label) = label {
+        gw.wait_log(&format!("status=401 reason={label}"));
+    }
 }
 
 /// Sends a text message and expects it back (skipping a `wsgate.expiring` notice, SPEC §6,
@@ -633,7 +654,7 @@ fn issuer_and_audience() {
         json!(7),
     ] {
         let d = bad(&gw, &k.ed_token(&with(base.clone(), "iss", iss.clone())));
-        assert!(d.contains("issuer") || d.contains("iss"), "{iss}: {d}");
+        assert_eq!(d, "invalid claims", "{iss}");
     }
     // Wrong / missing audience; substrings and case never match.
     for aud in [
@@ -646,8 +667,11 @@ fn issuer_and_audience() {
         Value::Null,
     ] {
         let d = bad(&gw, &k.ed_token(&with(base.clone(), "aud", aud.clone())));
-        assert!(d.contains("audience") || d.contains("aud"), "{aud}: {d}");
+        assert_eq!(d, "invalid claims", "{aud}");
     }
+    // The log keeps the precise reasons.
+    gw.wait_log("reason=wrong_issuer");
+    gw.wait_log("reason=wrong_audience");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1054,7 +1078,7 @@ fn oversized_tokens_are_refused_undecoded() {
     bad_because(&gw, &big, "token too large");
     assert_eq!(
         invalid_token(&gw, &format!("/open?access_token={big}"), &[]),
-        "token too large"
+        "malformed token"
     );
     assert_eq!(
         invalid_token(
@@ -1062,7 +1086,7 @@ fn oversized_tokens_are_refused_undecoded() {
             "/open",
             &[&format!("Sec-WebSocket-Protocol: bearer.{big}")]
         ),
-        "token too large"
+        "malformed token"
     );
     // Percent-encoding a token under the limit does not make it too large (the limit is on
     // the decoded token).

@@ -6,9 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::handshake::{handshake, reject};
 use super::proxy::{mark_down, proxy};
-use super::{
-    index, read_lock, unindex, wants_read, Env, Runtime, Shared, KEEP_CAPACITY, MAX_READS_PER_TURN,
-};
+use super::{index, unindex, wants_read, Env, Runtime, Shared, KEEP_CAPACITY, MAX_READS_PER_TURN};
 use crate::auth::verify::Scratch;
 use crate::clock;
 use crate::gate::decide::{Identity, REFRESH_PREFIX};
@@ -337,7 +335,7 @@ impl LiveToken<'_> {
             .gate
             .refresh(self.route, current, payload, now_unix, scratch)
             .and_then(|new| {
-                let revoked = read_lock(&self.shared.revocations).is_revoked(
+                let revoked = self.shared.revocations.load().is_revoked(
                     new.jti.as_deref(),
                     &new.sub,
                     new.iat,

@@ -104,7 +104,8 @@ pub(super) fn handshake(conn: &mut Conn, env: &mut Env, id: ConnId, head_len: us
             draining: env.draining || env.shared.draining.load(Ordering::Relaxed),
             ips: &env.shared.ips,
             subjects: &env.shared.subjects,
-            revocations: &env.shared.revocations,
+            // The revocation snapshot in force, loaded once for this handshake (no lock).
+            revocations: env.revocations.load(),
             longest_lifetime: &env.shared.longest_lifetime,
             auth_failure: None,
             scratch: &mut env.scratch,
@@ -123,6 +124,7 @@ pub(super) fn handshake(conn: &mut Conn, env: &mut Env, id: ConnId, head_len: us
                         &head,
                         &upgrade,
                         conn.peer.ip(),
+                        conn.tls.is_some(),
                         accept.identity.as_ref(),
                         accept.claims_b64.as_deref(),
                     )
@@ -162,6 +164,7 @@ pub(super) fn handshake(conn: &mut Conn, env: &mut Env, id: ConnId, head_len: us
                 target.as_deref().unwrap_or("-"),
                 rt.gate.routes[route].path,
             );
+            env.metrics.forged_headers(plan.forged_headers);
             start_upstream(conn, env, id, route, plan, now);
         }
         Ok((route, identity, explain, target, None)) => {
@@ -174,7 +177,7 @@ pub(super) fn handshake(conn: &mut Conn, env: &mut Env, id: ConnId, head_len: us
                 conn.peer,
                 target.as_deref().unwrap_or("-"),
                 rt.gate.routes[route].path,
-                identity.as_ref().map_or("-", |i| &*i.sub)
+                crate::log::QOpt(identity.as_ref().map(|i| &*i.sub))
             );
             if let Some(why) = explain {
                 // auth.explain_to_browsers: tell the script why, then close.

@@ -14,9 +14,10 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::{ArcSwap, Cache};
 use crossbeam_channel::{Receiver, Sender};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Waker};
@@ -98,13 +99,19 @@ pub struct Shared {
     pub subjects: SubjectTable,
     /// Shutdown began.
     pub draining: AtomicBool,
-    /// Revoked `jti`s and subjects (SPEC §6); read at every handshake and refresh.
-    pub revocations: RwLock<RevocationSet>,
+    /// Revoked `jti`s and subjects (SPEC §6): an immutable snapshot that the control plane
+    /// replaces whole on each revocation; read without a lock at every handshake (through
+    /// each worker's [`RevocationCache`]) and refresh.
+    pub revocations: Arc<ArcSwap<RevocationSet>>,
     /// The longest token lifetime (exp - iat) seen, so `sub` entries are kept long enough.
     pub longest_lifetime: AtomicU64,
     /// Counters, one block per worker (SPEC §7).
     pub metrics: Arc<Metrics>,
 }
+
+/// A worker's handle on the revocation snapshot: checking that it is current is one
+/// relaxed atomic load while no revocation comes, and it is reloaded when one does.
+pub type RevocationCache = Cache<Arc<ArcSwap<RevocationSet>>, Arc<RevocationSet>>;
 
 /// Messages to a worker.
 pub enum Command {
@@ -134,6 +141,7 @@ struct Env {
     readbuf: Vec<u8>,
     scratch: Scratch,
     token_buf: Vec<u8>,
+    revocations: RevocationCache,
     ready: Vec<ConnId>,
     draining: bool,
     /// Live connections by token subject and by `jti`, so a revocation finds its
@@ -174,6 +182,7 @@ impl Worker {
         let metrics = shared.metrics.workers[index].clone();
         let registry = poll.registry().try_clone()?;
         let balancers = balancers_for(&rt);
+        let revocations = Cache::new(Arc::clone(&shared.revocations));
         Ok((
             Worker {
                 poll,
@@ -185,6 +194,7 @@ impl Worker {
                     rt,
                     shared,
                     readbuf: vec![0; READ_BUFFER],
+                    revocations,
                     scratch,
                     token_buf: Vec::new(),
                     ready: Vec::new(),
@@ -394,6 +404,7 @@ impl Worker {
                 Phase::Dialing { .. } => {
                     let r = Reject::InvalidToken {
                         description: TokenError::Revoked.description(),
+                        reason: TokenError::Revoked.reason_label(),
                     };
                     reject(conn, &self.env, id, r, None);
                 }
@@ -634,9 +645,4 @@ fn wants_read(conn: &Conn, rt: &Runtime) -> bool {
         // discard so our last bytes are not destroyed by a reset over unread input.
         _ => true,
     }
-}
-
-/// A read guard that survives a poisoned lock (the set stays usable).
-pub fn read_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -42,7 +42,11 @@ pub(super) fn mark_down(env: &mut Env, route: usize, target: usize, now: Instant
 
 /// What the handshake prepared for an upstream route.
 pub(super) struct UpstreamPlan {
-    request: Vec<u8>,
+    /// One upgrade request per target of the route, by index (SPEC §5: each carries its
+    /// own upstream's `Host` and path).
+    requests: Vec<Vec<u8>>,
+    /// Client headers dropped as forged (counted in `/metrics`).
+    pub(super) forged_headers: usize,
     key: [u8; 24],
     offered: Vec<String>,
     client_accept: [u8; 28],
@@ -51,12 +55,14 @@ pub(super) struct UpstreamPlan {
 /// Builds the upgrade request for the upstream from the client's request (SPEC §5):
 /// query minus token parameters, the client's end-to-end headers minus anything that
 /// carries a token or forged identity, `X-Forwarded-For`, `X-Auth-*` from the token.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn upstream_plan(
     rt: &Runtime,
     route: usize,
     head: &RequestHead<'_, '_>,
     upgrade: &Upgrade<'_>,
     peer: std::net::IpAddr,
+    client_tls: bool,
     identity: Option<&Identity>,
     claims_b64: Option<&str>,
 ) -> Result<Option<UpstreamPlan>, Reject> {
@@ -66,10 +72,6 @@ pub(super) fn upstream_plan(
     let Backend::Upstream { urls, .. } = &r.backend else {
         return Ok(None);
     };
-    // Every target of a route shares its path and Host in practice; the request is
-    // rebuilt per attempt only in its Host line, so use the first target's here and
-    // the real one in `start_upstream` (same path rules).
-    let url = urls.first().ok_or(Reject::BadGateway)?;
     let mut offered: Vec<String> = Vec::new();
     for value in head.headers_named("sec-websocket-protocol") {
         for p in fields::list_tokens(value) {
@@ -91,23 +93,34 @@ pub(super) fn upstream_plan(
     let offered_refs: Vec<&str> = offered.iter().map(String::as_str).collect();
     let scope = identity.map(|i| i.scopes.join(" "));
     let key = random_key(&ring::rand::SystemRandom::new()).map_err(|_| Reject::BadGateway)?;
-    let forward = ForwardRequest {
-        upstream_host_header: &url.host_header,
-        upstream_path: &url.path,
-        client_query: head.query,
-        token_query_names: &token_query,
-        client_headers: &client_headers,
-        token_cookie_names: &token_cookies,
-        offered_protocols: &offered_refs,
-        client_addr: peer,
-        subject: identity.map(|i| &*i.sub),
-        scope: scope.as_deref(),
-        claims_b64,
-    };
-    let mut request = Vec::with_capacity(512);
-    write_upstream_request(&forward, &key, &mut request).map_err(|_| Reject::BadGateway)?;
+    let mut requests = Vec::with_capacity(urls.len());
+    let mut forged_headers = 0;
+    for url in urls {
+        let forward = ForwardRequest {
+            upstream_host_header: &url.host_header,
+            upstream_path: &url.path,
+            client_query: head.query,
+            token_query_names: &token_query,
+            client_headers: &client_headers,
+            token_cookie_names: &token_cookies,
+            offered_protocols: &offered_refs,
+            client_addr: peer,
+            client_tls,
+            subject: identity.map(|i| &*i.sub),
+            scope: scope.as_deref(),
+            claims_b64,
+        };
+        let mut request = Vec::with_capacity(512);
+        forged_headers =
+            write_upstream_request(&forward, &key, &mut request).map_err(|_| Reject::BadGateway)?;
+        requests.push(request);
+    }
+    if requests.is_empty() {
+        return Err(Reject::BadGateway);
+    }
     Ok(Some(UpstreamPlan {
-        request,
+        requests,
+        forged_headers,
         key,
         offered,
         client_accept: accept_key(upgrade.key),
@@ -180,7 +193,7 @@ pub(super) fn start_upstream(
             id,
             addr,
             target,
-            plan.request.clone(),
+            plan.requests.clone(),
             plan.key,
             plan.offered.clone(),
             plan.client_accept,
@@ -225,12 +238,7 @@ pub(super) fn proxy(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant) ->
                 env.metrics.upstream_error();
                 mark_down(env, route, target, now);
                 // SPEC §5: the next upstream is tried within the same client handshake.
-                let request = std::mem::take(&mut leg.request);
-                if dial_next(conn, env, id, route, now) {
-                    if let Some(leg) = conn.upstream.as_mut() {
-                        leg.request = request;
-                    }
-                } else {
+                if !dial_next(conn, env, id, route, now) {
                     reject(conn, env, id, Reject::BadGateway, None);
                 }
                 return false;
@@ -413,7 +421,7 @@ fn open_proxied(
             .routes
             .get(route)
             .map_or("-", |r| r.path.as_str()),
-        conn.identity.as_ref().map_or("-", |i| &*i.sub)
+        crate::log::QOpt(conn.identity.as_ref().map(|i| &*i.sub))
     );
     conn.phase = Phase::Open {
         session: Box::new(Session::new(env.rt.session, now)),

@@ -118,19 +118,66 @@ fn decoded_name_matches(raw: &str, want: &str) -> bool {
     }
 }
 
-/// Appends `query` to `out` with the value of every parameter named in `secret_names`
-/// replaced by [`REDACTED`]. Names are compared percent-decoded and ignoring ASCII case, so
-/// that an escaped or re-cased spelling of a token parameter is redacted too.
+/// The segments of a query string with the separator that precedes each (`None` for the
+/// first). SPEC §4 "Query parameters": tokens are read only from `&`-separated parameters,
+/// but redaction and stripping split on `;` as well, so that `x=1;access_token=<jwt>` is two
+/// segments here.
+pub fn query_segments(query: &str) -> impl Iterator<Item = (Option<char>, &str)> + '_ {
+    let mut rest = Some(query);
+    let mut before: Option<char> = None;
+    std::iter::from_fn(move || {
+        let current = rest?;
+        let separator = before;
+        match current.find(['&', ';']) {
+            Some(i) => {
+                before = current[i..].chars().next();
+                rest = Some(&current[i + 1..]);
+                Some((separator, &current[..i]))
+            }
+            None => {
+                rest = None;
+                Some((separator, current))
+            }
+        }
+    })
+}
+
+/// True when the query segment `segment` ("name=value" or "name") is a token parameter: its
+/// name, percent-decoded and ignoring ASCII case, is one of `token_names`. The one test for
+/// both log redaction and upstream stripping.
+pub fn is_token_segment<S: AsRef<str>>(segment: &str, token_names: &[S]) -> bool {
+    let name = segment.split_once('=').map_or(segment, |(name, _)| name);
+    token_names
+        .iter()
+        .any(|token| decoded_name_matches(name, token.as_ref()))
+}
+
+/// True when `value` looks like a JWS compact serialization (three base64url segments, the
+/// first one a JSON object's encoding): redacted in logs whatever its parameter's name.
+fn is_jws_shaped(value: &str) -> bool {
+    let mut parts = value.split('.');
+    let header = parts.next().unwrap_or_default();
+    let segments = 1 + parts.by_ref().take(3).count();
+    // "eyJ" is base64url for `{"`; a percent-encoded `=` or `.` could hide the shape from
+    // the byte test below, so an escaped value starting like a JWS header counts too.
+    header.starts_with("eyJ")
+        && (segments == 3 || value.contains('%'))
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.%=".contains(&b))
+}
+
+/// Appends `query` to `out` with the value of every token parameter ([`is_token_segment`])
+/// and every JWS-shaped value replaced by [`REDACTED`]. Segments are split on `&` and `;`
+/// ([`query_segments`]); separators are kept as sent.
 pub fn redact_query<S: AsRef<str>>(query: &str, secret_names: &[S], out: &mut String) {
-    for (i, segment) in query.split('&').enumerate() {
-        if i > 0 {
-            out.push('&');
+    for (separator, segment) in query_segments(query) {
+        if let Some(separator) = separator {
+            out.push(separator);
         }
         match segment.split_once('=') {
-            Some((name, _))
-                if secret_names
-                    .iter()
-                    .any(|secret| decoded_name_matches(name, secret.as_ref())) =>
+            Some((name, value))
+                if is_token_segment(segment, secret_names) || is_jws_shaped(value) =>
             {
                 out.push_str(name);
                 out.push('=');
@@ -295,6 +342,47 @@ mod tests {
             ">%=x&tok%en=y&token%=z"
         );
         assert_eq!(redact("token=x", &[]), ">token=x");
+    }
+
+    #[test]
+    fn redact_query_splits_on_semicolons_too() {
+        let names = ["access_token", "token"];
+        // SPEC §4 "Query parameters": `;` separates for redaction.
+        assert_eq!(
+            redact("x=1;access_token=eyJ.abc.def", &names),
+            ">x=1;access_token=REDACTED"
+        );
+        assert_eq!(
+            redact("a=1&b=2;TOKEN=s;c=3&token=t", &names),
+            ">a=1&b=2;TOKEN=REDACTED;c=3&token=REDACTED"
+        );
+        assert_eq!(redact(";;&", &names), ">;;&");
+        assert_eq!(redact("token=a;b", &names), ">token=REDACTED;b");
+    }
+
+    #[test]
+    fn redact_query_hides_jws_shaped_values_under_any_name() {
+        let names = ["access_token"];
+        assert_eq!(
+            redact("id=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1In0.c2ln&x=1", &names),
+            ">id=REDACTED&x=1"
+        );
+        assert_eq!(
+            redact("id=eyJhbGciOiJIUzI1NiJ9%2Eeyb%2Ec2ln", &names),
+            ">id=REDACTED"
+        );
+        // Two segments, or not starting like a JSON header: not a JWS.
+        assert_eq!(redact("v=a.b.c&w=eyJx.y", &names), ">v=a.b.c&w=eyJx.y");
+    }
+
+    #[test]
+    fn query_segments_keep_separators() {
+        let segs: Vec<_> = query_segments("a=1;b&c=").collect();
+        assert_eq!(segs, [(None, "a=1"), (Some(';'), "b"), (Some('&'), "c=")]);
+        let segs: Vec<_> = query_segments("").collect();
+        assert_eq!(segs, [(None, "")]);
+        let segs: Vec<_> = query_segments("&").collect();
+        assert_eq!(segs, [(None, ""), (Some('&'), "")]);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod fields;
+pub mod origin;
 pub mod request;
 pub mod response;
 

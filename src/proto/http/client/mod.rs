@@ -8,9 +8,11 @@
 //! WebSocket frames; on `Rejected` or an error, the upstream connection is closed and the
 //! client is answered (the relayed status, or 502).
 //!
-//! Query token parameters and token cookies are matched by their exact raw name, the same test
-//! the gateway uses to find the token (`gate::decide`): `access%5Ftoken` or `ACCESS_TOKEN` is
-//! not the `access_token` parameter and is forwarded as the client sent it.
+//! Query token parameters are matched as log redaction matches them (SPEC §4 "Query
+//! parameters"): segments split on `&` and `;`, names percent-decoded and case-folded, so
+//! `x=1;access_token=...`, `ACCESS_TOKEN=...` and `access%5Ftoken=...` never reach an upstream
+//! even though the gateway reads a token only from the exact `&`-separated name. Token
+//! cookies are matched by their exact name, as `fields::cookies` finds them.
 
 use std::fmt;
 use std::io::Write as _;
@@ -20,7 +22,10 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use ring::rand::SecureRandom;
 
-use crate::proto::ws::accept::accept_key;
+use crate::proto::http::fields::{is_token_segment, query_segments};
+mod response;
+
+pub use response::{parse_upstream_response, UpstreamError, UpstreamResponse};
 
 /// Longest upstream response head accepted (status line, headers, final CRLF); past it, 502.
 pub const MAX_RESPONSE_HEAD: usize = 16 * 1024;
@@ -34,7 +39,8 @@ pub const MAX_RELAYED_BODY: usize = 4 * 1024;
 /// Length of a `Sec-WebSocket-Key`: 16 bytes in padded base64.
 pub const KEY_LEN: usize = 24;
 
-/// Header fields that are never forwarded upstream, by lowercase name.
+/// Header fields that are never forwarded upstream, by lowercase name (compared with
+/// [`name_is`]: `_` read as `-`, ASCII case folded).
 const NOT_FORWARDED: &[&str] = &[
     // RFC 7230 §6.1 and RFC 2616 §13.5.1: hop-by-hop fields, meaningful only on the client's
     // connection to the gateway (Proxy-Connection is the legacy non-standard one).
@@ -56,14 +62,63 @@ const NOT_FORWARDED: &[&str] = &[
     "authorization",
 ];
 
+/// Forwarding headers a client could forge (SPEC §5): the gateway is the first trusted hop,
+/// so whatever a client claims about its address, host or scheme is dropped, and counted.
+/// The gateway writes its own `X-Forwarded-For`, `X-Forwarded-Host` and `X-Forwarded-Proto`.
+const FORGEABLE_FORWARDING: &[&str] = &[
+    "forwarded",
+    "x-real-ip",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+];
+
 /// Prefixes (lowercase) of header names that are never forwarded upstream.
 const NOT_FORWARDED_PREFIXES: &[&str] = &[
     // RFC 6455 §4.1: the key, version, protocols and extensions are the gateway's own offer on
     // its own connection; the client's are answered by the gateway.
     "sec-websocket-",
-    // SPEC §5: identity headers are the gateway's word; a client's would be forged.
-    "x-auth-",
 ];
+
+/// Prefix (lowercase) of the identity headers: the gateway's word; a client's would be forged
+/// (SPEC §5). Dropped and counted.
+const IDENTITY_PREFIX: &str = "x-auth-";
+
+/// `b` as header names are compared for forwarding (SPEC §5): ASCII lowercase, `_` read as
+/// `-`, because CGI, WSGI, Rack and PHP expose both `X-Auth-Subject` and `X_Auth_Subject` as
+/// `HTTP_X_AUTH_SUBJECT`.
+fn fold_name_byte(b: u8) -> u8 {
+    if b == b'_' {
+        b'-'
+    } else {
+        b.to_ascii_lowercase()
+    }
+}
+
+/// True when the header name `name` equals the lowercase `canonical` under [`fold_name_byte`].
+pub fn name_is(name: &[u8], canonical: &str) -> bool {
+    name.len() == canonical.len()
+        && name
+            .iter()
+            .zip(canonical.bytes())
+            .all(|(a, b)| fold_name_byte(*a) == b)
+}
+
+/// True when the header name `name` starts with the lowercase `prefix` under
+/// [`fold_name_byte`].
+fn name_starts_with(name: &[u8], prefix: &str) -> bool {
+    name.get(..prefix.len())
+        .is_some_and(|start| name_is(start, prefix))
+}
+
+/// Why a client header is not forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drop {
+    /// Hop-by-hop or the gateway's own (every upgrade carries some): not counted.
+    Routine,
+    /// A forged identity or forwarding header, or an `_` spelling of any refused name:
+    /// counted in `/metrics` (SPEC §5).
+    Forged,
+}
 
 /// Why the upgrade request could not be written; every variant is answered 502.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,6 +184,8 @@ pub struct ForwardRequest<'a> {
     pub offered_protocols: &'a [&'a str],
     /// The client's address, appended to `X-Forwarded-For`.
     pub client_addr: IpAddr,
+    /// The client reached the gateway over TLS: `X-Forwarded-Proto: https` (else `http`).
+    pub client_tls: bool,
     /// `X-Auth-Subject`: the token's `sub`.
     pub subject: Option<&'a str>,
     /// `X-Auth-Scope`: the token's scopes, space-separated.
@@ -156,7 +213,7 @@ fn is_target_byte(b: u8) -> bool {
 
 /// RFC 7230 §3.2: `field-content` bytes: anything but control characters (HTAB allowed).
 /// CR, LF and NUL in particular would split or truncate the header.
-fn is_field_byte(b: u8) -> bool {
+pub(super) fn is_field_byte(b: u8) -> bool {
     b == b'\t' || !(b < 0x20 || b == 0x7f)
 }
 
@@ -166,7 +223,7 @@ fn is_ows(b: u8) -> bool {
 }
 
 /// `value` without leading and trailing optional whitespace.
-fn trim_ows(value: &[u8]) -> &[u8] {
+pub(super) fn trim_ows(value: &[u8]) -> &[u8] {
     let start = value
         .iter()
         .position(|b| !is_ows(*b))
@@ -180,7 +237,7 @@ fn trim_ows(value: &[u8]) -> &[u8] {
 
 /// The elements of a comma-separated header list, trimmed, empty elements skipped
 /// (RFC 7230 §7: "a recipient MUST accept empty list elements").
-fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> + '_ {
+pub(super) fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> + '_ {
     value
         .split(|b| *b == b',')
         .map(trim_ows)
@@ -197,22 +254,16 @@ fn is_identity_value(value: &str) -> bool {
 
 // === The request ===
 
-/// True when the query segment `segment` ("name=value" or "name") is a token parameter.
-fn is_token_param(segment: &str, token_query_names: &[&str]) -> bool {
-    let name = segment.split_once('=').map_or(segment, |(name, _)| name);
-    // Exact raw match, as `gate::decide` finds the token (see the module doc).
-    token_query_names.contains(&name)
-}
-
-/// The client's query segments that are forwarded: every non-empty one that is not a token.
+/// The client's query segments that are forwarded, each with the separator that preceded it:
+/// every non-empty one that is not a token parameter (SPEC §4 "Query parameters": split on
+/// `&` and `;`, names compared percent-decoded and case-folded, the test log redaction uses).
 fn forwarded_query<'a>(
     query: Option<&'a str>,
     token_query_names: &'a [&'a str],
-) -> impl Iterator<Item = &'a str> + 'a {
-    query
-        .unwrap_or_default()
-        .split('&')
-        .filter(move |segment| !segment.is_empty() && !is_token_param(segment, token_query_names))
+) -> impl Iterator<Item = (Option<char>, &'a str)> + 'a {
+    query_segments(query.unwrap_or_default()).filter(move |(_, segment)| {
+        !segment.is_empty() && !is_token_segment(segment, token_query_names)
+    })
 }
 
 /// The cookie pairs of one `Cookie` value that are forwarded (trimmed, raw), token cookies and
@@ -240,7 +291,7 @@ fn forwarded_cookies<'a>(
 }
 
 /// True when the subprotocol `protocol` may be offered upstream.
-fn is_forwardable_protocol(protocol: &str) -> bool {
+pub(super) fn is_forwardable_protocol(protocol: &str) -> bool {
     // RFC 6455 §4.1: each subprotocol is a token. SPEC §5: the `bearer.` entry never goes
     // upstream; callers remove it, and any spelling of it is refused here again.
     let bearer = protocol
@@ -250,36 +301,46 @@ fn is_forwardable_protocol(protocol: &str) -> bool {
     is_token(protocol.as_bytes()) && !bearer
 }
 
-/// True when the client's header `name` (not lowercased) is never forwarded, whatever its
-/// value: the fixed list, the prefixes, and every name the client's `Connection` lists.
-fn is_not_forwarded(name: &str, client_headers: &[(&str, &[u8])]) -> bool {
+/// Whether the client's header `name` (as sent) is forwarded: `None` when it is, else why
+/// not. The fixed lists, the prefixes, and every name the client's `Connection` lists, all
+/// compared with `_` read as `-` and case folded ([`name_is`]).
+fn drop_reason(name: &str, client_headers: &[(&str, &[u8])]) -> Option<Drop> {
     let bytes = name.as_bytes();
-    if NOT_FORWARDED
-        .iter()
-        .any(|n| n.as_bytes().eq_ignore_ascii_case(bytes))
+    if name_starts_with(bytes, IDENTITY_PREFIX)
+        || FORGEABLE_FORWARDING.iter().any(|n| name_is(bytes, n))
     {
-        return true;
+        return Some(Drop::Forged);
     }
-    if NOT_FORWARDED_PREFIXES.iter().any(|prefix| {
-        bytes
-            .get(..prefix.len())
-            .is_some_and(|start| start.eq_ignore_ascii_case(prefix.as_bytes()))
-    }) {
-        return true;
+    let refused = NOT_FORWARDED.iter().any(|n| name_is(bytes, n))
+        || NOT_FORWARDED_PREFIXES
+            .iter()
+            .any(|prefix| name_starts_with(bytes, prefix))
+        // RFC 7230 §6.1: "a proxy or gateway MUST parse a received Connection header field
+        // before a message is forwarded and, for each connection-option in this field, remove
+        // any header field(s) from the message with the same name as the connection-option".
+        || connection_lists(name, client_headers);
+    match refused {
+        // An `_` spelling of a refused name is nobody's routine header: someone is probing.
+        true if bytes.contains(&b'_') => Some(Drop::Forged),
+        true => Some(Drop::Routine),
+        false => None,
     }
-    // RFC 7230 §6.1: "a proxy or gateway MUST parse a received Connection header field before
-    // a message is forwarded and, for each connection-option in this field, remove any header
-    // field(s) from the message with the same name as the connection-option".
-    connection_lists(name, client_headers)
 }
 
-/// True when the client's `Connection` header(s) list `name` (ASCII case-insensitive).
+/// True when the client's `Connection` header(s) list `name` (compared as [`name_is`]).
 fn connection_lists(name: &str, client_headers: &[(&str, &[u8])]) -> bool {
+    let name = name.as_bytes();
     client_headers
         .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
+        .filter(|(n, _)| name_is(n.as_bytes(), "connection"))
         .flat_map(|(_, value)| list_elements(value))
-        .any(|option| option.eq_ignore_ascii_case(name.as_bytes()))
+        .any(|option| {
+            option.len() == name.len()
+                && option
+                    .iter()
+                    .zip(name)
+                    .all(|(a, b)| fold_name_byte(*a) == fold_name_byte(*b))
+        })
 }
 
 fn write_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
@@ -305,10 +366,14 @@ fn write_target(req: &ForwardRequest<'_>, out: &mut Vec<u8>) {
     } else {
         b"&"
     };
-    for segment in forwarded_query(req.client_query, req.token_query_names) {
+    for (i, (sent, segment)) in forwarded_query(req.client_query, req.token_query_names).enumerate()
+    {
+        if i > 0 {
+            // Kept as the client wrote it, so that the upstream splits as it would have.
+            separator = if sent == Some(';') { b";" } else { b"&" };
+        }
         out.extend_from_slice(separator);
         out.extend_from_slice(segment.as_bytes());
-        separator = b"&";
     }
 }
 
@@ -351,14 +416,33 @@ fn write_forwarded_for(req: &ForwardRequest<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Writes `X-Forwarded-Host` (the client's `Host`, when it is one visible-ASCII value) and
+/// `X-Forwarded-Proto` (the scheme the client used to reach the gateway): the gateway's own,
+/// the client's were dropped (SPEC §5).
+fn write_forwarded_host_proto(req: &ForwardRequest<'_>, out: &mut Vec<u8>) {
+    let mut hosts = req
+        .client_headers
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case("host"));
+    if let (Some((_, host)), None) = (hosts.next(), hosts.next()) {
+        let host = trim_ows(host);
+        if !host.is_empty() && host.iter().all(|b| is_target_byte(*b)) {
+            write_header(out, "X-Forwarded-Host", host);
+        }
+    }
+    let proto: &[u8] = if req.client_tls { b"https" } else { b"http" };
+    write_header(out, "X-Forwarded-Proto", proto);
+}
+
 /// Writes the upstream upgrade request (SPEC §5 "upstream backend") into `out`, using `key`
 /// as its `Sec-WebSocket-Key` (keep it to check the answer's accept). On error nothing is
-/// written.
+/// written. Ok holds how many client headers were dropped as forged (identity or forwarding
+/// headers, `_` spellings of refused names), for `/metrics`.
 pub fn write_upstream_request(
     req: &ForwardRequest<'_>,
     key: &[u8; KEY_LEN],
     out: &mut Vec<u8>,
-) -> Result<(), ForwardError> {
+) -> Result<usize, ForwardError> {
     // RFC 7230 §3.1.1: the request line is split on SP and ends at CRLF; a target byte outside
     // visible ASCII would end it early or smuggle another line.
     let path_ok = req.upstream_path.is_empty() || req.upstream_path.starts_with('/');
@@ -414,11 +498,17 @@ pub fn write_upstream_request(
         out.extend_from_slice(b"\r\n");
     }
     // SPEC §5: the client's other end-to-end headers go along, in order.
+    let mut forged = 0;
     for (name, value) in req.client_headers {
-        if !is_token(name.as_bytes())
-            || !value.iter().all(|b| is_field_byte(*b))
-            || is_not_forwarded(name, req.client_headers)
-        {
+        match drop_reason(name, req.client_headers) {
+            Some(Drop::Forged) => {
+                forged += 1;
+                continue;
+            }
+            Some(Drop::Routine) => continue,
+            None => {}
+        }
+        if !is_token(name.as_bytes()) || !value.iter().all(|b| is_field_byte(*b)) {
             continue;
         }
         let value = trim_ows(value);
@@ -429,6 +519,7 @@ pub fn write_upstream_request(
         }
     }
     write_forwarded_for(req, out);
+    write_forwarded_host_proto(req, out);
     // SPEC §5: identity headers, after the client's (whose X-Auth-* were dropped above).
     if let Some(subject) = req.subject {
         write_header(out, "X-Auth-Subject", subject.as_bytes());
@@ -440,7 +531,7 @@ pub fn write_upstream_request(
         write_header(out, "X-Auth-Claims", claims.as_bytes());
     }
     out.extend_from_slice(b"\r\n");
-    Ok(())
+    Ok(forged)
 }
 
 /// The `Sec-WebSocket-Key` for a 16-byte nonce: its padded base64.
@@ -463,281 +554,14 @@ pub fn random_key(rng: &dyn SecureRandom) -> Result<[u8; KEY_LEN], ForwardError>
     Ok(encode_key(nonce))
 }
 
-// === The response ===
-
-/// Why the upstream's answer is unusable; every variant is answered 502.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpstreamError {
-    /// No complete head within [`MAX_RESPONSE_HEAD`] bytes.
-    HeadTooLarge,
-    /// More than [`MAX_RESPONSE_HEADERS`] header lines.
-    TooManyHeaders,
-    /// Not a syntactically valid HTTP/1.x response head.
-    Malformed,
-    /// A 101 in a version other than HTTP/1.1.
-    NotHttp11,
-    /// A 101 without exactly one `Upgrade: websocket`.
-    MissingUpgrade,
-    /// A 101 without `Connection: upgrade`.
-    MissingConnectionUpgrade,
-    /// A 101 whose `Sec-WebSocket-Accept` is missing, repeated or not the one for our key.
-    BadAccept,
-    /// A 101 that selects an extension (the gateway offers none).
-    ExtensionNotOffered,
-    /// A 101 that selects a subprotocol the gateway did not offer, or several.
-    ProtocolNotOffered,
-    /// A refusal whose `Content-Length` is not one decimal number.
-    BadContentLength,
-}
-
-impl UpstreamError {
-    /// The HTTP status the client is answered with.
-    pub fn status(&self) -> u16 {
-        502
-    }
-
-    /// A stable snake_case name for metrics and logs.
-    pub fn label(&self) -> &'static str {
-        match self {
-            UpstreamError::HeadTooLarge => "upstream_head_too_large",
-            UpstreamError::TooManyHeaders => "upstream_too_many_headers",
-            UpstreamError::Malformed => "upstream_malformed",
-            UpstreamError::NotHttp11 => "upstream_not_http11",
-            UpstreamError::MissingUpgrade => "upstream_missing_upgrade",
-            UpstreamError::MissingConnectionUpgrade => "upstream_missing_connection_upgrade",
-            UpstreamError::BadAccept => "upstream_bad_accept",
-            UpstreamError::ExtensionNotOffered => "upstream_extension_not_offered",
-            UpstreamError::ProtocolNotOffered => "upstream_protocol_not_offered",
-            UpstreamError::BadContentLength => "upstream_bad_content_length",
-        }
-    }
-}
-
-impl fmt::Display for UpstreamError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            UpstreamError::HeadTooLarge => "upstream response head too large",
-            UpstreamError::TooManyHeaders => "upstream response has too many header fields",
-            UpstreamError::Malformed => "malformed upstream response",
-            UpstreamError::NotHttp11 => "upstream 101 is not HTTP/1.1",
-            UpstreamError::MissingUpgrade => "upstream 101 lacks Upgrade: websocket",
-            UpstreamError::MissingConnectionUpgrade => "upstream 101 lacks Connection: upgrade",
-            UpstreamError::BadAccept => "upstream 101 has a wrong Sec-WebSocket-Accept",
-            UpstreamError::ExtensionNotOffered => "upstream 101 selects an extension",
-            UpstreamError::ProtocolNotOffered => "upstream 101 selects a protocol not offered",
-            UpstreamError::BadContentLength => "upstream response has an invalid Content-Length",
-        })
-    }
-}
-
-impl std::error::Error for UpstreamError {}
-
-/// A complete answer from the upstream to the upgrade request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpstreamResponse<'b> {
-    /// A valid 101: the subprotocol it selected (one the gateway offered), and where the
-    /// WebSocket frames start.
-    Switching {
-        /// The selected subprotocol, if any.
-        protocol: Option<&'b str>,
-        /// Length of the head; bytes from here on are frames.
-        head_len: usize,
-    },
-    /// Any other status. The caller relays 4xx and 5xx; anything else is a 502.
-    Rejected {
-        /// The upstream's status code.
-        status: u16,
-        /// The body, at most [`MAX_RELAYED_BODY`] bytes; empty without `Content-Length`.
-        body: &'b [u8],
-        /// The first `WWW-Authenticate` value that is safe to relay.
-        www_authenticate: Option<&'b str>,
-        /// The first `Retry-After` value that is safe to relay.
-        retry_after: Option<&'b str>,
-        /// Bytes of the buffer this answer spans (head and relayed body).
-        consumed: usize,
-    },
-}
-
-/// The values of the headers named `name` (ASCII case-insensitive).
-fn values<'h, 'b>(
-    headers: &'h [httparse::Header<'b>],
-    name: &'h str,
-) -> impl Iterator<Item = &'b [u8]> + 'h {
-    headers
-        .iter()
-        .filter(move |h| h.name.eq_ignore_ascii_case(name))
-        .map(|h| h.value)
-}
-
-/// The only value of header `name`, trimmed; `None` when absent or repeated.
-fn single_value<'b>(headers: &[httparse::Header<'b>], name: &str) -> Option<&'b [u8]> {
-    let mut all = values(headers, name);
-    match (all.next(), all.next()) {
-        (Some(value), None) => Some(trim_ows(value)),
-        _ => None,
-    }
-}
-
-/// The first value of header `name`, trimmed, that is UTF-8 without control characters (it is
-/// relayed to the client as a header).
-fn relayable_value<'b>(headers: &[httparse::Header<'b>], name: &str) -> Option<&'b str> {
-    values(headers, name)
-        .map(trim_ows)
-        .filter(|value| !value.is_empty() && value.iter().all(|b| is_field_byte(*b)))
-        .find_map(|value| std::str::from_utf8(value).ok())
-}
-
-/// Checks a 101 against RFC 6455 §4.1's client rules; the selected subprotocol on success.
-fn check_switching<'b>(
-    version: u8,
-    headers: &[httparse::Header<'b>],
-    key: &[u8; KEY_LEN],
-    offered: &[&str],
-) -> Result<Option<&'b str>, UpstreamError> {
-    // RFC 6455 §4.1: the handshake is an HTTP/1.1 exchange; a 101 from HTTP/1.0 is not one.
-    if version != 1 {
-        return Err(UpstreamError::NotHttp11);
-    }
-    // RFC 6455 §4.1 item 2: "If the response lacks an |Upgrade| header field or the |Upgrade|
-    // header field contains a value that is not an ASCII case-insensitive match for the value
-    // "websocket", the client MUST _Fail the WebSocket Connection_."
-    match single_value(headers, "upgrade") {
-        Some(value) if value.eq_ignore_ascii_case(b"websocket") => {}
-        _ => return Err(UpstreamError::MissingUpgrade),
-    }
-    // RFC 6455 §4.1 item 3: "If the response lacks a |Connection| header field or the
-    // |Connection| header field doesn't contain a token that is an ASCII case-insensitive match
-    // for the value "Upgrade", the client MUST _Fail the WebSocket Connection_."
-    let upgrade = values(headers, "connection")
-        .flat_map(list_elements)
-        .any(|option| option.eq_ignore_ascii_case(b"upgrade"));
-    if !upgrade {
-        return Err(UpstreamError::MissingConnectionUpgrade);
-    }
-    // RFC 6455 §4.1 item 4: "If the response lacks a |Sec-WebSocket-Accept| header field or
-    // the |Sec-WebSocket-Accept| contains a value other than the base64-encoded SHA-1 of the
-    // concatenation of the |Sec-WebSocket-Key| ... with the string
-    // "258EAFA5-E914-47DA-95CA-C5AB0DC85B11" ... the client MUST _Fail the WebSocket
-    // Connection_." RFC 6455 §11.3.3: it "MUST NOT appear more than once".
-    match single_value(headers, "sec-websocket-accept") {
-        Some(value) if value == accept_key(key).as_slice() => {}
-        _ => return Err(UpstreamError::BadAccept),
-    }
-    // RFC 6455 §4.1 item 5: an extension "that was not present in the client's handshake"
-    // fails the connection; the gateway offers none.
-    if values(headers, "sec-websocket-extensions")
-        .flat_map(list_elements)
-        .next()
-        .is_some()
-    {
-        return Err(UpstreamError::ExtensionNotOffered);
-    }
-    // RFC 6455 §4.1 item 6: a subprotocol "that was not present in the client's handshake"
-    // fails the connection. RFC 6455 §11.3.4: in a response the header "MUST NOT appear more
-    // than once" and holds one value.
-    let mut selected = values(headers, "sec-websocket-protocol");
-    match (selected.next(), selected.next()) {
-        (None, _) => Ok(None),
-        (Some(value), None) => {
-            let value = trim_ows(value);
-            let is_offered = offered
-                .iter()
-                .any(|p| p.as_bytes() == value && is_forwardable_protocol(p));
-            match std::str::from_utf8(value) {
-                Ok(protocol) if is_offered => Ok(Some(protocol)),
-                _ => Err(UpstreamError::ProtocolNotOffered),
-            }
-        }
-        (Some(_), Some(_)) => Err(UpstreamError::ProtocolNotOffered),
-    }
-}
-
-/// The declared body length of a refusal: `None` when it has no `Content-Length` body.
-fn content_length(status: u16, headers: &[httparse::Header<'_>]) -> Result<usize, UpstreamError> {
-    // RFC 7230 §3.3.3 rule 1: 1xx, 204 and 304 responses end at the head.
-    if status < 200 || status == 204 || status == 304 {
-        return Ok(0);
-    }
-    // RFC 7230 §3.3.3 rule 3: Transfer-Encoding overrides Content-Length. The gateway does not
-    // decode a chunked refusal: it relays the status without the body.
-    if values(headers, "transfer-encoding").next().is_some() {
-        return Ok(0);
-    }
-    // RFC 7230 §3.3.2: several Content-Length values (in one list or several lines) are
-    // accepted only when all are the same number; §3.3.3 rule 4 makes anything else an error.
-    let mut length: Option<usize> = None;
-    for element in values(headers, "content-length").flat_map(|v| v.split(|b| *b == b',')) {
-        let element = trim_ows(element);
-        if element.is_empty() || !element.iter().all(u8::is_ascii_digit) {
-            return Err(UpstreamError::BadContentLength);
-        }
-        // Saturating: any length past MAX_RELAYED_BODY is cut to it anyway.
-        let value = element.iter().fold(0usize, |n, d| {
-            n.saturating_mul(10).saturating_add(usize::from(d - b'0'))
-        });
-        match length {
-            Some(previous) if previous != value => return Err(UpstreamError::BadContentLength),
-            _ => length = Some(value),
-        }
-    }
-    Ok(length.unwrap_or(0))
-}
-
-/// Parses the upstream's answer from every byte received so far. `Ok(None)` while the head,
-/// or the relayed part of a refusal's body, is incomplete. `offered` is the protocol list the
-/// request offered (`ForwardRequest::offered_protocols`).
-pub fn parse_upstream_response<'b>(
-    buf: &'b [u8],
-    key: &[u8; KEY_LEN],
-    offered: &[&str],
-) -> Result<Option<UpstreamResponse<'b>>, UpstreamError> {
-    // Bytes past MAX_RESPONSE_HEAD are never parsed as head: a head ending there is too large.
-    let window = buf.get(..MAX_RESPONSE_HEAD).unwrap_or(buf);
-    let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
-    let mut response = httparse::Response::new(&mut headers);
-    let head_len = match response.parse(window) {
-        Ok(httparse::Status::Complete(head_len)) => head_len,
-        Ok(httparse::Status::Partial) if buf.len() > MAX_RESPONSE_HEAD => {
-            return Err(UpstreamError::HeadTooLarge)
-        }
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err(UpstreamError::TooManyHeaders),
-        Err(_) => return Err(UpstreamError::Malformed),
-    };
-    // A complete parse always sets the version and code; treat their absence as malformed
-    // rather than trusting that.
-    let (Some(version), Some(status)) = (response.version, response.code) else {
-        return Err(UpstreamError::Malformed);
-    };
-    let headers: &[httparse::Header<'b>] = response.headers;
-    if status == 101 {
-        let protocol = check_switching(version, headers, key, offered)?;
-        return Ok(Some(UpstreamResponse::Switching { protocol, head_len }));
-    }
-    // SPEC §5: a non-101 answer is relayed with its body (capped), WWW-Authenticate and
-    // Retry-After.
-    let body_len = content_length(status, headers)?.min(MAX_RELAYED_BODY);
-    let Some(body) = buf.get(head_len..).and_then(|rest| rest.get(..body_len)) else {
-        return Ok(None);
-    };
-    Ok(Some(UpstreamResponse::Rejected {
-        status,
-        body,
-        www_authenticate: relayable_value(headers, "www-authenticate"),
-        retry_after: relayable_value(headers, "retry-after"),
-        consumed: head_len + body_len,
-    }))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::ws::accept::is_valid_key;
+    use crate::proto::ws::accept::{accept_key, is_valid_key};
     use std::net::{Ipv4Addr, Ipv6Addr};
 
-    /// RFC 6455 §1.3's sample key and the accept value the RFC gives for it.
+    /// RFC 6455 §1.3's sample key.
     const KEY: &[u8; KEY_LEN] = b"dGhlIHNhbXBsZSBub25jZQ==";
-    const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 
     const CLIENT_ADDR: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7));
 
@@ -751,6 +575,7 @@ mod tests {
             token_cookie_names: &["wsgate_token"],
             offered_protocols: &[],
             client_addr: CLIENT_ADDR,
+            client_tls: false,
             subject: None,
             scope: None,
             claims_b64: None,
@@ -758,11 +583,16 @@ mod tests {
     }
 
     fn write(req: &ForwardRequest<'_>) -> String {
+        write_counted(req).0
+    }
+
+    /// The written request and the number of headers dropped as forged.
+    fn write_counted(req: &ForwardRequest<'_>) -> (String, usize) {
         let mut out = Vec::new();
-        assert_eq!(write_upstream_request(req, KEY, &mut out), Ok(()));
+        let forged = write_upstream_request(req, KEY, &mut out).expect("written");
         let text = String::from_utf8(out).expect("test requests are ASCII");
         assert_well_formed(&text);
-        text
+        (text, forged)
     }
 
     /// The written request parses as one complete HTTP/1.1 GET spanning all of it.
@@ -854,6 +684,8 @@ mod tests {
              Cookie: session=abc\r\n\
              X-Request-Id: 42\r\n\
              X-Forwarded-For: 203.0.113.7\r\n\
+             X-Forwarded-Host: gw.example.com\r\n\
+             X-Forwarded-Proto: http\r\n\
              X-Auth-Subject: alice\r\n\
              X-Auth-Scope: chat read\r\n\
              X-Auth-Claims: eyJzdWIiOiJhbGljZSJ9\r\n\
@@ -874,6 +706,7 @@ mod tests {
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
              Sec-WebSocket-Version: 13\r\n\
              X-Forwarded-For: 203.0.113.7\r\n\
+             X-Forwarded-Proto: http\r\n\
              \r\n"
         );
     }
@@ -883,7 +716,7 @@ mod tests {
         let headers = [];
         let mut out = b"earlier".to_vec();
         assert_eq!(
-            write_upstream_request(&request(&headers), KEY, &mut out),
+            write_upstream_request(&request(&headers), KEY, &mut out).map(|_| ()),
             Ok(())
         );
         assert!(out.starts_with(b"earlierGET /chat HTTP/1.1\r\n"));
@@ -904,13 +737,18 @@ mod tests {
     }
 
     #[test]
-    fn token_names_match_exactly_and_raw() {
-        // Documented choice: names are compared raw and case-sensitively, exactly as the
-        // gateway finds the token, so these are not token parameters and are forwarded.
+    fn token_names_match_decoded_and_case_folded() {
+        // SPEC §4: no token-shaped segment is forwarded, whatever its spelling.
         assert_eq!(
-            target("access%5Ftoken=a&TOKEN=b&%74oken=c"),
-            "/chat?access%5Ftoken=a&TOKEN=b&%74oken=c"
+            target("access%5Ftoken=a&TOKEN=b&%74oken=c&k=1"),
+            "/chat?k=1"
         );
+        // `;` separates too, and the client's separators are kept.
+        assert_eq!(
+            target("x=1;access_token=eyJ.a.b;y=2&z=3"),
+            "/chat?x=1;y=2&z=3"
+        );
+        assert_eq!(target("access_token=a;x=1"), "/chat?x=1");
         // Prefixes, suffixes and values equal to a name are not the name.
         assert_eq!(
             target("tokens=1&my_token=2&toke=3&x=token"),
@@ -1051,7 +889,7 @@ mod tests {
             ..request(&headers)
         };
         let mut out = Vec::new();
-        assert_eq!(write_upstream_request(&req, KEY, &mut out), Ok(()));
+        assert!(write_upstream_request(&req, KEY, &mut out).is_ok());
         assert!(out
             .windows("X-Auth-Subject: jürgen\r\n".len())
             .any(|w| w == "X-Auth-Subject: jürgen\r\n".as_bytes()));
@@ -1162,6 +1000,8 @@ mod tests {
                 "X-Auth",
                 "Sec-Fetch-Mode",
                 "X-Forwarded-For",
+                "X-Forwarded-Host",
+                "X-Forwarded-Proto",
                 "X-Auth-Subject",
                 "X-Auth-Scope",
                 "X-Auth-Claims",
@@ -1210,6 +1050,89 @@ mod tests {
     }
 
     #[test]
+    fn underscore_and_forwarding_spellings_dropped_and_counted() {
+        // SPEC §5: names compared with `_` read as `-` and case folded; CGI/WSGI/Rack/PHP
+        // read `X_Auth_Subject` as HTTP_X_AUTH_SUBJECT.
+        let headers: [(&str, &[u8]); 16] = [
+            ("Host", b"gw.example.com"),
+            ("X_Auth_Subject", b"admin"),
+            ("x_auth_scope", b"admin"),
+            ("X-Auth_Claims", b"e30"),
+            ("Authorization", b"Bearer x"),
+            ("AUTHORIZATION", b"Bearer y"),
+            ("Transfer_Encoding", b"chunked"),
+            ("Content_Length", b"5"),
+            ("Forwarded", b"for=1.2.3.4;proto=https"),
+            ("X-Real-IP", b"1.2.3.4"),
+            ("X_Real_Ip", b"1.2.3.4"),
+            ("x-forwarded-host", b"evil.example"),
+            ("X_Forwarded_Proto", b"https"),
+            ("X_Forwarded_For", b"6.6.6.6"),
+            ("X_Custom", b"kept"),
+            ("Sec_WebSocket_Protocol", b"bearer.x"),
+        ];
+        let req = ForwardRequest {
+            client_tls: true,
+            subject: Some("alice"),
+            ..request(&headers)
+        };
+        let (text, forged) = write_counted(&req);
+        let client_names: Vec<&str> = header_lines(&text)
+            .into_iter()
+            .filter_map(|l| l.split_once(": ").map(|(n, _)| n))
+            .collect();
+        assert_eq!(
+            client_names,
+            [
+                "Host",
+                "Upgrade",
+                "Connection",
+                "Sec-WebSocket-Key",
+                "Sec-WebSocket-Version",
+                "X_Custom",
+                "X-Forwarded-For",
+                "X-Forwarded-Host",
+                "X-Forwarded-Proto",
+                "X-Auth-Subject",
+            ]
+        );
+        assert_eq!(header_values(&text, "x-forwarded-for"), ["203.0.113.7"]);
+        assert_eq!(header_values(&text, "x-forwarded-host"), ["gw.example.com"]);
+        assert_eq!(header_values(&text, "x-forwarded-proto"), ["https"]);
+        assert_eq!(header_values(&text, "x-auth-subject"), ["alice"]);
+        // Everything but Host, the two Authorization (the token's own header) and X_Custom.
+        assert_eq!(forged, 12);
+        // Routine hop-by-hop drops are not counted.
+        let routine: [(&str, &[u8]); 3] = [
+            ("Connection", b"Upgrade"),
+            ("Upgrade", b"websocket"),
+            ("Sec-WebSocket-Key", b"x3JJHMbDL1EzLkh9GBhXDw=="),
+        ];
+        assert_eq!(write_counted(&request(&routine)).1, 0);
+    }
+
+    #[test]
+    fn connection_listed_names_compare_with_underscores() {
+        let headers: [(&str, &[u8]); 3] = [
+            ("Connection", b"Upgrade, x_hop"),
+            ("X-Hop", b"1"),
+            ("X-Other", b"2"),
+        ];
+        let text = write(&request(&headers));
+        assert!(header_values(&text, "x-hop").is_empty(), "{text}");
+        assert_eq!(header_values(&text, "x-other"), ["2"]);
+    }
+
+    #[test]
+    fn name_folding() {
+        assert!(name_is(b"X_AUTH-subject", "x-auth-subject"));
+        assert!(!name_is(b"x-auth-subjec", "x-auth-subject"));
+        assert!(!name_is(b"x.auth-subject", "x-auth-subject"));
+        assert!(name_starts_with(b"X_Auth_", "x-auth-"));
+        assert!(!name_starts_with(b"X_Aut", "x-auth-"));
+    }
+
+    #[test]
     fn header_values_with_control_characters_dropped() {
         let headers: [(&str, &[u8]); 8] = [
             ("X-Evil", b"a\r\nX-Auth-Subject: root"),
@@ -1224,7 +1147,7 @@ mod tests {
         let text = write(&request(&headers));
         let forwarded: Vec<&str> = header_lines(&text)
             .into_iter()
-            .filter(|l| l.starts_with("X-") && !l.starts_with("X-Forwarded-For"))
+            .filter(|l| l.starts_with("X-") && !l.starts_with("X-Forwarded-"))
             .collect();
         assert_eq!(forwarded, ["X-Tab: a\tb"]);
         assert!(!text.contains("root"));
@@ -1235,7 +1158,7 @@ mod tests {
         let headers: [(&str, &[u8]); 2] = [("X-Pad", b" \t v \t"), ("X-Latin", b"caf\xe9")];
         let mut out = Vec::new();
         assert_eq!(
-            write_upstream_request(&request(&headers), KEY, &mut out),
+            write_upstream_request(&request(&headers), KEY, &mut out).map(|_| ()),
             Ok(())
         );
         let find = |needle: &[u8]| out.windows(needle.len()).any(|w| w == needle);
@@ -1372,500 +1295,6 @@ mod tests {
         }
     }
 
-    // === parse_upstream_response ===
-
-    fn switching(extra: &str) -> String {
-        format!(
-            "HTTP/1.1 101 Switching Protocols\r\n\
-             Upgrade: websocket\r\n\
-             Connection: Upgrade\r\n\
-             Sec-WebSocket-Accept: {ACCEPT}\r\n\
-             {extra}\r\n"
-        )
-    }
-
-    fn parse<'b>(
-        buf: &'b [u8],
-        offered: &[&str],
-    ) -> Result<Option<UpstreamResponse<'b>>, UpstreamError> {
-        parse_upstream_response(buf, KEY, offered)
-    }
-
-    /// Every strict prefix of `buf` shorter than `complete` is incomplete.
-    fn assert_prefixes_incomplete(buf: &[u8], complete: usize, offered: &[&str]) {
-        for end in 0..complete {
-            assert_eq!(
-                parse(buf.get(..end).unwrap_or_default(), offered),
-                Ok(None),
-                "prefix of {end} bytes"
-            );
-        }
-    }
-
-    #[test]
-    fn switching_without_protocol() {
-        // RFC 6455 §1.3's example answer, with the RFC's accept for the RFC's key.
-        let head = switching("");
-        assert_eq!(
-            parse(head.as_bytes(), &[]),
-            Ok(Some(UpstreamResponse::Switching {
-                protocol: None,
-                head_len: head.len()
-            }))
-        );
-        // Offering protocols does not oblige the upstream to select one.
-        assert_eq!(
-            parse(head.as_bytes(), &["chat"]),
-            Ok(Some(UpstreamResponse::Switching {
-                protocol: None,
-                head_len: head.len()
-            }))
-        );
-        assert_prefixes_incomplete(head.as_bytes(), head.len(), &[]);
-    }
-
-    #[test]
-    fn switching_with_protocol() {
-        // RFC 6455 §1.3: "Sec-WebSocket-Protocol: chat".
-        let head = switching("Sec-WebSocket-Protocol: chat\r\n");
-        assert_eq!(
-            parse(head.as_bytes(), &["superchat", "chat"]),
-            Ok(Some(UpstreamResponse::Switching {
-                protocol: Some("chat"),
-                head_len: head.len()
-            }))
-        );
-        assert_prefixes_incomplete(head.as_bytes(), head.len(), &["superchat", "chat"]);
-    }
-
-    #[test]
-    fn switching_case_and_whitespace_variants() {
-        let head = format!(
-            "HTTP/1.1 101 OK\r\n\
-             upgrade:   WebSocket  \r\n\
-             connection: keep-alive, UPGRADE\r\n\
-             sec-websocket-accept:{ACCEPT}\r\n\
-             sec-websocket-protocol:  chat.v1 \r\n\
-             Sec-WebSocket-Extensions: \r\n\
-             \r\n"
-        );
-        assert_eq!(
-            parse(head.as_bytes(), &["chat.v1"]),
-            Ok(Some(UpstreamResponse::Switching {
-                protocol: Some("chat.v1"),
-                head_len: head.len()
-            }))
-        );
-        // Connection split over two lines.
-        let head = format!(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
-             Connection: keep-alive\r\nConnection: upgrade\r\n\
-             Sec-WebSocket-Accept: {ACCEPT}\r\n\r\n"
-        );
-        assert!(matches!(
-            parse(head.as_bytes(), &[]),
-            Ok(Some(UpstreamResponse::Switching { .. }))
-        ));
-    }
-
-    #[test]
-    fn bytes_after_switching_head_are_frames() {
-        let head = switching("");
-        let mut buf = head.clone().into_bytes();
-        // An unmasked text frame "hi" and the start of another frame.
-        buf.extend_from_slice(&[0x81, 0x02, b'h', b'i', 0x82]);
-        match parse(&buf, &[]) {
-            Ok(Some(UpstreamResponse::Switching { protocol, head_len })) => {
-                assert_eq!(protocol, None);
-                assert_eq!(head_len, head.len());
-                assert_eq!(
-                    buf.get(head_len..),
-                    Some(&[0x81, 0x02, b'h', b'i', 0x82][..])
-                );
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn wrong_or_missing_accept() {
-        let cases = [
-            // The accept of another key.
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Accept: HSmrc0sMlYUkAGmm5OPpG2HaGWk=\r\n\r\n"
-                .to_owned(),
-            // Our key echoed instead of its accept.
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Accept: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-                .to_owned(),
-            // Missing.
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
-                .to_owned(),
-            // Empty.
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Accept: \r\n\r\n"
-                .to_owned(),
-            // Case changed (base64 is case-sensitive).
-            format!(
-                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                 Sec-WebSocket-Accept: {}\r\n\r\n",
-                ACCEPT.to_ascii_lowercase()
-            ),
-            // Repeated, even with the right value (RFC 6455 §11.3.3).
-            switching(&format!("Sec-WebSocket-Accept: {ACCEPT}\r\n")),
-        ];
-        for head in cases {
-            assert_eq!(
-                parse(head.as_bytes(), &[]),
-                Err(UpstreamError::BadAccept),
-                "{head}"
-            );
-        }
-        // The right accept for another key than the one we sent.
-        let other_key = b"x3JJHMbDL1EzLkh9GBhXDw==";
-        let head = switching("");
-        assert_eq!(
-            parse_upstream_response(head.as_bytes(), other_key, &[]),
-            Err(UpstreamError::BadAccept)
-        );
-    }
-
-    #[test]
-    fn protocol_not_offered() {
-        let cases: [(&str, &[&str]); 7] = [
-            ("Sec-WebSocket-Protocol: chat\r\n", &[]),
-            ("Sec-WebSocket-Protocol: chat\r\n", &["superchat"]),
-            // Case-sensitive, like the offer.
-            ("Sec-WebSocket-Protocol: Chat\r\n", &["chat"]),
-            // One value only.
-            (
-                "Sec-WebSocket-Protocol: chat, superchat\r\n",
-                &["chat", "superchat"],
-            ),
-            (
-                "Sec-WebSocket-Protocol: chat\r\nSec-WebSocket-Protocol: chat\r\n",
-                &["chat"],
-            ),
-            ("Sec-WebSocket-Protocol: \r\n", &["chat"]),
-            // Never offered upstream, so never selectable, even if the caller listed it.
-            (
-                "Sec-WebSocket-Protocol: bearer.eyJ.x.y\r\n",
-                &["bearer.eyJ.x.y"],
-            ),
-        ];
-        for (extra, offered) in cases {
-            let head = switching(extra);
-            assert_eq!(
-                parse(head.as_bytes(), offered),
-                Err(UpstreamError::ProtocolNotOffered),
-                "{extra:?} {offered:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn extension_not_offered() {
-        for extra in [
-            "Sec-WebSocket-Extensions: permessage-deflate\r\n",
-            "Sec-WebSocket-Extensions: ,\r\nSec-WebSocket-Extensions: x\r\n",
-        ] {
-            let head = switching(extra);
-            assert_eq!(
-                parse(head.as_bytes(), &[]),
-                Err(UpstreamError::ExtensionNotOffered),
-                "{extra:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn switching_without_upgrade_or_connection() {
-        let accept = format!("Sec-WebSocket-Accept: {ACCEPT}\r\n");
-        let cases = [
-            (
-                format!("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n{accept}\r\n"),
-                UpstreamError::MissingUpgrade,
-            ),
-            (
-                format!(
-                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n{accept}\r\n"
-                ),
-                UpstreamError::MissingUpgrade,
-            ),
-            (
-                format!(
-                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket, h2c\r\nConnection: Upgrade\r\n{accept}\r\n"
-                ),
-                UpstreamError::MissingUpgrade,
-            ),
-            (
-                format!(
-                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{accept}\r\n"
-                ),
-                UpstreamError::MissingUpgrade,
-            ),
-            (
-                format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n{accept}\r\n"),
-                UpstreamError::MissingConnectionUpgrade,
-            ),
-            (
-                format!(
-                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: keep-alive\r\n{accept}\r\n"
-                ),
-                UpstreamError::MissingConnectionUpgrade,
-            ),
-            (
-                format!(
-                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrades\r\n{accept}\r\n"
-                ),
-                UpstreamError::MissingConnectionUpgrade,
-            ),
-            (
-                format!(
-                    "HTTP/1.0 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{accept}\r\n"
-                ),
-                UpstreamError::NotHttp11,
-            ),
-        ];
-        for (head, expected) in cases {
-            assert_eq!(parse(head.as_bytes(), &[]), Err(expected), "{head}");
-        }
-    }
-
-    #[test]
-    fn unauthorized_with_body_and_challenge() {
-        let response = "HTTP/1.1 401 Unauthorized\r\n\
-                        WWW-Authenticate: Bearer realm=\"chat\", error=\"invalid_token\"\r\n\
-                        Content-Type: text/plain\r\n\
-                        Content-Length: 13\r\n\
-                        \r\n\
-                        token refused";
-        let expected = UpstreamResponse::Rejected {
-            status: 401,
-            body: b"token refused",
-            www_authenticate: Some("Bearer realm=\"chat\", error=\"invalid_token\""),
-            retry_after: None,
-            consumed: response.len(),
-        };
-        assert_eq!(parse(response.as_bytes(), &[]), Ok(Some(expected)));
-        // Every prefix, including a complete head with part of the body, is incomplete.
-        assert_prefixes_incomplete(response.as_bytes(), response.len(), &[]);
-        // Bytes past the body are not consumed.
-        let longer = format!("{response}trailing");
-        assert_eq!(parse(longer.as_bytes(), &[]), Ok(Some(expected)));
-    }
-
-    #[test]
-    fn unavailable_with_retry_after_and_no_length() {
-        let response = "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 30\r\n\r\n";
-        assert_eq!(
-            parse(response.as_bytes(), &[]),
-            Ok(Some(UpstreamResponse::Rejected {
-                status: 503,
-                body: b"",
-                www_authenticate: None,
-                retry_after: Some("30"),
-                consumed: response.len(),
-            }))
-        );
-        assert_prefixes_incomplete(response.as_bytes(), response.len(), &[]);
-        // An HTTP-date Retry-After and an HTTP/1.0 refusal are relayed too.
-        let response =
-            "HTTP/1.0 429 Too Many Requests\r\nRetry-After: Fri, 31 Dec 1999 23:59:59 GMT\r\n\r\n";
-        assert!(matches!(
-            parse(response.as_bytes(), &[]),
-            Ok(Some(UpstreamResponse::Rejected {
-                status: 429,
-                retry_after: Some("Fri, 31 Dec 1999 23:59:59 GMT"),
-                ..
-            }))
-        ));
-    }
-
-    #[test]
-    fn long_body_is_capped() {
-        let head = "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 10000\r\n\r\n";
-        let mut buf = head.as_bytes().to_vec();
-        buf.resize(head.len() + MAX_RELAYED_BODY - 1, b'x');
-        assert_eq!(parse(&buf, &[]), Ok(None));
-        buf.push(b'y');
-        match parse(&buf, &[]) {
-            Ok(Some(UpstreamResponse::Rejected {
-                status,
-                body,
-                consumed,
-                ..
-            })) => {
-                assert_eq!(status, 500);
-                assert_eq!(body.len(), MAX_RELAYED_BODY);
-                assert_eq!(body.last(), Some(&b'y'));
-                assert_eq!(consumed, head.len() + MAX_RELAYED_BODY);
-            }
-            other => panic!("{other:?}"),
-        }
-        // A length too large for any integer is capped the same way.
-        let head = "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 99999999999999999999999999\r\n\r\n";
-        let mut buf = head.as_bytes().to_vec();
-        buf.resize(head.len() + MAX_RELAYED_BODY, b'x');
-        assert!(matches!(
-            parse(&buf, &[]),
-            Ok(Some(UpstreamResponse::Rejected { body, .. })) if body.len() == MAX_RELAYED_BODY
-        ));
-    }
-
-    #[test]
-    fn responses_without_a_body() {
-        for response in [
-            "HTTP/1.1 204 No Content\r\nContent-Length: 10\r\n\r\n",
-            "HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n",
-            "HTTP/1.1 100 Continue\r\nContent-Length: 10\r\n\r\n",
-            "HTTP/1.1 502 Bad Gateway\r\nTransfer-Encoding: chunked\r\nContent-Length: 10\r\n\r\n",
-            "HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n",
-        ] {
-            assert!(
-                matches!(
-                    parse(response.as_bytes(), &[]),
-                    Ok(Some(UpstreamResponse::Rejected { body: b"", consumed, .. }))
-                        if consumed == response.len()
-                ),
-                "{response}"
-            );
-        }
-    }
-
-    #[test]
-    fn content_length_variants() {
-        let ok = [
-            "Content-Length: 3\r\n",
-            "Content-Length: 3, 3\r\n",
-            "Content-Length: 3\r\nContent-Length: 3\r\n",
-            "Content-Length: 003\r\n",
-        ];
-        for header in ok {
-            let response = format!("HTTP/1.1 404 Not Found\r\n{header}\r\nabcdef");
-            assert!(
-                matches!(
-                    parse(response.as_bytes(), &[]),
-                    Ok(Some(UpstreamResponse::Rejected { body: b"abc", .. }))
-                ),
-                "{header:?}"
-            );
-        }
-        let bad = [
-            "Content-Length: abc\r\n",
-            "Content-Length: -1\r\n",
-            "Content-Length: +3\r\n",
-            "Content-Length: 3 4\r\n",
-            "Content-Length: \r\n",
-            "Content-Length: 3,\r\n",
-            "Content-Length: 3, 4\r\n",
-            "Content-Length: 3\r\nContent-Length: 4\r\n",
-        ];
-        for header in bad {
-            let response = format!("HTTP/1.1 404 Not Found\r\n{header}\r\nabcdef");
-            assert_eq!(
-                parse(response.as_bytes(), &[]),
-                Err(UpstreamError::BadContentLength),
-                "{header:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn unsafe_relayed_values_dropped() {
-        let mut response = b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer \xff\xfe\r\n\
-            WWW-Authenticate: Basic realm=\"x\"\r\nRetry-After: \r\n\r\n"
-            .to_vec();
-        assert!(matches!(
-            parse(&response, &[]),
-            Ok(Some(UpstreamResponse::Rejected {
-                www_authenticate: Some("Basic realm=\"x\""),
-                retry_after: None,
-                ..
-            }))
-        ));
-        response.truncate(0);
-        response
-            .extend_from_slice(b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer\tx\r\n\r\n");
-        assert!(matches!(
-            parse(&response, &[]),
-            Ok(Some(UpstreamResponse::Rejected {
-                www_authenticate: Some("Bearer\tx"),
-                ..
-            }))
-        ));
-    }
-
-    #[test]
-    fn head_over_limit() {
-        // A head that never ends: incomplete up to the limit, an error past it.
-        let mut buf = b"HTTP/1.1 101 Switching Protocols\r\nX-Filler: ".to_vec();
-        buf.resize(MAX_RESPONSE_HEAD, b'a');
-        assert_eq!(parse(&buf, &[]), Ok(None));
-        buf.push(b'a');
-        assert_eq!(parse(&buf, &[]), Err(UpstreamError::HeadTooLarge));
-        // A complete head one byte too long.
-        let start = "HTTP/1.1 401 Unauthorized\r\nX-Filler: ";
-        let end = "\r\n\r\n";
-        let filler = MAX_RESPONSE_HEAD + 1 - start.len() - end.len();
-        let head = format!("{start}{}{end}", "a".repeat(filler));
-        assert_eq!(head.len(), MAX_RESPONSE_HEAD + 1);
-        assert_eq!(
-            parse(head.as_bytes(), &[]),
-            Err(UpstreamError::HeadTooLarge)
-        );
-        // Exactly at the limit it is accepted, even with more bytes after it.
-        let head = format!("{start}{}{end}", "a".repeat(filler - 1));
-        assert_eq!(head.len(), MAX_RESPONSE_HEAD);
-        let buf = format!("{head}more");
-        assert!(matches!(
-            parse(buf.as_bytes(), &[]),
-            Ok(Some(UpstreamResponse::Rejected { status: 401, consumed, .. })) if consumed == MAX_RESPONSE_HEAD
-        ));
-    }
-
-    #[test]
-    fn too_many_headers() {
-        let mut response = "HTTP/1.1 401 Unauthorized\r\n".to_owned();
-        for i in 0..MAX_RESPONSE_HEADERS {
-            response.push_str(&format!("X-H{i}: v\r\n"));
-        }
-        let at_limit = format!("{response}\r\n");
-        assert!(matches!(
-            parse(at_limit.as_bytes(), &[]),
-            Ok(Some(UpstreamResponse::Rejected { status: 401, .. }))
-        ));
-        response.push_str("X-One-More: v\r\n\r\n");
-        assert_eq!(
-            parse(response.as_bytes(), &[]),
-            Err(UpstreamError::TooManyHeaders)
-        );
-    }
-
-    #[test]
-    fn garbage_is_malformed() {
-        let cases: [&[u8]; 10] = [
-            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
-            b"SSH-2.0-OpenSSH_9.6\r\n\r\n",
-            b"GET / HTTP/1.1\r\n\r\n",
-            b"HTTP/1.1 abc OK\r\n\r\n",
-            b"HTTP/1.1 1011 OK\r\n\r\n",
-            b"HTTP/2 200\r\n\r\n",
-            b"HTTP/1.1 101 Switching Protocols\r\nBad Header: x\r\n\r\n",
-            b"HTTP/1.1 101 Switching Protocols\r\nX: a\rb\r\n\r\n",
-            b"HTTP/1.1 101 Switching Protocols\r\nX: a\0b\r\n\r\n",
-            b"\0\0\0\0",
-        ];
-        for buf in cases {
-            assert_eq!(
-                parse(buf, &[]),
-                Err(UpstreamError::Malformed),
-                "{:?}",
-                String::from_utf8_lossy(buf)
-            );
-        }
-    }
-
     #[test]
     fn round_trip_with_a_server_computing_the_accept() {
         // The gateway writes a request with a random key; a server answers with the accept
@@ -1880,7 +1309,7 @@ mod tests {
             ..request(&headers)
         };
         let mut out = Vec::new();
-        assert_eq!(write_upstream_request(&req, &key, &mut out), Ok(()));
+        assert!(write_upstream_request(&req, &key, &mut out).is_ok());
         let mut parsed_headers = [httparse::EMPTY_HEADER; 32];
         let mut parsed = httparse::Request::new(&mut parsed_headers);
         assert!(matches!(

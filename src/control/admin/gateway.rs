@@ -1,0 +1,183 @@
+//! The gateway side of the admin listener: readiness, metrics, admin-token checks and
+//! `POST /revoke` (SPEC §6, §7). The HTTP part is [`super::listener`].
+//!
+//! Everything here runs on the control plane (the admin listener calls the blocking parts,
+//! token checks and revocations, through `spawn_blocking`) and reaches the workers only
+//! the two ways the control plane has: a new revocation snapshot (copy-on-write, swapped
+//! atomically) and a [`Command::Revoke`] to every worker for the live connections.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use super::revlog::RevocationLog;
+use super::{AdminBackend, AuthFailure, RevokeFailure};
+use crate::auth::revocation::Revocation;
+use crate::auth::verify::Scratch;
+use crate::clock;
+use crate::control::Workers;
+use crate::net::worker::{Command, Runtime, Shared};
+use crate::{info, warn};
+
+/// How long `/revoke` waits for the workers to report the connections they closed.
+const REVOKE_REPLY: Duration = Duration::from_secs(2);
+
+/// What the admin listener knows of one configuration generation: replaced whole on SIGHUP.
+pub struct AdminView {
+    /// The configuration generation in force (its keys verify admin tokens).
+    pub rt: Arc<Runtime>,
+    /// `admin.token_scope`.
+    pub token_scope: String,
+}
+
+/// What the admin listener reaches in the running gateway.
+pub struct GatewayAdmin {
+    /// The configuration the admin listener answers with (swapped on SIGHUP).
+    view: ArcSwap<AdminView>,
+    /// Shared counters and tables; `shared.revocations` is the snapshot the workers load.
+    shared: Arc<Shared>,
+    /// Every worker's queue and waker.
+    workers: Workers,
+    /// The durable log (None: revocations are kept in memory only). Its lock also makes
+    /// revocations one at a time, so the log's order is the snapshots' order.
+    log: Mutex<Option<RevocationLog>>,
+    /// Listening and keys loaded.
+    ready: AtomicBool,
+    scratch: Mutex<Scratch>,
+}
+
+impl GatewayAdmin {
+    /// Wires the admin view of a running gateway.
+    pub fn new(
+        view: AdminView,
+        shared: Arc<Shared>,
+        workers: Workers,
+        log: Option<RevocationLog>,
+    ) -> GatewayAdmin {
+        let scratch = Scratch::new(view.rt.max_token_bytes);
+        GatewayAdmin {
+            view: ArcSwap::from_pointee(view),
+            shared,
+            workers,
+            log: Mutex::new(log),
+            ready: AtomicBool::new(false),
+            scratch: Mutex::new(scratch),
+        }
+    }
+
+    /// Publishes a new configuration generation (SIGHUP).
+    pub fn publish(&self, view: AdminView) {
+        self.view.store(Arc::new(view));
+    }
+
+    /// Marks the gateway as listening with its keys loaded (`/readyz`).
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Relaxed);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl AdminBackend for GatewayAdmin {
+    fn ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed) && !self.shared.draining.load(Ordering::Relaxed)
+    }
+
+    fn metrics_text(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        self.shared.metrics.render(&mut out);
+        out
+    }
+
+    /// A bearer token verified by the gateway's own keys and rules, not revoked, with
+    /// `admin.token_scope`.
+    fn authorize(&self, bearer: Option<&[u8]>) -> Result<(), AuthFailure> {
+        let token = bearer.ok_or(AuthFailure::Unauthorized("missing token"))?;
+        let view = self.view.load();
+        let rt = &view.rt;
+        let verifier = rt
+            .gate
+            .verifier()
+            .ok_or(AuthFailure::Unauthorized("no keys configured"))?;
+        let mut scratch = lock(&self.scratch);
+        if scratch.max_token_bytes() < rt.max_token_bytes {
+            *scratch = Scratch::new(rt.max_token_bytes);
+        }
+        let claims = verifier
+            .verify(token, clock::unix_now(), &mut scratch)
+            .map_err(|e| AuthFailure::Unauthorized(e.description()))?;
+        let revoked = self.shared.revocations.load().is_revoked(
+            claims.jti.as_deref(),
+            &claims.sub,
+            claims.iat,
+        );
+        if revoked {
+            return Err(AuthFailure::Unauthorized("token revoked"));
+        }
+        if !claims.has_scope(&view.token_scope) {
+            return Err(AuthFailure::Forbidden);
+        }
+        Ok(())
+    }
+
+    /// Parse → make durable (fsync) → publish the new snapshot → close matching connections
+    /// on every worker. A revocation that could not be written is refused (503), never
+    /// half-applied.
+    fn revoke(&self, body: &[u8]) -> Result<usize, RevokeFailure> {
+        let now_unix = clock::unix_now();
+        let r = Revocation::from_request_body(body, now_unix)
+            .map_err(|e| RevokeFailure::BadRequest(e.to_string()))?;
+        // One revocation at a time: the log's order is the snapshots' order, and no other
+        // writer can publish between our load and our store.
+        let mut log = lock(&self.log);
+        // Copy-on-write: revocations are rare, handshakes are not; the workers keep reading
+        // the old snapshot, without a lock, until the new one is stored whole.
+        let mut next = (*self.shared.revocations.load_full()).clone();
+        next.observe_lifetime(self.shared.longest_lifetime.load(Ordering::Relaxed));
+        let keep_until = next.keep_until(&r, now_unix);
+        if let Some(log) = log.as_mut() {
+            log.append(&r.to_log_line(keep_until)).map_err(|e| {
+                warn!("revocation log: {e}");
+                RevokeFailure::Unavailable("the revocation log could not be written".into())
+            })?;
+        }
+        next.insert(r.clone(), keep_until);
+        next.expire(now_unix);
+        if let Some(log) = log.as_mut() {
+            if log.should_compact(next.len()) {
+                if let Err(e) = log.compact(&next) {
+                    warn!("revocation log compaction failed (the log is intact): {e}");
+                }
+            }
+        }
+        // Published before the workers are told: once a worker has taken the command below,
+        // every handshake it runs sees the new snapshot (the channel orders the store before
+        // its later loads), and a handshake it finished with the old one is a live, indexed
+        // connection that the command closes.
+        self.shared.revocations.store(Arc::new(next));
+        drop(log);
+        self.shared.metrics.revocation();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let asked = self
+            .workers
+            .broadcast(|| Command::Revoke(r.clone(), tx.clone()));
+        drop(tx);
+        let mut closed = 0;
+        for _ in 0..asked {
+            match rx.recv_timeout(REVOKE_REPLY) {
+                Ok(n) => closed += n,
+                Err(_) => break,
+            }
+        }
+        let what = match &r {
+            Revocation::Jti { .. } => "jti",
+            Revocation::Sub { .. } => "sub",
+        };
+        info!("revoked by {what}; {closed} live connections closed");
+        Ok(closed)
+    }
+}
