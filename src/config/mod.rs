@@ -379,7 +379,8 @@ pub(super) fn validate(raw: &RawConfig, base_dir: &Path, problems: &mut Problems
         self::login::login(section, &around, base_dir, problems)
     });
 
-    if raw.auth.key.is_empty() {
+    // The login key (SPEC §11) verifies the tokens the token service issues.
+    if raw.auth.key.is_empty() && raw.login.is_none() {
         if let Some(index) = raw.route.iter().position(|route| !route.public) {
             problems.error(
                 "auth.key",

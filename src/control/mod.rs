@@ -38,10 +38,11 @@ use crossbeam_channel::Sender;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::oneshot;
 
-use self::admin::gateway::{AdminView, GatewayAdmin};
+use self::admin::gateway::{AdminView, GatewayAdmin, Revoker};
 use self::admin::listener::{self as admin_listener, Limits};
 use self::admin::revlog::RevocationLog;
 use self::admin::AdminBackend;
+use self::login::Service;
 use self::reload::Reloader;
 use crate::auth::revocation::RevocationSet;
 use crate::clock;
@@ -111,7 +112,11 @@ struct Plane {
     running: Running,
     reloader: Reloader,
     admin: Option<(tokio::net::TcpListener, Arc<GatewayAdmin>)>,
+    login: Option<(tokio::net::TcpListener, Arc<Service>)>,
 }
+
+/// How often the token service deletes expired refresh-token families.
+const LOGIN_SWEEP: Duration = Duration::from_secs(3600);
 
 /// `wsgate serve`: starts the data plane and the control plane, and runs until SIGTERM or
 /// SIGINT, then shuts down gracefully (SPEC §6).
@@ -222,6 +227,18 @@ fn start(
         None => server::start(config, Arc::clone(&rt), revocations)?,
     };
     let workers = Workers::new(running.queues());
+    let revoker = Arc::new(Revoker::new(
+        Arc::clone(&running.shared),
+        workers.clone(),
+        log,
+    ));
+    let login = match start_login(config, &revoker) {
+        Ok(login) => login,
+        Err(e) => {
+            running.shutdown();
+            return Err(e);
+        }
+    };
     let admin = match &config.admin {
         Some(a) => {
             let listener = match admin_listener::bind(a.listen) {
@@ -238,8 +255,7 @@ fn start(
                     token_scope: a.token_scope.clone(),
                 },
                 Arc::clone(&running.shared),
-                workers.clone(),
-                log,
+                Arc::clone(&revoker),
             ));
             crate::log::always(format_args!("admin listening on {addr}"));
             backend.set_ready();
@@ -258,7 +274,30 @@ fn start(
         running,
         reloader,
         admin,
+        login,
     })
+}
+
+/// Starts the token service of `[login]` (SPEC §11) and binds its listener (in the
+/// runtime's context): reads the users file, opens the refresh-token store (an error names
+/// it and stops the start), applies the revocations `user remove` recorded meanwhile.
+fn start_login(
+    config: &Config,
+    revoker: &Arc<Revoker>,
+) -> Result<Option<(tokio::net::TcpListener, Arc<Service>)>, String> {
+    let Some(l) = &config.login else {
+        return Ok(None);
+    };
+    let path: Arc<dyn login::Revoke> = Arc::clone(revoker) as Arc<dyn login::Revoke>;
+    let Some(service) = Service::start(config, path)? else {
+        return Ok(None);
+    };
+    revoker.set_login(&service);
+    let listener = login::http::bind(l.listen)
+        .map_err(|e| format!("login.listen: cannot listen on {}: {e}", l.listen))?;
+    let addr = listener.local_addr().unwrap_or(l.listen);
+    crate::log::always(format_args!("login listening on {addr}"));
+    Ok(Some((listener, service)))
 }
 
 /// The revocation set in force at start, replayed from `admin.revocation_log` when there is
@@ -295,7 +334,19 @@ async fn run(plane: Plane, mut signals: Signals) {
         running,
         reloader,
         admin,
+        login,
     } = plane;
+    let (stop_login, login_stopped) = oneshot::channel();
+    let login_service = login.as_ref().map(|(_, service)| Arc::clone(service));
+    let login = login.map(|(listener, service)| {
+        tokio::spawn(sweep(Arc::clone(&service)));
+        tokio::spawn(login::http::serve(
+            listener,
+            service,
+            login::http::Limits::DEFAULT,
+            login_stopped,
+        ))
+    });
     let (stop_admin, admin_stopped) = oneshot::channel();
     let admin = admin.map(|(listener, backend)| {
         let backend: Arc<dyn AdminBackend> = backend;
@@ -308,7 +359,12 @@ async fn run(plane: Plane, mut signals: Signals) {
     });
     loop {
         tokio::select! {
-            Some(()) = signals.hangup.recv() => reloader.reload().await,
+            Some(()) = signals.hangup.recv() => {
+                reloader.reload().await;
+                if let Some(service) = &login_service {
+                    reload_users(service).await;
+                }
+            }
             Some(()) = signals.terminate.recv() => {
                 info!("signal {}: draining", SignalKind::terminate().as_raw_value());
                 break;
@@ -320,10 +376,46 @@ async fn run(plane: Plane, mut signals: Signals) {
             else => break,
         }
     }
+    // No new tokens while draining.
+    let _ = stop_login.send(());
+    if let Some(login) = login {
+        let _ = login.await;
+    }
     drain(running).await;
     let _ = stop_admin.send(());
     if let Some(admin) = admin {
         let _ = admin.await;
+    }
+}
+
+/// SIGHUP: the token service re-reads its users file (SPEC §11); a bad file is logged and
+/// the users stay as they were.
+async fn reload_users(service: &Arc<Service>) {
+    let service = Arc::clone(service);
+    match tokio::task::spawn_blocking(move || service.reload_users()).await {
+        Ok(Ok(count)) => info!("login: users file re-read: {count} users"),
+        Ok(Err(e)) => warn!("login: users file refused, keeping the previous users: {e}"),
+        Err(_) => warn!("login: users file reload failed: internal error"),
+    }
+}
+
+/// Deletes expired refresh-token families every [`LOGIN_SWEEP`].
+async fn sweep(service: Arc<Service>) {
+    let mut every = tokio::time::interval(LOGIN_SWEEP);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is immediate, and the store was swept when it opened.
+    every.tick().await;
+    loop {
+        every.tick().await;
+        let service = Arc::clone(&service);
+        match tokio::task::spawn_blocking(move || service.sweep()).await {
+            Ok(Ok(swept)) if swept > 0 => {
+                info!("login: {swept} expired refresh-token families deleted")
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => warn!("login: refresh-token store sweep failed: {e}"),
+            Err(_) => warn!("login: refresh-token store sweep failed: internal error"),
+        }
     }
 }
 
