@@ -1,5 +1,5 @@
 //! The failed-login budget (SPEC §11 `failures`): per user name and per client address
-//! (IPv6: per /64, as SPEC §3's `ipv6_prefix` default), each a bucket of `count` that
+//! (IPv6: per `limits.ipv6_prefix` network, as every per-IP limit), each a bucket of `count` that
 //! refills `count` per `period` (GCRA: one theoretical arrival time per key). Pure: every
 //! call takes `now`.
 //!
@@ -18,26 +18,13 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use crate::config::FailureRate;
+use crate::gate::limits::budget_key;
 
 /// Where the budget says no, and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Exhausted {
     /// Until one failure is allowed again.
     pub retry_after: Duration,
-}
-
-/// The per-address key: an IPv4 address, or the /64 of an IPv6 address.
-pub fn address_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(v4) => IpAddr::V4(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let bits = u128::from(v6) & !((1u128 << 64) - 1);
-                IpAddr::V6(bits.into())
-            }
-        },
-    }
 }
 
 struct Table<K> {
@@ -86,6 +73,7 @@ impl<K: std::hash::Hash + Eq + Clone> Table<K> {
 /// The two budgets (module docs).
 pub struct Budget {
     rate: FailureRate,
+    ipv6_prefix: u8,
     users: Table<String>,
     addresses: Table<IpAddr>,
 }
@@ -99,10 +87,12 @@ pub struct Reservation {
 }
 
 impl Budget {
-    /// Budgets of `rate`, each table holding at most `max_keys` keys.
-    pub fn new(rate: FailureRate, max_keys: usize) -> Budget {
+    /// Budgets of `rate`, each table holding at most `max_keys` keys; IPv6 addresses are
+    /// counted per `/ipv6_prefix`.
+    pub fn new(rate: FailureRate, max_keys: usize, ipv6_prefix: u8) -> Budget {
         Budget {
             rate,
+            ipv6_prefix,
             users: Table {
                 tat: HashMap::new(),
                 max_keys,
@@ -121,7 +111,7 @@ impl Budget {
         ip: IpAddr,
         now: Instant,
     ) -> Result<Reservation, Exhausted> {
-        let address = address_key(ip);
+        let address = budget_key(ip, self.ipv6_prefix);
         let user = user.to_owned();
         self.addresses.take(&address, self.rate, now)?;
         if let Err(e) = self.users.take(&user, self.rate, now) {
@@ -156,7 +146,7 @@ mod tests {
     #[test]
     fn five_failures_then_429_for_a_user_from_any_address_then_it_refills() {
         let t0 = crate::fuzzing::virtual_epoch();
-        let mut budget = Budget::new(five_per_minute(), 100);
+        let mut budget = Budget::new(five_per_minute(), 100, 64);
         for n in 0..5u8 {
             budget
                 .reserve("alice", IpAddr::from([10, 0, 0, n]), t0)
@@ -190,7 +180,7 @@ mod tests {
     #[test]
     fn an_address_is_budgeted_across_names_and_ipv6_per_64() {
         let t0 = crate::fuzzing::virtual_epoch();
-        let mut budget = Budget::new(five_per_minute(), 100);
+        let mut budget = Budget::new(five_per_minute(), 100, 64);
         for n in 0..5 {
             let ip: IpAddr = format!("2001:db8::{n}").parse().unwrap();
             budget.reserve(&format!("nobody{n}"), ip, t0).unwrap();
@@ -199,16 +189,13 @@ mod tests {
         assert!(budget.reserve("other", same_64, t0).is_err());
         let other_64: IpAddr = "2001:db8:0:1::1".parse().unwrap();
         budget.reserve("other", other_64, t0).unwrap();
-        // IPv4-mapped addresses count as their IPv4 address.
-        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
-        assert_eq!(address_key(mapped), IpAddr::from([192, 0, 2, 1]));
     }
 
     #[test]
     fn refunds_make_right_passwords_free_but_an_empty_bucket_refuses_them() {
         let t0 = crate::fuzzing::virtual_epoch();
         let ip = IpAddr::from([127, 0, 0, 1]);
-        let mut budget = Budget::new(five_per_minute(), 100);
+        let mut budget = Budget::new(five_per_minute(), 100, 64);
         for _ in 0..20 {
             let r = budget.reserve("carol", ip, t0).unwrap();
             budget.refund(&r, t0);
@@ -224,7 +211,7 @@ mod tests {
     #[test]
     fn tables_stay_bounded_and_fail_closed_when_full() {
         let t0 = crate::fuzzing::virtual_epoch();
-        let mut budget = Budget::new(five_per_minute(), 3);
+        let mut budget = Budget::new(five_per_minute(), 3, 64);
         for n in 0..3u8 {
             budget
                 .reserve(&format!("u{n}"), IpAddr::from([10, 0, 0, n]), t0)

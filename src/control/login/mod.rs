@@ -241,7 +241,11 @@ impl Service {
             users: RwLock::new(Arc::new(users)),
             passwords,
             store: Arc::new(store),
-            budget: Mutex::new(Budget::new(login.failures, MAX_BUDGET_KEYS)),
+            budget: Mutex::new(Budget::new(
+                login.failures,
+                MAX_BUDGET_KEYS,
+                config.limits.ipv6_prefix,
+            )),
             revoker,
             refresh_ttl: login.refresh_ttl.as_secs(),
             metrics: Metrics::default(),
