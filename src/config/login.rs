@@ -147,8 +147,10 @@ pub struct Login {
     pub signing_key_path: PathBuf,
     /// The signing key (Ed25519 PKCS#8 DER), read at load.
     pub signing_key: SigningKeyDer,
-    /// Header `kid`, when configured (else the service uses the key's thumbprint).
-    pub kid: Option<String>,
+    /// The signing key's public half (32 bytes, RFC 8032).
+    pub public_key: Vec<u8>,
+    /// Header `kid`: as configured, else the key's RFC 7638 thumbprint.
+    pub kid: String,
     /// `iss` of issued tokens.
     pub issuer: String,
     /// Access token lifetime.
@@ -178,6 +180,21 @@ fn required<'a, T>(
         problems.error(format!("login.{key}"), format!("required: {example}"));
     }
     value.as_ref()
+}
+
+/// RFC 7638 thumbprint of an Ed25519 public key: SHA-256 over the required JWK members in
+/// lexicographic order, base64url.
+pub fn thumbprint(public: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let canonical = format!(
+        r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#,
+        b64.encode(public)
+    );
+    b64.encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        canonical.as_bytes(),
+    ))
 }
 
 /// Reads an Ed25519 PKCS#8 `PRIVATE KEY` PEM file (what `wsgate keygen --alg EdDSA` writes).
@@ -304,12 +321,21 @@ pub(super) fn login(
         problems,
     )
     .map(|p| base_dir.join(p));
+    let signing_key = signing_key?;
+    let public_key = ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&signing_key.0)
+        .map(|pair| {
+            ring::signature::KeyPair::public_key(&pair)
+                .as_ref()
+                .to_vec()
+        })
+        .ok()?;
     Some(Login {
         listen: listen?,
         users: users?,
         signing_key_path: signing_key_path?,
-        signing_key: signing_key?,
-        kid: raw.kid.clone(),
+        signing_key,
+        public_key: public_key.clone(),
+        kid: raw.kid.clone().unwrap_or_else(|| thumbprint(&public_key)),
         issuer: issuer?.clone(),
         access_ttl,
         refresh_ttl,
@@ -385,7 +411,8 @@ mod tests {
         assert_eq!(login.access_ttl, Duration::from_secs(300));
         assert_eq!(login.refresh_ttl, Duration::from_secs(30 * 86_400));
         assert_eq!(login.failures.to_string(), "5/m");
-        assert_eq!(login.kid, None);
+        assert_eq!(login.kid, thumbprint(&login.public_key));
+        assert_eq!(login.public_key.len(), 32);
         assert!(!login.signing_key.0.is_empty());
         // Without the section there is no token service.
         assert!(crate::config::parse_str(BASE, &dir, "w.toml")
@@ -434,6 +461,19 @@ mod tests {
         assert!(
             all.contains("login.refresh_ttl: must be at least access_ttl"),
             "{all}"
+        );
+    }
+
+    #[test]
+    fn rfc7638_thumbprint_of_the_rfc8037_example_key() {
+        use base64::Engine as _;
+        // RFC 8037 Appendix A.3 gives this thumbprint for the A.2 public key.
+        let x = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo")
+            .unwrap();
+        assert_eq!(
+            thumbprint(&x),
+            "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
         );
     }
 

@@ -46,7 +46,7 @@ pub use self::auth::{
     Auth, AuthSection, KeyConfig, KeyMaterial, LoadedKey, Source, ED25519_SPKI_PREFIX,
 };
 pub use self::limits::{Limits, LimitsSection};
-pub use self::login::{FailureRate, Login, LoginSection, SigningKeyDer};
+pub use self::login::{thumbprint, FailureRate, Login, LoginSection, SigningKeyDer};
 pub use self::origin::{Origin, OriginSection};
 pub use self::route::{Backend, Route, RouteConfig, UpstreamUrl};
 pub use self::server::{Server, ServerSection};
