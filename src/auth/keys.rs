@@ -192,6 +192,10 @@ pub struct Key {
     pub kid: Option<String>,
     /// The only algorithm this key verifies.
     pub alg: Alg,
+    /// SPEC §11: the issuer this key is bound to (the token service's key): it verifies
+    /// only tokens whose `iss` is this, and no other key verifies those. `None` for the
+    /// `[[auth.key]]` keys.
+    pub issuer: Option<String>,
     material: Material,
 }
 
@@ -221,6 +225,7 @@ impl Key {
         Ok(Key {
             kid,
             alg,
+            issuer: None,
             material: Material::Hmac(hmac::Key::new(algorithm, secret)),
         })
     }
@@ -240,8 +245,15 @@ impl Key {
         Key {
             kid,
             alg: Alg::EdDSA,
+            issuer: None,
             material: Material::Ed25519(public),
         }
+    }
+
+    /// This key, bound to `issuer` (SPEC §11).
+    pub fn bound_to(mut self, issuer: String) -> Key {
+        self.issuer = Some(issuer);
+        self
     }
 
     /// Verifies `signature` over `signing_input` with this key's own algorithm (constant
@@ -315,6 +327,11 @@ impl KeySet {
         self.keys.iter()
     }
 
+    /// Whether some key is bound to `iss` (so that no unbound key may verify its tokens).
+    pub fn is_bound_issuer(&self, iss: &str) -> bool {
+        self.keys.iter().any(|k| k.issuer.as_deref() == Some(iss))
+    }
+
     /// SPEC §4 "Key selection": by `kid` when the header has one; otherwise the one key whose
     /// algorithm the header names. Either way the key's configured algorithm must be the
     /// header's `alg` (RFC 8725 §3.1). Returns the key's index.
@@ -335,8 +352,9 @@ impl KeySet {
             }
             None => {
                 let mut found = None;
+                // A key bound to an issuer is chosen by its kid only (its tokens carry one).
                 for (i, key) in self.keys.iter().enumerate() {
-                    if key.alg.accepts_header(header_alg) {
+                    if key.issuer.is_none() && key.alg.accepts_header(header_alg) {
                         if found.is_some() {
                             return Err(TokenError::AmbiguousKey);
                         }

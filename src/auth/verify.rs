@@ -90,7 +90,7 @@ impl Verifier {
             names,
             scopes,
         )?;
-        let (sub, exp) = self.check_claims(&raw, now_unix)?;
+        let (sub, exp) = self.check_claims(&raw, now_unix, signed.key_index)?;
         let scopes: &'s ScopeSet = scopes;
         Ok(Claims::new(
             raw,
@@ -156,18 +156,31 @@ impl Verifier {
         })
     }
 
-    /// Required claims, then issuer and audience, then time (RFC 7519 §4.1).
+    /// Required claims, then issuer and audience, then time (RFC 7519 §4.1). The issuer
+    /// rule depends on the verifying key: a key bound to an issuer (SPEC §11, the token
+    /// service's key) verifies only that issuer's tokens; any other key never verifies a
+    /// bound issuer's tokens, and `auth.issuer` applies.
     fn check_claims<'a>(
         &self,
         raw: &RawClaims<'a>,
         now_unix: u64,
+        key_index: usize,
     ) -> Result<(std::borrow::Cow<'a, str>, u64), TokenError> {
         let (sub, exp) = claims::required(raw)?;
-        claims::check_issuer_audience(
-            raw,
-            self.rules.issuer.as_deref(),
-            self.rules.audience.is_some(),
-        )?;
+        let issuer = match self.keys.get(key_index).and_then(|k| k.issuer.as_deref()) {
+            Some(bound) => Some(bound),
+            None => {
+                if raw
+                    .iss
+                    .as_deref()
+                    .is_some_and(|iss| self.keys.is_bound_issuer(iss))
+                {
+                    return Err(TokenError::WrongIssuer);
+                }
+                self.rules.issuer.as_deref()
+            }
+        };
+        claims::check_issuer_audience(raw, issuer, self.rules.audience.is_some())?;
         claims::check_time(exp, raw.nbf, raw.iat, now_unix, self.rules.leeway_secs)?;
         Ok((sub, exp))
     }
@@ -1212,5 +1225,48 @@ mod tests {
         let t = hs256(HS_HEADER, CLAIMS);
         assert!(v.verify(t.as_bytes(), NOW, &mut scratch).is_ok());
         assert_eq!(scratch.max_token_bytes(), 4096);
+    }
+
+    /// SPEC §11: the token service's key is bound to its issuer both ways.
+    #[test]
+    fn a_key_bound_to_an_issuer_verifies_only_that_issuers_tokens_and_only_it_does() {
+        let keys = KeySet::new(vec![
+            Key::hmac(Some("hs".into()), Alg::HS256, &HS_SECRET).expect("hmac"),
+            Key::ed25519_raw(None, ed_public()),
+            Key::ed25519_raw(Some("login".into()), ed_public()).bound_to("https://login".into()),
+        ])
+        .expect("keyset");
+        let v = Verifier {
+            keys,
+            rules: Rules {
+                issuer: Some("https://static".into()),
+                ..rules(4096)
+            },
+        };
+        let login_header = r#"{"alg":"EdDSA","kid":"login"}"#;
+        let claims = |iss: &str| format!(r#"{{"sub":"alice","exp":1000100,"iss":"{iss}"}}"#);
+        // The bound key and its issuer: accepted, although auth.issuer differs.
+        assert!(check(&v, &eddsa(login_header, &claims("https://login"))).is_ok());
+        // The bound key never verifies another issuer's token, nor one without `iss`.
+        assert_eq!(
+            err(&v, &eddsa(login_header, &claims("https://static"))),
+            TokenError::WrongIssuer
+        );
+        assert_eq!(
+            err(&v, &eddsa(login_header, CLAIMS)),
+            TokenError::WrongIssuer
+        );
+        // Another key never verifies the bound issuer's tokens (same key material, no kid).
+        assert_eq!(
+            err(&v, &eddsa(r#"{"alg":"EdDSA"}"#, &claims("https://login"))),
+            TokenError::WrongIssuer
+        );
+        assert_eq!(
+            err(&v, &hs256(HS_HEADER, &claims("https://login"))),
+            TokenError::WrongIssuer
+        );
+        // Selection without kid ignores the bound key: the one static EdDSA key is chosen.
+        assert!(check(&v, &eddsa(r#"{"alg":"EdDSA"}"#, &claims("https://static"))).is_ok());
+        assert!(check(&v, &hs256(HS_HEADER, &claims("https://static"))).is_ok());
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! `add` reads the password from a prompt when stdin is a terminal (twice, not echoed),
 //! else one line of stdin; it stores only the Argon2id hash. `remove` deletes the entry
-//! and revokes the user's tokens: it posts `{"sub":NAME}` to the admin listener (as
+//! and revokes the user's tokens: it posts `{"sub":NAME,"before":now+1}` to the admin listener (as
 //! `wsgate revoke` does, with a 60-second admin token signed by the login key), so that
 //! live sockets close 4403 and refresh tokens die; when the gateway is not running it
 //! records the revocation in the refresh-token store, applied at the next start.
@@ -213,7 +213,9 @@ fn revoke_user(config: &Config, login: &Login, name: &str) -> Result<(), Failure
         now,
     )
     .map_err(failure)?;
-    let body = serde_json::json!({ "sub": name }).to_string();
+    // `before` is exclusive and in whole seconds: one second past now also covers a token
+    // issued within the current second.
+    let body = serde_json::json!({ "sub": name, "before": now + 1 }).to_string();
     let answer = post(addr, "/revoke", &token, &body).map_err(|e| {
         failure(format!(
             "user remove: admin listener {addr} (admin.listen): {e}"
@@ -237,7 +239,7 @@ fn record_pending(login: &Login, name: &str, now: u64, why: &str) -> Result<(), 
         ))
     })?;
     store
-        .add_pending(name, now)
+        .add_pending(name, now + 1)
         .map_err(|e| failure(format!("user remove: login.store: {e}")))?;
     println!("{why}: the revocation of {name}'s tokens is recorded and applied at the gateway's next start");
     Ok(())

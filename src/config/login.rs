@@ -168,6 +168,8 @@ pub(super) struct Around<'a> {
     pub server_listen: &'a [SocketAddr],
     pub admin_listen: Option<SocketAddr>,
     pub auth_issuer: Option<&'a str>,
+    /// The `kid`s of `[[auth.key]]`.
+    pub static_kids: Vec<&'a str>,
 }
 
 fn required<'a, T>(
@@ -322,6 +324,14 @@ pub(super) fn login(
     )
     .map(|p| base_dir.join(p));
     let signing_key = signing_key?;
+    if let Some(kid) = &raw.kid {
+        if let Some(index) = around.static_kids.iter().position(|k| k == kid) {
+            problems.error(
+                "login.kid",
+                format!("{kid:?} is also auth.key[{index}].kid; a kid names one key"),
+            );
+        }
+    }
     let public_key = ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&signing_key.0)
         .map(|pair| {
             ring::signature::KeyPair::public_key(&pair)

@@ -375,6 +375,7 @@ pub(super) fn validate(raw: &RawConfig, base_dir: &Path, problems: &mut Problems
             server_listen: &server.listen,
             admin_listen: admin.as_ref().map(|a| a.listen),
             auth_issuer: auth.issuer.as_deref(),
+            static_kids: auth.keys.iter().filter_map(|k| k.kid.as_deref()).collect(),
         };
         self::login::login(section, &around, base_dir, problems)
     });

@@ -32,10 +32,10 @@ pub const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 /// Builds the token verifier from the configured keys (None when there are none).
 pub fn build_verifier(config: &Config) -> Result<Option<Verifier>, String> {
-    if config.auth.keys.is_empty() {
+    if config.auth.keys.is_empty() && config.login.is_none() {
         return Ok(None);
     }
-    let mut keys = Vec::with_capacity(config.auth.keys.len());
+    let mut keys = Vec::with_capacity(config.auth.keys.len() + 1);
     for (i, k) in config.auth.keys.iter().enumerate() {
         let alg = Alg::from_config_name(&k.alg)
             .ok_or_else(|| format!("auth.key[{i}].alg: unknown algorithm {:?}", k.alg))?;
@@ -45,6 +45,15 @@ pub fn build_verifier(config: &Config) -> Result<Option<Verifier>, String> {
         }
         .map_err(|e| format!("auth.key[{i}] ({}): {e}", k.path.display()))?;
         keys.push(key);
+    }
+    // SPEC §11: the token service's key verifies its own tokens, bound to `login.issuer`.
+    if let Some(login) = &config.login {
+        let public: [u8; 32] = login
+            .public_key
+            .as_slice()
+            .try_into()
+            .map_err(|_| "login.signing_key: not an Ed25519 key".to_owned())?;
+        keys.push(Key::ed25519_raw(Some(login.kid.clone()), public).bound_to(login.issuer.clone()));
     }
     let keys = KeySet::new(keys).map_err(|e| format!("auth.key: {e}"))?;
     Ok(Some(Verifier {

@@ -14,6 +14,7 @@ mod frames;
 mod handshake;
 mod harden;
 mod lifecycle;
+mod login;
 mod proxy;
 mod proxy_edge;
 mod session;

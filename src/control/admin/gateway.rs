@@ -217,8 +217,12 @@ impl Revoker {
         };
         info!("revoked by {what}; {closed} live connections closed");
         // SPEC §11: a subject's refresh tokens die with it (`user remove`, or an operator's
-        // `revoke --sub`).
+        // `revoke --sub`); `user remove` rewrote the users file before posting, so it is
+        // read again now and the removed user cannot log in from this moment on.
         if let (Revocation::Sub { sub, .. }, Some(service)) = (&r, self.login()) {
+            if let Err(e) = service.reload_users() {
+                warn!("login: users file refused, keeping the previous users: {e}");
+            }
             if let Err(e) = service.revoke_subject(sub) {
                 warn!("login: the refresh tokens of a revoked subject could not be revoked: {e}");
             }
