@@ -8,7 +8,7 @@
 //!    bucket), [`metrics`] (counters; label values never carry token data);
 //! 2. wire: [`proto`]: HTTP/1.1 upgrade parsing (`http/`: request, response, fields,
 //!    `origin` (RFC 6454 serialized origins), `client/` the upstream client side) and
-//!    RFC 6455 (`ws/`: frame, mask, message, close, accept, session), as pure state
+//!    RFC 6455 (`ws/`: frame, mask, message, close, accept, session, `deflate/` RFC 7692), as pure state
 //!    machines; `proto/error.rs` maps each rule to its close code;
 //! 3. sans-IO services: [`auth`] (JWS over borrowed bytes: jws, claims, keys, verify,
 //!    revocation), [`config`] (TOML by section: `server`, `tls`, `auth`, `origin`,

@@ -453,6 +453,18 @@ pub fn check_time(
     Ok(())
 }
 
+/// SPEC §3 `auth.max_lifetime`: a token may not claim to live longer than `max` seconds,
+/// counted from `iat`, or from now when it has none (so a far-future `exp` is bounded
+/// too). Revocation retention relies on it: a `sub` entry is kept for the longest
+/// lifetime seen, which this caps.
+pub fn check_lifetime(exp: u64, iat: Option<u64>, now: u64, max: u64) -> Result<(), TokenError> {
+    let from = iat.unwrap_or(now);
+    if exp.saturating_sub(from) > max {
+        return Err(TokenError::TooLongLived);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -761,5 +773,41 @@ mod tests {
             check_time(u64::MAX, None, Some(u64::MAX), u64::MAX - 1, 30),
             Ok(())
         );
+    }
+
+    #[test]
+    fn lifetime_is_bounded_from_iat_or_from_now() {
+        let day = 24 * 3600;
+        let now = 1_800_000_000;
+        // From iat: exactly the maximum is fine, one second more is not.
+        assert_eq!(check_lifetime(now + day, Some(now), now, day), Ok(()));
+        assert_eq!(
+            check_lifetime(now + day + 1, Some(now), now, day),
+            Err(TokenError::TooLongLived)
+        );
+        // An old iat counts even when little life is left.
+        assert_eq!(
+            check_lifetime(now + 60, Some(now - 2 * day), now, day),
+            Err(TokenError::TooLongLived)
+        );
+        // Without iat: from now.
+        assert_eq!(check_lifetime(now + day, None, now, day), Ok(()));
+        assert_eq!(
+            check_lifetime(now + day + 1, None, now, day),
+            Err(TokenError::TooLongLived)
+        );
+        // exp near 2^63 or u64::MAX: refused, no overflow.
+        for exp in [1u64 << 63, u64::MAX] {
+            assert_eq!(
+                check_lifetime(exp, None, now, day),
+                Err(TokenError::TooLongLived)
+            );
+            assert_eq!(
+                check_lifetime(exp, Some(now), now, day),
+                Err(TokenError::TooLongLived)
+            );
+        }
+        // exp before iat: no lifetime at all (check_time judges expiry).
+        assert_eq!(check_lifetime(now - 10, Some(now), now, day), Ok(()));
     }
 }

@@ -114,6 +114,8 @@ pub enum TokenError {
     IssuedInFuture,
     /// The token matches a revocation (SPEC §6; checked by the gate, after verification).
     Revoked,
+    /// `exp - iat` (or `exp - now` without `iat`) is over `auth.max_lifetime`.
+    TooLongLived,
 }
 
 impl TokenError {
@@ -156,7 +158,8 @@ impl TokenError {
             | TokenError::BadClaimType(_)
             | TokenError::WrongIssuer
             | TokenError::WrongAudience
-            | TokenError::IssuedInFuture => "invalid claims",
+            | TokenError::IssuedInFuture
+            | TokenError::TooLongLived => "invalid claims",
             TokenError::Expired => "token expired",
             TokenError::NotYetValid => "token not yet valid",
             TokenError::Revoked => "token revoked",
@@ -203,12 +206,13 @@ impl TokenError {
             TokenError::NotYetValid => "token not yet valid",
             TokenError::IssuedInFuture => "token issued in the future",
             TokenError::Revoked => "token revoked",
+            TokenError::TooLongLived => "token lifetime over auth.max_lifetime",
         }
     }
 
     /// Every `reason_label`, plus the gateway's own token failures (for the metrics
     /// registry's fixed label set).
-    pub const REASON_LABELS: [&'static str; 29] = [
+    pub const REASON_LABELS: [&'static str; 30] = [
         "too_large",
         "malformed",
         "base64",
@@ -234,6 +238,7 @@ impl TokenError {
         "not_yet_valid",
         "issued_in_future",
         "revoked",
+        "too_long_lived",
         "missing_token",
         "multiple_tokens",
         "insufficient_scope",
@@ -268,6 +273,7 @@ impl TokenError {
             TokenError::NotYetValid => "not_yet_valid",
             TokenError::IssuedInFuture => "issued_in_future",
             TokenError::Revoked => "revoked",
+            TokenError::TooLongLived => "too_long_lived",
         }
     }
 
@@ -288,6 +294,7 @@ impl TokenError {
                 | TokenError::NotYetValid
                 | TokenError::IssuedInFuture
                 | TokenError::Revoked
+                | TokenError::TooLongLived
         )
     }
 }
@@ -350,6 +357,7 @@ mod tests {
             TokenError::NotYetValid,
             TokenError::IssuedInFuture,
             TokenError::Revoked,
+            TokenError::TooLongLived,
         ];
         for k in kinds {
             v.push(TokenError::Malformed(k));

@@ -19,6 +19,9 @@ pub struct Rules {
     pub leeway_secs: u64,
     /// `auth.max_token_bytes`: a longer token is refused before anything is decoded.
     pub max_token_bytes: usize,
+    /// `auth.max_lifetime` in seconds: `exp - iat` (`exp - now` without `iat`) above it
+    /// is refused (SPEC §3); also bounds a far-future `exp`.
+    pub max_lifetime_secs: u64,
 }
 
 /// The configured keys and rules.
@@ -182,6 +185,7 @@ impl Verifier {
         };
         claims::check_issuer_audience(raw, issuer, self.rules.audience.is_some())?;
         claims::check_time(exp, raw.nbf, raw.iat, now_unix, self.rules.leeway_secs)?;
+        claims::check_lifetime(exp, raw.iat, now_unix, self.rules.max_lifetime_secs)?;
         Ok((sub, exp))
     }
 }
@@ -240,6 +244,7 @@ mod tests {
             audience: None,
             leeway_secs: 30,
             max_token_bytes,
+            max_lifetime_secs: u64::MAX,
         }
     }
 

@@ -131,13 +131,15 @@ mod tests {
         let defaults = crate::config::load(&minimal_path).unwrap();
         let show = |c: &crate::config::Config| {
             format!(
-                "{:?} {:?} {} {:?} {} {} {:?} {:?} {:?} {:?}",
+                "{:?} {:?} {:?} {} {:?} {} {} {:?} {:?} {:?} {:?} {:?}",
                 c.limits,
+                c.compression,
                 c.session,
                 c.server.workers,
                 c.server.max_connections,
                 c.auth.leeway.as_secs(),
                 c.auth.max_token_bytes,
+                c.auth.max_lifetime,
                 c.auth.sources,
                 c.auth.explain_to_browsers,
                 c.admin

@@ -802,6 +802,7 @@ mod tests {
                 audience: None,
                 leeway_secs: 30,
                 max_token_bytes: 4096,
+                max_lifetime_secs: u64::MAX,
             },
         }
     }

@@ -32,6 +32,8 @@ pub struct AuthSection {
     pub sources: Vec<String>,
     /// A longer token is refused without being decoded.
     pub max_token_bytes: ByteSize,
+    /// SPEC §3: `exp - iat` (`exp - now` without `iat`) above it is refused.
+    pub max_lifetime: DurationStr,
     /// SPEC §4: close with 4401/4403 instead of an HTTP status for browsers.
     pub explain_to_browsers: bool,
     /// `[[auth.key]]`.
@@ -48,6 +50,7 @@ impl Default for AuthSection {
                 .map(String::from)
                 .to_vec(),
             max_token_bytes: ByteSize(4 * 1024),
+            max_lifetime: DurationStr::secs(24 * 3600),
             explain_to_browsers: false,
             key: Vec::new(),
         }
@@ -81,6 +84,10 @@ pub struct Auth {
     pub sources: Vec<Source>,
     /// A longer token is 401 `invalid_token`, never decoded.
     pub max_token_bytes: usize,
+    /// SPEC §3: the longest lifetime a token may claim (`exp - iat`, or `exp - now`
+    /// without `iat`); longer is 401 `invalid_token` at the handshake and on refresh, so
+    /// revocation retention always outlives the tokens it revokes.
+    pub max_lifetime: Duration,
     /// SPEC §4: explain refusals to browsers with 4401/4403 close codes.
     pub explain_to_browsers: bool,
     /// `[[auth.key]]`, read from disk, in file order; `kid`s are unique.
@@ -206,12 +213,22 @@ pub(super) fn auth(
             ),
         );
     }
+    if raw.max_lifetime.0.as_secs() == 0 {
+        problems.error(
+            "auth.max_lifetime",
+            format!(
+                "must be at least 1s, got {} (every token would be refused)",
+                raw.max_lifetime
+            ),
+        );
+    }
     Auth {
         issuer: raw.issuer.clone(),
         audience: raw.audience.clone(),
         leeway: raw.leeway.0,
         sources: sources(&raw.sources, origin, problems),
         max_token_bytes: to_usize(max_token_bytes),
+        max_lifetime: raw.max_lifetime.0,
         explain_to_browsers: raw.explain_to_browsers,
         keys: keys(&raw.key, base_dir, problems),
     }

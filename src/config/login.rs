@@ -170,6 +170,8 @@ pub(super) struct Around<'a> {
     pub auth_issuer: Option<&'a str>,
     /// The `kid`s of `[[auth.key]]`.
     pub static_kids: Vec<&'a str>,
+    /// `auth.max_lifetime`.
+    pub max_lifetime: Duration,
 }
 
 fn required<'a, T>(
@@ -311,6 +313,15 @@ pub(super) fn login(
     let access_ttl = raw.access_ttl.0;
     if access_ttl.as_secs() == 0 {
         problems.error("login.access_ttl", "must be at least 1s");
+    } else if access_ttl > around.max_lifetime {
+        problems.error(
+            "login.access_ttl",
+            format!(
+                "{} is longer than auth.max_lifetime ({}): the gateway would refuse its own tokens",
+                raw.access_ttl,
+                DurationStr(around.max_lifetime)
+            ),
+        );
     }
     if refresh_ttl_shorter(raw) {
         problems.error("login.refresh_ttl", "must be at least access_ttl");

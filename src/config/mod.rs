@@ -14,6 +14,7 @@
 
 mod admin;
 mod auth;
+mod compression;
 mod document;
 mod limits;
 mod login;
@@ -32,6 +33,7 @@ use std::path::{Path, PathBuf};
 
 use self::admin::admin;
 use self::auth::auth;
+use self::compression::compression;
 use self::document::{escape_controls, line_of, locate, one_line, raw_from_str, Located};
 use self::limits::limits;
 use self::origin::origin;
@@ -45,6 +47,7 @@ pub use self::admin::{Admin, AdminSection};
 pub use self::auth::{
     Auth, AuthSection, KeyConfig, KeyMaterial, LoadedKey, Source, ED25519_SPKI_PREFIX,
 };
+pub use self::compression::{Compression, CompressionSection};
 pub use self::limits::{Limits, LimitsSection};
 pub use self::login::{thumbprint, FailureRate, Login, LoginSection, SigningKeyDer};
 pub use self::origin::{Origin, OriginSection};
@@ -74,6 +77,8 @@ pub struct RawConfig {
     pub session: SessionSection,
     /// `[admin]`, when present.
     pub admin: Option<AdminSection>,
+    /// `[compression]`.
+    pub compression: CompressionSection,
     /// `[[route]]`.
     pub route: Vec<RouteConfig>,
     /// `[login]`, when present.
@@ -81,8 +86,17 @@ pub struct RawConfig {
 }
 
 /// The keys allowed at the top level of the file.
-pub const TOP_LEVEL_KEYS: [&str; 9] = [
-    "server", "tls", "auth", "origin", "limits", "session", "admin", "route", "login",
+pub const TOP_LEVEL_KEYS: [&str; 10] = [
+    "server",
+    "tls",
+    "auth",
+    "origin",
+    "limits",
+    "session",
+    "admin",
+    "compression",
+    "route",
+    "login",
 ];
 
 /// A validated configuration: every value resolved, every file read.
@@ -104,6 +118,8 @@ pub struct Config {
     pub session: Session,
     /// `[admin]`, when present.
     pub admin: Option<Admin>,
+    /// `[compression]` (SPEC §10).
+    pub compression: Compression,
     /// `[[route]]`, in file order; paths are unique.
     pub routes: Vec<Route>,
     /// `[login]`, when present: the token service (SPEC §11).
@@ -311,6 +327,7 @@ pub fn demo(listen: SocketAddr, ed25519_spki_der: Vec<u8>) -> Config {
         scope: Vec::new(),
         protocols: Vec::new(),
         backend: Backend::Echo,
+        compression: true,
     }];
     config.warnings = Vec::new();
     config
@@ -376,9 +393,11 @@ pub(super) fn validate(raw: &RawConfig, base_dir: &Path, problems: &mut Problems
             admin_listen: admin.as_ref().map(|a| a.listen),
             auth_issuer: auth.issuer.as_deref(),
             static_kids: auth.keys.iter().filter_map(|k| k.kid.as_deref()).collect(),
+            max_lifetime: auth.max_lifetime,
         };
         self::login::login(section, &around, base_dir, problems)
     });
+    let compression = compression(&raw.compression, problems);
 
     // The login key (SPEC §11) verifies the tokens the token service issues.
     if raw.auth.key.is_empty() && raw.login.is_none() {
@@ -407,6 +426,7 @@ pub(super) fn validate(raw: &RawConfig, base_dir: &Path, problems: &mut Problems
         limits,
         session,
         admin,
+        compression,
         routes,
         login,
         warnings: Vec::new(),

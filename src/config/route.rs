@@ -32,6 +32,8 @@ pub struct RouteConfig {
     pub upstream_backoff: Option<DurationStr>,
     /// How long an upstream handshake may take (default 10s).
     pub upstream_timeout: Option<DurationStr>,
+    /// `false`: this route never negotiates permessage-deflate (SPEC §10; default true).
+    pub compression: Option<bool>,
 }
 
 /// One `[[route]]`, resolved.
@@ -47,6 +49,8 @@ pub struct Route {
     pub protocols: Vec<String>,
     /// Where messages go.
     pub backend: Backend,
+    /// permessage-deflate may be negotiated here when `[compression]` turns it on.
+    pub compression: bool,
 }
 
 /// A route's backend.
@@ -158,6 +162,7 @@ pub(super) fn routes(raw: &[RouteConfig], problems: &mut Problems) -> Vec<Route>
             scope: route.scope.clone(),
             protocols: route.protocols.clone(),
             backend,
+            compression: route.compression.unwrap_or(true),
         });
     }
     routes

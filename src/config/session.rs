@@ -17,6 +17,8 @@ pub struct SessionSection {
     pub refresh: String,
     /// When `wsgate.expiring` is sent before `exp`.
     pub expiry_notice: DurationStr,
+    /// Failed refreshes allowed per connection; one more closes it with 1008.
+    pub max_failed_refreshes: u32,
 }
 
 impl Default for SessionSection {
@@ -25,6 +27,7 @@ impl Default for SessionSection {
             on_expiry: "close".to_owned(),
             refresh: "message".to_owned(),
             expiry_notice: DurationStr::secs(60),
+            max_failed_refreshes: 3,
         }
     }
 }
@@ -38,6 +41,9 @@ pub struct Session {
     pub refresh: Refresh,
     /// When `wsgate.expiring` is sent before `exp`.
     pub expiry_notice: Duration,
+    /// SPEC §6: failed in-band refreshes allowed per connection; one more closes it with
+    /// 1008 "too many failed refreshes".
+    pub max_failed_refreshes: u32,
 }
 
 /// `session.on_expiry`.
@@ -82,5 +88,6 @@ pub(super) fn session(raw: &SessionSection, problems: &mut Problems) -> Session 
         on_expiry,
         refresh,
         expiry_notice: raw.expiry_notice.0,
+        max_failed_refreshes: raw.max_failed_refreshes,
     }
 }

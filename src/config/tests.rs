@@ -239,6 +239,10 @@ fn raw_defaults_are_the_spec_values() {
         ["query:access_token", "query:token", "protocol", "header"]
     );
     assert_eq!(auth.max_token_bytes.to_string(), "4KiB");
+    assert_eq!(
+        auth.max_lifetime.0,
+        std::time::Duration::from_secs(24 * 3600)
+    );
     assert!(!auth.explain_to_browsers);
     let limits = LimitsSection::default();
     let shown = [
@@ -311,4 +315,20 @@ fn line_lookup_follows_paths() {
         Some(4)
     );
     assert_eq!(line(""), None);
+}
+
+#[test]
+fn max_lifetime_is_read_and_must_be_positive() {
+    let c = parse_str(
+        &format!("{BASE}[auth]\nmax_lifetime = \"15m\"\n"),
+        Path::new("/nonexistent"),
+        "wsgate.toml",
+    )
+    .unwrap();
+    assert_eq!(c.auth.max_lifetime, std::time::Duration::from_secs(900));
+    let lines = errors(&format!("{BASE}[auth]\nmax_lifetime = \"0s\"\n"));
+    assert!(
+        has(&lines, "auth.max_lifetime: must be at least 1s"),
+        "{lines:#?}"
+    );
 }

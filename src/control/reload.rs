@@ -72,6 +72,12 @@ impl Reloader {
             .subjects
             .limit
             .store(l.per_subject_connections as usize, Ordering::Relaxed);
+        self.shared
+            .max_connections
+            .store(config.server.max_connections, Ordering::Relaxed);
+        self.shared
+            .deflate_budget
+            .set_limit(config.compression.memory);
         self.workers.broadcast(|| Command::Reload(Arc::clone(&rt)));
         if let (Some(admin), Some(cfg)) = (&self.admin, &config.admin) {
             admin.publish(AdminView {

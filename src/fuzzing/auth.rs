@@ -35,6 +35,7 @@ fn fuzz_verifier() -> &'static Verifier {
                 audience: Some("wsgate".into()),
                 leeway_secs: 30,
                 max_token_bytes: FUZZ_MAX_TOKEN_BYTES,
+                max_lifetime_secs: 24 * 3600,
             },
         }
     })

@@ -4,12 +4,14 @@
 
 mod auth;
 mod config;
+mod deflate;
 mod http;
 mod revlog;
 mod ws;
 
 pub use auth::fuzz_jws;
 pub use config::fuzz_config;
+pub use deflate::fuzz_session_deflate;
 pub use http::fuzz_http_request;
 pub use revlog::fuzz_revlog;
 pub use ws::{fuzz_frame_header, fuzz_session, virtual_epoch};

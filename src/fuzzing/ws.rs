@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::proto::ws::close::{is_valid_received_code, parse_close_payload};
+use crate::proto::ws::deflate::{PerMessageDeflate, RSV1_FIELD};
 use crate::proto::ws::frame::{
     parse_header, write_header, write_masked_frame, FrameHeader, OpCode, MAX_HEADER_LEN,
 };
@@ -20,9 +21,11 @@ pub fn virtual_epoch() -> Instant {
 
 /// Checks the server's output frame by frame, across flushes.
 #[derive(Debug, Default)]
-struct OutputChecker {
+pub(super) struct OutputChecker {
     /// A close frame was seen: nothing may follow it.
     closed: bool,
+    /// With permessage-deflate: the client's view, inflating what the server compressed.
+    pub(super) deflate: Option<PerMessageDeflate>,
 }
 
 impl OutputChecker {
@@ -40,8 +43,21 @@ impl OutputChecker {
             assert!(!self.closed, "a frame was written after the close frame");
             // RFC 6455 §5.1: a server MUST NOT mask.
             assert_eq!(header.mask, None, "server frame is masked");
-            assert_eq!(header.rsv, 0, "server frame has RSV bits");
             let opcode = OpCode::from_u8(header.opcode);
+            // RFC 7692 §6: RSV1 only on (the first frame of) a compressed data message.
+            let compressed = header.rsv == RSV1_FIELD
+                && self.deflate.is_some()
+                && matches!(opcode, Some(OpCode::Text | OpCode::Binary));
+            assert!(header.rsv == 0 || compressed, "server frame has RSV bits");
+            let mut inflated = Vec::new();
+            let payload = match self.deflate.as_mut().filter(|_| compressed) {
+                Some(client) => {
+                    let result = client.inflate(payload, u64::MAX, &mut inflated);
+                    assert!(result.is_ok(), "the server compressed an invalid stream");
+                    &inflated[..]
+                }
+                None => payload,
+            };
             assert!(opcode.is_some(), "server wrote a reserved opcode");
             match opcode {
                 Some(OpCode::Close) => {
@@ -69,17 +85,17 @@ impl OutputChecker {
 }
 
 /// A minimal I/O shell around a [`Session`] with the echo backend.
-struct Driver {
-    session: Session,
+pub(super) struct Driver {
+    pub(super) session: Session,
     limits: SessionLimits,
     pending: Vec<u8>,
     out: Vec<u8>,
-    checker: OutputChecker,
+    pub(super) checker: OutputChecker,
     delivered: usize,
 }
 
 impl Driver {
-    fn new(limits: SessionLimits, now: Instant) -> Driver {
+    pub(super) fn new(limits: SessionLimits, now: Instant) -> Driver {
         Driver {
             session: Session::new(limits, now),
             limits,
@@ -92,7 +108,7 @@ impl Driver {
 
     /// Appends `bytes` and runs the session until it consumes nothing more, flushing the
     /// output only when backpressure stops it (so that the stop is exercised).
-    fn feed(&mut self, bytes: &[u8], now: Instant) {
+    pub(super) fn feed(&mut self, bytes: &[u8], now: Instant) {
         self.pending.extend_from_slice(bytes);
         let max_message = self.limits.max_message;
         loop {
@@ -145,7 +161,7 @@ impl Driver {
         self.flush();
     }
 
-    fn timeout(&mut self, now: Instant) {
+    pub(super) fn timeout(&mut self, now: Instant) {
         self.session.handle_timeout(now, &mut self.out);
         self.flush();
     }
@@ -167,7 +183,7 @@ impl Driver {
 }
 
 /// Limits for fuzzing: small, so that every limit is reachable; `flags` picks the variants.
-fn fuzz_limits(flags: u8) -> SessionLimits {
+pub(super) fn fuzz_limits(flags: u8) -> SessionLimits {
     SessionLimits {
         max_frame: if flags & 0x01 != 0 { 64 } else { 700 },
         max_message: if flags & 0x02 != 0 { 100 } else { 1500 },

@@ -367,6 +367,11 @@ impl Gate {
                 );
                 if revoked {
                     ctx.auth_failure = Some(TokenError::Revoked.reason_label());
+                    // SPEC §4: a correctly signed, revoked token is explained too (4403),
+                    // so that a page stops its reconnect loop.
+                    if explain {
+                        return Ok(TokenOutcome::Explain(ProtocolError::TokenRevoked));
+                    }
                     return Err(invalid(&TokenError::Revoked));
                 }
                 ctx.longest_lifetime.fetch_max(
@@ -437,10 +442,6 @@ fn select_protocol<'b>(head: &RequestHead<'_, 'b>, allowed: &[String]) -> Option
     }
     None
 }
-
-/// The prefix that marks an in-band refresh message (SPEC §6). Testing it is all that an
-/// ordinary message costs.
-pub const REFRESH_PREFIX: &[u8] = br#"{"type":"wsgate.refresh""#;
 
 /// `{"type":"wsgate.refresh","token":"<jwt>"}`.
 #[derive(serde::Deserialize)]

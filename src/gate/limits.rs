@@ -171,6 +171,20 @@ impl IpTable {
         e.connections = e.connections.saturating_add(1);
     }
 
+    /// SPEC §4, at accept: counts a new connection from `ip` unless that would pass
+    /// `per_ip_connections` (0 = no limit); false = close it at once, uncounted.
+    pub fn try_connection_opened(&self, ip: IpAddr, now: Instant) -> bool {
+        let ip = self.key(ip);
+        let limit = self.budget().connections;
+        let mut shard = self.shard(&ip);
+        let e = self.entry(&mut shard, ip, now);
+        if limit > 0 && e.connections >= limit {
+            return false;
+        }
+        e.connections = e.connections.saturating_add(1);
+        true
+    }
+
     /// Uncounts a connection from `ip`.
     pub fn connection_closed(&self, ip: IpAddr, now: Instant) {
         let ip = self.key(ip);
@@ -203,6 +217,16 @@ impl IpTable {
             return Err(IpRefusal::AuthFailures(retry_after_secs(wait)));
         }
         Ok(())
+    }
+
+    /// SPEC §6: whether `ip` may have a token checked now (its failed-token budget is not
+    /// exhausted). An in-band refresh asks before any signature is checked; nothing is
+    /// taken (only failures take from this budget).
+    pub fn auth_allowed(&self, ip: IpAddr, now: Instant) -> bool {
+        let ip = self.key(ip);
+        let mut shard = self.shard(&ip);
+        let e = self.entry(&mut shard, ip, now);
+        e.auth_failures.retry_after(1, now).is_zero()
     }
 
     /// Records one failed token verification from `ip`.
@@ -343,11 +367,24 @@ mod table_tests {
         t.connection_closed(a, t0);
         assert_eq!(t.admit_handshake(b, t0), Ok(()));
         // Auth failures of one address count for the whole prefix.
+        assert!(t.auth_allowed(b, t0));
         t.auth_failed(a, t0);
+        assert!(
+            !t.auth_allowed(b, t0),
+            "an in-band refresh shares the prefix's budget"
+        );
         assert!(matches!(
             t.admit_handshake(b, t0),
             Err(IpRefusal::AuthFailures(_))
         ));
+        // At accept (SPEC §4): the cap counts the prefix, not the address.
+        let t = IpTable::new(budget());
+        assert!(t.try_connection_opened(a, t0));
+        assert!(t.try_connection_opened(b, t0));
+        assert!(!t.try_connection_opened(b, t0));
+        assert!(t.try_connection_opened(other, t0));
+        t.connection_closed(a, t0);
+        assert!(t.try_connection_opened(b, t0));
         // Handshakes: the bucket (3/s) is shared too.
         let t = IpTable::new(budget());
         for ip in [a, b, a] {
@@ -402,6 +439,45 @@ mod table_tests {
         t.connection_opened(ip, t9);
         t.connection_closed(ip, t9);
         assert_eq!(t.tracked(), 1);
+    }
+
+    #[test]
+    fn accept_refuses_past_the_per_ip_cap_without_counting() {
+        let t0 = crate::fuzzing::virtual_epoch();
+        let t = IpTable::new(budget());
+        let ip: IpAddr = "10.0.0.4".parse().expect("ip");
+        assert!(t.try_connection_opened(ip, t0));
+        assert!(t.try_connection_opened(ip, t0));
+        assert!(!t.try_connection_opened(ip, t0));
+        assert!(!t.try_connection_opened(ip, t0));
+        // Another address has its own budget.
+        assert!(t.try_connection_opened("10.0.0.5".parse().expect("ip"), t0));
+        // The refused ones were not counted: one close makes room for one.
+        t.connection_closed(ip, t0);
+        assert!(t.try_connection_opened(ip, t0));
+        assert!(!t.try_connection_opened(ip, t0));
+        // 0 = no limit.
+        let open = IpTable::new(IpBudget {
+            connections: 0,
+            ..budget()
+        });
+        for _ in 0..100 {
+            assert!(open.try_connection_opened(ip, t0));
+        }
+    }
+
+    #[test]
+    fn auth_allowed_asks_without_taking() {
+        let t0 = crate::fuzzing::virtual_epoch();
+        let t = IpTable::new(budget());
+        let ip: IpAddr = "10.0.0.6".parse().expect("ip");
+        for _ in 0..5 {
+            assert!(t.auth_allowed(ip, t0));
+        }
+        t.auth_failed(ip, t0);
+        assert!(!t.auth_allowed(ip, t0));
+        assert!(t.auth_allowed("10.0.0.7".parse().expect("ip"), t0));
+        assert!(t.auth_allowed(ip, t0 + Duration::from_secs(1)));
     }
 
     #[test]

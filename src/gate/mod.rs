@@ -3,4 +3,5 @@
 pub mod decide;
 pub mod limits;
 pub mod origin;
+pub mod refresh;
 pub mod reject;

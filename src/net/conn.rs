@@ -4,6 +4,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use mio::net::TcpStream;
@@ -91,6 +92,21 @@ pub struct Conn {
     pub notice_at: Option<Instant>,
     /// When the connection was accepted.
     pub accepted_at: Instant,
+    /// The connection's id in logs: unique for the process's life (SPEC §7), never
+    /// reused like a slab slot is.
+    pub serial: u64,
+    /// SPEC §6: in-band refreshes that failed on this connection.
+    pub failed_refreshes: u32,
+    /// SPEC §10: permessage-deflate agreed at the handshake of a proxied route, held for
+    /// the client's 101 (sent once the upstream answers).
+    pub deflate: Option<Box<crate::proto::ws::deflate::PerMessageDeflate>>,
+}
+
+/// The next connection id for logs: process-wide, starting at 1, never reused (64 bits
+/// do not wrap in the life of a process).
+pub fn next_serial() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 impl Conn {

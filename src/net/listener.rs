@@ -2,7 +2,17 @@
 //! counts the connection (process-wide and per IP, SPEC §4: "per_ip_connections counts a
 //! connection from its accept"), and hands the socket to the next worker round-robin
 //! over a crossbeam channel, waking that worker's poll once per batch.
+//!
+//! SPEC §4, at accept, before a byte is read: a connection past `max_connections` or
+//! `per_ip_connections` is closed at once, without a response. At the process's
+//! file-descriptor limit (EMFILE, or ENFILE for the system's) the pending connection
+//! would stay in the backlog and every readiness report would fail the same way; the
+//! acceptor keeps one descriptor in reserve (libuv's and nginx's "EMFILE trick"): it
+//! closes the reserve, accepts and closes one pending connection, and reopens the
+//! reserve, so each pending connection costs one accept and the loop ends at
+//! WouldBlock. When even that fails, it waits `ACCEPT_RETRY` instead of spinning.
 
+use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -14,7 +24,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::worker::{Command, Shared, WorkerHandle};
 use crate::clock;
-use crate::error;
+use crate::{error, warn};
 
 /// Token of the acceptor's stop waker.
 const STOP: Token = Token(usize::MAX);
@@ -43,6 +53,21 @@ pub struct Acceptor {
     workers: Vec<WorkerHandle>,
     shared: Arc<Shared>,
     next: usize,
+    /// A descriptor held in reserve for accepting-and-closing at the fd limit.
+    reserve: Option<File>,
+    /// When the last "descriptor limit" warning was logged (one a second at most).
+    warned_at: Option<std::time::Instant>,
+}
+
+/// Opens the reserve descriptor.
+fn open_reserve() -> Option<File> {
+    File::open("/dev/null").ok()
+}
+
+/// EMFILE (process) or ENFILE (system): out of file descriptors.
+fn out_of_descriptors(e: &io::Error) -> bool {
+    // Linux errno values: ENFILE 23, EMFILE 24.
+    matches!(e.raw_os_error(), Some(23 | 24))
 }
 
 impl Acceptor {
@@ -64,6 +89,8 @@ impl Acceptor {
                 workers,
                 shared,
                 next: 0,
+                reserve: open_reserve(),
+                warned_at: None,
             },
             stop,
         ))
@@ -88,6 +115,9 @@ impl Acceptor {
                 return;
             }
             retry = false;
+            if self.reserve.is_none() {
+                self.reserve = open_reserve();
+            }
             // Edge-triggered: every listener is drained whether or not it was named.
             for i in 0..self.listeners.len() {
                 retry |= self.accept_all(i, &mut woken);
@@ -105,9 +135,23 @@ impl Acceptor {
         loop {
             match self.listeners[i].accept() {
                 Ok((socket, peer)) => {
+                    // SPEC §4: the caps apply at accept; past either the socket is closed
+                    // at once (dropped), no byte read or written.
+                    let max = self.shared.max_connections.load(Ordering::Relaxed);
+                    if self.shared.open.load(Ordering::Relaxed) >= max {
+                        drop(socket);
+                        continue;
+                    }
+                    if !self
+                        .shared
+                        .ips
+                        .try_connection_opened(peer.ip(), clock::now())
+                    {
+                        drop(socket);
+                        continue;
+                    }
                     let _ = socket.set_nodelay(true);
                     self.shared.open.fetch_add(1, Ordering::Relaxed);
-                    self.shared.ips.connection_opened(peer.ip(), clock::now());
                     let w = self.next % self.workers.len();
                     self.next = self.next.wrapping_add(1);
                     if self.workers[w]
@@ -125,11 +169,53 @@ impl Acceptor {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {}
+                Err(e) if out_of_descriptors(&e) && self.reserve.is_some() => {
+                    self.warn_limit(&e);
+                    // Free the reserve, take one pending connection and close it.
+                    self.reserve = None;
+                    let taken = self.listeners[i].accept();
+                    // The accepted socket is closed before the reserve is reopened in
+                    // its place.
+                    let done = match taken {
+                        Ok((socket, _)) => {
+                            drop(socket);
+                            None
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Some(false),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => None,
+                        Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => None,
+                        // Still failing (another thread took the descriptor): wait.
+                        Err(_) => Some(true),
+                    };
+                    self.reserve = open_reserve();
+                    if let Some(retry) = done {
+                        return retry;
+                    }
+                }
+                Err(e) if out_of_descriptors(&e) => {
+                    // No reserve (it could not be reopened): wait rather than spin.
+                    self.warn_limit(&e);
+                    return true;
+                }
                 Err(e) => {
                     error!("acceptor: accept failed: {e}; retrying shortly");
                     return true;
                 }
             }
+        }
+    }
+}
+
+impl Acceptor {
+    /// Logs that the descriptor limit was hit, at most once a second.
+    fn warn_limit(&mut self, e: &io::Error) {
+        let now = clock::now();
+        if self
+            .warned_at
+            .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1))
+        {
+            self.warned_at = Some(now);
+            warn!("acceptor: {e}: at the file-descriptor limit, closing new connections at once (raise `ulimit -n`)");
         }
     }
 }

@@ -24,6 +24,7 @@ use crate::gate::limits::{IpBudget, IpTable, SubjectTable};
 use crate::gate::origin::OriginPolicy;
 use crate::info;
 use crate::metrics::Metrics;
+use crate::proto::ws::deflate::MemoryBudget;
 use crate::proto::ws::session::SessionLimits;
 
 /// How long the gateway keeps draining a connection after its last bytes (close frame
@@ -63,6 +64,7 @@ pub fn build_verifier(config: &Config) -> Result<Option<Verifier>, String> {
             audience: config.auth.audience.clone(),
             leeway_secs: config.auth.leeway.as_secs(),
             max_token_bytes: config.auth.max_token_bytes,
+            max_lifetime_secs: config.auth.max_lifetime.as_secs(),
         },
     }))
 }
@@ -191,10 +193,15 @@ pub fn build_runtime(config: &Config) -> Result<Runtime, String> {
         tls,
         refresh: config.session.refresh == crate::config::Refresh::Message,
         expiry_notice: config.session.expiry_notice,
+        max_failed_refreshes: config.session.max_failed_refreshes,
         leeway_secs: config.auth.leeway.as_secs(),
         upstream_addrs,
         token_cookie_names,
         plain: None,
+        compression: config
+            .compression
+            .permessage_deflate
+            .then_some(config.compression.deflate),
     })
 }
 
@@ -252,6 +259,7 @@ pub fn start_on(
     let l = &config.limits;
     let shared = Arc::new(Shared {
         open: AtomicUsize::new(0),
+        max_connections: AtomicUsize::new(config.server.max_connections),
         per_worker: (0..n).map(|_| AtomicUsize::new(0)).collect(),
         accepted_per_worker: (0..n).map(|_| AtomicUsize::new(0)).collect(),
         ips: IpTable::new(IpBudget {
@@ -265,6 +273,7 @@ pub fn start_on(
         revocations: Arc::new(ArcSwap::from_pointee(revocations)),
         longest_lifetime: AtomicU64::new(0),
         metrics: Arc::new(Metrics::new(n, &TokenError::REASON_LABELS)),
+        deflate_budget: MemoryBudget::new(config.compression.memory),
     });
     let mut workers = Vec::with_capacity(n);
     let mut handles = Vec::with_capacity(n);

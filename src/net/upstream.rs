@@ -147,26 +147,27 @@ impl UpstreamLeg {
         Ok(())
     }
 
-    /// While connecting: Some(true) once connected, Some(false) while in progress, None
-    /// when the connect failed (refused, unreachable): try another upstream.
-    pub fn poll_connected(&mut self) -> Option<bool> {
+    /// While connecting: Ok(true) once connected, Ok(false) while in progress, the OS
+    /// error when the connect failed (refused, unreachable): try another upstream.
+    pub fn poll_connected(&mut self) -> io::Result<bool> {
         // mio: after a writable event, `take_error` then `peer_addr` tell the outcome.
-        if let Ok(Some(_)) | Err(_) = self.socket.take_error() {
-            return None;
+        match self.socket.take_error() {
+            Ok(Some(e)) | Err(e) => return Err(e),
+            Ok(None) => {}
         }
         match self.socket.peer_addr() {
             Ok(_) => {
                 let Some(request) = self.requests.get_mut(self.target).map(std::mem::take) else {
                     // No request for this target: treat as a failed connect (never built so).
-                    return None;
+                    return Err(io::Error::other("no upgrade request for this upstream"));
                 };
                 self.state = LegState::Handshaking;
                 self.wbuf = request;
                 self.requests = Vec::new();
-                Some(true)
+                Ok(true)
             }
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => Some(false),
-            Err(_) => None,
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+            Err(e) => Err(e),
         }
     }
 
@@ -325,7 +326,9 @@ impl UpstreamLeg {
 
     /// Relays every complete upstream frame in `rbuf` to `client_out` (data frames as
     /// they are: unmasked server frames are valid for the client), answers pings, and
-    /// stops when `client_out` reaches `limit` (backpressure) or a close arrives.
+    /// stops when `client_out` reaches `limit` (backpressure) or a close arrives. A ping
+    /// waits in `rbuf` while the pongs already queued for the upstream reach `limit`:
+    /// an upstream that pings without reading costs bounded memory, as a client does.
     /// Frames longer than `max_frame` break the leg (bounded memory).
     pub fn relay(&mut self, client_out: &mut Vec<u8>, limit: usize, max_frame: u64) -> Relayed {
         let mut pos = 0;
@@ -355,6 +358,9 @@ impl UpstreamLeg {
                 break Relayed::Continue;
             };
             let payload = &frame[header_len..];
+            if op == OpCode::Ping && self.wbuf.len() >= limit {
+                break Relayed::Continue;
+            }
             match op {
                 OpCode::Ping => {
                     let payload = payload.to_vec();

@@ -27,6 +27,8 @@ pub enum ProtocolError {
     MessageTooBig,
     /// RFC 6455 §8.1: a text message that is not UTF-8.
     InvalidUtf8,
+    /// RFC 7692 §7.2.2: a compressed message that is not a valid DEFLATE stream (1007).
+    InvalidCompressedData,
     /// RFC 6455 §7.4: a close code that may not appear on the wire.
     InvalidCloseCode(u16),
     /// RFC 6455 §5.5.1: a close payload of exactly one byte.
@@ -51,6 +53,8 @@ pub enum ProtocolError {
     TokenRevoked,
     /// SPEC §6: the key that signed the connection's token was removed by a reload.
     KeyRetired,
+    /// SPEC §6: more failed in-band refreshes than `session.max_failed_refreshes`.
+    TooManyFailedRefreshes,
 }
 
 /// SPEC §6: 4401 mirrors HTTP 401 ("refresh and reconnect") in the private-use range.
@@ -83,9 +87,13 @@ impl ProtocolError {
             | ProtocolError::LengthTopBitSet
             | ProtocolError::InvalidCloseCode(_)
             | ProtocolError::CloseFrameTooShort => PROTOCOL_ERROR,
-            ProtocolError::InvalidUtf8 | ProtocolError::InvalidCloseReason => INVALID_PAYLOAD,
+            ProtocolError::InvalidUtf8
+            | ProtocolError::InvalidCompressedData
+            | ProtocolError::InvalidCloseReason => INVALID_PAYLOAD,
             ProtocolError::FrameTooBig | ProtocolError::MessageTooBig => MESSAGE_TOO_BIG,
-            ProtocolError::RateLimited | ProtocolError::SlowConsumer => POLICY_VIOLATION,
+            ProtocolError::RateLimited
+            | ProtocolError::SlowConsumer
+            | ProtocolError::TooManyFailedRefreshes => POLICY_VIOLATION,
             ProtocolError::IdleTimeout | ProtocolError::GoingAway => GOING_AWAY,
             ProtocolError::TokenExpired
             | ProtocolError::TokenNotYetValid
@@ -108,6 +116,7 @@ impl ProtocolError {
             ProtocolError::FrameTooBig => "frame too big",
             ProtocolError::MessageTooBig => "message too big",
             ProtocolError::InvalidUtf8 => "invalid utf-8",
+            ProtocolError::InvalidCompressedData => "invalid compressed data",
             ProtocolError::InvalidCloseCode(_) => "invalid close code",
             ProtocolError::CloseFrameTooShort => "close frame too short",
             ProtocolError::InvalidCloseReason => "invalid close reason",
@@ -120,6 +129,7 @@ impl ProtocolError {
             ProtocolError::InsufficientScope => "insufficient scope",
             ProtocolError::TokenRevoked => "token revoked",
             ProtocolError::KeyRetired => "key retired",
+            ProtocolError::TooManyFailedRefreshes => "too many failed refreshes",
         }
     }
 }
@@ -128,7 +138,7 @@ impl ProtocolError {
 mod tests {
     use super::*;
 
-    const ALL: [ProtocolError; 23] = [
+    const ALL: [ProtocolError; 25] = [
         ProtocolError::ReservedBitsSet,
         ProtocolError::ReservedOpcode(3),
         ProtocolError::UnmaskedFrame,
@@ -140,6 +150,7 @@ mod tests {
         ProtocolError::FrameTooBig,
         ProtocolError::MessageTooBig,
         ProtocolError::InvalidUtf8,
+        ProtocolError::InvalidCompressedData,
         ProtocolError::InvalidCloseCode(1005),
         ProtocolError::CloseFrameTooShort,
         ProtocolError::InvalidCloseReason,
@@ -152,6 +163,7 @@ mod tests {
         ProtocolError::InsufficientScope,
         ProtocolError::TokenRevoked,
         ProtocolError::KeyRetired,
+        ProtocolError::TooManyFailedRefreshes,
     ];
 
     #[test]
@@ -162,6 +174,7 @@ mod tests {
         assert_eq!(ProtocolError::InvalidCloseCode(999).close_code(), 1002);
         assert_eq!(ProtocolError::InvalidUtf8.close_code(), 1007);
         assert_eq!(ProtocolError::InvalidCloseReason.close_code(), 1007);
+        assert_eq!(ProtocolError::InvalidCompressedData.close_code(), 1007);
         assert_eq!(ProtocolError::FrameTooBig.close_code(), 1009);
         assert_eq!(ProtocolError::MessageTooBig.close_code(), 1009);
         assert_eq!(ProtocolError::RateLimited.close_code(), 1008);

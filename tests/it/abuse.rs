@@ -102,6 +102,13 @@ fn attempt_from(gw: &Gateway, ip: Ipv4Addr, extra: &[&str]) -> (Response, TcpStr
     (r, s)
 }
 
+/// Like `attempt_from`, but None when the gateway closed the connection at accept
+/// without a byte (SPEC §4: past `per_ip_connections` or `max_connections`).
+fn attempt_from_or_closed(gw: &Gateway, ip: Ipv4Addr) -> Option<(Response, TcpStream)> {
+    let s = connect_from(gw.addr, ip, None);
+    answer_or_closed(s, upgrade_request("/echo", &[]).as_bytes())
+}
+
 /// An open WebSocket on /echo from `ip`.
 fn open_from(gw: &Gateway, ip: Ipv4Addr, extra: &[&str]) -> TcpStream {
     let (r, s) = attempt_from(gw, ip, extra);
@@ -799,19 +806,21 @@ fn connection_churn_with_resets_leaks_nothing() {
             // Reset halfway through the request.
             1 => s.write_all(&full.as_bytes()[..40]).expect("half request"),
             // Reset right after the 101.
-            2 | 3 => {
-                s.write_all(full.as_bytes()).expect("request");
-                let r = read_response(&mut s);
-                if r.status == 429 {
+            2 | 3 => match answer_or_closed(s, full.as_bytes()) {
+                // SPEC §4: past per_ip_connections the connection is closed at accept.
+                None => {
                     refused += 1;
-                } else {
+                    continue;
+                }
+                Some((r, mut answered)) => {
                     assert_eq!(r.status, 101, "cycle {i}: {r:?}");
+                    // ... or with an echo of 64 KiB still pending.
+                    if i % 4 == 3 {
+                        answered.write_all(&message).expect("message");
+                    }
+                    s = answered;
                 }
-                // ... or with an echo of 64 KiB still pending.
-                if i % 4 == 3 && r.status == 101 {
-                    s.write_all(&message).expect("message");
-                }
-            }
+            },
             _ => unreachable!(),
         }
         reset(s);
@@ -823,21 +832,21 @@ fn connection_churn_with_resets_leaks_nothing() {
     let mut held = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(2);
     while held.len() < 20 && Instant::now() < deadline {
-        let (r, s) = attempt_from(&gw, ATTACKER_IP, &[]);
-        if r.status == 101 {
-            held.push(s);
-        } else {
-            assert_429(&r);
-            std::thread::sleep(Duration::from_millis(50));
+        match attempt_from_or_closed(&gw, ATTACKER_IP) {
+            Some((r, s)) => {
+                assert_eq!(r.status, 101, "{r:?}");
+                held.push(s);
+            }
+            None => std::thread::sleep(Duration::from_millis(50)),
         }
     }
     let fit = held.len();
     eprintln!(
-        "abuse[connection churn]: 2000 cycles in {churn_took:?} ({refused} refused 429); fds {fds_before}->{fds_after} (3 s later); {fit} of 20 fit again; rss {rss_before}->{rss_after} KiB"
+        "abuse[connection churn]: 2000 cycles in {churn_took:?} ({refused} refused at accept); fds {fds_before}->{fds_after} (3 s later); {fit} of 20 fit again; rss {rss_before}->{rss_after} KiB"
     );
     assert_eq!(fit, 20, "only {fit} connections fit 3 s after the churn");
-    let (r, _s) = attempt_from(&gw, ATTACKER_IP, &[]);
-    assert_429(&r);
+    // The 21st is closed at accept (SPEC §4), no response.
+    assert!(attempt_from_or_closed(&gw, ATTACKER_IP).is_none());
     let mut first = held.remove(0);
     echo_once(&mut first, 1, b"still serving");
     victim.finish("connection churn");
@@ -958,9 +967,8 @@ fn per_ip_connections_limit_counts_from_accept() {
         .collect();
     // The acceptor counts asynchronously: give it a moment to see the five.
     std::thread::sleep(Duration::from_millis(100));
-    let (r, _s) = attempt_from(&gw, ATTACKER_IP, &[]);
-    assert_429(&r);
-    assert_eq!(r.header("connection"), Some("close"), "{r:?}");
+    // SPEC §4: the eleventh is closed at accept, before a byte is read, no response.
+    assert!(attempt_from_or_closed(&gw, ATTACKER_IP).is_none());
     // Another address is not affected.
     let mut other = open_from(&gw, VICTIM_IP, &[]);
     echo_once(&mut other, 1, b"other address");
@@ -972,16 +980,14 @@ fn per_ip_connections_limit_counts_from_accept() {
     reset(upgraded.remove(0));
     let deadline = Instant::now() + Duration::from_secs(5);
     let eleventh = loop {
-        let (r, s) = attempt_from(&gw, ATTACKER_IP, &[]);
-        if r.status == 101 {
+        if let Some((r, s)) = attempt_from_or_closed(&gw, ATTACKER_IP) {
+            assert_eq!(r.status, 101, "{r:?}");
             break s;
         }
-        assert_429(&r);
         assert!(Instant::now() < deadline, "the slot was never released");
         std::thread::sleep(Duration::from_millis(50));
     };
-    let (r, _s) = attempt_from(&gw, ATTACKER_IP, &[]);
-    assert_429(&r);
+    assert!(attempt_from_or_closed(&gw, ATTACKER_IP).is_none());
     drop(eleventh);
     drop(pending);
     victim.finish("per-IP connections");
@@ -1313,27 +1319,23 @@ fn sigterm_exit_is_not_held_by_the_close_linger() {
 // ---------------------------------------------------------------------------------------
 
 #[test]
-fn max_connections_gives_503_and_frees_on_close() {
+fn max_connections_closes_at_accept_and_frees_on_close() {
     let gw = Gateway::start(&config("max_connections = 12", &[]));
     let victim = Victim::start(&gw, &[]);
     // The victim holds one; eleven more from the attacker fill the gateway.
     let mut held: Vec<TcpStream> = (0..11).map(|_| open_from(&gw, ATTACKER_IP, &[])).collect();
-    let (r, mut s) = attempt_from(&gw, ATTACKER_IP, &[]);
-    assert_eq!(r.status, 503, "{r:?}");
-    assert_eq!(r.header("connection"), Some("close"), "{r:?}");
-    assert!(reads_to_eof(&mut s));
+    // SPEC §4: past max_connections a connection is closed at accept, no response.
+    assert!(attempt_from_or_closed(&gw, ATTACKER_IP).is_none());
     // Any address: capacity is process-wide.
-    let (r, _s) = attempt_from(&gw, VICTIM_IP, &[]);
-    assert_eq!(r.status, 503, "{r:?}");
-    // A refused handshake did not take a place; a closed connection gives one back.
+    assert!(attempt_from_or_closed(&gw, VICTIM_IP).is_none());
+    // A refused connection did not take a place; a closed connection gives one back.
     reset(held.remove(0));
     let deadline = Instant::now() + Duration::from_secs(2);
     let mut again = loop {
-        let (r, s) = attempt_from(&gw, VICTIM_IP, &[]);
-        if r.status == 101 {
+        if let Some((r, s)) = attempt_from_or_closed(&gw, VICTIM_IP) {
+            assert_eq!(r.status, 101, "{r:?}");
             break s;
         }
-        assert_eq!(r.status, 503, "{r:?}");
         assert!(Instant::now() < deadline, "the place was never released");
         std::thread::sleep(Duration::from_millis(20));
     };
@@ -1443,4 +1445,56 @@ fn partial_large_frames_cost_at_most_their_declared_size() {
         fds_after <= fds_before + 2,
         "fds {fds_before} -> {fds_after}"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// File-descriptor exhaustion (SPEC §4: a reserve keeps the gateway able to accept and
+// close at its descriptor limit)
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn fd_exhaustion_closes_new_connections_without_spinning_and_recovers() {
+    let config = config("", &[]);
+    // The descriptors the gateway needs idle, measured on an unlimited twin.
+    let baseline = {
+        let gw = Gateway::start(&config);
+        fd_count(&gw)
+    };
+    let gw = Gateway::start_limited(TempDir::new(), &config, Some(baseline as u32 + 16), &[]);
+    // A flood of idle connects: far more than the descriptors left.
+    let flood: Vec<TcpStream> = (0..300)
+        .map(|_| connect_from(gw.addr, ATTACKER_IP, None))
+        .collect();
+    // At the limit, a new connection is closed at once (accept-and-close with the
+    // reserve), not left in the backlog to hang.
+    let t = Instant::now();
+    let probe = connect_from(gw.addr, VICTIM_IP, None);
+    assert!(
+        answer_or_closed(probe, upgrade_request("/echo", &[]).as_bytes()).is_none(),
+        "served at the descriptor limit?"
+    );
+    eprintln!("abuse[fd limit]: probe closed after {:?}", t.elapsed());
+    // Held at the limit, the gateway does not spin: a second costs far less than a
+    // second of CPU.
+    let cpu = cpu_ticks(gw.child.id());
+    std::thread::sleep(Duration::from_secs(1));
+    let spent = cpu_ticks(gw.child.id()) - cpu;
+    eprintln!("abuse[fd limit]: {spent} ticks of CPU in 1 s at the limit");
+    assert!(
+        spent < 50,
+        "the gateway spun at its fd limit: {spent} ticks in 1 s"
+    );
+    // The flood ends: its descriptors come back and a victim is served.
+    drop(flood);
+    let fds = fds_settle(&gw, baseline + 2, Duration::from_secs(10));
+    assert!(fds <= baseline + 2, "fds {fds}, baseline {baseline}");
+    let mut s = open_from(&gw, VICTIM_IP, &[]);
+    echo_once(&mut s, 1, b"served after the flood");
+    // The limit was reported, but not once per refused connection.
+    let warnings = gw
+        .logs()
+        .lines()
+        .filter(|l| l.contains("file-descriptor limit"))
+        .count();
+    assert!((1..=5).contains(&warnings), "{warnings} warnings");
 }

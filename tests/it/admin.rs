@@ -36,10 +36,17 @@ fn token(sub: &str, jti: &str, scope: &str) -> String {
 }
 
 fn config() -> String {
-    r#"
+    config_with("")
+}
+
+/// The admin test config with `extra` (whole sections) before the keys.
+fn config_with(extra: &str) -> String {
+    format!(
+        r#"
 [server]
 listen = ["127.0.0.1:0"]
 workers = 2
+{extra}
 
 [[auth.key]]
 alg = "HS256"
@@ -54,16 +61,20 @@ path = "/echo"
 backend = "echo"
 scope = ["echo"]
 "#
-    .to_string()
+    )
 }
 
 fn start(dir: TempDir) -> (Gateway, SocketAddr) {
+    start_with(dir, &config())
+}
+
+fn start_with(dir: TempDir, config: &str) -> (Gateway, SocketAddr) {
     use base64::Engine as _;
     dir.write(
         "hs.secret",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(SECRET),
     );
-    let gw = Gateway::start_in(dir, &config());
+    let gw = Gateway::start_in(dir, config);
     let line = gw.wait_log("admin listening on ");
     let addr = line
         .split("admin listening on ")
@@ -247,6 +258,44 @@ fn revocation_closes_live_connections_and_survives_a_restart() {
     }
     let mut c = open(&gw2, &format!("/echo?access_token={b1}"), &[]);
     echo_ok(&mut c);
+}
+
+#[test]
+fn explain_to_browsers_explains_a_revoked_token_with_4403() {
+    // SPEC §4: a correctly signed but revoked token, from a page (Origin), is upgraded and
+    // closed 4403 "token revoked" so that the page stops reconnecting; without Origin it
+    // stays 401.
+    let (_gw, addr) = start_with(
+        TempDir::new(),
+        &config_with(
+            "[auth]\nexplain_to_browsers = true\n\n[origin]\nallow = [\"https://app.example.com\"]\n",
+        ),
+    );
+    let gw = &_gw;
+    let root = token("root", "r1", "wsgate:admin");
+    let gone = token("erin", "e1", "echo");
+    let (status, body) = admin(addr, "POST", "/revoke", Some(&root), r#"{"jti":"e1"}"#);
+    assert_eq!(status, 200, "{body}");
+    let origin = "Origin: https://app.example.com";
+    let (r, mut s) = request(
+        gw,
+        upgrade_request(&format!("/echo?access_token={gone}"), &[origin]).as_bytes(),
+    );
+    assert_eq!(r.status, 101, "{r:?}");
+    assert_eq!(read_close(&mut s), (Some(4403), "token revoked".into()));
+    // No Origin: an HTTP status, as before.
+    let (r, _) = request(
+        gw,
+        upgrade_request(&format!("/echo?access_token={gone}"), &[]).as_bytes(),
+    );
+    assert_eq!(r.status, 401);
+    assert!(r
+        .header("www-authenticate")
+        .is_some_and(|h| h.contains("token revoked")));
+    // A token that is not revoked is served.
+    let fine = token("erin", "e2", "echo");
+    let mut s = open(gw, &format!("/echo?access_token={fine}"), &[origin]);
+    echo_ok(&mut s);
 }
 
 /// #10 item 5: one address holding hundreds of idle connections to the admin listener (half

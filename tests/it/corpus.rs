@@ -60,3 +60,8 @@ fn config_corpus() {
 fn revlog_corpus() {
     replay("revlog", wsgate::fuzzing::fuzz_revlog);
 }
+
+#[test]
+fn session_deflate_corpus() {
+    replay("session_deflate", wsgate::fuzzing::fuzz_session_deflate);
+}

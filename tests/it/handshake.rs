@@ -91,6 +91,55 @@ fn malformed_requests_get_400() {
 }
 
 #[test]
+fn body_framing_on_the_upgrade_gets_400() {
+    // RFC 9112 §6.3, SPEC §4: a GET upgrade has no body; bytes after the head are frames,
+    // so a framing header would make them ambiguous. Refused, and the "body" never
+    // reaches the echo backend as frames.
+    let gw = Gateway::start(&public_config(""));
+    let frame = client_frame(true, 1, b"smuggled");
+    for extra in [
+        "Content-Length: 14",
+        "Transfer-Encoding: chunked",
+        "Content-Length: 14\r\nTransfer-Encoding: chunked",
+        "Content-Length: 0",
+    ] {
+        let mut req = upgrade_request("/echo", &[extra]).into_bytes();
+        req.extend_from_slice(&frame);
+        let r = assert_rejected(&gw, &req, 400);
+        assert_eq!(r.header("connection"), Some("close"), "{extra}");
+    }
+}
+
+#[test]
+fn connection_ids_in_logs_are_never_reused() {
+    // SPEC §7: a connection id is unique for the process's life, although a worker
+    // reuses the slot of a closed connection for the next one.
+    let gw = Gateway::start(&public_config("").replace("workers = 2", "workers = 1"));
+    for _ in 0..5 {
+        let mut s = open(&gw, "/echo", &[]);
+        s.write_all(&client_frame(true, 8, &[0x03, 0xe8]))
+            .expect("close");
+        assert_eq!(read_close(&mut s).0, Some(1000));
+        assert!(reads_to_eof(&mut s));
+    }
+    // The fifth accept is logged after the other four (ids count from 1 per process).
+    gw.wait_log("worker=0 accepted");
+    let fifth = gw.wait_log("conn=5 ");
+    assert!(fifth.contains("accepted"), "{fifth}");
+    let logs = gw.logs();
+    let accepted: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains(" accepted"))
+        .filter_map(|l| l.split("conn=").nth(1)?.split(' ').next())
+        .collect();
+    assert_eq!(accepted.len(), 5, "{logs}");
+    let mut unique = accepted.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), 5, "ids reused: {accepted:?}");
+}
+
+#[test]
 fn method_version_and_route() {
     let gw = Gateway::start(&public_config(""));
     let post = upgrade_request("/echo", &[]).replacen("GET", "POST", 1);
@@ -133,13 +182,19 @@ fn slowloris_gets_408_or_silent_close() {
 }
 
 #[test]
-fn max_connections_gives_503() {
+fn max_connections_closes_at_accept_without_a_response() {
+    // SPEC §4: at accept, before a byte is read, a connection past max_connections is
+    // closed at once, with no response. An idle TCP connect counts from its accept.
     let gw = Gateway::start(
         &public_config("").replace("workers = 2", "workers = 2\nmax_connections = 2"),
     );
-    let _a = open(&gw, "/echo", &[]);
-    let _b = open(&gw, "/echo", &[]);
-    assert_rejected(&gw, upgrade_request("/echo", &[]).as_bytes(), 503);
+    let mut a = open(&gw, "/echo", &[]);
+    let _idle = gw.connect();
+    assert!(answer_or_closed(gw.connect(), upgrade_request("/echo", &[]).as_bytes()).is_none());
+    // The connections within the cap are served.
+    a.write_all(&client_frame(true, 1, b"served"))
+        .expect("send");
+    assert_eq!(read_frame(&mut a), (true, 1, b"served".to_vec()));
 }
 
 #[test]
@@ -160,4 +215,25 @@ fn connections_land_on_every_worker() {
         gw.wait_log(&format!("worker={w} accepted"));
     }
     drop(conns);
+}
+
+#[test]
+fn refresh_messages_on_a_public_route_are_never_echoed() {
+    // SPEC §6: a message that passes the refresh test is never echoed or forwarded,
+    // valid or not; a public route has no token to refresh.
+    let gw = Gateway::start(&public_config(""));
+    let mut s = open(&gw, "/echo", &[]);
+    s.write_all(&client_frame(
+        true,
+        1,
+        br#"{ "type": "wsgate.refresh", "token": "secret.looking.token" }"#,
+    ))
+    .expect("send");
+    let (_, op, p) = read_frame(&mut s);
+    assert_eq!(op, 1);
+    let v: serde_json::Value = serde_json::from_slice(&p).expect("json");
+    assert_eq!(v["type"], "wsgate.refresh_failed", "{v}");
+    s.write_all(&client_frame(true, 1, b"ordinary"))
+        .expect("send");
+    assert_eq!(read_frame(&mut s), (true, 1, b"ordinary".to_vec()));
 }

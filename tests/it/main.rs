@@ -9,6 +9,7 @@ mod abuse;
 mod admin;
 mod cli;
 mod corpus;
+mod deflate;
 mod first_run;
 mod frames;
 mod handshake;

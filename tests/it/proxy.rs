@@ -321,6 +321,14 @@ fn upstream_down_is_502_and_round_robin_skips_it() {
         .as_bytes(),
     );
     assert_eq!(r.status, 502, "{r:?}");
+    // SPEC §7: the log names the upstream (as configured and as dialed) and the OS error.
+    let line = gw.wait_log("failed: connect:");
+    assert!(
+        line.contains(&format!("upstream=ws://{dead}/chat")),
+        "{line}"
+    );
+    assert!(line.contains(&format!("addr={dead}")), "{line}");
+    assert!(line.contains("refused"), "{line}");
 
     let (a, _sa, _ja) = upstream(None, "a");
     let (b, _sb, _jb) = upstream(None, "b");

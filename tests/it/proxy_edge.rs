@@ -937,6 +937,19 @@ fn in_band_refresh_is_answered_by_the_gateway_and_never_forwarded() {
     let v: serde_json::Value = serde_json::from_str(&next_text(&mut s)).expect("json");
     assert_eq!(v["type"], "wsgate.refresh_failed", "{v}");
 
+    // SPEC §6: JSON whitespace as common writers produce it (Python's json.dumps) is a
+    // refresh message too; valid or not, it never reaches the upstream.
+    let spaced = token("rae", "rae-3", 7200, "chat");
+    text(
+        &mut s,
+        &format!(r#"{{ "type": "wsgate.refresh", "token": "{spaced}" }}"#),
+    );
+    let v: serde_json::Value = serde_json::from_str(&next_text(&mut s)).expect("json");
+    assert_eq!(v["type"], "wsgate.refreshed", "{v}");
+    text(&mut s, "{\n  \"type\" :\t\"wsgate.refresh\", \"token\": 5}");
+    let v: serde_json::Value = serde_json::from_str(&next_text(&mut s)).expect("json");
+    assert_eq!(v["type"], "wsgate.refresh_failed", "{v}");
+
     text(&mut s, "after");
     assert_eq!(next_text(&mut s), "after");
     // Exactly the two ordinary messages reached the upstream, in order.
@@ -947,6 +960,7 @@ fn in_band_refresh_is_answered_by_the_gateway_and_never_forwarded() {
         "something else reached the upstream"
     );
     assert!(!gw.logs().contains(&fresh));
+    assert!(!gw.logs().contains(&spaced));
 }
 
 // ------------------------------------------------------------------------------------
@@ -1630,5 +1644,71 @@ fn explained_rejection_never_reaches_the_upstream() {
     assert!(
         rx.recv_timeout(Duration::from_millis(500)).is_err(),
         "the upstream saw a connection"
+    );
+}
+
+#[test]
+fn upstream_ping_flood_without_reading_costs_bounded_memory() {
+    // #10 item 6: pongs to upstream pings are queued with a byte bound (write_buffer), as
+    // client pongs are. An upstream that pings and never reads our pongs stalls instead
+    // of growing the gateway's memory.
+    const CAP: u64 = 96 * 1024 * 1024;
+    let written = Arc::new(AtomicU64::new(0));
+    let w = written.clone();
+    let (tx, rx) = unbounded();
+    let up = raw_upstream(move |mut up| {
+        up.accept();
+        up.s.set_write_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        // A small send buffer here, so that what the kernel holds is mostly the
+        // gateway's receive buffer and the count measures the gateway.
+        let _ = socket2::SockRef::from(&up.s).set_send_buffer_size(64 * 1024);
+        let ping = raw_frame(0x89, &[0x5a; 125], None);
+        let burst: Vec<u8> = ping.repeat(512);
+        while w.load(Ordering::Relaxed) < CAP {
+            match up.s.write(&burst) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    w.fetch_add(n as u64, Ordering::Relaxed);
+                }
+            }
+        }
+        let _ = tx.send(());
+        // Keep the socket (unread) until the gateway gives up on it.
+        up.wait_closed();
+    });
+    let gw = gateway(
+        up,
+        Opts {
+            limits: "write_buffer = \"256KiB\"\nidle_timeout = \"30s\"",
+            ..Opts::default()
+        },
+    );
+    let before = rss_kib(&gw);
+    let _s = open_mode(&gw, "pings", "ping-flood");
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("upstream finished writing or stalled");
+    let total = written.load(Ordering::Relaxed);
+    let after = rss_kib(&gw);
+    eprintln!(
+        "ping flood: upstream wrote {} KiB before stalling; gateway RSS {before} -> {after} KiB",
+        total / 1024
+    );
+    assert!(
+        total < 32 * 1024 * 1024,
+        "the gateway kept reading pings: {total} bytes"
+    );
+    assert!(
+        after < before + 32 * 1024,
+        "gateway RSS grew from {before} to {after} KiB"
+    );
+    // Stalled, it waits for the upstream's writable edge rather than spinning: a second
+    // of wall time costs far less than a second of CPU.
+    let cpu = cpu_ticks(gw.child.id());
+    std::thread::sleep(Duration::from_secs(1));
+    let spent = cpu_ticks(gw.child.id()) - cpu;
+    assert!(
+        spent < 50,
+        "gateway used {spent} ticks in 1 s while stalled"
     );
 }

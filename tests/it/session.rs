@@ -166,7 +166,10 @@ fn refresh_messages_are_ordinary_when_refresh_is_off() {
 
 #[test]
 fn a_bad_refresh_is_answered_and_not_echoed() {
-    let gw = gateway(r#"refresh = "message""#);
+    let gw = gateway(
+        r#"refresh = "message"
+max_failed_refreshes = 10"#,
+    );
     let t = token("dave", 3600, "echo");
     let mut s = open(&gw, &format!("/echo?access_token={t}"), &[]);
     text(&mut s, r#"{"type":"wsgate.refresh","token":"not.a.token"}"#);
@@ -175,6 +178,29 @@ fn a_bad_refresh_is_answered_and_not_echoed() {
     text(&mut s, r#"{"type":"wsgate.refresh" garbage"#);
     let failed: serde_json::Value = serde_json::from_str(&next_text(&mut s)).expect("json");
     assert_eq!(failed["reason"], "malformed token");
+    // SPEC §6: JSON whitespace between the leading tokens (json.dumps writes this).
+    text(
+        &mut s,
+        r#"{"type": "wsgate.refresh", "token": "not.a.token"}"#,
+    );
+    let failed: serde_json::Value = serde_json::from_str(&next_text(&mut s)).expect("json");
+    assert_eq!(failed["type"], "wsgate.refresh_failed");
+    let good = token("dave", 7200, "echo");
+    text(
+        &mut s,
+        &format!("{{ \"type\" : \"wsgate.refresh\",\n \"token\": \"{good}\" }}"),
+    );
+    let ok: serde_json::Value = serde_json::from_str(&next_text(&mut s)).expect("json");
+    assert_eq!(ok["type"], "wsgate.refreshed");
+    // SPEC §3 auth.max_lifetime (default 24h) holds on refresh too.
+    let too_long = token("dave", 48 * 3600, "echo");
+    text(
+        &mut s,
+        &format!(r#"{{"type":"wsgate.refresh","token":"{too_long}"}}"#),
+    );
+    let failed: serde_json::Value = serde_json::from_str(&next_text(&mut s)).expect("json");
+    assert_eq!(failed["type"], "wsgate.refresh_failed");
+    assert_eq!(failed["reason"], "invalid claims");
     text(&mut s, "ordinary");
     assert_eq!(next_text(&mut s), "ordinary");
 }
@@ -275,4 +301,105 @@ fn sighup_follows_routes_by_path_and_closes_removed_ones() {
     text(&mut on_c, "still routed");
     assert_eq!(next_text(&mut on_c), "still routed");
     gw.wait_log("1 (route removed)");
+}
+
+fn gateway_with(limits: &str, session: &str) -> Gateway {
+    use base64::Engine as _;
+    let dir = TempDir::new();
+    dir.write(
+        "hs.secret",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(SECRET),
+    );
+    Gateway::start_in(
+        dir,
+        &format!(
+            r#"
+[server]
+listen = ["127.0.0.1:0"]
+workers = 2
+
+[[auth.key]]
+kid = "hs"
+alg = "HS256"
+secret_file = "hs.secret"
+
+[limits]
+{limits}
+
+[session]
+{session}
+
+[[route]]
+path = "/echo"
+backend = "echo"
+scope = ["echo"]
+"#
+        ),
+    )
+}
+
+fn refresh_frame(token: &str) -> Vec<u8> {
+    client_frame(
+        true,
+        1,
+        format!(r#"{{"type":"wsgate.refresh","token":"{token}"}}"#).as_bytes(),
+    )
+}
+
+#[test]
+fn failed_refreshes_spend_the_address_auth_budget() {
+    // SPEC §6: a failed refresh counts against per_ip_auth_failures; past it a refresh is
+    // refused ("too many failures") before any signature is checked, even a valid one.
+    let gw = gateway_with(
+        "per_ip_auth_failures = \"1/s\"",
+        "max_failed_refreshes = 10",
+    );
+    let t = token("gina", 3600, "echo");
+    let mut s = open(&gw, &format!("/echo?access_token={t}"), &[]);
+    // Forged (right shape, wrong key), then a valid one, in one write: both are handled
+    // in the same instant, well inside the bucket's one-second refill.
+    let forged = {
+        let mut f = token("gina", 7200, "echo");
+        f.pop();
+        f.push(if f.ends_with('A') { 'B' } else { 'A' });
+        f
+    };
+    let valid = token("gina", 7200, "echo");
+    let mut both = refresh_frame(&forged);
+    both.extend_from_slice(&refresh_frame(&valid));
+    s.write_all(&both).expect("send");
+    let first: serde_json::Value = serde_json::from_str(&next_text(&mut s)).expect("json");
+    assert_eq!(first["type"], "wsgate.refresh_failed", "{first}");
+    assert_ne!(first["reason"], "too many failures", "{first}");
+    let second: serde_json::Value = serde_json::from_str(&next_text(&mut s)).expect("json");
+    assert_eq!(second["type"], "wsgate.refresh_failed", "{second}");
+    assert_eq!(second["reason"], "too many failures", "{second}");
+    // The connection itself stays usable.
+    text(&mut s, "still here");
+    assert_eq!(next_text(&mut s), "still here");
+}
+
+#[test]
+fn one_failed_refresh_past_the_connection_budget_closes_1008() {
+    let gw = gateway_with(
+        "per_ip_auth_failures = \"1000/s\"",
+        "max_failed_refreshes = 2",
+    );
+    let t = token("hal", 3600, "echo");
+    let mut s = open(&gw, &format!("/echo?access_token={t}"), &[]);
+    for _ in 0..2 {
+        text(&mut s, r#"{"type":"wsgate.refresh","token":"not.a.token"}"#);
+        let v: serde_json::Value = serde_json::from_str(&next_text(&mut s)).expect("json");
+        assert_eq!(v["type"], "wsgate.refresh_failed", "{v}");
+    }
+    // The third failure closes; a message in the same write is not echoed.
+    let mut last = refresh_frame("still.not.a.token");
+    last.extend_from_slice(&client_frame(true, 1, b"after"));
+    s.write_all(&last).expect("send");
+    let v: serde_json::Value = serde_json::from_str(&next_text(&mut s)).expect("json");
+    assert_eq!(v["type"], "wsgate.refresh_failed", "{v}");
+    assert_eq!(
+        read_close(&mut s),
+        (Some(1008), "too many failed refreshes".to_string())
+    );
 }

@@ -79,13 +79,35 @@ impl Gateway {
     /// Starts `wsgate serve -c <dir>/wsgate.toml` with `config` (which should listen on
     /// 127.0.0.1:0); `dir` may already hold key files the config names.
     pub fn start_in(dir: TempDir, config: &str) -> Gateway {
-        Gateway::start_with_env(dir, config, &[])
+        Gateway::start_limited(dir, config, None, &[])
     }
 
     /// Same, with extra environment variables for the gateway process.
     pub fn start_with_env(dir: TempDir, config: &str, env: &[(&str, &str)]) -> Gateway {
+        Gateway::start_limited(dir, config, None, env)
+    }
+
+    /// Like `start_with_env`, with the process's file-descriptor limit (RLIMIT_NOFILE) set
+    /// to `nofile` when given (through `sh -c 'ulimit -n N && exec ...'`, so the child's
+    /// pid is the gateway's).
+    pub fn start_limited(
+        dir: TempDir,
+        config: &str,
+        nofile: Option<u32>,
+        env: &[(&str, &str)],
+    ) -> Gateway {
         let cfg = dir.write("wsgate.toml", config);
-        let mut child = Command::new(bin())
+        let mut command = match nofile {
+            None => Command::new(bin()),
+            Some(n) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(bin());
+                c
+            }
+        };
+        let mut child = command
             .args(["serve", "-c"])
             .arg(&cfg)
             .envs(env.iter().copied())
@@ -495,4 +517,42 @@ backend = "echo"
 public = true
 "#
     )
+}
+
+/// CPU time (user + system, in clock ticks, usually 1/100 s) that process `pid` has used
+/// (Linux /proc/PID/stat fields 14 and 15).
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc stat");
+    // The command name (field 2) may hold spaces; the fields after it follow its ')'.
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state): utime is field 14, stime field 15.
+    let utime: u64 = fields[11].parse().expect("utime");
+    let stime: u64 = fields[12].parse().expect("stime");
+    utime + stime
+}
+
+/// Sends `req` on `s` and reads the answer; None when the gateway closed the connection
+/// without sending a byte (SPEC §4: a connection past `max_connections` or
+/// `per_ip_connections` is closed at accept, with no response).
+pub fn answer_or_closed(mut s: TcpStream, req: &[u8]) -> Option<(Response, TcpStream)> {
+    // The write may fail when the close (a reset over the unread request) came first.
+    let _ = s.write_all(req);
+    let mut first = [0u8; 1];
+    match s.peek(&mut first) {
+        Ok(0) => None,
+        Ok(_) => {
+            let r = read_response(&mut s);
+            Some((r, s))
+        }
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+            ) =>
+        {
+            None
+        }
+        Err(e) => panic!("waiting for an answer or a close: {e}"),
+    }
 }

@@ -591,17 +591,47 @@ fn time_claims_with_default_leeway() {
 }
 
 #[test]
-fn huge_exp_is_served_not_crashed() {
+fn huge_exp_is_refused_by_max_lifetime_not_crashed() {
+    // SPEC §3 auth.max_lifetime (default 24h): exp - iat (exp - now without iat) above it
+    // is 401 invalid_token. An exp far in the future (year 33658) and one at the very top
+    // of the u64 range are refused, with or without iat.
     let (gw, k) = start("", LIMITS_OFF);
     let t = now();
-    // An exp far in the future (year 33658) and one at the very top of the u64 range:
-    // `exp + leeway` and the expiry deadline must not overflow.
     for exp in [999_999_999_999u64, u64::MAX] {
-        let token = k.ed_token(&json!({"sub": "alice", "iat": t, "exp": exp}));
-        let (r, mut s) = attempt(&gw, "/open", &[&format!("Authorization: Bearer {token}")]);
-        assert_eq!(r.status, 101, "exp {exp}: {r:?}\nlog:\n{}", gw.logs());
-        echo(&mut s, "still here");
+        for token in [
+            k.ed_token(&json!({"sub": "alice", "iat": t, "exp": exp})),
+            k.ed_token(&json!({"sub": "alice", "exp": exp})),
+        ] {
+            bad_because(&gw, &token, "invalid claims");
+        }
     }
+    // Just inside the bound is served; one second over, from iat or from now, is not.
+    let day = 24 * 3600;
+    good(
+        &gw,
+        &k.ed_token(&json!({"sub": "alice", "iat": t, "exp": t + day})),
+    );
+    bad_because(
+        &gw,
+        &k.ed_token(&json!({"sub": "alice", "iat": t - 10, "exp": t + day})),
+        "invalid claims",
+    );
+    bad_because(
+        &gw,
+        &k.ed_token(&json!({"sub": "alice", "exp": t + day + 120})),
+        "invalid claims",
+    );
+    // The longest bound the config accepts: the deadline arithmetic must not overflow.
+    let (gw, k) = start("max_lifetime = \"36500d\"", LIMITS_OFF);
+    let token = k.ed_token(&json!({"sub": "alice", "iat": t, "exp": t + 36_500 * day}));
+    let (r, mut s) = attempt(&gw, "/open", &[&format!("Authorization: Bearer {token}")]);
+    assert_eq!(r.status, 101, "{r:?}\nlog:\n{}", gw.logs());
+    echo(&mut s, "still here");
+    bad_because(
+        &gw,
+        &k.ed_token(&json!({"sub": "alice", "iat": t, "exp": u64::MAX})),
+        "invalid claims",
+    );
     // The gateway is still up.
     good(&gw, &k.ed_token(&claims("alice", "")));
 }

@@ -181,6 +181,7 @@ pub(crate) mod tests {
                 audience: Some("wsgate".into()),
                 leeway_secs: 0,
                 max_token_bytes: 4096,
+                max_lifetime_secs: 86_400,
             },
         };
         let mut scratch = Scratch::new(4096);

@@ -2,14 +2,17 @@
 //! (`step`), feed received frames to its session, and keep its token deadlines (SPEC §5
 //! expiry, notice and refresh).
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::handshake::{handshake, reject};
-use super::proxy::{mark_down, proxy};
+use super::proxy::{log_upstream_failure, mark_down, proxy};
 use super::{index, unindex, wants_read, Env, Runtime, Shared, KEEP_CAPACITY, MAX_READS_PER_TURN};
+use crate::auth::revocation::token_lifetime;
 use crate::auth::verify::Scratch;
 use crate::clock;
-use crate::gate::decide::{Identity, REFRESH_PREFIX};
+use crate::gate::decide::Identity;
+use crate::gate::refresh::is_refresh;
 use crate::gate::reject::Reject;
 use crate::net::conn::{Conn, Phase, ReadOutcome};
 use crate::net::token::ConnId;
@@ -20,7 +23,7 @@ use crate::proto::ws::session::{write_message, SessionState};
 
 pub(super) fn step(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant, timer: bool) -> bool {
     let rt = env.rt.clone();
-    if timer && !on_timer(conn, env, id, now) {
+    if timer && !on_timer(conn, env, now) {
         return false;
     }
     // Output first: a writable event after backpressure frees room before reading.
@@ -134,7 +137,7 @@ pub(super) fn step(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant, tim
 }
 
 /// Handles a fired timer. Returns false to drop the connection.
-fn on_timer(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant) -> bool {
+fn on_timer(conn: &mut Conn, env: &mut Env, now: Instant) -> bool {
     if conn.linger_until.is_some_and(|t| now >= t) {
         return false;
     }
@@ -144,18 +147,23 @@ fn on_timer(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant) -> bool {
             if !conn.received_any {
                 return false;
             }
-            reject(conn, env, id, Reject::HandshakeTimeout, None);
+            reject(conn, env, Reject::HandshakeTimeout, None);
         }
         Phase::Dialing { route } => {
             let route = *route;
             if let Some(leg) = conn.upstream.as_ref().filter(|l| now >= l.deadline) {
                 // SPEC §5: no complete answer within upstream_timeout → 504. A target
                 // that never even accepted the connection is marked down.
+                let what = match leg.state {
+                    LegState::Connecting => "connect: no answer within upstream_timeout",
+                    _ => "handshake: no answer within upstream_timeout",
+                };
+                log_upstream_failure((conn.serial, conn.peer), env, route, leg.target, &what);
                 if leg.state == LegState::Connecting {
                     mark_down(env, route, leg.target, now);
                 }
                 env.metrics.upstream_error();
-                reject(conn, env, id, Reject::GatewayTimeout, None);
+                reject(conn, env, Reject::GatewayTimeout, None);
             }
         }
         Phase::Open { session, .. } => {
@@ -210,7 +218,7 @@ fn on_data(conn: &mut Conn, env: &mut Env, id: ConnId, n: usize, now: Instant) {
             match reader.poll(&conn.rbuf, env.rt.max_request_bytes) {
                 Ok(None) => {}
                 Ok(Some(head_len)) => handshake(conn, env, id, head_len, now),
-                Err(e) => reject(conn, env, id, Reject::from(e), None),
+                Err(e) => reject(conn, env, Reject::from(e), None),
             }
         }
         Phase::Open { .. } => feed_session(conn, env, id, n, now),
@@ -236,8 +244,16 @@ pub(super) fn feed_session(conn: &mut Conn, env: &mut Env, id: ConnId, n: usize,
     let by_jti = &mut env.by_jti;
     let metrics = &*env.metrics;
     let upstream = &mut conn.upstream;
+    let peer = conn.peer.ip();
+    let failed = &mut conn.failed_refreshes;
+    // SPEC §6: past max_failed_refreshes the connection closes; nothing after the
+    // refresh that passed the limit is delivered.
+    let mut too_many = false;
     let mut on_message = |kind: MessageKind, payload: &[u8], out: &mut Vec<u8>| {
-        if rt.refresh && kind == MessageKind::Text && payload.starts_with(REFRESH_PREFIX) {
+        if too_many {
+            return;
+        }
+        if rt.refresh && kind == MessageKind::Text && is_refresh(payload) {
             if let Some(current) = identity.as_mut() {
                 let old_jti = current.jti.clone();
                 let live = LiveToken {
@@ -245,8 +261,12 @@ pub(super) fn feed_session(conn: &mut Conn, env: &mut Env, id: ConnId, n: usize,
                     shared,
                     route,
                     now,
+                    peer,
                 };
-                live.refresh(current, payload, scratch, out, times.0, times.1);
+                if !live.refresh(current, payload, scratch, out, times.0, times.1) {
+                    *failed = failed.saturating_add(1);
+                    too_many = *failed > rt.max_failed_refreshes;
+                }
                 if current.jti != old_jti {
                     if let Some(j) = &old_jti {
                         unindex(by_jti, j, id);
@@ -257,6 +277,11 @@ pub(super) fn feed_session(conn: &mut Conn, env: &mut Env, id: ConnId, n: usize,
                 }
                 return;
             }
+            // A public route has no token to refresh; SPEC §6: a refresh message is
+            // never echoed or forwarded all the same.
+            let reply = r#"{"type":"wsgate.refresh_failed","reason":"no token to refresh"}"#;
+            write_message(out, MessageKind::Text, reply.as_bytes());
+            return;
         }
         metrics.message_in(payload.len() as u64);
         match upstream.as_mut() {
@@ -277,6 +302,11 @@ pub(super) fn feed_session(conn: &mut Conn, env: &mut Env, id: ConnId, n: usize,
         conn.rbuf.extend_from_slice(&env.readbuf[..n]);
         let used = session.handle_input(&mut conn.rbuf, now, &mut conn.wbuf, &mut on_message);
         conn.rbuf.drain(..used);
+    }
+    if too_many {
+        let why = ProtocolError::TooManyFailedRefreshes;
+        session.close(why.close_code(), why.reason(), &mut conn.wbuf);
+        conn.rbuf = Vec::new();
     }
     if conn.rbuf.is_empty() && conn.rbuf.capacity() > KEEP_CAPACITY {
         conn.rbuf = Vec::new();
@@ -316,10 +346,14 @@ struct LiveToken<'a> {
     shared: &'a Shared,
     route: usize,
     now: Instant,
+    /// The client's address: failed refreshes count against its `per_ip_auth_failures`.
+    peer: std::net::IpAddr,
 }
 
 impl LiveToken<'_> {
     /// Handles one `wsgate.refresh` message; the reply goes to `out`, never to the backend.
+    /// Returns false when it failed (the caller counts it against the connection's
+    /// `max_failed_refreshes`).
     fn refresh(
         &self,
         current: &mut Identity,
@@ -328,26 +362,38 @@ impl LiveToken<'_> {
         out: &mut Vec<u8>,
         deadline: &mut Option<Instant>,
         notice: &mut Option<Instant>,
-    ) {
+    ) -> bool {
         let now_unix = clock::unix_now();
-        let result = self
-            .rt
-            .gate
-            .refresh(self.route, current, payload, now_unix, scratch)
-            .and_then(|new| {
-                let revoked = self.shared.revocations.load().is_revoked(
-                    new.jti.as_deref(),
-                    &new.sub,
-                    new.iat,
-                );
-                if revoked {
-                    Err("token revoked")
-                } else {
-                    Ok(new)
-                }
-            });
+        let ips = &self.shared.ips;
+        // SPEC §6: past the address's failed-token budget a refresh is refused before any
+        // signature is checked.
+        let result = if ips.auth_allowed(self.peer, self.now) {
+            self.rt
+                .gate
+                .refresh(self.route, current, payload, now_unix, scratch)
+        } else {
+            Err("too many failures")
+        };
+        let result = result.and_then(|new| {
+            let revoked =
+                self.shared
+                    .revocations
+                    .load()
+                    .is_revoked(new.jti.as_deref(), &new.sub, new.iat);
+            if revoked {
+                Err("token revoked")
+            } else {
+                Ok(new)
+            }
+        });
+        let ok = result.is_ok();
         let reply = match result {
             Ok(new) => {
+                // Revocation retention keeps `sub` entries for the longest lifetime seen.
+                self.shared.longest_lifetime.fetch_max(
+                    token_lifetime(new.exp, new.iat, now_unix),
+                    Ordering::Relaxed,
+                );
                 let (d, n) = token_times(self.rt, new.exp, self.now, now_unix);
                 *deadline = d;
                 *notice = n;
@@ -356,10 +402,13 @@ impl LiveToken<'_> {
                 reply
             }
             Err(reason) => {
+                // Counts like a failed handshake token (SPEC §6).
+                ips.auth_failed(self.peer, self.now);
                 serde_json::json!({"type": "wsgate.refresh_failed", "reason": reason}).to_string()
             }
         };
         write_message(out, MessageKind::Text, reply.as_bytes());
+        ok
     }
 }
 

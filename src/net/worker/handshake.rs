@@ -6,26 +6,27 @@ use std::time::Instant;
 
 use super::drive::{feed_session, token_times};
 use super::proxy::{start_upstream, upstream_plan};
-use super::{index, Env};
+use super::{index, Env, Runtime, Shared};
 use crate::gate::decide::{Ctx, Identity};
 use crate::gate::reject::Reject;
 use crate::net::conn::{Conn, Phase};
 use crate::net::token::ConnId;
+use crate::proto::http::request::RequestHead;
 use crate::proto::http::request::{parse_head, validate_upgrade};
-use crate::proto::http::response::write_switching_protocols;
+use crate::proto::http::response::write_switching_protocols_deflate;
 use crate::proto::ws::accept::accept_key;
+use crate::proto::ws::deflate::{negotiate_within, PerMessageDeflate};
 use crate::proto::ws::session::Session;
 use crate::{clock, info, warn};
 
 /// Queues an HTTP rejection and moves to flushing it.
-pub(super) fn reject(conn: &mut Conn, env: &Env, id: ConnId, r: Reject, target: Option<&str>) {
+pub(super) fn reject(conn: &mut Conn, env: &Env, r: Reject, target: Option<&str>) {
     env.metrics.handshake(r.status());
     conn.wbuf.clear();
     r.write(&mut conn.wbuf);
     warn!(
-        "conn={}.{} peer={} target={} rejected status={} reason={}",
-        env.index,
-        id.index,
+        "conn={} peer={} target={} rejected status={} reason={}",
+        conn.serial,
         conn.peer,
         target.unwrap_or("-"),
         r.status(),
@@ -60,6 +61,30 @@ fn adopt_identity(
     conn.identity = identity;
 }
 
+/// SPEC §10: permessage-deflate when `[compression]` turns it on, the route does not opt
+/// out and the client offers it (RFC 7692 §7.1). A malformed offer is 400; a full memory
+/// budget declines the extension, never the handshake.
+fn negotiate_deflate(
+    rt: &Runtime,
+    shared: &Shared,
+    route: usize,
+    head: &RequestHead<'_, '_>,
+) -> Result<Option<PerMessageDeflate>, Reject> {
+    let Some(config) = rt.compression else {
+        return Ok(None);
+    };
+    if !rt.gate.routes.get(route).is_some_and(|r| r.compression) {
+        return Ok(None);
+    }
+    let offers = head.headers_named("sec-websocket-extensions");
+    match negotiate_within(offers, &config, &shared.deflate_budget) {
+        Ok(agreed) => {
+            Ok(agreed.map(|(agreement, ticket)| PerMessageDeflate::new(agreement, ticket)))
+        }
+        Err(_) => Err(Reject::Malformed("invalid Sec-WebSocket-Extensions")),
+    }
+}
+
 /// The request head is complete: parse, decide, answer.
 pub(super) fn handshake(conn: &mut Conn, env: &mut Env, id: ConnId, head_len: usize, now: Instant) {
     let rt = env.rt.clone();
@@ -70,7 +95,7 @@ pub(super) fn handshake(conn: &mut Conn, env: &mut Env, id: ConnId, head_len: us
             Ok(h) => h,
             Err(e) => {
                 let r = Reject::from(e);
-                reject(conn, env, id, r, None);
+                reject(conn, env, r, None);
                 return;
             }
         };
@@ -92,7 +117,7 @@ pub(super) fn handshake(conn: &mut Conn, env: &mut Env, id: ConnId, head_len: us
             Ok(u) => u,
             Err(e) => {
                 let r = Reject::from(e);
-                reject(conn, env, id, r, target.as_deref());
+                reject(conn, env, r, target.as_deref());
                 return;
             }
         };
@@ -131,35 +156,45 @@ pub(super) fn handshake(conn: &mut Conn, env: &mut Env, id: ConnId, head_len: us
                 } else {
                     Ok(None)
                 };
-                let plan = match plan {
+                let plan = plan.and_then(|plan| {
+                    let deflate = negotiate_deflate(&rt, &env.shared, accept.route, &head)?;
+                    Ok((plan, deflate))
+                });
+                let (plan, deflate) = match plan {
                     Ok(p) => p,
                     Err(r) => {
                         if let Some(i) = &accept.identity {
                             env.shared.subjects.release(&i.sub);
                         }
-                        return reject(conn, env, id, r, target.as_deref());
+                        return reject(conn, env, r, target.as_deref());
                     }
                 };
                 if plan.is_none() {
                     let key = accept_key(upgrade.key);
                     conn.wbuf.clear();
-                    write_switching_protocols(&mut conn.wbuf, &key, accept.protocol);
+                    let agreed = deflate.as_ref().map(|d| d.agreement());
+                    write_switching_protocols_deflate(
+                        &mut conn.wbuf,
+                        &key,
+                        accept.protocol,
+                        agreed,
+                    );
                 }
+                conn.deflate = deflate.map(Box::new);
                 Ok((accept.route, accept.identity, accept.explain, target, plan))
             }
             Err(r) => Err((r, target)),
         }
     };
     match outcome {
-        Err((r, target)) => reject(conn, env, id, r, target.as_deref()),
+        Err((r, target)) => reject(conn, env, r, target.as_deref()),
         Ok((route, identity, _, target, Some(plan))) => {
             // Upstream route: the client's 101 waits for the upstream's (SPEC §5).
             adopt_identity(conn, env, id, identity, now, now_unix);
             conn.rbuf.drain(..head_len);
             info!(
-                "conn={}.{} peer={} target={} route={} dialing upstream",
-                env.index,
-                id.index,
+                "conn={} peer={} target={} route={} dialing upstream",
+                conn.serial,
                 conn.peer,
                 target.as_deref().unwrap_or("-"),
                 rt.gate.routes[route].path,
@@ -170,10 +205,12 @@ pub(super) fn handshake(conn: &mut Conn, env: &mut Env, id: ConnId, head_len: us
         Ok((route, identity, explain, target, None)) => {
             env.metrics.handshake(101);
             let mut session = Box::new(Session::new(rt.session, now));
+            if let Some(deflate) = conn.deflate.take() {
+                session.set_deflate(*deflate);
+            }
             info!(
-                "conn={}.{} peer={} target={} route={} sub={} upgraded",
-                env.index,
-                id.index,
+                "conn={} peer={} target={} route={} sub={} upgraded",
+                conn.serial,
                 conn.peer,
                 target.as_deref().unwrap_or("-"),
                 rt.gate.routes[route].path,

@@ -39,6 +39,7 @@ use crate::gate::reject::Reject;
 use crate::metrics::{Metrics, WorkerMetrics};
 use crate::proto::error::ProtocolError;
 use crate::proto::http::request::HeadReader;
+use crate::proto::ws::deflate::{DeflateConfig, MemoryBudget};
 use crate::proto::ws::session::{SessionLimits, SessionState};
 use crate::{clock, info, warn};
 
@@ -75,6 +76,8 @@ pub struct Runtime {
     pub refresh: bool,
     /// SPEC `session.expiry_notice`.
     pub expiry_notice: Duration,
+    /// SPEC `session.max_failed_refreshes`.
+    pub max_failed_refreshes: u32,
     /// SPEC `auth.leeway`, whole seconds.
     pub leeway_secs: u64,
     /// Per route, the resolved address of each upstream (empty for echo routes).
@@ -83,12 +86,16 @@ pub struct Runtime {
     pub token_cookie_names: Vec<String>,
     /// Plain HTTP requests' answers (`serve --demo` only).
     pub plain: Option<Arc<dyn super::plain::PlainResponder>>,
+    /// SPEC §10: what permessage-deflate may agree to; `None` when `[compression]` is off.
+    pub compression: Option<DeflateConfig>,
 }
 
 /// State every worker and the acceptor share.
 pub struct Shared {
     /// Connections open in the process (from accept to close).
     pub open: AtomicUsize,
+    /// SPEC `server.max_connections`, enforced at accept (SIGHUP may change it).
+    pub max_connections: AtomicUsize,
     /// Connections open per worker.
     pub per_worker: Vec<AtomicUsize>,
     /// Connections accepted per worker since start.
@@ -107,6 +114,8 @@ pub struct Shared {
     pub longest_lifetime: AtomicU64,
     /// Counters, one block per worker (SPEC §7).
     pub metrics: Arc<Metrics>,
+    /// SPEC §10 `compression.memory`: per-connection compression state, all workers.
+    pub deflate_budget: Arc<MemoryBudget>,
 }
 
 /// A worker's handle on the revocation snapshot: checking that it is current is one
@@ -320,6 +329,9 @@ impl Worker {
             token_deadline: None,
             notice_at: None,
             accepted_at: now,
+            serial: super::conn::next_serial(),
+            failed_refreshes: 0,
+            deflate: None,
         });
         let Some(conn) = self.conns.get_mut(id) else {
             return;
@@ -334,8 +346,8 @@ impl Worker {
             return;
         }
         info!(
-            "conn={}.{} peer={peer} worker={} accepted",
-            self.env.index, id.index, self.env.index
+            "conn={} peer={peer} worker={} accepted",
+            conn.serial, self.env.index
         );
         if self.env.draining {
             self.remove(id);
@@ -364,7 +376,7 @@ impl Worker {
             match &mut conn.phase {
                 Phase::Handshake { .. } | Phase::Dialing { .. } => {
                     // Not upgraded yet: SPEC §4 "draining" is 503.
-                    reject(conn, &self.env, id, Reject::Draining, None);
+                    reject(conn, &self.env, Reject::Draining, None);
                 }
                 Phase::Open { session, .. } => {
                     // SPEC §6: SIGTERM closes every connection with 1001 "going away".
@@ -406,7 +418,7 @@ impl Worker {
                         description: TokenError::Revoked.description(),
                         reason: TokenError::Revoked.reason_label(),
                     };
-                    reject(conn, &self.env, id, r, None);
+                    reject(conn, &self.env, r, None);
                 }
                 _ => continue,
             }
@@ -458,7 +470,7 @@ impl Worker {
                     continue;
                 }
                 (None, _) => {
-                    reject(conn, &self.env, id, Reject::NoRoute, None);
+                    reject(conn, &self.env, Reject::NoRoute, None);
                     unrouted += 1;
                     self.drive(id, false);
                     continue;
@@ -503,11 +515,7 @@ impl Worker {
         })) {
             Ok(keep) => keep,
             Err(_) => {
-                crate::error!(
-                    "conn={}.{} dropped after an internal error",
-                    env.index,
-                    id.index
-                );
+                crate::error!("conn={} dropped after an internal error", conn.serial);
                 false
             }
         };
@@ -550,9 +558,8 @@ impl Worker {
             // 1006: the connection ended without any close frame (RFC 6455 §7.1.5).
             self.env.metrics.close(sent.or(received).unwrap_or(1006));
             info!(
-                "conn={}.{} peer={} closed sent={} received={} after={}ms",
-                self.env.index,
-                id.index,
+                "conn={} peer={} closed sent={} received={} after={}ms",
+                conn.serial,
                 conn.peer,
                 sent.map_or("-".to_string(), |c| c.to_string()),
                 received.map_or("-".to_string(), |c| c.to_string()),

@@ -11,16 +11,16 @@ use crate::backend::upstream::Balancer;
 use crate::config::Backend;
 use crate::gate::decide::Identity;
 use crate::gate::reject::Reject;
-use crate::info;
 use crate::net::conn::{Conn, Phase};
 use crate::net::token::ConnId;
 use crate::net::upstream::{self, LegState, Relayed, UpstreamLeg};
 use crate::proto::http::client::{random_key, write_upstream_request, ForwardRequest};
 use crate::proto::http::fields;
 use crate::proto::http::request::{RequestHead, Upgrade};
-use crate::proto::http::response::write_switching_protocols;
+use crate::proto::http::response::write_switching_protocols_deflate;
 use crate::proto::ws::accept::accept_key;
 use crate::proto::ws::session::{Session, SessionState};
+use crate::{info, warn};
 
 /// One balancer per route (empty for echo routes), sized from the runtime.
 pub(super) fn balancers_for(rt: &Runtime) -> Vec<Balancer> {
@@ -38,6 +38,27 @@ pub(super) fn mark_down(env: &mut Env, route: usize, target: usize, now: Instant
     if let Some(b) = env.balancers.get_mut(route) {
         b.mark_down(target, now, backoff);
     }
+}
+
+/// SPEC §7: an upstream failure names the target (as configured, and the address
+/// dialed) and what went wrong (the OS error, or the protocol problem).
+pub(super) fn log_upstream_failure(
+    (serial, peer): (u64, SocketAddr),
+    env: &Env,
+    route: usize,
+    target: usize,
+    what: &dyn std::fmt::Display,
+) {
+    let url = match env.rt.gate.routes.get(route).map(|r| &r.backend) {
+        Some(Backend::Upstream { urls, .. }) => urls.get(target).map(|u| u.url.as_str()),
+        _ => None,
+    };
+    let addr = env.rt.upstream_addrs.get(route).and_then(|a| a.get(target));
+    warn!(
+        "conn={serial} peer={peer} upstream={} addr={} failed: {what}",
+        url.unwrap_or("-"),
+        addr.map_or("-".to_string(), |a| a.to_string()),
+    );
 }
 
 /// What the handshake prepared for an upstream route.
@@ -156,7 +177,14 @@ fn dial_next(conn: &mut Conn, env: &mut Env, id: ConnId, route: usize, now: Inst
         };
         match leg.reconnect(&env.registry, id, addr, target) {
             Ok(()) => return true,
-            Err(_) => {
+            Err(e) => {
+                log_upstream_failure(
+                    (conn.serial, conn.peer),
+                    env,
+                    route,
+                    target,
+                    &format_args!("connect: {e}"),
+                );
                 env.metrics.upstream_error();
                 mark_down(env, route, target, now);
             }
@@ -184,7 +212,7 @@ pub(super) fn start_upstream(
         let Some((target, addr)) = next_target(env, route, &tried, now) else {
             // SPEC §5: no upstream left to try.
             env.metrics.upstream_error();
-            reject(conn, env, id, Reject::BadGateway, None);
+            reject(conn, env, Reject::BadGateway, None);
             return;
         };
         tried.push(target);
@@ -205,7 +233,14 @@ pub(super) fn start_upstream(
                 conn.phase = Phase::Dialing { route };
                 return;
             }
-            Err(_) => {
+            Err(e) => {
+                log_upstream_failure(
+                    (conn.serial, conn.peer),
+                    env,
+                    route,
+                    target,
+                    &format_args!("connect: {e}"),
+                );
                 env.metrics.upstream_error();
                 mark_down(env, route, target, now);
             }
@@ -228,18 +263,25 @@ pub(super) fn proxy(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant) ->
     };
     if leg.state == LegState::Connecting {
         match leg.poll_connected() {
-            Some(false) => return false,
-            Some(true) => {}
-            None => {
+            Ok(false) => return false,
+            Ok(true) => {}
+            Err(e) => {
                 let Phase::Dialing { route } = conn.phase else {
                     return false;
                 };
                 let target = leg.target;
+                log_upstream_failure(
+                    (conn.serial, conn.peer),
+                    env,
+                    route,
+                    target,
+                    &format_args!("connect: {e}"),
+                );
                 env.metrics.upstream_error();
                 mark_down(env, route, target, now);
                 // SPEC §5: the next upstream is tried within the same client handshake.
                 if !dial_next(conn, env, id, route, now) {
-                    reject(conn, env, id, Reject::BadGateway, None);
+                    reject(conn, env, Reject::BadGateway, None);
                 }
                 return false;
             }
@@ -267,6 +309,12 @@ pub(super) fn proxy(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant) ->
         if leg.state == LegState::Done || leg.eof {
             break;
         }
+        // An upstream whose pings wait for it to read our pongs (relay stops at
+        // write_buffer of them) is read no further; its writable edge resumes us, so no
+        // revisit is asked for (it would spin).
+        if leg.state == LegState::Open && leg.wbuf.len() >= limit && leg.rbuf.len() >= rbuf_cap {
+            break;
+        }
         // Backpressure (SPEC §5): read the upstream only while the client's output and
         // the not-yet-relayed bytes are under their bounds (one whole frame may need up
         // to max_frame).
@@ -279,20 +327,34 @@ pub(super) fn proxy(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant) ->
             break;
         }
         reads += 1;
+        let mut read_error = None;
         match leg.read(&mut env.readbuf) {
             Ok(0) => leg.eof = true,
             Ok(n) => leg.rbuf.extend_from_slice(&env.readbuf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-            Err(_) => leg.eof = true,
+            Err(e) => {
+                leg.eof = true;
+                read_error = Some(e);
+            }
         }
         if leg.state != LegState::Handshaking {
             continue;
         }
         let eof = leg.eof;
+        let target = leg.target;
+        let route = match conn.phase {
+            Phase::Dialing { route } => route,
+            _ => usize::MAX,
+        };
         match leg.answer() {
             upstream::Answer::Pending if eof => {
+                let what = match &read_error {
+                    Some(e) => format!("handshake: {e}"),
+                    None => "handshake: closed before answering".to_string(),
+                };
+                log_upstream_failure((conn.serial, conn.peer), env, route, target, &what);
                 env.metrics.upstream_error();
-                reject(conn, env, id, Reject::BadGateway, None);
+                reject(conn, env, Reject::BadGateway, None);
                 return false;
             }
             upstream::Answer::Pending => {}
@@ -312,12 +374,14 @@ pub(super) fn proxy(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant) ->
                     www_authenticate,
                     retry_after,
                 };
-                reject(conn, env, id, r, None);
+                reject(conn, env, r, None);
                 return false;
             }
             upstream::Answer::Bad => {
+                let what = "handshake: not a valid 101 or HTTP answer";
+                log_upstream_failure((conn.serial, conn.peer), env, route, target, &what);
                 env.metrics.upstream_error();
-                reject(conn, env, id, Reject::BadGateway, None);
+                reject(conn, env, Reject::BadGateway, None);
                 return false;
             }
         }
@@ -409,12 +473,14 @@ fn open_proxied(
     };
     env.metrics.handshake(101);
     conn.wbuf.clear();
-    write_switching_protocols(&mut conn.wbuf, client_accept, protocol);
+    // SPEC §10, this pass: the client leg alone negotiates permessage-deflate.
+    let deflate = conn.deflate.take();
+    let agreed = deflate.as_ref().map(|d| *d.agreement());
+    write_switching_protocols_deflate(&mut conn.wbuf, client_accept, protocol, agreed.as_ref());
     conn.release_wbuf_when_flushed = true;
     info!(
-        "conn={}.{} peer={} route={} sub={} upgraded (upstream)",
-        env.index,
-        id.index,
+        "conn={} peer={} route={} sub={} upgraded (upstream)",
+        conn.serial,
         conn.peer,
         env.rt
             .gate
@@ -423,10 +489,11 @@ fn open_proxied(
             .map_or("-", |r| r.path.as_str()),
         crate::log::QOpt(conn.identity.as_ref().map(|i| &*i.sub))
     );
-    conn.phase = Phase::Open {
-        session: Box::new(Session::new(env.rt.session, now)),
-        route,
-    };
+    let mut session = Box::new(Session::new(env.rt.session, now));
+    if let Some(deflate) = deflate {
+        session.set_deflate(*deflate);
+    }
+    conn.phase = Phase::Open { session, route };
     if !conn.rbuf.is_empty() {
         feed_session(conn, env, id, 0, now);
     }

@@ -361,6 +361,11 @@ pub fn validate_upgrade<'b>(head: &RequestHead<'_, 'b>) -> Result<Upgrade<'b>, H
     if head.header_count("host") != 1 {
         return Err(HttpError::Malformed("Host missing or repeated"));
     }
+    // RFC 9112 §6.3 / SPEC §4: a GET upgrade has no body. Framing headers on it would
+    // make the bytes after the head ambiguous (body or frames?): refused, whatever value.
+    if head.header_count("content-length") > 0 || head.header_count("transfer-encoding") > 0 {
+        return Err(HttpError::Malformed("body framing on an upgrade request"));
+    }
     // RFC 6455 §4.2.1 item 3: "An |Upgrade| header field containing the value "websocket",
     // treated as an ASCII case-insensitive value".
     if !head.has_token("upgrade", b"websocket") {
@@ -857,5 +862,30 @@ mod tests {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let head = parse_head(none.as_bytes(), &mut headers).expect("parses");
         assert_eq!(validate_upgrade(&head).map(|u| u.origin), Ok(None));
+    }
+
+    #[test]
+    fn body_framing_on_the_upgrade_is_refused() {
+        // RFC 9112 §6.3: a GET upgrade has no body; SPEC §4: 400 for either header, any value.
+        for extra in [
+            "Content-Length: 0\r\n",
+            "Content-Length: 5\r\n",
+            "Transfer-Encoding: chunked\r\n",
+            "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+            "transfer-encoding: identity\r\n",
+        ] {
+            assert!(
+                matches!(
+                    validate(&upgrade_request(extra)),
+                    Err(HttpError::Malformed(_))
+                ),
+                "{extra:?}"
+            );
+        }
+        // A header merely named alike is no framing header.
+        assert_eq!(validate(&upgrade_request("Content-Lengthy: 5\r\n")), Ok(()));
+        // Method first: a POST with a body is still 405.
+        let post = upgrade_request("Content-Length: 5\r\n").replacen("GET", "POST", 1);
+        assert_eq!(validate(&post), Err(HttpError::MethodNotAllowed));
     }
 }

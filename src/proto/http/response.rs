@@ -4,6 +4,8 @@
 //! may carry attacker-influenced text (scope names, relayed upstream headers), so control
 //! characters, CR and LF among them, are dropped before they reach the wire.
 
+use crate::proto::ws::deflate::Agreement;
+
 /// Content type of every plain-text response body.
 const CONTENT_TYPE: &str = "text/plain; charset=utf-8";
 
@@ -160,6 +162,24 @@ pub fn write_switching_protocols(out: &mut Vec<u8>, accept: &[u8; 28], protocol:
         write_header(out, "Sec-WebSocket-Protocol", protocol);
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// The 101 of [`write_switching_protocols`] with the `Sec-WebSocket-Extensions` answer of
+/// RFC 7692 §7.1 when permessage-deflate was agreed.
+pub fn write_switching_protocols_deflate(
+    out: &mut Vec<u8>,
+    accept: &[u8; 28],
+    protocol: Option<&str>,
+    deflate: Option<&Agreement>,
+) {
+    write_switching_protocols(out, accept, protocol);
+    if let Some(agreement) = deflate {
+        // Reopen the head: drop its final empty line, add the field, close it again.
+        out.truncate(out.len().saturating_sub(2));
+        out.extend_from_slice(b"Sec-WebSocket-Extensions: ");
+        agreement.write_response(out);
+        out.extend_from_slice(b"\r\n\r\n");
+    }
 }
 
 /// Appends a complete HTTP/1.1 plain-text response that closes the connection: status line,

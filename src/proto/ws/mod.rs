@@ -4,6 +4,7 @@
 
 pub mod accept;
 pub mod close;
+pub mod deflate;
 pub mod frame;
 pub mod mask;
 pub mod message;

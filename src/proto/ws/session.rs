@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::close::{is_valid_received_code, parse_close_payload, write_close, write_empty_close};
+use super::deflate::{deliver, PerMessageDeflate, RSV1_FIELD};
 use super::frame::{parse_header, write_frame, FrameHeader, OpCode};
 use super::mask::apply_mask;
 pub use super::message::MessageKind;
@@ -123,8 +124,10 @@ pub struct Session {
     frame: Option<PartialFrame>,
     /// Payload bytes of the current frame still to discard, in `CloseSent`.
     skip: u64,
-    /// The message being reassembled.
+    /// The message being reassembled (a compressed one as received, inflated at its end).
     message: Reassembly,
+    /// permessage-deflate, when negotiated (RFC 7692).
+    deflate: Option<Box<PerMessageDeflate>>,
 }
 
 impl Session {
@@ -145,7 +148,20 @@ impl Session {
             frame: None,
             skip: 0,
             message: Reassembly::new(),
+            deflate: None,
         }
+    }
+
+    /// permessage-deflate was negotiated in the 101 (RFC 7692): RSV1 marks compressed
+    /// messages, which are inflated within `max_message`; what `on_message` writes is
+    /// compressed on its way out. Call before the first [`Session::handle_input`].
+    pub fn set_deflate(&mut self, deflate: PerMessageDeflate) {
+        self.deflate = Some(Box::new(deflate));
+    }
+
+    /// Whether permessage-deflate is on.
+    pub fn deflating(&self) -> bool {
+        self.deflate.is_some()
     }
 
     /// Consume client bytes from `input` (the caller's read buffer; you may unmask it in place).
@@ -315,6 +331,9 @@ impl Session {
         // The rest of a half-received frame is discarded before the next header is parsed.
         self.skip = self.frame.take().map_or(0, |frame| frame.remaining);
         self.message.reset();
+        if let Some(deflate) = self.deflate.as_deref_mut() {
+            deflate.abandon();
+        }
     }
 
     /// RFC 6455 §7.1.7 "Fail the WebSocket Connection": send the error's close frame and stop
@@ -373,15 +392,18 @@ impl Session {
 
     /// The RFC 6455 rules a client frame header must follow, and our size limits.
     fn check_header(&self, header: &FrameHeader) -> Result<(OpCode, [u8; 4]), ProtocolError> {
-        // RFC 6455 §5.2: "RSV1, RSV2, RSV3: MUST be 0 unless an extension is negotiated";
-        // we negotiate none.
-        if header.rsv != 0 {
-            return Err(ProtocolError::ReservedBitsSet);
-        }
         // RFC 6455 §5.2: opcodes 0x3-0x7 and 0xB-0xF are reserved; §10.7: an unknown opcode
         // fails the connection.
         let opcode =
             OpCode::from_u8(header.opcode).ok_or(ProtocolError::ReservedOpcode(header.opcode))?;
+        // RFC 6455 §5.2: "RSV1, RSV2, RSV3: MUST be 0 unless an extension is negotiated";
+        // RFC 7692 §6: with permessage-deflate RSV1 marks the first frame of a compressed
+        // message, never a control frame (§6.1) or a continuation.
+        let rsv1_allowed =
+            self.deflate.is_some() && matches!(opcode, OpCode::Text | OpCode::Binary);
+        if header.rsv & !RSV1_FIELD != 0 || (header.rsv & RSV1_FIELD != 0 && !rsv1_allowed) {
+            return Err(ProtocolError::ReservedBitsSet);
+        }
         // RFC 6455 §5.1: "The server MUST close the connection upon receiving a frame that is
         // not masked."
         let mask = header.mask.ok_or(ProtocolError::UnmaskedFrame)?;
@@ -498,6 +520,9 @@ impl Session {
         self.state = SessionState::Closed;
         self.frame = None;
         self.message.reset();
+        if let Some(deflate) = self.deflate.as_deref_mut() {
+            deflate.abandon();
+        }
     }
 
     /// A text, binary or continuation frame whose header passed the checks.
@@ -534,10 +559,20 @@ impl Session {
             .ok()
             .and_then(|n| header_len.checked_add(n))
             .filter(|&total| total <= rest.len());
+        let compressed = header.rsv & RSV1_FIELD != 0;
         if let (Some(kind), true, Some(total)) = (starts, header.fin, whole) {
             let Some(payload) = rest.get_mut(header_len..total) else {
                 return Step::Stop;
             };
+            if compressed {
+                self.touch(now);
+                apply_mask(payload, mask, 0);
+                if let Err(e) = self.inflate_and_deliver(kind, Some(payload), now, out, on_message)
+                {
+                    self.fail(e, now, out);
+                }
+                return Step::Continue(pos + total);
+            }
             if !self.bytes.try_take(len, now) {
                 self.fail(ProtocolError::RateLimited, now, out);
                 return Step::Continue(pos);
@@ -549,12 +584,19 @@ impl Session {
                 self.fail(ProtocolError::InvalidUtf8, now, out);
                 return Step::Continue(pos + total);
             }
-            on_message(kind, payload, out);
+            deliver(self.deflate.as_deref_mut(), kind, payload, out, on_message);
             return Step::Continue(pos + total);
         }
         // Streaming path: consume the header now and the payload as it arrives.
         if let Some(kind) = starts {
-            self.message.start(kind);
+            match self.deflate.as_deref_mut() {
+                // Reassembled as received (not text yet), inflated at the last frame.
+                Some(deflate) if compressed => {
+                    deflate.start(kind);
+                    self.message.start(MessageKind::Binary);
+                }
+                _ => self.message.start(kind),
+            }
         }
         if let Err(e) = self.message.admit_frame(len, self.limits.max_message) {
             // Already checked by check_header; kept so the buffer bound never rests on it.
@@ -596,8 +638,13 @@ impl Session {
         let Some(chunk) = rest.get_mut(..n) else {
             return Step::Stop;
         };
+        // SPEC §10: `bytes` counts a compressed message's inflated bytes, at its end.
+        let compressed = self
+            .deflate
+            .as_deref()
+            .is_some_and(|d| d.receiving().is_some());
         if n > 0 {
-            if !self.bytes.try_take(n as u64, now) {
+            if !compressed && !self.bytes.try_take(n as u64, now) {
                 let remaining = frame.remaining;
                 self.fail(ProtocolError::RateLimited, now, out);
                 self.skip = remaining;
@@ -625,16 +672,52 @@ impl Session {
         self.frame = None;
         self.touch(now);
         if frame.fin {
-            match self.message.finish() {
-                Ok((kind, payload)) => on_message(kind, payload, out),
-                Err(e) => {
-                    self.fail(e, now, out);
-                    return Step::Continue(pos + n);
-                }
+            let delivered = if compressed {
+                self.receiving_kind().map_or(Ok(()), |kind| {
+                    self.inflate_and_deliver(kind, None, now, out, on_message)
+                })
+            } else {
+                self.message.finish().map(|(kind, payload)| {
+                    deliver(self.deflate.as_deref_mut(), kind, payload, out, on_message)
+                })
+            };
+            if let Err(e) = delivered {
+                self.fail(e, now, out);
+                return Step::Continue(pos + n);
             }
             self.message.reset();
         }
         Step::Continue(pos + n)
+    }
+
+    /// The kind of the compressed message being received.
+    fn receiving_kind(&self) -> Option<MessageKind> {
+        self.deflate
+            .as_deref()
+            .and_then(PerMessageDeflate::receiving)
+    }
+
+    /// A compressed message (`payload`, or the reassembled frames when `None`) is complete.
+    fn inflate_and_deliver<F>(
+        &mut self,
+        kind: MessageKind,
+        payload: Option<&[u8]>,
+        now: Instant,
+        out: &mut Vec<u8>,
+        on_message: &mut F,
+    ) -> Result<(), ProtocolError>
+    where
+        F: FnMut(MessageKind, &[u8], &mut Vec<u8>),
+    {
+        let Some(deflate) = self.deflate.as_deref_mut() else {
+            return Ok(());
+        };
+        let compressed = match payload {
+            Some(p) => p,
+            None => self.message.finish()?.1,
+        };
+        let limits = (self.limits.max_message, &mut self.bytes, now);
+        deflate.deliver_compressed(kind, compressed, limits, out, on_message)
     }
 
     /// One step in `CloseSent`: discard frames until the peer's close (RFC 6455 §7.1.2: after

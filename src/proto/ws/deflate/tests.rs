@@ -1,0 +1,608 @@
+use super::offer::*;
+use super::*;
+use crate::proto::ws::frame::{parse_header, write_frame};
+
+fn config(bits: u8, takeover: bool) -> DeflateConfig {
+    DeflateConfig {
+        server_max_window_bits: bits,
+        context_takeover: takeover,
+        min_size: 0,
+    }
+}
+
+fn answer_to(header: &str, cfg: &DeflateConfig) -> Result<Option<String>, MalformedOffer> {
+    Ok(negotiate([header.as_bytes()], cfg)?.map(|a| {
+        let mut out = Vec::new();
+        a.write_response(&mut out);
+        String::from_utf8(out).expect("ascii")
+    }))
+}
+
+#[test]
+fn negotiation_matrix() {
+    let off = config(15, false);
+    let on = config(15, true);
+    let cases: &[(&str, &DeflateConfig, Option<&str>)] = &[
+        // What browsers send.
+        (
+            "permessage-deflate; client_max_window_bits",
+            &on,
+            Some("permessage-deflate; client_max_window_bits=15"),
+        ),
+        ("permessage-deflate", &on, Some("permessage-deflate")),
+        (
+            "permessage-deflate",
+            &off,
+            Some("permessage-deflate; server_no_context_takeover; client_no_context_takeover"),
+        ),
+        // RFC 7692 §7.1.1.1: asked for, it must be answered even with takeover on.
+        (
+            "permessage-deflate; server_no_context_takeover",
+            &on,
+            Some("permessage-deflate; server_no_context_takeover"),
+        ),
+        (
+            "permessage-deflate; client_no_context_takeover",
+            &on,
+            Some("permessage-deflate; client_no_context_takeover"),
+        ),
+        // RFC 7692 §7.1.2.1: the same or a smaller value.
+        (
+            "permessage-deflate; server_max_window_bits=10",
+            &on,
+            Some("permessage-deflate; server_max_window_bits=10"),
+        ),
+        (
+            "permessage-deflate; server_max_window_bits=12",
+            &config(10, true),
+            Some("permessage-deflate; server_max_window_bits=10"),
+        ),
+        // Our own smaller window is announced unasked; the client's is answered only when named.
+        (
+            "permessage-deflate",
+            &config(11, true),
+            Some("permessage-deflate; server_max_window_bits=11"),
+        ),
+        (
+            "permessage-deflate; client_max_window_bits=9",
+            &on,
+            Some("permessage-deflate; client_max_window_bits=9"),
+        ),
+        (
+            "permessage-deflate; client_max_window_bits=15",
+            &config(12, true),
+            Some("permessage-deflate; server_max_window_bits=12; client_max_window_bits=12"),
+        ),
+        // Quoted values (RFC 7692 §7.1: the unescaped text must be a token).
+        (
+            "permessage-deflate; server_max_window_bits=\"10\"",
+            &on,
+            Some("permessage-deflate; server_max_window_bits=10"),
+        ),
+        // An 8-bit server window is agreed (Autobahn 13.3, 13.5, 13.7 offer it); the gateway
+        // then sends uncompressed (see min_size_and_control_frames_go_out_unchanged).
+        (
+            "permessage-deflate; server_max_window_bits=8",
+            &on,
+            Some("permessage-deflate; server_max_window_bits=8"),
+        ),
+        (
+            "permessage-deflate; server_no_context_takeover; server_max_window_bits=8, permessage-deflate",
+            &config(12, false),
+            Some("permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=8"),
+        ),
+        // First acceptable offer wins; other extensions are skipped.
+        (
+            "x-webkit-deflate-frame, permessage-deflate; server_max_window_bits=9, permessage-deflate; server_max_window_bits=10",
+            &on,
+            Some("permessage-deflate; server_max_window_bits=9"),
+        ),
+        ("x-webkit-deflate-frame; max_window_bits=8", &on, None),
+        ("PerMessage-Deflate", &on, Some("permessage-deflate")),
+        ("permessage-deflate ;client_no_context_takeover ,", &on, Some("permessage-deflate; client_no_context_takeover")),
+    ];
+    for (header, cfg, expected) in cases {
+        let got = answer_to(header, cfg).unwrap_or_else(|_| panic!("{header:?} refused"));
+        assert_eq!(got.as_deref(), *expected, "{header:?}");
+    }
+}
+
+#[test]
+fn malformed_offers_are_refused() {
+    let on = config(15, true);
+    for header in [
+        "",
+        ",",
+        "permessage-deflate; unknown_param",
+        "permessage-deflate; server_max_window_bits",
+        "permessage-deflate; server_max_window_bits=7",
+        "permessage-deflate; server_max_window_bits=16",
+        "permessage-deflate; server_max_window_bits=010",
+        "permessage-deflate; client_max_window_bits=abc",
+        "permessage-deflate; client_max_window_bits=\"1 0\"",
+        "permessage-deflate; server_no_context_takeover=1",
+        "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
+        "permessage-deflate; client_max_window_bits; client_max_window_bits=10",
+        "permessage-deflate; server_max_window_bits=\"10",
+        "permessage-deflate;",
+        "permessage-deflate x",
+        "permessage-deflate; =10",
+        "perm\u{e9}ssage-deflate",
+        // A later malformed offer refuses the request too: the header is one list.
+        "permessage-deflate, permessage-deflate; bogus",
+    ] {
+        assert_eq!(answer_to(header, &on), Err(MalformedOffer), "{header:?}");
+    }
+    // Several header lines form one list.
+    let two = negotiate(
+        [
+            &b"x-other"[..],
+            &b"permessage-deflate; client_no_context_takeover"[..],
+        ],
+        &on,
+    );
+    assert!(two.expect("well-formed").is_some());
+    assert!(negotiate([&b"x-other"[..], &b"permessage-deflate;;"[..]], &on).is_err());
+    // No header at all: nothing to answer.
+    assert_eq!(negotiate(std::iter::empty::<&[u8]>(), &on), Ok(None));
+}
+
+fn inflate(
+    pmd: &mut PerMessageDeflate,
+    payload: &[u8],
+    max: u64,
+) -> Result<Vec<u8>, ProtocolError> {
+    let mut out = Vec::new();
+    pmd.inflate(payload, max, &mut out).map(|()| out)
+}
+
+fn agreement(takeover: bool) -> Agreement {
+    negotiate([&b"permessage-deflate"[..]], &config(15, takeover))
+        .expect("valid")
+        .expect("accepted")
+}
+
+/// RFC 7692 §7.2.3.1: "Hello" in one compressed frame.
+const HELLO: [u8; 7] = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+/// RFC 7692 §7.2.3.2: the second "Hello" with the LZ77 window taken over.
+const HELLO_AGAIN: [u8; 5] = [0xf2, 0x00, 0x11, 0x00, 0x00];
+
+#[test]
+fn rfc_7692_inflate_vectors() {
+    let mut pmd = PerMessageDeflate::new(agreement(true), None);
+    assert_eq!(inflate(&mut pmd, &HELLO, 1024), Ok(b"Hello".to_vec()));
+    // §7.2.3.2: with context takeover the second message refers back to the first.
+    assert_eq!(inflate(&mut pmd, &HELLO_AGAIN, 1024), Ok(b"Hello".to_vec()));
+    // Without it, the same bytes refer to a window that is gone.
+    let mut fresh = PerMessageDeflate::new(agreement(false), None);
+    assert_eq!(inflate(&mut fresh, &HELLO, 1024), Ok(b"Hello".to_vec()));
+    assert!(inflate(&mut fresh, &HELLO_AGAIN, 1024).is_err());
+    // §7.2.3.3: a block with no compression.
+    let stored = [
+        0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00,
+    ];
+    assert_eq!(inflate(&mut fresh, &stored, 1024), Ok(b"Hello".to_vec()));
+    // §7.2.3.4: fragments are one stream: the payloads concatenated.
+    let (first, second) = ([0xf2, 0x48, 0xcd], [0xc9, 0xc9, 0x07, 0x00]);
+    let joined = [&first[..], &second[..]].concat();
+    assert_eq!(inflate(&mut fresh, &joined, 1024), Ok(b"Hello".to_vec()));
+    // §7.2.3.5: BFINAL set; the stream ends and the next message starts a new one.
+    let bfinal = [0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00];
+    let mut kept = PerMessageDeflate::new(agreement(true), None);
+    assert_eq!(inflate(&mut kept, &bfinal, 1024), Ok(b"Hello".to_vec()));
+    assert_eq!(inflate(&mut kept, &HELLO, 1024), Ok(b"Hello".to_vec()));
+    // §7.2.3.6: an empty payload is an empty message.
+    assert_eq!(inflate(&mut kept, &[0x00], 1024), Ok(vec![]));
+    assert_eq!(inflate(&mut kept, &[], 1024), Ok(vec![]));
+}
+
+fn deflated_frames(pmd: &mut PerMessageDeflate, messages: &[&[u8]]) -> Vec<Vec<u8>> {
+    messages
+        .iter()
+        .map(|m| {
+            let mut staging = Vec::new();
+            write_frame(&mut staging, true, OpCode::Text, m);
+            let mut out = Vec::new();
+            pmd.send_staged(&mut staging, &mut out);
+            out
+        })
+        .collect()
+}
+
+#[test]
+fn rfc_7692_deflate_vectors() {
+    // §7.2.3.1 / §7.2.3.2 byte for byte: FIN + RSV1 + text, then the payload without the tail.
+    let mut kept = PerMessageDeflate::new(agreement(true), None);
+    let frames = deflated_frames(&mut kept, &[b"Hello", b"Hello"]);
+    assert_eq!(frames[0], [&[0xc1, 0x07][..], &HELLO].concat());
+    assert_eq!(frames[1], [&[0xc1, 0x05][..], &HELLO_AGAIN].concat());
+    let mut fresh = PerMessageDeflate::new(agreement(false), None);
+    let frames = deflated_frames(&mut fresh, &[b"Hello", b"Hello"]);
+    assert_eq!(frames[0], frames[1]);
+    assert_eq!(frames[1], [&[0xc1, 0x07][..], &HELLO].concat());
+}
+
+#[test]
+fn round_trips_of_every_size_and_window() {
+    let text: Vec<u8> = (0..200_000u32)
+        .map(|i| b"{\"price\":12.5,\"sym\":\"ABC\"}"[(i % 26) as usize])
+        .collect();
+    for bits in MIN_WINDOW_BITS..=MAX_WINDOW_BITS {
+        for takeover in [false, true] {
+            let mut a = negotiate([&b"permessage-deflate"[..]], &config(bits, takeover))
+                .expect("valid")
+                .expect("accepted");
+            // The peer inflates what we send: the client side mirrors our window.
+            a.client_max_window_bits = None;
+            let mut server = PerMessageDeflate::new(a, None);
+            let mut peer = PerMessageDeflate::new(a, None);
+            for len in [0, 1, 125, 126, 65_535, 65_536, 200_000] {
+                let msg = &text[..len];
+                let out = deflated_frames(&mut server, &[msg]).remove(0);
+                let (header, header_len) = parse_header(&out).expect("ok").expect("whole");
+                assert_eq!(header.rsv, RSV1_FIELD, "RSV1 on a compressed frame");
+                assert!(header.fin);
+                assert_eq!(header.payload_len as usize, out.len() - header_len);
+                let inflated = inflate(&mut peer, &out[header_len..], 1 << 20).expect("inflates");
+                assert_eq!(inflated, msg, "bits {bits} takeover {takeover} len {len}");
+            }
+        }
+    }
+}
+
+#[test]
+fn min_size_and_control_frames_go_out_unchanged() {
+    let mut a = agreement(false);
+    a.min_size = 10;
+    let mut pmd = PerMessageDeflate::new(a, None);
+    let mut staging = Vec::new();
+    write_frame(&mut staging, true, OpCode::Text, b"short");
+    write_frame(&mut staging, true, OpCode::Ping, b"0123456789abcdef");
+    write_frame(&mut staging, true, OpCode::Close, &[0x03, 0xe8]);
+    let plain = staging.clone();
+    let mut out = Vec::new();
+    pmd.send_staged(&mut staging, &mut out);
+    assert_eq!(out, plain);
+    // An 8-bit window is never compressed into, and costs no compressor.
+    let mut eight = negotiate(
+        [&b"permessage-deflate; server_max_window_bits=8"[..]],
+        &config(15, true),
+    )
+    .expect("valid")
+    .expect("accepted");
+    eight.min_size = 0;
+    assert_eq!(eight.state_cost(), inflate_cost(15));
+    let mut pmd8 = PerMessageDeflate::new(eight, None);
+    let mut staging = Vec::new();
+    write_frame(&mut staging, true, OpCode::Binary, &[7; 300]);
+    let plain = staging.clone();
+    let mut out = Vec::new();
+    pmd8.send_staged(&mut staging, &mut out);
+    assert_eq!(out, plain);
+    // At min_size it is compressed.
+    let mut staging = Vec::new();
+    write_frame(&mut staging, true, OpCode::Binary, b"0123456789");
+    let mut out = Vec::new();
+    pmd.send_staged(&mut staging, &mut out);
+    assert_eq!(out[0], 0x80 | RSV1 | 0x2);
+}
+
+#[test]
+fn a_bomb_stops_at_the_limit_without_inflating_it_whole() {
+    // 4 MiB of zeros compress to about 4 KiB.
+    let zeros = vec![0u8; 4 << 20];
+    let mut sender = PerMessageDeflate::new(agreement(false), None);
+    let frame = deflated_frames(&mut sender, &[&zeros]).remove(0);
+    let (_, header_len) = parse_header(&frame).expect("ok").expect("whole");
+    let bomb = &frame[header_len..];
+    assert!(bomb.len() < 64 * 1024, "{} bytes", bomb.len());
+    for takeover in [false, true] {
+        let mut pmd = PerMessageDeflate::new(agreement(takeover), None);
+        let limit = 100_000u64;
+        assert_eq!(
+            inflate(&mut pmd, bomb, limit),
+            Err(ProtocolError::MessageTooBig)
+        );
+        // The output never grew past the limit plus the one byte that showed it crossed.
+        let mut buffer = Vec::new();
+        let result = pmd.inflate(bomb, limit, &mut buffer);
+        assert_eq!(result, Err(ProtocolError::MessageTooBig));
+        assert!(
+            buffer.capacity() <= limit as usize + 1,
+            "{}",
+            buffer.capacity()
+        );
+        // Exactly at the limit is accepted (SPEC §3: limits are inclusive).
+        let exact = &zeros[..limit as usize];
+        let frame = deflated_frames(&mut sender, &[exact]).remove(0);
+        let (_, header_len) = parse_header(&frame).expect("ok").expect("whole");
+        let mut pmd = PerMessageDeflate::new(agreement(takeover), None);
+        assert_eq!(
+            inflate(&mut pmd, &frame[header_len..], limit).map(|v| v.len()),
+            Ok(exact.len())
+        );
+        assert_eq!(
+            inflate(&mut pmd, &frame[header_len..], limit - 1),
+            Err(ProtocolError::MessageTooBig)
+        );
+    }
+}
+
+#[test]
+fn invalid_streams_are_1007() {
+    for takeover in [false, true] {
+        let mut pmd = PerMessageDeflate::new(agreement(takeover), None);
+        // BTYPE = 11 is reserved (RFC 1951 §3.2.3).
+        let e = inflate(&mut pmd, &[0xff, 0xff, 0xff], 1024);
+        assert_eq!(e, Err(ProtocolError::InvalidCompressedData));
+        assert_eq!(ProtocolError::InvalidCompressedData.close_code(), 1007);
+        // A stored block whose length check fails.
+        let e = inflate(&mut pmd, &[0x00, 0x05, 0x00, 0x00, 0x00, b'H'], 1024);
+        assert_eq!(e, Err(ProtocolError::InvalidCompressedData));
+        // A distance reaching before the start of a fresh window.
+        let mut fresh = PerMessageDeflate::new(agreement(false), None);
+        assert_eq!(
+            inflate(&mut fresh, &HELLO_AGAIN, 1024),
+            Err(ProtocolError::InvalidCompressedData)
+        );
+        // The pool's decompressor is reset: the next message inflates.
+        assert_eq!(inflate(&mut fresh, &HELLO, 1024), Ok(b"Hello".to_vec()));
+    }
+}
+
+#[test]
+fn the_budget_declines_past_its_limit_and_gives_back_on_drop() {
+    let on = config(15, true);
+    let cost = agreement(true).state_cost();
+    assert!(cost > 0);
+    assert_eq!(agreement(false).state_cost(), 0);
+    let budget = MemoryBudget::new(2 * cost);
+    let offer = [&b"permessage-deflate"[..]];
+    let first = negotiate_within(offer, &on, &budget).expect("valid");
+    let second = negotiate_within(offer, &on, &budget).expect("valid");
+    assert!(first.as_ref().and_then(|f| f.1.as_ref()).is_some());
+    assert!(second.is_some());
+    assert_eq!(budget.used(), 2 * cost);
+    // Full: the extension is declined, the handshake goes on.
+    assert_eq!(
+        negotiate_within(offer, &on, &budget)
+            .expect("valid")
+            .map(|a| a.0),
+        None
+    );
+    // Without context takeover nothing is reserved, whatever the budget.
+    let off = negotiate_within(offer, &config(15, false), &budget).expect("valid");
+    assert!(off.is_some_and(|(_, ticket)| ticket.is_none()));
+    // A client that keeps no context costs only our side.
+    let half = negotiate_within(
+        [&b"permessage-deflate; client_no_context_takeover"[..]],
+        &on,
+        &MemoryBudget::new(usize::MAX),
+    )
+    .expect("valid")
+    .expect("accepted");
+    assert_eq!(half.0.state_cost(), deflate_cost(15));
+    drop(first);
+    assert_eq!(budget.used(), cost);
+    assert!(negotiate_within(offer, &on, &budget)
+        .expect("valid")
+        .is_some());
+}
+
+mod session {
+    //! The extension inside the session: RSV1 rules, fragments, bounds, the echo compressed.
+    use super::*;
+    use crate::fuzzing::virtual_epoch;
+    use crate::proto::ws::frame::write_masked_frame;
+    use crate::proto::ws::session::{write_message, Session, SessionLimits, SessionState};
+    use std::time::Duration;
+
+    const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+
+    fn limits() -> SessionLimits {
+        SessionLimits {
+            max_frame: 64 * 1024,
+            max_message: 64 * 1024,
+            idle_timeout: Duration::from_secs(60),
+            messages_per_sec: 0,
+            bytes_per_sec: 0,
+            write_buffer: 1 << 20,
+            close_linger: Duration::from_secs(2),
+        }
+    }
+
+    /// (delivered messages, output frames as (first byte, payload), close code sent).
+    type Run = (Vec<Vec<u8>>, Vec<(u8, Vec<u8>)>, Option<u16>);
+
+    /// A session with the extension, run once over `input`; returns the delivered messages,
+    /// the server's output frames (first byte, payload) and the close code sent.
+    fn run(takeover: bool, limits: SessionLimits, input: &[u8]) -> Run {
+        let now = virtual_epoch();
+        let mut session = Session::new(limits, now);
+        session.set_deflate(PerMessageDeflate::new(agreement(takeover), None));
+        let mut input = input.to_vec();
+        let mut out = Vec::new();
+        let mut delivered = Vec::new();
+        session.handle_input(&mut input, now, &mut out, |kind, payload, out| {
+            delivered.push(payload.to_vec());
+            write_message(out, kind, payload);
+        });
+        let mut frames = Vec::new();
+        let mut rest = &out[..];
+        while let Ok(Some((h, n))) = parse_header(rest) {
+            let end = n + h.payload_len as usize;
+            frames.push((rest[0], rest[n..end].to_vec()));
+            rest = &rest[end..];
+        }
+        assert!(rest.is_empty());
+        let closed = (session.state() != SessionState::Open)
+            .then(|| session.close_sent())
+            .flatten();
+        (delivered, frames, closed)
+    }
+
+    /// A client frame; `rsv1` sets the compressed bit.
+    fn frame(fin: bool, opcode: OpCode, rsv1: bool, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_masked_frame(&mut out, fin, opcode, payload, KEY);
+        if rsv1 {
+            out[0] |= RSV1;
+        }
+        out
+    }
+
+    #[test]
+    fn compressed_hello_is_inflated_and_the_echo_compressed() {
+        let (delivered, frames, closed) =
+            run(false, limits(), &frame(true, OpCode::Text, true, &HELLO));
+        assert_eq!(delivered, [b"Hello".to_vec()]);
+        assert_eq!(closed, None);
+        // RFC 7692 §7.2.3.1 on the way back.
+        assert_eq!(frames, [(0xc1, HELLO.to_vec())]);
+    }
+
+    #[test]
+    fn fragmented_compressed_messages_with_a_ping_between() {
+        // RFC 7692 §7.2.3.4: RSV1 on the first frame only.
+        let mut input = frame(false, OpCode::Text, true, &[0xf2, 0x48, 0xcd]);
+        input.extend(frame(true, OpCode::Ping, false, b"p"));
+        input.extend(frame(
+            true,
+            OpCode::Continuation,
+            false,
+            &[0xc9, 0xc9, 0x07, 0x00],
+        ));
+        // Then an uncompressed message on the same connection.
+        input.extend(frame(true, OpCode::Binary, false, b"plain"));
+        for takeover in [false, true] {
+            let (delivered, frames, closed) = run(takeover, limits(), &input);
+            assert_eq!(delivered, [b"Hello".to_vec(), b"plain".to_vec()]);
+            assert_eq!(closed, None);
+            assert_eq!(
+                frames[0],
+                (0x8a, b"p".to_vec()),
+                "the pong is never compressed"
+            );
+            assert_eq!(frames[1].0, 0xc1);
+            assert_eq!(frames[2].0, 0xc2, "echoes are compressed whatever came in");
+        }
+        // Byte by byte gives the same.
+        let now = virtual_epoch();
+        let mut session = Session::new(limits(), now);
+        session.set_deflate(PerMessageDeflate::new(agreement(true), None));
+        let (mut pending, mut out, mut got) = (Vec::new(), Vec::new(), Vec::new());
+        for b in &input {
+            pending.push(*b);
+            let used =
+                session.handle_input(&mut pending, now, &mut out, |_, p, _| got.push(p.to_vec()));
+            pending.drain(..used);
+        }
+        assert_eq!(got, [b"Hello".to_vec(), b"plain".to_vec()]);
+    }
+
+    #[test]
+    fn rsv1_rules_are_1002() {
+        let bad = [
+            // RFC 7692 §6.1: never on a control frame.
+            frame(true, OpCode::Ping, true, b""),
+            frame(true, OpCode::Close, true, &[0x03, 0xe8]),
+            // RFC 7692 §6.1: never on a continuation.
+            [
+                frame(false, OpCode::Text, true, &[0xf2, 0x48, 0xcd]),
+                frame(true, OpCode::Continuation, true, &[0xc9, 0xc9, 0x07, 0x00]),
+            ]
+            .concat(),
+            // RSV2 and RSV3 stay reserved.
+            {
+                let mut f = frame(true, OpCode::Text, false, b"x");
+                f[0] |= 0x20;
+                f
+            },
+            {
+                let mut f = frame(true, OpCode::Text, true, &HELLO);
+                f[0] |= 0x10;
+                f
+            },
+        ];
+        for input in bad {
+            let (delivered, _, closed) = run(false, limits(), &input);
+            assert!(delivered.is_empty());
+            assert_eq!(closed, Some(1002), "{input:02x?}");
+        }
+        // Without the extension, RSV1 is 1002 too.
+        let now = virtual_epoch();
+        let mut session = Session::new(limits(), now);
+        let mut input = frame(true, OpCode::Text, true, &HELLO);
+        session.handle_input(&mut input, now, &mut Vec::new(), |_, _, _| {
+            panic!("delivered")
+        });
+        assert_eq!(session.close_sent(), Some(1002));
+    }
+
+    fn compress(message: &[u8]) -> Vec<u8> {
+        let mut sender = PerMessageDeflate::new(agreement(false), None);
+        let out = deflated_frames(&mut sender, &[message]).remove(0);
+        let (_, n) = parse_header(&out).expect("ok").expect("whole");
+        out[n..].to_vec()
+    }
+
+    #[test]
+    fn bombs_are_1009_in_one_frame_or_many() {
+        let bomb = compress(&vec![b'a'; 2 << 20]);
+        assert!(bomb.len() < 16 * 1024);
+        let (delivered, _, closed) =
+            run(false, limits(), &frame(true, OpCode::Binary, true, &bomb));
+        assert!(delivered.is_empty());
+        assert_eq!(closed, Some(1009));
+        let (first, second) = bomb.split_at(bomb.len() / 2);
+        let input = [
+            frame(false, OpCode::Binary, true, first),
+            frame(true, OpCode::Continuation, false, second),
+        ]
+        .concat();
+        let (delivered, _, closed) = run(true, limits(), &input);
+        assert!(delivered.is_empty());
+        assert_eq!(closed, Some(1009));
+        // Exactly max_message inflated is fine.
+        let exact = compress(&vec![b'a'; 64 * 1024]);
+        let (delivered, _, closed) =
+            run(true, limits(), &frame(true, OpCode::Binary, true, &exact));
+        assert_eq!((delivered[0].len(), closed), (64 * 1024, None));
+    }
+
+    #[test]
+    fn invalid_streams_and_invalid_text_are_1007() {
+        let (_, _, closed) = run(
+            false,
+            limits(),
+            &frame(true, OpCode::Binary, true, &[0xff, 0xff]),
+        );
+        assert_eq!(closed, Some(1007));
+        let bad_utf8 = compress(&[0x48, 0xff, 0x48]);
+        let (delivered, _, closed) =
+            run(true, limits(), &frame(true, OpCode::Text, true, &bad_utf8));
+        assert!(delivered.is_empty());
+        assert_eq!(closed, Some(1007));
+        // The same bytes as binary are fine.
+        let (delivered, _, closed) = run(
+            true,
+            limits(),
+            &frame(true, OpCode::Binary, true, &bad_utf8),
+        );
+        assert_eq!((delivered.len(), closed), (1, None));
+    }
+
+    #[test]
+    fn bytes_counts_inflated_bytes() {
+        let small = compress(&[b'z'; 2000]);
+        assert!(small.len() < 100);
+        let mut l = limits();
+        l.bytes_per_sec = 1000;
+        let (delivered, _, closed) = run(false, l, &frame(true, OpCode::Binary, true, &small));
+        assert!(delivered.is_empty());
+        assert_eq!(closed, Some(1008));
+        l.bytes_per_sec = 2000;
+        let (delivered, _, closed) = run(false, l, &frame(true, OpCode::Binary, true, &small));
+        assert_eq!((delivered.len(), closed), (1, None));
+    }
+}

@@ -1,0 +1,150 @@
+//! What permessage-deflate costs one connection, measured with a counting allocator (SPEC
+//! §10 "say what one connection costs in each mode"), and the check that the estimate the
+//! handshake reserves against `compression.memory` is not below what is really held.
+//! A separate test binary: a `#[global_allocator]` applies to the whole binary; one test,
+//! so that nothing else allocates while it measures.
+#![allow(unsafe_code)] // GlobalAlloc is an unsafe trait; this wrapper only counts.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicIsize, Ordering};
+
+use wsgate::proto::ws::deflate::{
+    deflate_cost, inflate_cost, negotiate, Agreement, DeflateConfig, PerMessageDeflate,
+};
+use wsgate::proto::ws::frame::{parse_header, write_frame, OpCode};
+
+struct Counting;
+
+/// Bytes allocated and not yet freed, over the whole process.
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: every call is forwarded unchanged to `System`; the wrapper only adds up sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn live() -> isize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+fn agreement(bits: u8, takeover: bool) -> Agreement {
+    let config = DeflateConfig {
+        server_max_window_bits: bits,
+        context_takeover: takeover,
+        min_size: 0,
+    };
+    let offer: &[u8] = b"permessage-deflate; client_max_window_bits";
+    negotiate([offer], &config)
+        .expect("valid")
+        .expect("accepted")
+}
+
+/// One 1 KiB JSON message in (compressed by a peer) and its echo out.
+fn one_round(pmd: &mut PerMessageDeflate, compressed: &[u8], message: &[u8]) {
+    let mut inflated = Vec::new();
+    pmd.inflate(compressed, 1 << 20, &mut inflated)
+        .expect("inflates");
+    assert_eq!(inflated, message);
+    let mut staging = Vec::new();
+    write_frame(&mut staging, true, OpCode::Text, &inflated);
+    let mut out = Vec::new();
+    pmd.send_staged(&mut staging, &mut out);
+}
+
+fn compressed(message: &[u8], bits: u8) -> Vec<u8> {
+    let mut sender = PerMessageDeflate::new(agreement(bits, false), None);
+    let mut staging = Vec::new();
+    write_frame(&mut staging, true, OpCode::Text, message);
+    let mut out = Vec::new();
+    sender.send_staged(&mut staging, &mut out);
+    let (_, n) = parse_header(&out).expect("ok").expect("whole");
+    out[n..].to_vec()
+}
+
+#[test]
+fn what_one_connection_costs_in_each_mode() {
+    let message: Vec<u8> = (0..24)
+        .flat_map(|i| format!(r#"{{"id":{i},"symbol":"ABC","price":12.5}},"#).into_bytes())
+        .collect();
+    let mut report = String::new();
+    for bits in [15u8, 12, 9] {
+        let input = compressed(&message, bits);
+        // Without context takeover: the worker's pool is warmed first (it is paid once per
+        // worker thread, not per connection), then a connection costs its own struct only.
+        let mut warm = PerMessageDeflate::new(agreement(bits, false), None);
+        one_round(&mut warm, &input, &message);
+        let before = live();
+        let mut pmd = Box::new(PerMessageDeflate::new(agreement(bits, false), None));
+        one_round(&mut pmd, &input, &message);
+        let without = live() - before;
+        drop(pmd);
+        // The pool itself, per worker: measured on a fresh thread.
+        let (pool_input, pool_message) = (input.clone(), message.clone());
+        let pool = std::thread::spawn(move || {
+            let before = live();
+            let mut pmd = PerMessageDeflate::new(agreement(bits, false), None);
+            one_round(&mut pmd, &pool_input, &pool_message);
+            drop(pmd);
+            live() - before
+        })
+        .join()
+        .expect("pool thread");
+        // With context takeover: both contexts live with the connection.
+        let input = compressed(&message, bits);
+        let a = agreement(bits, true);
+        let before = live();
+        let mut pmd = Box::new(PerMessageDeflate::new(a, None));
+        one_round(&mut pmd, &input, &message);
+        let with = live() - before;
+        drop(pmd);
+        report.push_str(&format!(
+            "window {bits}: no context takeover {without} B per connection (+{pool} B per worker); \
+             context takeover {with} B per connection (reserved: {})\n",
+            a.state_cost()
+        ));
+        assert!(
+            without < 256,
+            "no state kept between messages: {without} bytes"
+        );
+        assert!(with > 0);
+        // The reservation is never below what is held.
+        assert!(
+            with as usize <= a.state_cost(),
+            "window {bits}: {with} bytes held, {} reserved",
+            a.state_cost()
+        );
+        // And not wildly above it (the estimate stays honest): within 25 %.
+        assert!(
+            a.state_cost() <= with as usize + with as usize / 4,
+            "window {bits}: {} reserved for {with} bytes held",
+            a.state_cost()
+        );
+        assert_eq!(a.state_cost(), deflate_cost(bits) + inflate_cost(bits));
+    }
+    println!("{report}");
+}
