@@ -112,8 +112,15 @@ struct Plane {
     running: Running,
     reloader: Reloader,
     admin: Option<(tokio::net::TcpListener, Arc<GatewayAdmin>)>,
-    login: Option<(tokio::net::TcpListener, Arc<Service>)>,
+    login: Option<LoginListener>,
 }
+
+/// The token service's listener, the service, and its TLS configuration with `[tls]`.
+type LoginListener = (
+    tokio::net::TcpListener,
+    Arc<Service>,
+    Option<Arc<rustls::ServerConfig>>,
+);
 
 /// How often the token service deletes expired refresh-token families.
 const LOGIN_SWEEP: Duration = Duration::from_secs(3600);
@@ -281,12 +288,17 @@ fn start(
 /// Starts the token service of `[login]` (SPEC §11) and binds its listener (in the
 /// runtime's context): reads the users file, opens the refresh-token store (an error names
 /// it and stops the start), applies the revocations `user remove` recorded meanwhile.
-fn start_login(
-    config: &Config,
-    revoker: &Arc<Revoker>,
-) -> Result<Option<(tokio::net::TcpListener, Arc<Service>)>, String> {
+fn start_login(config: &Config, revoker: &Arc<Revoker>) -> Result<Option<LoginListener>, String> {
     let Some(l) = &config.login else {
         return Ok(None);
+    };
+    // SPEC §11: HTTPS with [tls].
+    let tls = match &config.tls {
+        Some(files) => Some(crate::net::tls::server_config(
+            files.cert_chain.clone(),
+            files.key.clone_key(),
+        )?),
+        None => None,
     };
     let path: Arc<dyn login::Revoke> = Arc::clone(revoker) as Arc<dyn login::Revoke>;
     let Some(service) = Service::start(config, path)? else {
@@ -296,8 +308,9 @@ fn start_login(
     let listener = login::http::bind(l.listen)
         .map_err(|e| format!("login.listen: cannot listen on {}: {e}", l.listen))?;
     let addr = listener.local_addr().unwrap_or(l.listen);
-    crate::log::always(format_args!("login listening on {addr}"));
-    Ok(Some((listener, service)))
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    crate::log::always(format_args!("login listening on {addr} ({scheme})"));
+    Ok(Some((listener, service, tls)))
 }
 
 /// The revocation set in force at start, replayed from `admin.revocation_log` when there is
@@ -337,13 +350,14 @@ async fn run(plane: Plane, mut signals: Signals) {
         login,
     } = plane;
     let (stop_login, login_stopped) = oneshot::channel();
-    let login_service = login.as_ref().map(|(_, service)| Arc::clone(service));
-    let login = login.map(|(listener, service)| {
+    let login_service = login.as_ref().map(|(_, service, _)| Arc::clone(service));
+    let login = login.map(|(listener, service, tls)| {
         tokio::spawn(sweep(Arc::clone(&service)));
         tokio::spawn(login::http::serve(
             listener,
             service,
             login::http::Limits::DEFAULT,
+            tls,
             login_stopped,
         ))
     });

@@ -7,6 +7,10 @@
 //! | `POST /logout`, form `refresh_token=...` (or RFC 7009's `token=...`) | 200 `{}` whether or not the token was known |
 //! | `GET /.well-known/jwks.json`, `GET /.well-known/openid-configuration` | 200 JSON |
 //!
+//! With `[tls]` the listener speaks HTTPS with the data listeners' certificate (loaded at
+//! start; a SIGHUP reload does not reach this listener). The TLS handshake must complete
+//! within [`Limits::header_read_timeout`].
+//!
 //! Token answers carry `Cache-Control: no-store` and `Pragma: no-cache` (RFC 6749 §5.1);
 //! every answer carries `Connection: close` (one request per connection). Bounds: a
 //! request head must arrive within [`Limits::header_read_timeout`] (hyper's
@@ -88,13 +92,15 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(1024)
 }
 
-/// Serves `listener` until `stop` fires or its sender is dropped.
+/// Serves `listener` (HTTPS with `tls`) until `stop` fires or its sender is dropped.
 pub async fn serve(
     listener: TcpListener,
     service: Arc<Service>,
     limits: Limits,
+    tls: Option<Arc<rustls::ServerConfig>>,
     mut stop: oneshot::Receiver<()>,
 ) {
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
@@ -135,16 +141,30 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let http = Arc::clone(&http);
         let service = Arc::clone(&service);
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let handler = service_fn(move |request| {
                 respond(request, Arc::clone(&service), peer.ip(), limits)
             });
-            let _ = tokio::time::timeout(
-                limits.connection_timeout,
-                http.serve_connection(TokioIo::new(stream), handler),
-            )
-            .await;
+            let work = async {
+                match tls {
+                    None => {
+                        let _ = http.serve_connection(TokioIo::new(stream), handler).await;
+                    }
+                    Some(acceptor) => {
+                        let accepted = tokio::time::timeout(
+                            limits.header_read_timeout,
+                            acceptor.accept(stream),
+                        )
+                        .await;
+                        if let Ok(Ok(stream)) = accepted {
+                            let _ = http.serve_connection(TokioIo::new(stream), handler).await;
+                        }
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(limits.connection_timeout, work).await;
         });
     }
 }

@@ -143,6 +143,14 @@ fn config(dir: &Path, failures: &str) -> crate::config::Config {
 }
 
 fn start(config: &crate::config::Config, store: Store) -> Running {
+    start_tls(config, store, None)
+}
+
+fn start_tls(
+    config: &crate::config::Config,
+    store: Store,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> Running {
     let recorder = Arc::new(Recorder::default());
     let service = Service::new(config, Arc::clone(&recorder) as Arc<dyn Revoke>, store).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -158,7 +166,7 @@ fn start(config: &crate::config::Config, store: Store) -> Running {
     let (stop, stopped) = tokio::sync::oneshot::channel();
     let serving = Arc::clone(&service);
     std::thread::spawn(move || {
-        runtime.block_on(serve(listener, serving, Limits::DEFAULT, stopped))
+        runtime.block_on(serve(listener, serving, Limits::DEFAULT, tls, stopped))
     });
     Running {
         addr,
@@ -494,4 +502,47 @@ fn unknown_users_take_as_long_as_known_ones() {
         u * 1e3
     );
     assert!(u > k / 2.0 && u < k * 2.0, "known {k}s unknown {u}s");
+}
+
+/// With `[tls]` the endpoints speak HTTPS; plain HTTP gets no answer.
+#[test]
+fn https_with_tls() {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+    let dir = dir("tls");
+    let config = config(&dir, "50/m");
+    let store = Store::open(&dir.join("refresh.db"), crate::clock::unix_now()).unwrap();
+    let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert = CertificateDer::from(generated.cert.der().to_vec());
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(generated.key_pair.serialize_der()));
+    let server = crate::net::tls::server_config(vec![cert.clone()], key).unwrap();
+    let gw = start_tls(&config, store, Some(server));
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let conn =
+        rustls::ClientConnection::new(Arc::new(client), ServerName::try_from("localhost").unwrap())
+            .unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, TcpStream::connect(gw.addr).unwrap());
+    let body = r#"{"username":"alice","password":"alice-password"}"#;
+    write!(
+        tls,
+        "POST /login HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    // The server closes after its answer (a TLS close_notify, or an EOF).
+    let _ = tls.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    assert!(text.contains("refresh_token"), "{text}");
+    // Plain HTTP on the HTTPS port gets no HTTP answer.
+    let plain = login(gw.addr, "alice", "alice-password");
+    assert_eq!(plain.status, 0);
 }
