@@ -255,6 +255,27 @@ fn login_connect_rotate_reuse_logout_and_remove_through_the_real_binary() {
     };
     assert_eq!(status.as_deref(), Some("200"));
     assert_eq!(jwks["keys"][0]["crv"], "Ed25519");
+    // Login metrics on the admin listener, by outcome.
+    let admin = listener(&gw, "admin");
+    let metrics = {
+        let mut s = TcpStream::connect(admin).expect("connect");
+        s.set_read_timeout(Some(WAIT)).expect("timeout");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: admin\r\n\r\n")
+            .expect("send");
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).expect("answer");
+        raw
+    };
+    for line in [
+        "wsgate_login_total{outcome=\"ok\"} 4",
+        "wsgate_login_total{outcome=\"failed\"} 1",
+        "wsgate_login_refresh_total{outcome=\"ok\"} 2",
+        "wsgate_login_refresh_total{outcome=\"reused\"} 1",
+        "wsgate_login_refresh_total{outcome=\"invalid\"} 1",
+        "wsgate_login_logout_total 1",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
     // No token or password reached the log.
     let logs = gw.logs();
     for secret in [
