@@ -51,12 +51,12 @@ pub fn run_check_to(path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> i3
 }
 
 /// What `serve` would refuse at start in a config that loads, found without binding,
-/// fetching or resolving anything (SPEC §2): unsupported upstreams, keys the verifier
+/// fetching or resolving anything (SPEC §2): upstream TLS trust that cannot be built, keys the verifier
 /// cannot use, origin patterns, a TLS pair rustls refuses, and a revocation log that
 /// cannot be opened or replayed. Binding the listeners is left to `serve`.
 pub fn start_refusals(config: &Config) -> Vec<String> {
     let mut refusals = Vec::new();
-    if let Err(e) = server::refuse_unsupported(config) {
+    if let Err(e) = server::upstream_tls(config) {
         refusals.push(e);
     }
     if let Err(e) = server::build_verifier(config) {
@@ -219,12 +219,24 @@ mod tests {
     #[test]
     fn whatever_serve_refuses_at_start_check_refuses() {
         let base = "[server]\nlisten = [\"127.0.0.1:1\"]\n";
+        // A wss:// upstream whose upstream_ca is PEM but not a certificate rustls can use.
+        let ca =
+            std::env::temp_dir().join(format!("wsgate-check-{}-bad-ca.pem", std::process::id()));
+        std::fs::write(
+            &ca,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
         let (status, _, err) = check(
             "wss",
-            &format!("{base}[[route]]\npath = \"/p\"\nupstream = [\"wss://10.0.0.1/x\"]\npublic = true\n"),
+            &format!("{base}[[route]]\npath = \"/p\"\nupstream = [\"wss://10.0.0.1/x\"]\nupstream_ca = {:?}\npublic = true\n", ca.display().to_string()),
         );
+        let _ = std::fs::remove_file(&ca);
         assert_eq!(status, 1);
-        assert_eq!(err, "wsgate.toml: route[0].upstream[0]: wss:// upstreams are not supported in this version; use ws:// on a private network\n");
+        assert!(
+            err.starts_with("wsgate.toml: route[0].upstream_ca: not a usable CA certificate"),
+            "{err}"
+        );
         // An upstream host that does not resolve is not check's business (nothing resolves).
         let (status, out, err) = check(
             "dns",

@@ -23,6 +23,8 @@ pub struct AdminSection {
     pub revocation_log: Option<PathBuf>,
     /// How long a `jti` entry without `exp` is kept.
     pub revocation_retention: DurationStr,
+    /// Ed25519 private key (PKCS#8 PEM) that signs identity headers (`sign_identity`).
+    pub identity_key: Option<PathBuf>,
 }
 
 impl Default for AdminSection {
@@ -32,6 +34,7 @@ impl Default for AdminSection {
             token_scope: "wsgate:admin".to_owned(),
             revocation_log: None,
             revocation_retention: DurationStr::secs(7 * 86_400),
+            identity_key: None,
         }
     }
 }
@@ -47,6 +50,61 @@ pub struct Admin {
     pub revocation_log: Option<PathBuf>,
     /// How long a `jti` entry without `exp` is kept.
     pub revocation_retention: Duration,
+    /// The gateway's identity-signing key (SPEC §5 `sign_identity`).
+    pub identity_key: Option<IdentityKey>,
+}
+
+/// An Ed25519 private key in PKCS#8 DER, checked by ring at load. Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IdentityKey(pub Vec<u8>);
+
+impl std::fmt::Debug for IdentityKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IdentityKey(..)")
+    }
+}
+
+/// Largest identity key file read.
+const MAX_IDENTITY_KEY_BYTES: u64 = 64 * 1024;
+
+/// Reads `admin.identity_key`: one PEM "PRIVATE KEY" block holding an Ed25519 key.
+fn identity_key(path: &Path, problems: &mut Problems) -> Option<IdentityKey> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::PrivatePkcs8KeyDer;
+    let at = "admin.identity_key";
+    let bytes = match super::read_file_capped(path, MAX_IDENTITY_KEY_BYTES) {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            problems.error(at, format!("{}: {error}", path.display()));
+            return None;
+        }
+    };
+    super::tls::warn_if_world_readable(path, at, problems);
+    let der = match PrivatePkcs8KeyDer::from_pem_slice(&bytes) {
+        Ok(der) => der,
+        Err(error) => {
+            problems.error(
+                at,
+                format!(
+                    "{}: {} (expected a PKCS#8 \"PRIVATE KEY\" block, as from \
+                     `openssl genpkey -algorithm ed25519`)",
+                    path.display(),
+                    super::tls::pem_problem(&error)
+                ),
+            );
+            return None;
+        }
+    };
+    // OpenSSL writes PKCS#8 v1 (no public key inside): ring checks what it can.
+    if ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(der.secret_pkcs8_der()).is_err()
+    {
+        problems.error(
+            at,
+            format!("{}: not an Ed25519 private key", path.display()),
+        );
+        return None;
+    }
+    Some(IdentityKey(der.secret_pkcs8_der().to_vec()))
 }
 
 pub(super) fn admin(
@@ -103,5 +161,9 @@ pub(super) fn admin(
         token_scope: raw.token_scope.clone(),
         revocation_log: raw.revocation_log.as_ref().map(|log| base_dir.join(log)),
         revocation_retention: raw.revocation_retention.0,
+        identity_key: raw
+            .identity_key
+            .as_ref()
+            .and_then(|key| identity_key(&base_dir.join(key), problems)),
     })
 }

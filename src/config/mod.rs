@@ -43,7 +43,7 @@ use self::session::session;
 use self::tls::tls_files;
 use self::units::ByteSize;
 
-pub use self::admin::{Admin, AdminSection};
+pub use self::admin::{Admin, AdminSection, IdentityKey};
 pub use self::auth::{
     Auth, AuthSection, KeyConfig, KeyMaterial, LoadedKey, Source, ED25519_SPKI_PREFIX,
 };
@@ -386,7 +386,18 @@ pub(super) fn validate(raw: &RawConfig, base_dir: &Path, problems: &mut Problems
         .admin
         .as_ref()
         .and_then(|admin| self::admin(admin, &server.listen, base_dir, problems));
-    let routes = routes(&raw.route, problems);
+    let routes = routes(&raw.route, base_dir, problems);
+    // SPEC §5: `sign_identity` signs with `[admin] identity_key`.
+    if admin.as_ref().is_none_or(|a| a.identity_key.is_none())
+        && raw.admin.as_ref().is_none_or(|a| a.identity_key.is_none())
+    {
+        if let Some(index) = raw.route.iter().position(|r| r.sign_identity == Some(true)) {
+            problems.error(
+                format!("route[{index}].sign_identity"),
+                "needs [admin] identity_key (an Ed25519 PKCS#8 PEM file)",
+            );
+        }
+    }
     let login = raw.login.as_ref().and_then(|section| {
         let around = self::login::Around {
             server_listen: &server.listen,

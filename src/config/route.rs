@@ -2,7 +2,11 @@
 
 use std::collections::HashMap;
 use std::net::Ipv6Addr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 
 use serde::Deserialize;
 
@@ -32,6 +36,11 @@ pub struct RouteConfig {
     pub upstream_backoff: Option<DurationStr>,
     /// How long an upstream handshake may take (default 10s).
     pub upstream_timeout: Option<DurationStr>,
+    /// PEM file of the CAs that `wss://` upstreams' certificates must chain to (default:
+    /// the system's roots).
+    pub upstream_ca: Option<PathBuf>,
+    /// Sign the identity headers sent upstream (RFC 9421; default false).
+    pub sign_identity: Option<bool>,
     /// `false`: this route never negotiates permessage-deflate (SPEC §10; default true).
     pub compression: Option<bool>,
 }
@@ -68,6 +77,10 @@ pub enum Backend {
         backoff: Duration,
         /// How long an upstream handshake may take before 504.
         timeout: Duration,
+        /// Trust anchors for `wss://` upstreams (`upstream_ca`); `None`: the system's roots.
+        ca: Option<Vec<CertificateDer<'static>>>,
+        /// Sign the identity headers (RFC 9421, SPEC §5 `sign_identity`).
+        sign_identity: bool,
     },
 }
 
@@ -90,7 +103,7 @@ pub struct UpstreamUrl {
 
 // Errors.
 
-pub(super) fn routes(raw: &[RouteConfig], problems: &mut Problems) -> Vec<Route> {
+pub(super) fn routes(raw: &[RouteConfig], base_dir: &Path, problems: &mut Problems) -> Vec<Route> {
     if raw.is_empty() {
         problems.error("route", "at least one [[route]] is required");
     }
@@ -150,7 +163,7 @@ pub(super) fn routes(raw: &[RouteConfig], problems: &mut Problems) -> Vec<Route>
                 );
             }
         }
-        let backend = backend(route, &at, problems);
+        let backend = backend(route, &at, base_dir, problems);
         if route.public {
             problems.warn(format!(
                 "{at}: public = true: no token is required on {path}"
@@ -231,7 +244,7 @@ fn is_token(token: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
-fn backend(route: &RouteConfig, at: &str, problems: &mut Problems) -> Backend {
+fn backend(route: &RouteConfig, at: &str, base_dir: &Path, problems: &mut Problems) -> Backend {
     match (&route.backend, &route.upstream) {
         (Some(_), Some(_)) => {
             problems.error(at, "set either backend or upstream, not both");
@@ -255,6 +268,8 @@ fn backend(route: &RouteConfig, at: &str, problems: &mut Problems) -> Backend {
                 ("forward_claims", route.forward_claims.is_some()),
                 ("upstream_backoff", route.upstream_backoff.is_some()),
                 ("upstream_timeout", route.upstream_timeout.is_some()),
+                ("upstream_ca", route.upstream_ca.is_some()),
+                ("sign_identity", route.sign_identity.is_some()),
             ] {
                 if set {
                     problems.error(
@@ -298,7 +313,44 @@ fn backend(route: &RouteConfig, at: &str, problems: &mut Problems) -> Backend {
                     .upstream_backoff
                     .map_or(Duration::from_secs(10), |b| b.0),
                 timeout,
+                ca: route
+                    .upstream_ca
+                    .as_deref()
+                    .and_then(|path| read_ca(&base_dir.join(path), at, problems)),
+                sign_identity: route.sign_identity.unwrap_or(false),
             }
+        }
+    }
+}
+
+/// Largest `upstream_ca` file read.
+const MAX_CA_FILE_BYTES: u64 = 1 << 20;
+
+/// Reads `upstream_ca`: one or more PEM certificates (SPEC §5).
+fn read_ca(path: &Path, at: &str, problems: &mut Problems) -> Option<Vec<CertificateDer<'static>>> {
+    let at = format!("{at}.upstream_ca");
+    let bytes = match super::read_file_capped(path, MAX_CA_FILE_BYTES) {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            problems.error(at, format!("{}: {error}", path.display()));
+            return None;
+        }
+    };
+    match CertificateDer::pem_slice_iter(&bytes).collect::<Result<Vec<_>, _>>() {
+        Ok(certs) if !certs.is_empty() => Some(certs),
+        Ok(_) => {
+            problems.error(
+                at,
+                format!("{}: no PEM \"CERTIFICATE\" block found", path.display()),
+            );
+            None
+        }
+        Err(error) => {
+            problems.error(
+                at,
+                format!("{}: {}", path.display(), super::tls::pem_problem(&error)),
+            );
+            None
         }
     }
 }

@@ -273,6 +273,7 @@ fn spec_example_loads_with_every_value_resolved() {
         forward_claims,
         backoff,
         timeout,
+        ..
     } = &config.routes[2].backend
     else {
         panic!("route[2] is an upstream route");
@@ -595,6 +596,8 @@ fn upstream_urls() {
             forward_claims: false,
             backoff: Duration::from_secs(60),
             timeout: Duration::from_secs(3),
+            ca: None,
+            sign_identity: false,
         }
     );
 }

@@ -7,6 +7,7 @@ mod config;
 mod deflate;
 mod http;
 mod revlog;
+mod upstream;
 mod ws;
 
 pub use auth::fuzz_jws;
@@ -14,4 +15,5 @@ pub use config::fuzz_config;
 pub use deflate::fuzz_session_deflate;
 pub use http::fuzz_http_request;
 pub use revlog::fuzz_revlog;
+pub use upstream::fuzz_upstream_response;
 pub use ws::{fuzz_frame_header, fuzz_session, virtual_epoch};

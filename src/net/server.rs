@@ -105,26 +105,57 @@ fn key_fingerprints(config: &Config) -> Vec<u64> {
         .collect()
 }
 
-/// What this version refuses in a configuration that loads (`wsgate check` reports the
-/// same, SPEC §2).
-pub fn refuse_unsupported(config: &Config) -> Result<(), String> {
+/// Per route, per upstream: the TLS client side of each `wss://` upstream (`None` for
+/// `ws://`). Reads the system's roots once when a route has no `upstream_ca`; `wsgate
+/// check` reports the same errors (SPEC §2).
+#[allow(clippy::type_complexity)]
+pub fn upstream_tls(config: &Config) -> Result<Vec<Vec<Option<tls::UpstreamTls>>>, String> {
+    let mut system: Option<Arc<rustls::ClientConfig>> = None;
+    let mut out = Vec::with_capacity(config.routes.len());
     for (i, r) in config.routes.iter().enumerate() {
-        if let crate::config::Backend::Upstream { urls, .. } = &r.backend {
+        let mut targets = Vec::new();
+        if let crate::config::Backend::Upstream { urls, ca, .. } = &r.backend {
+            let mut route_config: Option<Arc<rustls::ClientConfig>> = None;
             for (j, u) in urls.iter().enumerate() {
-                if u.secure {
-                    return Err(format!(
-                        "route[{i}].upstream[{j}]: wss:// upstreams are not supported in this version; use ws:// on a private network"
-                    ));
+                if !u.secure {
+                    targets.push(None);
+                    continue;
                 }
+                let config = match (&route_config, ca) {
+                    (Some(c), _) => c.clone(),
+                    (None, Some(ca)) => tls::client_config(Some(ca))
+                        .map_err(|e| format!("route[{i}].upstream_ca: {e}"))?,
+                    (None, None) => match &system {
+                        Some(c) => c.clone(),
+                        None => tls::client_config(None)
+                            .map_err(|e| format!("route[{i}].upstream[{j}]: {e}"))?,
+                    },
+                };
+                if ca.is_none() {
+                    system = Some(config.clone());
+                }
+                route_config = Some(config.clone());
+                let name = rustls::pki_types::ServerName::try_from(u.host.as_str())
+                    .map_err(|e| format!("route[{i}].upstream[{j}]: {e}"))?
+                    .to_owned();
+                targets.push(Some(tls::UpstreamTls { config, name }));
             }
         }
+        out.push(targets);
     }
-    Ok(())
+    Ok(out)
 }
 
 /// Everything a worker needs from one configuration.
 pub fn build_runtime(config: &Config) -> Result<Runtime, String> {
-    refuse_unsupported(config)?;
+    let upstream_tls = upstream_tls(config)?;
+    let identity = match config.admin.as_ref().and_then(|a| a.identity_key.as_ref()) {
+        Some(key) => Some(Arc::new(
+            crate::proto::http::client::sign::IdentitySigner::from_pkcs8(&key.0)
+                .map_err(|e| format!("admin.identity_key: {e}"))?,
+        )),
+        None => None,
+    };
     let verifier = build_verifier(config)?;
     let origin = OriginPolicy::new(&config.origin.allow, config.origin.allow_missing)
         .map_err(|e| format!("origin.allow: {e}"))?;
@@ -195,7 +226,15 @@ pub fn build_runtime(config: &Config) -> Result<Runtime, String> {
         expiry_notice: config.session.expiry_notice,
         max_failed_refreshes: config.session.max_failed_refreshes,
         leeway_secs: config.auth.leeway.as_secs(),
+        balancers: upstream_addrs
+            .iter()
+            .map(|targets| {
+                crate::backend::upstream::Balancer::new(targets.len(), crate::clock::now())
+            })
+            .collect(),
         upstream_addrs,
+        upstream_tls,
+        identity,
         token_cookie_names,
         plain: None,
         compression: config

@@ -21,3 +21,50 @@ pub fn server_config(
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }
+
+/// What a `wss://` upstream leg needs: the client config (trust anchors) and the name its
+/// certificate must carry, which is also the SNI sent (SPEC §5).
+#[derive(Clone)]
+pub struct UpstreamTls {
+    /// Trust anchors and protocol versions.
+    pub config: Arc<rustls::ClientConfig>,
+    /// The URL's host.
+    pub name: rustls::pki_types::ServerName<'static>,
+}
+
+/// A client config trusting `ca` (a route's `upstream_ca`) or, without one, the system's
+/// roots. Reads the system store (disk): call at configuration load, never on a worker.
+pub fn client_config(
+    ca: Option<&[CertificateDer<'static>]>,
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        Some(certs) => {
+            for cert in certs {
+                roots
+                    .add(cert.clone())
+                    .map_err(|e| format!("not a usable CA certificate: {e}"))?;
+            }
+        }
+        None => {
+            // Certificates the store holds but webpki cannot parse are skipped, as
+            // browsers and curl do.
+            let found = rustls_native_certs::load_native_certs();
+            let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                return Err(
+                    "no system root certificates found; set upstream_ca on the route".to_owned(),
+                );
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("tls: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    // RFC 6455 §4.1: the upgrade is HTTP/1.1.
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}

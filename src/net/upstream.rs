@@ -12,10 +12,11 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use ring::rand::SecureRandom;
 
+use super::tls::UpstreamTls;
 use super::token::ConnId;
 use crate::proto::http::client::{parse_upstream_response, UpstreamResponse};
 use crate::proto::ws::close::{parse_close_payload, write_close_payload};
-use crate::proto::ws::frame::{parse_header, write_masked_frame, OpCode};
+use crate::proto::ws::frame::{parse_header, write_frame, write_masked_frame, OpCode};
 use crate::proto::ws::message::MessageKind;
 use crate::proto::ws::message::Utf8Validator;
 
@@ -25,6 +26,17 @@ pub const UPSTREAM_BIT: usize = 1 << 63;
 /// The token for `id`'s upstream socket.
 pub fn upstream_token(id: ConnId) -> Token {
     Token(id.token().0 | UPSTREAM_BIT)
+}
+
+/// The TLS client side for a `wss://` target (SPEC §5: SNI and the certificate check
+/// from the URL's host).
+fn open_tls(tls: Option<&UpstreamTls>) -> io::Result<Option<Box<rustls::ClientConnection>>> {
+    tls.map(|t| {
+        rustls::ClientConnection::new(t.config.clone(), t.name.clone())
+            .map(Box::new)
+            .map_err(io::Error::other)
+    })
+    .transpose()
 }
 
 /// A non-blocking connect to `addr`, registered under `id`'s upstream token.
@@ -58,6 +70,10 @@ pub enum LegState {
 pub struct UpstreamLeg {
     /// The socket to the upstream.
     pub socket: TcpStream,
+    /// The TLS client side for `wss://` upstreams.
+    tls: Option<Box<rustls::ClientConnection>>,
+    /// The TCP connect completed (the TLS handshake may still be running).
+    tcp_up: bool,
     /// Index of the route's upstream in use.
     pub target: usize,
     /// Targets already tried during this client handshake.
@@ -91,6 +107,25 @@ pub struct UpstreamLeg {
     /// text (validated as it is relayed, so the client never receives invalid UTF-8).
     in_message: Option<bool>,
     utf8: Utf8Validator,
+    /// An upstream data frame longer than `max_frame`, being relayed in fragments.
+    split: Option<Split>,
+}
+
+/// An upstream data frame longer than `max_frame` whose header was consumed: its payload
+/// goes to the client as fragments of at most `max_frame` bytes (SPEC §5: relayed, not
+/// refused; RFC 6455 §5.4: an intermediary may re-fragment a message).
+#[derive(Debug, Clone, Copy)]
+struct Split {
+    /// The frame's opcode (the first fragment's; the rest are continuations).
+    opcode: OpCode,
+    /// The frame ended its message.
+    fin: bool,
+    /// Payload bytes not yet relayed.
+    remaining: u64,
+    /// A fragment of it has gone out.
+    started: bool,
+    /// Its message is text (UTF-8 checked as it goes).
+    text: bool,
 }
 
 impl UpstreamLeg {
@@ -101,15 +136,19 @@ impl UpstreamLeg {
         id: ConnId,
         addr: SocketAddr,
         target: usize,
+        tls: Option<&UpstreamTls>,
         requests: Vec<Vec<u8>>,
         key: [u8; 24],
         offered: Vec<String>,
         client_accept: [u8; 28],
         deadline: Instant,
     ) -> io::Result<UpstreamLeg> {
+        let tls = open_tls(tls)?;
         let socket = open_socket(registry, id, addr)?;
         Ok(UpstreamLeg {
             socket,
+            tls,
+            tcp_up: false,
             target,
             tried: vec![target],
             state: LegState::Connecting,
@@ -126,6 +165,7 @@ impl UpstreamLeg {
             keys_used: 1024,
             in_message: None,
             utf8: Utf8Validator::default(),
+            split: None,
         })
     }
 
@@ -136,8 +176,11 @@ impl UpstreamLeg {
         id: ConnId,
         addr: SocketAddr,
         target: usize,
+        tls: Option<&UpstreamTls>,
     ) -> io::Result<()> {
         let _ = registry.deregister(&mut self.socket);
+        self.tls = open_tls(tls)?;
+        self.tcp_up = false;
         self.socket = open_socket(registry, id, addr)?;
         self.target = target;
         self.tried.push(target);
@@ -147,28 +190,36 @@ impl UpstreamLeg {
         Ok(())
     }
 
-    /// While connecting: Ok(true) once connected, Ok(false) while in progress, the OS
-    /// error when the connect failed (refused, unreachable): try another upstream.
+    /// While connecting: Ok(true) once connected (and, for `wss://`, the TLS handshake
+    /// done with a certificate that verified), Ok(false) while in progress, the reason when
+    /// the connect failed (the OS error of a refused or unreachable connect, the TLS alert
+    /// or certificate error): try another upstream.
     pub fn poll_connected(&mut self) -> io::Result<bool> {
-        // mio: after a writable event, `take_error` then `peer_addr` tell the outcome.
-        match self.socket.take_error() {
-            Ok(Some(e)) | Err(e) => return Err(e),
-            Ok(None) => {}
-        }
-        match self.socket.peer_addr() {
-            Ok(_) => {
-                let Some(request) = self.requests.get_mut(self.target).map(std::mem::take) else {
-                    // No request for this target: treat as a failed connect (never built so).
-                    return Err(io::Error::other("no upgrade request for this upstream"));
-                };
-                self.state = LegState::Handshaking;
-                self.wbuf = request;
-                self.requests = Vec::new();
-                Ok(true)
+        if !self.tcp_up {
+            // mio: after a writable event, `take_error` then `peer_addr` tell the outcome.
+            match self.socket.take_error() {
+                Ok(Some(e)) | Err(e) => return Err(e),
+                Ok(None) => {}
             }
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
-            Err(e) => Err(e),
+            match self.socket.peer_addr() {
+                Ok(_) => self.tcp_up = true,
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(false),
+                Err(e) => return Err(e),
+            }
         }
+        if let Some(tls) = &mut self.tls {
+            if !tls_handshake(tls, &mut self.socket).map_err(io::Error::other)? {
+                return Ok(false);
+            }
+        }
+        let Some(request) = self.requests.get_mut(self.target).map(std::mem::take) else {
+            // No request for this target: treat as a failed connect (never built so).
+            return Err(io::Error::other("no upgrade request for this upstream"));
+        };
+        self.state = LegState::Handshaking;
+        self.wbuf = request;
+        self.requests = Vec::new();
+        Ok(true)
     }
 
     /// Writes what the socket takes. Err: the upstream is gone.
@@ -176,19 +227,43 @@ impl UpstreamLeg {
         if self.state == LegState::Connecting {
             return Ok(());
         }
-        let mut written = 0;
-        while written < self.wbuf.len() {
-            match self.socket.write(&self.wbuf[written..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+        let written = match &mut self.tls {
+            None => {
+                let mut written = 0;
+                while written < self.wbuf.len() {
+                    match self.socket.write(&self.wbuf[written..]) {
+                        Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                        Ok(n) => written += n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                written
             }
-        }
+            Some(tls) => {
+                let mut written = 0;
+                loop {
+                    if written < self.wbuf.len() {
+                        written += tls.writer().write(&self.wbuf[written..])?;
+                    }
+                    // Stop when the socket is full or everything has been handed over;
+                    // otherwise rustls' buffer was full and is now empty: go again.
+                    if !write_tls(tls, &mut self.socket)? || written >= self.wbuf.len() {
+                        break;
+                    }
+                }
+                written
+            }
+        };
         if written >= self.wbuf.len() {
             self.wbuf.clear();
-            if self.state == LegState::Closing {
+            if self.state == LegState::Closing && self.tls.as_ref().is_none_or(|t| !t.wants_write())
+            {
+                if let Some(tls) = &mut self.tls {
+                    tls.send_close_notify();
+                    let _ = write_tls(tls, &mut self.socket);
+                }
                 let _ = self.socket.shutdown(Shutdown::Write);
             }
         } else if written > 0 {
@@ -197,12 +272,38 @@ impl UpstreamLeg {
         Ok(())
     }
 
-    /// Reads once into `buf`: Ok(0) at EOF.
+    /// Reads once into `buf` (plaintext, through TLS for `wss://`): Ok(0) at EOF.
     pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(tls) = &mut self.tls else {
+            loop {
+                match self.socket.read(buf) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    other => return other,
+                }
+            }
+        };
         loop {
-            match self.socket.read(buf) {
+            // Plaintext already decrypted comes first.
+            match tls.reader().read(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // A TCP close without close_notify: the upstream is gone all the same.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                Err(e) => return Err(e),
+            }
+            match tls.read_tls(&mut self.socket) {
+                Ok(0) => return Ok(0),
+                Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => return other,
+                Err(e) => return Err(e),
+            }
+            if let Err(e) = tls.process_new_packets() {
+                // Send the alert rustls queued, best effort.
+                let _ = write_tls(tls, &mut self.socket);
+                return Err(io::Error::other(e));
+            }
+            if tls.wants_write() {
+                let _ = write_tls(tls, &mut self.socket);
             }
         }
     }
@@ -249,6 +350,51 @@ impl UpstreamLeg {
         self.close_sent = true;
         self.state = LegState::Closing;
     }
+}
+
+/// Drives a client TLS handshake as far as the socket allows: Ok(true) once complete,
+/// Ok(false) while waiting for the socket, Err with the reason when it failed (a
+/// certificate that does not verify, an alert, a close).
+fn tls_handshake(
+    tls: &mut rustls::ClientConnection,
+    socket: &mut TcpStream,
+) -> Result<bool, String> {
+    loop {
+        write_tls(tls, socket).map_err(|e| format!("tls: {e}"))?;
+        if !tls.is_handshaking() {
+            return Ok(true);
+        }
+        if !tls.wants_read() {
+            return Ok(false);
+        }
+        match tls.read_tls(socket) {
+            Ok(0) => return Err("tls: connection closed during the handshake".to_owned()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("tls: {e}")),
+        }
+        if let Err(e) = tls.process_new_packets() {
+            // Send the alert rustls queued (e.g. bad_certificate), best effort.
+            let _ = write_tls(tls, socket);
+            return Err(format!("tls: {e}"));
+        }
+    }
+}
+
+/// Writes TLS records until rustls has none left or the socket would block.
+/// Returns whether everything went out.
+fn write_tls(tls: &mut rustls::ClientConnection, socket: &mut TcpStream) -> io::Result<bool> {
+    while tls.wants_write() {
+        match tls.write_tls(socket) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
 }
 
 /// What the relay found in the upstream's bytes.
@@ -328,13 +474,42 @@ impl UpstreamLeg {
     /// they are: unmasked server frames are valid for the client), answers pings, and
     /// stops when `client_out` reaches `limit` (backpressure) or a close arrives. A ping
     /// waits in `rbuf` while the pongs already queued for the upstream reach `limit`:
-    /// an upstream that pings without reading costs bounded memory, as a client does.
-    /// Frames longer than `max_frame` break the leg (bounded memory).
+    /// an upstream that pings without reading costs bounded memory, as a client does. A
+    /// data frame longer than `max_frame` is relayed as fragments of `max_frame` bytes, so
+    /// the gateway never holds more than one such piece of it (bounded memory).
     pub fn relay(&mut self, client_out: &mut Vec<u8>, limit: usize, max_frame: u64) -> Relayed {
+        let piece_max = max_frame.max(1);
         let mut pos = 0;
         let result = loop {
             if client_out.len() >= limit {
                 break Relayed::Continue;
+            }
+            if let Some(split) = &mut self.split {
+                let want = split.remaining.min(piece_max) as usize;
+                let Some(piece) = self.rbuf.get(pos..pos + want) else {
+                    break Relayed::Continue;
+                };
+                split.remaining -= want as u64;
+                let last = split.remaining == 0;
+                let fin = last && split.fin;
+                if split.text
+                    && (self.utf8.feed(piece).is_err() || (fin && self.utf8.finish().is_err()))
+                {
+                    break Relayed::Broken;
+                }
+                let opcode = if split.started {
+                    OpCode::Continuation
+                } else {
+                    split.opcode
+                };
+                write_frame(client_out, fin, opcode, piece);
+                split.started = true;
+                pos += want;
+                if last {
+                    self.in_message = if split.fin { None } else { Some(split.text) };
+                    self.split = None;
+                }
+                continue;
             }
             let rest = &self.rbuf[pos..];
             let (header, header_len) = match parse_header(rest) {
@@ -348,10 +523,31 @@ impl UpstreamLeg {
             };
             if header.mask.is_some()
                 || header.rsv != 0
-                || header.payload_len > max_frame
                 || (op.is_control() && (header.payload_len > 125 || !header.fin))
             {
                 break Relayed::Broken;
+            }
+            if header.payload_len > max_frame {
+                // RFC 6455 §5.4: same sequencing rules as a frame relayed whole.
+                let text = match (op, self.in_message) {
+                    (OpCode::Continuation, Some(text)) => text,
+                    (OpCode::Text, None) => true,
+                    (OpCode::Binary, None) => false,
+                    _ => break Relayed::Broken,
+                };
+                if op == OpCode::Text {
+                    self.utf8.reset();
+                }
+                self.in_message = Some(text);
+                self.split = Some(Split {
+                    opcode: op,
+                    fin: header.fin,
+                    remaining: header.payload_len,
+                    started: false,
+                    text,
+                });
+                pos += header_len;
+                continue;
             }
             let total = header_len + header.payload_len as usize;
             let Some(frame) = rest.get(..total) else {

@@ -62,6 +62,11 @@ fn revlog_corpus() {
 }
 
 #[test]
+fn upstream_response_corpus() {
+    replay("upstream_response", wsgate::fuzzing::fuzz_upstream_response);
+}
+
+#[test]
 fn session_deflate_corpus() {
     replay("session_deflate", wsgate::fuzzing::fuzz_session_deflate);
 }

@@ -117,6 +117,12 @@ fn is_timeout(e: &std::io::Error) -> bool {
 /// more on a loaded machine where the gateway drains the socket late.
 const KERNEL_BUFFERS_CAP: usize = 256 << 20;
 
+/// The slow-consumer tests' limits. `idle_timeout` leaves the client ample time to see its
+/// writes stall before the gateway gives up on it: once the gateway has sent its close it
+/// reads and discards (SPEC §5's linger), and a client still writing then is never
+/// stopped, which on a loaded machine made a 2 s timeout look like missing backpressure.
+const SLOW_CONSUMER_LIMITS: &str = "write_buffer = \"64KiB\"\nidle_timeout = \"5s\"";
+
 /// Writes 16 KiB messages without ever reading until a write stalls; returns the
 /// bytes written. Panics past `cap`.
 fn write_until_stalled(s: &mut TcpStream, frame: &[u8], offset: &mut usize, cap: usize) -> usize {
@@ -138,11 +144,7 @@ fn write_until_stalled(s: &mut TcpStream, frame: &[u8], offset: &mut usize, cap:
 
 #[test]
 fn slow_consumer_is_stopped_then_disconnected() {
-    let gw = Gateway::start(&echo_config(
-        1,
-        "",
-        "write_buffer = \"64KiB\"\nidle_timeout = \"2s\"",
-    ));
+    let gw = Gateway::start(&echo_config(1, "", SLOW_CONSUMER_LIMITS));
     let mut s = small_window_client(&gw);
     let rss_before = rss_kib(&gw);
     let frame = client_frame(true, 2, &[0x5a; 16 * 1024]);
@@ -170,11 +172,11 @@ fn slow_consumer_is_stopped_then_disconnected() {
     // when exactly the gateway crossed the limit before our writes stalled), and not
     // much after idle_timeout + the close linger.
     assert!(
-        gone_after >= Duration::from_millis(1000),
+        gone_after >= Duration::from_millis(3000),
         "disconnected after only {gone_after:?}: {line}"
     );
     assert!(
-        gone_after < Duration::from_secs(8),
+        gone_after < Duration::from_secs(12),
         "{gone_after:?}: {line}"
     );
     // Reading now gives whatever was buffered, then EOF or a reset: never a hang.
@@ -195,11 +197,7 @@ fn slow_consumer_is_stopped_then_disconnected() {
 fn slow_consumer_close_code_is_1008() {
     // SPEC §5: output above write_buffer for idle_timeout closes with 1008 "slow
     // consumer" -- even though, with reading paused, no frame is received either.
-    let gw = Gateway::start(&echo_config(
-        1,
-        "",
-        "write_buffer = \"64KiB\"\nidle_timeout = \"2s\"",
-    ));
+    let gw = Gateway::start(&echo_config(1, "", SLOW_CONSUMER_LIMITS));
     let mut s = small_window_client(&gw);
     let frame = client_frame(true, 2, &[0x5a; 16 * 1024]);
     s.set_write_timeout(Some(Duration::from_millis(300)))
@@ -212,11 +210,7 @@ fn slow_consumer_close_code_is_1008() {
 
 #[test]
 fn reader_that_catches_up_is_not_a_slow_consumer() {
-    let gw = Gateway::start(&echo_config(
-        1,
-        "",
-        "write_buffer = \"64KiB\"\nidle_timeout = \"2s\"",
-    ));
+    let gw = Gateway::start(&echo_config(1, "", SLOW_CONSUMER_LIMITS));
     let mut s = small_window_client(&gw);
     let payload = vec![0x33u8; 16 * 1024];
     let frame = client_frame(true, 2, &payload);

@@ -21,3 +21,5 @@ mod proxy_edge;
 mod session;
 mod tls;
 mod tokens;
+mod upstream;
+mod upstream_tls;

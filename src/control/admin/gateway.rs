@@ -79,6 +79,15 @@ impl AdminBackend for GatewayAdmin {
         self.ready.load(Ordering::Relaxed) && !self.shared.draining.load(Ordering::Relaxed)
     }
 
+    fn identity_jwk(&self) -> Option<String> {
+        self.view
+            .load()
+            .rt
+            .identity
+            .as_ref()
+            .map(|signer| signer.jwk())
+    }
+
     fn metrics_text(&self) -> String {
         let mut out = String::with_capacity(8 * 1024);
         self.shared.metrics.render(&mut out);

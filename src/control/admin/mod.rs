@@ -11,6 +11,7 @@
 //! | `GET`/`HEAD /healthz` | 200 `ok`: the process is alive |
 //! | `GET`/`HEAD /readyz` | 200 `ready` when listening with keys loaded, else 503 |
 //! | `GET`/`HEAD /metrics` | 200, Prometheus text format 0.0.4 ([`crate::metrics`]) |
+//! | `GET`/`HEAD /.well-known/identity-key.jwk` | 200, the identity-signing public key (JWK), with `[admin] identity_key`; else 404 |
 //! | `POST /revoke` | 200 `{"revoked":true,"closed":N}`; 401 / 403 (token first), then 400 for the body; 503 when the revocation could not be made durable |
 //! | another method on those paths | 405 with `Allow` |
 //! | another path | 404 |
@@ -25,6 +26,12 @@ mod fake;
 
 /// Content type of plain-text answers.
 const TEXT: &str = "text/plain; charset=utf-8";
+
+/// Where the identity-signing public key is served (SPEC §5 `sign_identity`).
+pub const IDENTITY_KEY_PATH: &str = "/.well-known/identity-key.jwk";
+
+/// RFC 7517 §8.5.1: the media type of one JWK.
+const JWK: &str = "application/jwk+json";
 
 /// Content type of `/revoke` answers.
 const JSON: &str = "application/json";
@@ -54,6 +61,11 @@ pub trait AdminBackend: Send + Sync + 'static {
     /// Applies a revocation from the body as received (the backend parses it, appends it to
     /// the revocation log, counts it in the metrics); returns the connections it closed.
     fn revoke(&self, body: &[u8]) -> Result<usize, RevokeFailure>;
+    /// The public key that signs identity headers, as a JWK (SPEC §5 `sign_identity`);
+    /// `None` without `[admin] identity_key`.
+    fn identity_jwk(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Why a `POST /revoke` is not authorized.
@@ -96,6 +108,11 @@ pub fn handle(req: &AdminRequest<'_>, backend: &dyn AdminBackend) -> AdminRespon
             backend.metrics_text().into_bytes(),
             crate::metrics::CONTENT_TYPE,
         ),
+        IDENTITY_KEY_PATH if !read_only => method_not_allowed("GET, HEAD"),
+        IDENTITY_KEY_PATH => match backend.identity_jwk() {
+            Some(jwk) => (200, Vec::new(), jwk.into_bytes(), JWK),
+            None => (404, Vec::new(), b"not found\n".to_vec(), TEXT),
+        },
         "/revoke" if req.method != "POST" => method_not_allowed("POST"),
         "/revoke" => revoke(req, backend),
         _ => (404, Vec::new(), b"not found\n".to_vec(), TEXT),

@@ -24,7 +24,6 @@ use mio::{Events, Interest, Poll, Waker};
 
 use self::drive::step;
 use self::handshake::reject;
-use self::proxy::balancers_for;
 use super::conn::{Conn, Phase};
 use super::timer::Timers;
 use super::token::{ConnId, Slab, WAKER};
@@ -32,7 +31,6 @@ use super::upstream::LegState;
 use crate::auth::error::TokenError;
 use crate::auth::revocation::{Revocation, RevocationSet};
 use crate::auth::verify::Scratch;
-use crate::backend::upstream::Balancer;
 use crate::gate::decide::Gate;
 use crate::gate::limits::{IpTable, SubjectTable};
 use crate::gate::reject::Reject;
@@ -82,6 +80,13 @@ pub struct Runtime {
     pub leeway_secs: u64,
     /// Per route, the resolved address of each upstream (empty for echo routes).
     pub upstream_addrs: Vec<Vec<SocketAddr>>,
+    /// `[admin] identity_key`: signs identity headers on `sign_identity` routes (SPEC §5).
+    pub identity: Option<Arc<crate::proto::http::client::sign::IdentitySigner>>,
+    /// Per route, per upstream: the TLS client side of `wss://` upstreams.
+    pub upstream_tls: Vec<Vec<Option<super::tls::UpstreamTls>>>,
+    /// Per route, round-robin and health of its upstreams: one view per process, shared
+    /// by every worker (SPEC §5; empty balancers for echo routes).
+    pub balancers: Vec<crate::backend::upstream::Balancer>,
     /// Cookie names that carry tokens (never forwarded upstream).
     pub token_cookie_names: Vec<String>,
     /// Plain HTTP requests' answers (`serve --demo` only).
@@ -161,8 +166,6 @@ struct Env {
     metrics: Arc<WorkerMetrics>,
     /// For registering upstream sockets from inside a connection's step.
     registry: mio::Registry,
-    /// Per route: round-robin and health of its upstreams (this worker's view).
-    balancers: Vec<Balancer>,
     /// The event being handled also reported the peer's FIN or an error.
     peer_closed_hint: bool,
 }
@@ -190,7 +193,6 @@ impl Worker {
         let scratch = Scratch::new(rt.max_token_bytes);
         let metrics = shared.metrics.workers[index].clone();
         let registry = poll.registry().try_clone()?;
-        let balancers = balancers_for(&rt);
         let revocations = Cache::new(Arc::clone(&shared.revocations));
         Ok((
             Worker {
@@ -212,7 +214,6 @@ impl Worker {
                     by_jti: HashMap::new(),
                     metrics,
                     registry,
-                    balancers,
                     peer_closed_hint: false,
                 },
                 drain_deadline: None,
@@ -430,7 +431,6 @@ impl Worker {
 
     fn reload(&mut self, rt: Arc<Runtime>) {
         let old = std::mem::replace(&mut self.env.rt, rt);
-        self.env.balancers = balancers_for(&self.env.rt);
         if self.env.rt.max_token_bytes > self.env.scratch.max_token_bytes() {
             self.env.scratch = Scratch::new(self.env.rt.max_token_bytes);
         }

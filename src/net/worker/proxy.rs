@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 use super::drive::feed_session;
 use super::handshake::reject;
 use super::{Env, Runtime, MAX_READS_PER_TURN};
-use crate::backend::upstream::Balancer;
 use crate::config::Backend;
 use crate::gate::decide::Identity;
 use crate::gate::reject::Reject;
 use crate::net::conn::{Conn, Phase};
+use crate::net::tls::UpstreamTls;
 use crate::net::token::ConnId;
 use crate::net::upstream::{self, LegState, Relayed, UpstreamLeg};
 use crate::proto::http::client::{random_key, write_upstream_request, ForwardRequest};
@@ -22,20 +22,12 @@ use crate::proto::ws::accept::accept_key;
 use crate::proto::ws::session::{Session, SessionState};
 use crate::{info, warn};
 
-/// One balancer per route (empty for echo routes), sized from the runtime.
-pub(super) fn balancers_for(rt: &Runtime) -> Vec<Balancer> {
-    rt.upstream_addrs
-        .iter()
-        .map(|targets| Balancer::new(targets.len()))
-        .collect()
-}
-
 pub(super) fn mark_down(env: &mut Env, route: usize, target: usize, now: Instant) {
     let backoff = match &env.rt.gate.routes.get(route).map(|r| &r.backend) {
         Some(Backend::Upstream { backoff, .. }) => *backoff,
         _ => return,
     };
-    if let Some(b) = env.balancers.get_mut(route) {
+    if let Some(b) = env.rt.balancers.get(route) {
         b.mark_down(target, now, backoff);
     }
 }
@@ -90,8 +82,20 @@ pub(super) fn upstream_plan(
     let Some(r) = rt.gate.routes.get(route) else {
         return Ok(None);
     };
-    let Backend::Upstream { urls, .. } = &r.backend else {
+    let Backend::Upstream {
+        urls,
+        sign_identity,
+        ..
+    } = &r.backend
+    else {
         return Ok(None);
+    };
+    let rng = ring::rand::SystemRandom::new();
+    // SPEC §5 `sign_identity`: config validation guarantees the key; without one, 502.
+    let signer = match (*sign_identity, &rt.identity) {
+        (false, _) => None,
+        (true, Some(signer)) => Some(signer),
+        (true, None) => return Err(Reject::BadGateway),
     };
     let mut offered: Vec<String> = Vec::new();
     for value in head.headers_named("sec-websocket-protocol") {
@@ -113,7 +117,7 @@ pub(super) fn upstream_plan(
     let token_cookies: Vec<&str> = rt.token_cookie_names.iter().map(String::as_str).collect();
     let offered_refs: Vec<&str> = offered.iter().map(String::as_str).collect();
     let scope = identity.map(|i| i.scopes.join(" "));
-    let key = random_key(&ring::rand::SystemRandom::new()).map_err(|_| Reject::BadGateway)?;
+    let key = random_key(&rng).map_err(|_| Reject::BadGateway)?;
     let mut requests = Vec::with_capacity(urls.len());
     let mut forged_headers = 0;
     for url in urls {
@@ -134,6 +138,18 @@ pub(super) fn upstream_plan(
         let mut request = Vec::with_capacity(512);
         forged_headers =
             write_upstream_request(&forward, &key, &mut request).map_err(|_| Reject::BadGateway)?;
+        if let Some(signer) = signer {
+            // RFC 9421: a fresh nonce per signed request, `created` from the wall clock.
+            let mut nonce = [0u8; 16];
+            ring::rand::SecureRandom::fill(&rng, &mut nonce).map_err(|_| Reject::BadGateway)?;
+            let nonce = base64::engine::Engine::encode(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                nonce,
+            );
+            signer
+                .sign_request(&mut request, crate::clock::unix_now(), &nonce)
+                .map_err(|_| Reject::BadGateway)?;
+        }
         requests.push(request);
     }
     if requests.is_empty() {
@@ -148,20 +164,22 @@ pub(super) fn upstream_plan(
     }))
 }
 
-/// The next upstream of `route` that is not marked down and not in `tried`, round-robin.
+/// The next upstream of `route` not in `tried`: round-robin over those not marked down,
+/// else the one that recovers soonest (SPEC §5).
 fn next_target(
-    env: &mut Env,
+    env: &Env,
     route: usize,
     tried: &[usize],
     now: Instant,
-) -> Option<(usize, SocketAddr)> {
-    let target = env.balancers.get_mut(route)?.pick(now, tried)?;
+) -> Option<(usize, SocketAddr, Option<UpstreamTls>)> {
+    let target = env.rt.balancers.get(route)?.pick(now, tried)?;
     let addr = *env.rt.upstream_addrs.get(route)?.get(target)?;
-    Some((target, addr))
+    let tls = env.rt.upstream_tls.get(route)?.get(target)?.clone();
+    Some((target, addr, tls))
 }
 
-/// Connects to the next healthy upstream of `route` not yet tried; false when none is
-/// left (the caller answers 502).
+/// Connects to the next upstream of `route` not yet tried; false when every one was
+/// tried (the caller answers 502).
 fn dial_next(conn: &mut Conn, env: &mut Env, id: ConnId, route: usize, now: Instant) -> bool {
     loop {
         let tried: Vec<usize> = conn
@@ -169,13 +187,13 @@ fn dial_next(conn: &mut Conn, env: &mut Env, id: ConnId, route: usize, now: Inst
             .as_ref()
             .map(|l| l.tried.clone())
             .unwrap_or_default();
-        let Some((target, addr)) = next_target(env, route, &tried, now) else {
+        let Some((target, addr, tls)) = next_target(env, route, &tried, now) else {
             return false;
         };
         let Some(leg) = conn.upstream.as_mut() else {
             return false;
         };
-        match leg.reconnect(&env.registry, id, addr, target) {
+        match leg.reconnect(&env.registry, id, addr, target, tls.as_ref()) {
             Ok(()) => return true,
             Err(e) => {
                 log_upstream_failure(
@@ -209,7 +227,7 @@ pub(super) fn start_upstream(
     let deadline = now + timeout;
     let mut tried = Vec::new();
     loop {
-        let Some((target, addr)) = next_target(env, route, &tried, now) else {
+        let Some((target, addr, tls)) = next_target(env, route, &tried, now) else {
             // SPEC §5: no upstream left to try.
             env.metrics.upstream_error();
             reject(conn, env, Reject::BadGateway, None);
@@ -221,6 +239,7 @@ pub(super) fn start_upstream(
             id,
             addr,
             target,
+            tls.as_ref(),
             plan.requests.clone(),
             plan.key,
             plan.offered.clone(),
@@ -292,7 +311,7 @@ pub(super) fn proxy(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant) ->
     };
     if let Phase::Dialing { route } = conn.phase {
         if leg.state == LegState::Handshaking {
-            if let Some(b) = env.balancers.get_mut(route) {
+            if let Some(b) = env.rt.balancers.get(route) {
                 b.mark_up(leg.target);
             }
         }

@@ -24,6 +24,7 @@ use ring::rand::SecureRandom;
 
 use crate::proto::http::fields::{is_token_segment, query_segments};
 mod response;
+pub mod sign;
 
 pub use response::{parse_upstream_response, UpstreamError, UpstreamResponse};
 
