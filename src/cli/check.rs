@@ -43,7 +43,10 @@ pub fn run_check_to(path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> i3
                 "{file}: OK ({}, {}, {})",
                 count(config.server.listen.len(), "listener"),
                 count(config.routes.len(), "route"),
-                count(config.auth.keys.len(), "key"),
+                count(
+                    config.auth.keys.len() + usize::from(config.login.is_some()),
+                    "key"
+                ),
             );
             0
         }
