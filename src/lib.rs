@@ -35,7 +35,8 @@
 //!    over tokio-rustls), `cluster/` (SPEC §8, the fleet link on Redis: `link` the
 //!    session loop, `load` what a (re)connect reads, `wire` keys and messages, `view` the
 //!    other nodes' counts, `status` readiness and metrics) and `fleet` (what the link
-//!    reaches in the running gateway);
+//!    reaches in the running gateway), `login/` (the token service of SPEC §11: users
+//!    file, Argon2 pool, refresh-token store, its HTTP endpoints);
 //! 8. entry points: [`cli`] (serve, demo, init, check, keygen, token, revoke) and
 //!    `fuzzing` (hidden).
 //!

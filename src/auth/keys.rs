@@ -529,6 +529,20 @@ impl ProviderKeys {
         }
     }
 
+    /// A set of keys held by the gateway itself (the token service's signing key, SPEC
+    /// §11), their fingerprints scoped to `issuer`; always usable.
+    pub fn from_keys(issuer: &str, keys: Vec<Key>) -> ProviderKeys {
+        let keys: Vec<Key> = keys.into_iter().map(|k| k.scoped_to(issuer)).collect();
+        ProviderKeys {
+            jwks: keys.len(),
+            keys: keys.into(),
+            status: FetchStatus {
+                usable: true,
+                ..FetchStatus::default()
+            },
+        }
+    }
+
     /// The same keys with another status (the keys themselves are shared by value).
     pub fn with_status(&self, status: FetchStatus) -> ProviderKeys {
         ProviderKeys {
@@ -551,83 +565,6 @@ impl ProviderKeys {
     /// Every key (one per JWK and algorithm).
     pub fn iter(&self) -> impl Iterator<Item = &Key> {
         self.keys.iter()
-    }
-}
-
-/// A `[[auth.provider]]`: its issuer, claim rules and current keys.
-#[derive(Debug, Clone)]
-pub struct Provider {
-    /// `issuer`: equals the `iss` of every token its keys verify.
-    pub issuer: String,
-    /// `audience`, overriding `auth.audience` for this provider's tokens.
-    pub audience: Option<String>,
-    /// `algorithms`: when set, the only algorithms its tokens may use.
-    pub algorithms: Option<Vec<Alg>>,
-    keys: Arc<ProviderKeys>,
-}
-
-impl Provider {
-    /// A provider with its current keys.
-    pub fn new(
-        issuer: String,
-        audience: Option<String>,
-        algorithms: Option<Vec<Alg>>,
-        keys: Arc<ProviderKeys>,
-    ) -> Provider {
-        Provider {
-            issuer,
-            audience,
-            algorithms,
-            keys,
-        }
-    }
-
-    /// The current keys.
-    pub fn keys(&self) -> &Arc<ProviderKeys> {
-        &self.keys
-    }
-
-    /// SPEC §9 selection within this provider's set: by `kid` when the header has one;
-    /// without, only when exactly one usable key allows the header's `alg`. The `alg` must
-    /// be one the key allows and `algorithms` lists; HS* never (a JWK Set has no secrets).
-    pub fn select(&self, kid: Option<&str>, header_alg: &str) -> Result<&Key, TokenError> {
-        let alg = Alg::from_header(header_alg).ok_or(TokenError::AlgNotAllowed)?;
-        if alg.is_hmac() {
-            return Err(TokenError::AlgKeyMismatch);
-        }
-        if let Some(allowed) = &self.algorithms {
-            if !allowed.contains(&alg) {
-                return Err(TokenError::AlgNotAllowed);
-            }
-        }
-        match kid {
-            Some(kid) => {
-                let mut known = false;
-                for key in self.keys.keys.iter() {
-                    if key.kid.as_deref() == Some(kid) {
-                        if key.alg == alg {
-                            return Ok(key);
-                        }
-                        known = true;
-                    }
-                }
-                Err(if known {
-                    TokenError::AlgKeyMismatch
-                } else {
-                    TokenError::UnknownKid
-                })
-            }
-            None => {
-                let mut found = None;
-                for key in self.keys.keys.iter().filter(|k| k.alg == alg) {
-                    if found.is_some() {
-                        return Err(TokenError::AmbiguousKey);
-                    }
-                    found = Some(key);
-                }
-                found.ok_or(TokenError::NoKeyForAlg)
-            }
-        }
     }
 }
 
@@ -787,6 +724,7 @@ impl KeySet {
 }
 
 pub use super::pem::{decode_secret_file, pem_decode, pem_encode};
+pub use super::provider::Provider;
 pub use super::provider_status::{FetchStatus, RefetchHook};
 
 #[cfg(test)]

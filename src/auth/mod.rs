@@ -13,6 +13,7 @@ pub mod jwk;
 pub mod jws;
 pub mod keys;
 pub mod pem;
+pub mod provider;
 pub mod provider_status;
 pub mod revocation;
 pub mod spki;

@@ -202,7 +202,10 @@ impl Verifier {
         })
     }
 
-    /// Required claims, then issuer and audience, then time (RFC 7519 §4.1).
+    /// Required claims, then issuer and audience, then time (RFC 7519 §4.1). The issuer
+    /// rule depends on the verifying key: a key bound to an issuer (SPEC §11, the token
+    /// service's key) verifies only that issuer's tokens; any other key never verifies a
+    /// bound issuer's tokens, and `auth.issuer` applies.
     fn check_claims<'a>(
         &self,
         raw: &RawClaims<'a>,

@@ -43,7 +43,10 @@ pub fn run_check_to(path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> i3
                 "{file}: OK ({}, {}, {})",
                 count(config.server.listen.len(), "listener"),
                 count(config.routes.len(), "route"),
-                count(config.auth.keys.len(), "key"),
+                count(
+                    config.auth.keys.len() + usize::from(config.login.is_some()),
+                    "key"
+                ),
             );
             0
         }
@@ -82,7 +85,46 @@ pub fn start_refusals(config: &Config) -> Vec<String> {
             ));
         }
     }
+    if let Some(login) = &config.login {
+        // SPEC §11: `serve` reads the users file and opens the store at start. The store is
+        // not opened here (that would lock it under a running gateway): its file must be a
+        // writable regular file, or its directory must exist.
+        if let Err(e) = crate::control::login::users::read(&login.users) {
+            refusals.push(format!("login.users: {e}"));
+        }
+        if let Err(e) = check_new_or_writable(&login.store) {
+            refusals.push(format!(
+                "login.store: refresh-token store {}: {e}",
+                login.store.display()
+            ));
+        }
+    }
     refusals
+}
+
+/// A file `serve` will open for writing: an existing one must be a writable regular file;
+/// a new one needs its directory.
+fn check_new_or_writable(path: &Path) -> Result<(), String> {
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => Err("cannot open: not a regular file".into()),
+        Ok(meta) if meta.permissions().readonly() => Err("cannot open: read-only".into()),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let dir = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            if dir.is_dir() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "cannot open: its directory {} does not exist",
+                    dir.display()
+                ))
+            }
+        }
+        Err(e) => Err(format!("cannot open: {e}")),
+    }
 }
 
 /// The revocation log opens and replays as `serve` would open it, without creating it:

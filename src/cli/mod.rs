@@ -10,6 +10,7 @@ pub mod keygen;
 pub mod revoke;
 pub mod run;
 pub mod token;
+pub mod user;
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -80,6 +81,27 @@ pub enum Command {
         claims: Vec<(String, String)>,
         /// `--alg` for an HMAC secret (an extension to SPEC §2).
         alg: Option<String>,
+    },
+    /// `user add NAME [--scope S] -c FILE`: add a user of the token service.
+    UserAdd {
+        /// The config naming `[login]`.
+        config: PathBuf,
+        /// The user name.
+        name: String,
+        /// Space-separated scopes (default none).
+        scope: String,
+    },
+    /// `user remove NAME -c FILE`: remove a user and revoke its tokens.
+    UserRemove {
+        /// The config naming `[login]`.
+        config: PathBuf,
+        /// The user name.
+        name: String,
+    },
+    /// `user list -c FILE`.
+    UserList {
+        /// The config naming `[login]`.
+        config: PathBuf,
     },
     /// `token inspect [-c FILE] TOKEN`.
     TokenInspect {
@@ -177,6 +199,24 @@ pub fn parse_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, 
         TopCommand::Token {
             command: TokenCommand::Inspect { config, token },
         } => Command::TokenInspect { config, token },
+        TopCommand::User {
+            command:
+                UserCommand::Add {
+                    config,
+                    name,
+                    scope,
+                },
+        } => Command::UserAdd {
+            config,
+            name,
+            scope: scope.unwrap_or_default(),
+        },
+        TopCommand::User {
+            command: UserCommand::Remove { config, name },
+        } => Command::UserRemove { config, name },
+        TopCommand::User {
+            command: UserCommand::List { config },
+        } => Command::UserList { config },
     })
 }
 
@@ -223,6 +263,42 @@ enum TopCommand {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// Manage the users of the token service ([login])
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Add a user; the password comes from a prompt, or one line on stdin
+    Add {
+        /// The user name (ASCII letters, digits and . _ @ + -)
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// Space-separated scopes put in the user's tokens, e.g. "chat echo"
+        #[arg(long, value_name = "SCOPES")]
+        scope: Option<String>,
+        /// The config file naming [login]
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Remove a user and revoke its tokens (through the admin listener)
+    Remove {
+        /// The user name
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// The config file naming [login]
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// List the users and their scopes
+    List {
+        /// The config file naming [login]
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
     },
 }
 
@@ -695,6 +771,61 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad:?} parsed");
         }
+    }
+
+    #[test]
+    fn user_commands() {
+        assert_eq!(
+            parse(&[
+                "user",
+                "add",
+                "alice",
+                "--scope",
+                "chat echo",
+                "-c",
+                "w.toml"
+            ])
+            .unwrap(),
+            Command::UserAdd {
+                config: "w.toml".into(),
+                name: "alice".into(),
+                scope: "chat echo".into()
+            }
+        );
+        assert_eq!(
+            parse(&["user", "add", "-c", "w.toml", "bob"]).unwrap(),
+            Command::UserAdd {
+                config: "w.toml".into(),
+                name: "bob".into(),
+                scope: String::new()
+            }
+        );
+        assert_eq!(
+            parse(&["user", "remove", "bob", "-c", "w.toml"]).unwrap(),
+            Command::UserRemove {
+                config: "w.toml".into(),
+                name: "bob".into()
+            }
+        );
+        assert_eq!(
+            parse(&["user", "list", "-c", "w.toml"]).unwrap(),
+            Command::UserList {
+                config: "w.toml".into()
+            }
+        );
+        assert_eq!(
+            kind(&["user", "add", "alice"]),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            kind(&["user", "add", "-c", "w.toml"]),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            kind(&["user", "list", "-c", "w.toml", "x"]),
+            ErrorKind::UnknownArgument
+        );
+        assert_eq!(kind(&["user", "rename"]), ErrorKind::InvalidSubcommand);
     }
 
     #[test]

@@ -130,6 +130,22 @@ pub fn run(command: Command) -> Result<(), Failure> {
             println!("{token}");
             Ok(())
         }
+        Command::UserAdd {
+            config,
+            name,
+            scope,
+        } => {
+            let cfg = load(&config)?;
+            super::user::add(&config, &cfg, &name, &scope, None)
+        }
+        Command::UserRemove { config, name } => {
+            let cfg = load(&config)?;
+            super::user::remove(&config, &cfg, &name)
+        }
+        Command::UserList { config } => {
+            let cfg = load(&config)?;
+            super::user::list(&config, &cfg)
+        }
         Command::TokenInspect { config, token } => {
             let verifier = match config {
                 Some(path) => {

@@ -36,6 +36,7 @@ pub(super) fn raw_from_str(text: &str, problems: &mut Problems) -> Option<RawCon
             "cluster" => raw.cluster = Some(section(value, "cluster", problems)),
             "compression" => raw.compression = section(value, "compression", problems),
             "route" => raw.route = array_of_tables(value, "route", problems),
+            "login" => raw.login = Some(section(value, "login", problems)),
             _ => problems.unparsed(key.clone(), unknown_key_message(key, &TOP_LEVEL_KEYS)),
         }
     }

@@ -18,6 +18,7 @@ mod cluster;
 mod compression;
 mod document;
 mod limits;
+mod login;
 mod origin;
 pub mod provider;
 mod public_key;
@@ -55,6 +56,7 @@ pub use self::cluster::{
 };
 pub use self::compression::{Compression, CompressionSection};
 pub use self::limits::{Limits, LimitsSection};
+pub use self::login::{thumbprint, FailureRate, Login, LoginSection, SigningKeyDer};
 pub use self::origin::{Origin, OriginSection};
 pub use self::route::{Backend, Route, RouteConfig, UpstreamUrl};
 pub use self::server::{Server, ServerSection};
@@ -88,10 +90,12 @@ pub struct RawConfig {
     pub compression: CompressionSection,
     /// `[[route]]`.
     pub route: Vec<RouteConfig>,
+    /// `[login]`, when present.
+    pub login: Option<LoginSection>,
 }
 
 /// The keys allowed at the top level of the file.
-pub const TOP_LEVEL_KEYS: [&str; 10] = [
+pub const TOP_LEVEL_KEYS: [&str; 11] = [
     "server",
     "tls",
     "auth",
@@ -102,6 +106,7 @@ pub const TOP_LEVEL_KEYS: [&str; 10] = [
     "cluster",
     "compression",
     "route",
+    "login",
 ];
 
 /// A validated configuration: every value resolved, every file read.
@@ -129,6 +134,8 @@ pub struct Config {
     pub compression: Compression,
     /// `[[route]]`, in file order; paths are unique.
     pub routes: Vec<Route>,
+    /// `[login]`, when present: the token service (SPEC §11).
+    pub login: Option<Login>,
     warnings: Vec<String>,
 }
 
@@ -404,9 +411,20 @@ pub(super) fn validate(raw: &RawConfig, base_dir: &Path, problems: &mut Problems
             );
         }
     }
+    let login = raw.login.as_ref().and_then(|section| {
+        let around = self::login::Around {
+            server_listen: &server.listen,
+            admin_listen: admin.as_ref().map(|a| a.listen),
+            auth_issuer: auth.issuer.as_deref(),
+            static_kids: auth.keys.iter().filter_map(|k| k.kid.as_deref()).collect(),
+            max_lifetime: auth.max_lifetime,
+        };
+        self::login::login(section, &around, base_dir, problems)
+    });
     let compression = compression(&raw.compression, problems);
 
-    if raw.auth.key.is_empty() && raw.auth.provider.is_empty() {
+    // The login key (SPEC §11) verifies the tokens the token service issues.
+    if raw.auth.key.is_empty() && raw.auth.provider.is_empty() && raw.login.is_none() {
         if let Some(index) = raw.route.iter().position(|route| !route.public) {
             problems.error(
                 "auth.key",
@@ -435,6 +453,7 @@ pub(super) fn validate(raw: &RawConfig, base_dir: &Path, problems: &mut Problems
         cluster,
         compression,
         routes,
+        login,
         warnings: Vec::new(),
     }
 }

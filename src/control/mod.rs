@@ -33,6 +33,7 @@ pub mod cluster;
 pub mod fetch;
 mod fleet;
 pub mod issuers;
+pub mod login;
 pub mod reload;
 
 use std::net::SocketAddr;
@@ -44,10 +45,11 @@ use crossbeam_channel::Sender;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::oneshot;
 
-use self::admin::gateway::{AdminView, GatewayAdmin};
+use self::admin::gateway::{AdminView, GatewayAdmin, Revoker};
 use self::admin::listener::{self as admin_listener, Limits};
 use self::admin::revlog::RevocationLog;
 use self::admin::AdminBackend;
+use self::login::Service;
 use self::reload::Reloader;
 use crate::auth::revocation::RevocationSet;
 use crate::clock;
@@ -122,7 +124,18 @@ struct Plane {
     admin: Option<(tokio::net::TcpListener, Arc<GatewayAdmin>)>,
     /// The fleet link, with `[cluster]` (SPEC §8).
     cluster: Option<Arc<cluster::Cluster>>,
+    login: Option<LoginListener>,
 }
+
+/// The token service's listener, the service, and its TLS configuration with `[tls]`.
+type LoginListener = (
+    tokio::net::TcpListener,
+    Arc<Service>,
+    Option<Arc<rustls::ServerConfig>>,
+);
+
+/// How often the token service deletes expired refresh-token families.
+const LOGIN_SWEEP: Duration = Duration::from_secs(3600);
 
 /// `wsgate serve`: starts the data plane and the control plane, and runs until SIGTERM or
 /// SIGINT, then shuts down gracefully (SPEC §6).
@@ -239,6 +252,18 @@ fn start(
         &config.auth.providers,
         workers.clone(),
     ));
+    let revoker = Arc::new(Revoker::new(
+        Arc::clone(&running.shared),
+        workers.clone(),
+        log,
+    ));
+    let login = match start_login(config, &revoker) {
+        Ok(login) => login,
+        Err(e) => {
+            running.shutdown();
+            return Err(e);
+        }
+    };
     let admin = match &config.admin {
         Some(a) => {
             let listener = match admin_listener::bind(a.listen) {
@@ -255,8 +280,7 @@ fn start(
                     token_scope: a.token_scope.clone(),
                 },
                 Arc::clone(&running.shared),
-                workers.clone(),
-                log,
+                Arc::clone(&revoker),
             ));
             crate::log::always(format_args!("admin listening on {addr}"));
             backend.set_ready();
@@ -286,7 +310,36 @@ fn start(
         reloader,
         admin,
         cluster,
+        login,
     })
+}
+
+/// Starts the token service of `[login]` (SPEC §11) and binds its listener (in the
+/// runtime's context): reads the users file, opens the refresh-token store (an error names
+/// it and stops the start), applies the revocations `user remove` recorded meanwhile.
+fn start_login(config: &Config, revoker: &Arc<Revoker>) -> Result<Option<LoginListener>, String> {
+    let Some(l) = &config.login else {
+        return Ok(None);
+    };
+    // SPEC §11: HTTPS with [tls].
+    let tls = match &config.tls {
+        Some(files) => Some(crate::net::tls::server_config(
+            files.cert_chain.clone(),
+            files.key.clone_key(),
+        )?),
+        None => None,
+    };
+    let path: Arc<dyn login::Revoke> = Arc::clone(revoker) as Arc<dyn login::Revoke>;
+    let Some(service) = Service::start(config, path)? else {
+        return Ok(None);
+    };
+    revoker.set_login(&service);
+    let listener = login::http::bind(l.listen)
+        .map_err(|e| format!("login.listen: cannot listen on {}: {e}", l.listen))?;
+    let addr = listener.local_addr().unwrap_or(l.listen);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    crate::log::always(format_args!("login listening on {addr} ({scheme})"));
+    Ok(Some((listener, service, tls)))
 }
 
 /// The revocation set in force at start, replayed from `admin.revocation_log` when there is
@@ -324,7 +377,20 @@ async fn run(plane: Plane, mut signals: Signals) {
         reloader,
         admin,
         cluster,
+        login,
     } = plane;
+    let (stop_login, login_stopped) = oneshot::channel();
+    let login_service = login.as_ref().map(|(_, service, _)| Arc::clone(service));
+    let login = login.map(|(listener, service, tls)| {
+        tokio::spawn(sweep(Arc::clone(&service)));
+        tokio::spawn(login::http::serve(
+            listener,
+            service,
+            login::http::Limits::DEFAULT,
+            tls,
+            login_stopped,
+        ))
+    });
     let (stop_admin, admin_stopped) = oneshot::channel();
     let admin = admin.map(|(listener, backend)| {
         let backend: Arc<dyn AdminBackend> = backend;
@@ -337,7 +403,12 @@ async fn run(plane: Plane, mut signals: Signals) {
     });
     loop {
         tokio::select! {
-            Some(()) = signals.hangup.recv() => reloader.reload().await,
+            Some(()) = signals.hangup.recv() => {
+                reloader.reload().await;
+                if let Some(service) = &login_service {
+                    reload_users(service).await;
+                }
+            }
             Some(()) = signals.terminate.recv() => {
                 info!("signal {}: draining", SignalKind::terminate().as_raw_value());
                 break;
@@ -349,6 +420,11 @@ async fn run(plane: Plane, mut signals: Signals) {
             else => break,
         }
     }
+    // No new tokens while draining.
+    let _ = stop_login.send(());
+    if let Some(login) = login {
+        let _ = login.await;
+    }
     drain(running).await;
     if let Some(cluster) = cluster {
         // Leaves the fleet: this gateway's counts stop counting at once.
@@ -357,6 +433,37 @@ async fn run(plane: Plane, mut signals: Signals) {
     let _ = stop_admin.send(());
     if let Some(admin) = admin {
         let _ = admin.await;
+    }
+}
+
+/// SIGHUP: the token service re-reads its users file (SPEC §11); a bad file is logged and
+/// the users stay as they were.
+async fn reload_users(service: &Arc<Service>) {
+    let service = Arc::clone(service);
+    match tokio::task::spawn_blocking(move || service.reload_users()).await {
+        Ok(Ok(count)) => info!("login: users file re-read: {count} users"),
+        Ok(Err(e)) => warn!("login: users file refused, keeping the previous users: {e}"),
+        Err(_) => warn!("login: users file reload failed: internal error"),
+    }
+}
+
+/// Deletes expired refresh-token families every [`LOGIN_SWEEP`].
+async fn sweep(service: Arc<Service>) {
+    let mut every = tokio::time::interval(LOGIN_SWEEP);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is immediate, and the store was swept when it opened.
+    every.tick().await;
+    loop {
+        every.tick().await;
+        let service = Arc::clone(&service);
+        match tokio::task::spawn_blocking(move || service.sweep()).await {
+            Ok(Ok(swept)) if swept > 0 => {
+                info!("login: {swept} expired refresh-token families deleted")
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => warn!("login: refresh-token store sweep failed: {e}"),
+            Err(_) => warn!("login: refresh-token store sweep failed: internal error"),
+        }
     }
 }
 

@@ -33,10 +33,10 @@ pub const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 /// Builds the token verifier from the configured keys (None when there are none).
 pub fn build_verifier(config: &Config) -> Result<Option<Verifier>, String> {
-    if config.auth.keys.is_empty() && config.auth.providers.is_empty() {
+    if config.auth.keys.is_empty() && config.auth.providers.is_empty() && config.login.is_none() {
         return Ok(None);
     }
-    let mut keys = Vec::with_capacity(config.auth.keys.len());
+    let mut keys = Vec::with_capacity(config.auth.keys.len() + 1);
     for (i, k) in config.auth.keys.iter().enumerate() {
         let alg = Alg::from_config_name(&k.alg)
             .ok_or_else(|| format!("auth.key[{i}].alg: unknown algorithm {:?}", k.alg))?;
@@ -50,9 +50,29 @@ pub fn build_verifier(config: &Config) -> Result<Option<Verifier>, String> {
     }
     let keys = KeySet::new(keys).map_err(|e| format!("auth.key: {e}"))?;
     // SPEC §9: each provider's keys (local files are read here, never on a worker).
-    let providers = crate::config::provider::build_providers(&config.auth.providers, |line| {
+    let mut providers = crate::config::provider::build_providers(&config.auth.providers, |line| {
         warn!("{line}");
     });
+    // SPEC §11: `login.issuer` is treated like a provider's issuer whose set is the login
+    // key: that key verifies only tokens whose `iss` is `login.issuer`, and nothing else
+    // verifies them.
+    if let Some(login) = &config.login {
+        let public: [u8; 32] = login
+            .public_key
+            .as_slice()
+            .try_into()
+            .map_err(|_| "login.signing_key: not an Ed25519 key".to_owned())?;
+        let key = Key::ed25519_raw(Some(login.kid.clone()), public);
+        providers.push(crate::auth::keys::Provider::new(
+            login.issuer.clone(),
+            None,
+            Some(vec![Alg::EdDSA]),
+            std::sync::Arc::new(crate::auth::keys::ProviderKeys::from_keys(
+                &login.issuer,
+                vec![key],
+            )),
+        ));
+    }
     let keys = keys
         .with_providers(providers)
         .map_err(|e| format!("auth.provider: {e}"))?;

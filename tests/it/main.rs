@@ -16,6 +16,7 @@ mod frames;
 mod handshake;
 mod harden;
 mod lifecycle;
+mod login;
 mod providers;
 mod proxy;
 mod proxy_edge;

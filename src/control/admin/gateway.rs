@@ -7,7 +7,7 @@
 //! atomically) and a [`Command::Revoke`] to every worker for the live connections.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -18,6 +18,7 @@ use crate::auth::revocation::{Revocation, RevocationSet};
 use crate::auth::verify::Scratch;
 use crate::clock;
 use crate::control::cluster::{Cluster, Readiness};
+use crate::control::login::{self, Service};
 use crate::control::Workers;
 use crate::net::worker::{Command, Runtime, Shared};
 use crate::{info, warn};
@@ -39,11 +40,8 @@ pub struct GatewayAdmin {
     view: ArcSwap<AdminView>,
     /// Shared counters and tables; `shared.revocations` is the snapshot the workers load.
     shared: Arc<Shared>,
-    /// Every worker's queue and waker.
-    workers: Workers,
-    /// The durable log (None: revocations are kept in memory only). Its lock also makes
-    /// revocations one at a time, so the log's order is the snapshots' order.
-    log: Mutex<Option<RevocationLog>>,
+    /// The revocation path (`POST /revoke` goes through it, so does the token service).
+    revoker: Arc<Revoker>,
     /// Listening and keys loaded.
     ready: AtomicBool,
     scratch: Mutex<Scratch>,
@@ -53,18 +51,12 @@ pub struct GatewayAdmin {
 
 impl GatewayAdmin {
     /// Wires the admin view of a running gateway.
-    pub fn new(
-        view: AdminView,
-        shared: Arc<Shared>,
-        workers: Workers,
-        log: Option<RevocationLog>,
-    ) -> GatewayAdmin {
+    pub fn new(view: AdminView, shared: Arc<Shared>, revoker: Arc<Revoker>) -> GatewayAdmin {
         let scratch = Scratch::new(view.rt.max_token_bytes);
         GatewayAdmin {
             view: ArcSwap::from_pointee(view),
             shared,
-            workers,
-            log: Mutex::new(log),
+            revoker,
             ready: AtomicBool::new(false),
             scratch: Mutex::new(scratch),
             cluster: OnceLock::new(),
@@ -74,6 +66,7 @@ impl GatewayAdmin {
     /// Joins the fleet (SPEC §8): revocations posted here are shared through `cluster`, and
     /// `/readyz` and `/metrics` tell its state.
     pub fn join_fleet(&self, cluster: Arc<Cluster>) {
+        let _ = self.revoker.cluster.set(Arc::clone(&cluster));
         let _ = self.cluster.set(cluster);
     }
 
@@ -81,8 +74,8 @@ impl GatewayAdmin {
     /// log's lock); returns the connections closed. Not written to the local log: it
     /// records what was posted here, and Redis keeps the fleet's.
     pub fn apply_fleet(&self, entries: Vec<(Revocation, u64)>) -> usize {
-        let _serial = lock(&self.log);
-        apply_entries(&self.shared, &self.workers, entries)
+        let _serial = lock(&self.revoker.log);
+        apply_entries(&self.shared, &self.revoker.workers, entries)
     }
 
     /// Publishes a new configuration generation (SIGHUP).
@@ -145,6 +138,7 @@ impl AdminBackend for GatewayAdmin {
         if let Some(cluster) = self.cluster.get() {
             cluster.status().render(&mut out);
         }
+        out.push_str(&self.revoker.login_metrics());
         out
     }
 
@@ -179,13 +173,61 @@ impl AdminBackend for GatewayAdmin {
         Ok(())
     }
 
-    /// Parse → make durable (fsync) → publish the new snapshot → close matching connections
-    /// on every worker. A revocation that could not be written is refused (503), never
-    /// half-applied.
+    /// Parses the body and applies it through the revocation path ([`Revoker::apply`]).
     fn revoke(&self, body: &[u8]) -> Result<Revoked, RevokeFailure> {
-        let now_unix = clock::unix_now();
-        let r = Revocation::from_request_body(body, now_unix)
+        let r = Revocation::from_request_body(body, clock::unix_now())
             .map_err(|e| RevokeFailure::BadRequest(e.to_string()))?;
+        self.revoker.apply(r)
+    }
+}
+
+/// The gateway's one revocation path (SPEC §6): make durable (fsync) → publish the new
+/// snapshot → close matching connections on every worker. `POST /revoke` uses it, and so
+/// does the token service (SPEC §11: a reused refresh token, a logout, a removed user). It
+/// exists with or without an admin listener.
+pub struct Revoker {
+    shared: Arc<Shared>,
+    workers: Workers,
+    /// The durable log (None: revocations are kept in memory only). Its lock also makes
+    /// revocations one at a time, so the log's order is the snapshots' order.
+    log: Mutex<Option<RevocationLog>>,
+    /// The token service, when `[login]` is on: a subject revocation also ends its refresh
+    /// tokens.
+    login: OnceLock<Weak<Service>>,
+    /// The fleet link, with `[cluster]` (SPEC §8): revocations are shared through it.
+    cluster: OnceLock<Arc<Cluster>>,
+}
+
+impl Revoker {
+    /// The path into the running gateway's revocation snapshot, log and workers.
+    pub fn new(shared: Arc<Shared>, workers: Workers, log: Option<RevocationLog>) -> Revoker {
+        Revoker {
+            shared,
+            workers,
+            log: Mutex::new(log),
+            login: OnceLock::new(),
+            cluster: OnceLock::new(),
+        }
+    }
+
+    /// Connects the token service (once).
+    pub fn set_login(&self, service: &Arc<Service>) {
+        let _ = self.login.set(Arc::downgrade(service));
+    }
+
+    fn login(&self) -> Option<Arc<Service>> {
+        self.login.get().and_then(Weak::upgrade)
+    }
+
+    /// The token service's metrics (empty without one).
+    pub fn login_metrics(&self) -> String {
+        self.login().map(|s| s.metrics.render()).unwrap_or_default()
+    }
+
+    /// Applies one revocation; returns the live connections it closed. A revocation that
+    /// could not be written is refused (503), never half-applied. Blocking.
+    pub fn apply(&self, r: Revocation) -> Result<Revoked, RevokeFailure> {
+        let now_unix = clock::unix_now();
         // One revocation at a time: the log's order is the snapshots' order, and no other
         // writer can publish between our load and our store.
         let mut log = lock(&self.log);
@@ -236,14 +278,35 @@ impl AdminBackend for GatewayAdmin {
         let fleet = self
             .cluster
             .get()
-            .map(|cluster| cluster.share_blocking(r, keep_until).as_str());
+            .map(|cluster| cluster.share_blocking(r.clone(), keep_until).as_str());
         match fleet {
             Some(fleet) => {
                 info!("revoked by {what}; {closed} live connections closed; fleet: {fleet}")
             }
             None => info!("revoked by {what}; {closed} live connections closed"),
         }
+        // SPEC §11: a subject's refresh tokens die with it (`user remove`, or an operator's
+        // `revoke --sub`); `user remove` rewrote the users file before posting, so it is
+        // read again now and the removed user cannot log in from this moment on.
+        if let (Revocation::Sub { sub, .. }, Some(service)) = (&r, self.login()) {
+            if let Err(e) = service.reload_users() {
+                warn!("login: users file refused, keeping the previous users: {e}");
+            }
+            if let Err(e) = service.revoke_subject(sub) {
+                warn!("login: the refresh tokens of a revoked subject could not be revoked: {e}");
+            }
+        }
         Ok(Revoked { closed, fleet })
+    }
+}
+
+impl login::Revoke for Revoker {
+    fn revoke(&self, revocations: Vec<Revocation>) {
+        for r in revocations {
+            if let Err(e) = self.apply(r) {
+                warn!("login: a revocation could not be applied: {e:?}");
+            }
+        }
     }
 }
 
