@@ -182,6 +182,14 @@ impl PerMessageDeflate {
     ) -> Result<(), ProtocolError> {
         self.receiving = None;
         out.clear();
+        if payload.is_empty() {
+            // Not valid DEFLATE (the tail alone is a truncated stored-block header), but some
+            // senders write it for an empty message when their compressor emitted nothing
+            // (see `deflate_message`): an empty message, and the context is left as it is,
+            // since feeding the tail would leave it inside a block header and corrupt the
+            // next message under context takeover.
+            return Ok(());
+        }
         let limit = usize::try_from(max_message).unwrap_or(usize::MAX);
         if self.agreement.client_no_context_takeover {
             with_pool(|pool| {

@@ -194,6 +194,14 @@ fn rfc_7692_inflate_vectors() {
     // §7.2.3.6: an empty payload is an empty message.
     assert_eq!(inflate(&mut kept, &[0x00], 1024), Ok(vec![]));
     assert_eq!(inflate(&mut kept, &[], 1024), Ok(vec![]));
+    // An empty payload leaves the context as it was: §7.2.3.2 still refers back to "Hello".
+    let mut kept = PerMessageDeflate::new(agreement(true), None);
+    assert_eq!(inflate(&mut kept, &HELLO, 1024), Ok(b"Hello".to_vec()));
+    assert_eq!(inflate(&mut kept, &[], 1024), Ok(vec![]));
+    assert_eq!(
+        inflate(&mut kept, &HELLO_AGAIN, 1024),
+        Ok(b"Hello".to_vec())
+    );
 }
 
 fn deflated_frames(pmd: &mut PerMessageDeflate, messages: &[&[u8]]) -> Vec<Vec<u8>> {
