@@ -52,6 +52,12 @@ impl OutputChecker {
             let mut inflated = Vec::new();
             let payload = match self.deflate.as_mut().filter(|_| compressed) {
                 Some(client) => {
+                    // RFC 7692 §7.2.1: never empty (an empty message is 0x00); the client's
+                    // inflate tolerates an empty payload, so it is checked here.
+                    assert!(
+                        !payload.is_empty(),
+                        "the server sent an empty compressed payload"
+                    );
                     let result = client.inflate(payload, u64::MAX, &mut inflated);
                     assert!(result.is_ok(), "the server compressed an invalid stream");
                     &inflated[..]

@@ -182,6 +182,14 @@ impl PerMessageDeflate {
     ) -> Result<(), ProtocolError> {
         self.receiving = None;
         out.clear();
+        if payload.is_empty() {
+            // Not valid DEFLATE (the tail alone is a truncated stored-block header), but some
+            // senders write it for an empty message when their compressor emitted nothing
+            // (see `deflate_message`): an empty message, and the context is left as it is,
+            // since feeding the tail would leave it inside a block header and corrupt the
+            // next message under context takeover.
+            return Ok(());
+        }
         let limit = usize::try_from(max_message).unwrap_or(usize::MAX);
         if self.agreement.client_no_context_takeover {
             with_pool(|pool| {
@@ -299,6 +307,14 @@ impl PerMessageDeflate {
         // RFC 7692 §7.2.1: remove the 0x00 0x00 0xff 0xff the sync flush ended with.
         if out.ends_with(&TAIL) && out.len() >= start + MAX_HEADER + TAIL.len() {
             out.truncate(out.len() - TAIL.len());
+        } else if out.len() == start + MAX_HEADER {
+            // zlib emits nothing for a sync flush with no input right after another sync
+            // flush (an empty message under context takeover): the stream is byte-aligned
+            // and does not end with an empty stored block, so RFC 7692 §7.2.1 step 2 appends
+            // one (00 00 00 ff ff) and step 3 removes its last four octets, leaving 0x00
+            // (§7.2.3.6). An empty payload would be invalid: the peer's appended tail alone
+            // is a truncated stored-block header that desynchronises its context.
+            out.push(0x00);
         }
         let compressed = out.len() - start - MAX_HEADER;
         let mut head = [0u8; MAX_HEADER];

@@ -194,6 +194,14 @@ fn rfc_7692_inflate_vectors() {
     // §7.2.3.6: an empty payload is an empty message.
     assert_eq!(inflate(&mut kept, &[0x00], 1024), Ok(vec![]));
     assert_eq!(inflate(&mut kept, &[], 1024), Ok(vec![]));
+    // An empty payload leaves the context as it was: §7.2.3.2 still refers back to "Hello".
+    let mut kept = PerMessageDeflate::new(agreement(true), None);
+    assert_eq!(inflate(&mut kept, &HELLO, 1024), Ok(b"Hello".to_vec()));
+    assert_eq!(inflate(&mut kept, &[], 1024), Ok(vec![]));
+    assert_eq!(
+        inflate(&mut kept, &HELLO_AGAIN, 1024),
+        Ok(b"Hello".to_vec())
+    );
 }
 
 fn deflated_frames(pmd: &mut PerMessageDeflate, messages: &[&[u8]]) -> Vec<Vec<u8>> {
@@ -220,6 +228,77 @@ fn rfc_7692_deflate_vectors() {
     let frames = deflated_frames(&mut fresh, &[b"Hello", b"Hello"]);
     assert_eq!(frames[0], frames[1]);
     assert_eq!(frames[1], [&[0xc1, 0x07][..], &HELLO].concat());
+}
+
+/// Inflates `payloads` (frame payloads, tail removed) as one raw DEFLATE stream with a
+/// plain `flate2` decompressor, independent of [`PerMessageDeflate::inflate`]: the tail is
+/// appended to each (RFC 7692 §7.2.2) and the context kept across them.
+fn independent_inflate(window_bits: u8, payloads: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, String> {
+    let mut d = Decompress::new_with_window_bits(false, window_bits);
+    payloads
+        .iter()
+        .map(|p| {
+            let input = [&p[..], &TAIL[..]].concat();
+            let mut out = Vec::with_capacity(1 << 16);
+            let before = d.total_in();
+            d.decompress_vec(&input, &mut out, FlushDecompress::Sync)
+                .map_err(|e| format!("{e}"))?;
+            // A whole message ends on a block boundary: every byte is consumed.
+            if d.total_in() - before != input.len() as u64 {
+                return Err("input left over".into());
+            }
+            Ok(out)
+        })
+        .collect()
+}
+
+#[test]
+fn empty_messages_under_context_takeover_stay_a_valid_stream() {
+    // The fuzz crash (session_deflate crash-cadcfdd5): with context takeover, zlib emits
+    // nothing for the sync flush of an empty message that follows another sync flush; the
+    // server sent an empty payload, whose appended tail (00 00 ff ff) is a truncated
+    // stored-block header, and the peer's next message failed ("invalid stored block
+    // lengths"). RFC 7692 §7.2.1 step 2 / §7.2.3.6: the empty message is the payload 0x00.
+    for bits in MIN_WINDOW_BITS..=MAX_WINDOW_BITS {
+        for takeover in [true, false] {
+            let a = negotiate([&b"permessage-deflate"[..]], &config(bits, takeover))
+                .expect("valid")
+                .expect("accepted");
+            let mut server = PerMessageDeflate::new(a, None);
+            let messages: [&[u8]; 6] = [b"", b"", b"\x02d", b"", b"\x02d", b""];
+            let payloads: Vec<Vec<u8>> = deflated_frames(&mut server, &messages)
+                .into_iter()
+                .map(|frame| {
+                    let (header, len) = parse_header(&frame).expect("ok").expect("whole");
+                    assert_eq!(header.rsv, RSV1_FIELD);
+                    frame[len..].to_vec()
+                })
+                .collect();
+            for p in &payloads {
+                assert!(!p.is_empty(), "a compressed payload is never empty");
+            }
+            assert_eq!(
+                payloads[1],
+                [0x00],
+                "an empty message after a flush is 0x00"
+            );
+            let inflated = if takeover {
+                independent_inflate(bits, &payloads)
+            } else {
+                payloads
+                    .iter()
+                    .map(|p| {
+                        independent_inflate(bits, std::slice::from_ref(p)).map(|mut v| v.remove(0))
+                    })
+                    .collect()
+            };
+            assert_eq!(
+                inflated,
+                Ok(messages.iter().map(|m| m.to_vec()).collect::<Vec<_>>()),
+                "bits {bits} takeover {takeover}"
+            );
+        }
+    }
 }
 
 #[test]
