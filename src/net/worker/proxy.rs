@@ -34,6 +34,21 @@ pub(super) fn mark_down(env: &mut Env, route: usize, target: usize, now: Instant
 
 /// SPEC §7: an upstream failure names the target (as configured, and the address
 /// dialed) and what went wrong (the OS error, or the protocol problem).
+/// SPEC §5: a failed connect to `target` is logged (target and reason), counted, and
+/// marks the target down for `upstream_backoff`.
+fn connect_failed(
+    conn: (u64, SocketAddr),
+    env: &mut Env,
+    route: usize,
+    target: usize,
+    e: &std::io::Error,
+    now: Instant,
+) {
+    log_upstream_failure(conn, env, route, target, &format_args!("connect: {e}"));
+    env.metrics.upstream_error();
+    mark_down(env, route, target, now);
+}
+
 pub(super) fn log_upstream_failure(
     (serial, peer): (u64, SocketAddr),
     env: &Env,
@@ -196,15 +211,7 @@ fn dial_next(conn: &mut Conn, env: &mut Env, id: ConnId, route: usize, now: Inst
         match leg.reconnect(&env.registry, id, addr, target, tls.as_ref()) {
             Ok(()) => return true,
             Err(e) => {
-                log_upstream_failure(
-                    (conn.serial, conn.peer),
-                    env,
-                    route,
-                    target,
-                    &format_args!("connect: {e}"),
-                );
-                env.metrics.upstream_error();
-                mark_down(env, route, target, now);
+                connect_failed((conn.serial, conn.peer), env, route, target, &e, now);
             }
         }
     }
@@ -253,15 +260,7 @@ pub(super) fn start_upstream(
                 return;
             }
             Err(e) => {
-                log_upstream_failure(
-                    (conn.serial, conn.peer),
-                    env,
-                    route,
-                    target,
-                    &format_args!("connect: {e}"),
-                );
-                env.metrics.upstream_error();
-                mark_down(env, route, target, now);
+                connect_failed((conn.serial, conn.peer), env, route, target, &e, now);
             }
         }
     }
@@ -289,15 +288,7 @@ pub(super) fn proxy(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant) ->
                     return false;
                 };
                 let target = leg.target;
-                log_upstream_failure(
-                    (conn.serial, conn.peer),
-                    env,
-                    route,
-                    target,
-                    &format_args!("connect: {e}"),
-                );
-                env.metrics.upstream_error();
-                mark_down(env, route, target, now);
+                connect_failed((conn.serial, conn.peer), env, route, target, &e, now);
                 // SPEC §5: the next upstream is tried within the same client handshake.
                 if !dial_next(conn, env, id, route, now) {
                     reject(conn, env, Reject::BadGateway, None);
