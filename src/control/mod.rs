@@ -127,11 +127,12 @@ struct Plane {
     login: Option<LoginListener>,
 }
 
-/// The token service's listener, the service, and its TLS configuration with `[tls]`.
+/// The token service's listener, the service, and what a reload changes in the listener
+/// (its certificate with `[tls]`, its CORS origins).
 type LoginListener = (
     tokio::net::TcpListener,
     Arc<Service>,
-    Option<Arc<rustls::ServerConfig>>,
+    Arc<login::http::Live>,
 );
 
 /// How often the token service deletes expired refresh-token families.
@@ -297,6 +298,7 @@ fn start(
         }
     };
     let reloader = Reloader {
+        login: login.as_ref().map(|(_, _, live)| Arc::clone(live)),
         path: config_path.map(Path::to_path_buf),
         listen: config.server.listen.clone(),
         cluster: config.cluster.clone(),
@@ -338,8 +340,9 @@ fn start_login(config: &Config, revoker: &Arc<Revoker>) -> Result<Option<LoginLi
         .map_err(|e| format!("login.listen: cannot listen on {}: {e}", l.listen))?;
     let addr = listener.local_addr().unwrap_or(l.listen);
     let scheme = if tls.is_some() { "https" } else { "http" };
+    let live = login::http::Live::new(config, tls)?;
     crate::log::always(format_args!("login listening on {addr} ({scheme})"));
-    Ok(Some((listener, service, tls)))
+    Ok(Some((listener, service, live)))
 }
 
 /// The revocation set in force at start, replayed from `admin.revocation_log` when there is
@@ -381,13 +384,13 @@ async fn run(plane: Plane, mut signals: Signals) {
     } = plane;
     let (stop_login, login_stopped) = oneshot::channel();
     let login_service = login.as_ref().map(|(_, service, _)| Arc::clone(service));
-    let login = login.map(|(listener, service, tls)| {
+    let login = login.map(|(listener, service, live)| {
         tokio::spawn(sweep(Arc::clone(&service)));
         tokio::spawn(login::http::serve(
             listener,
             service,
             login::http::Limits::DEFAULT,
-            tls,
+            live,
             login_stopped,
         ))
     });
