@@ -481,3 +481,53 @@ fn cors_answers_only_the_origins_of_the_gateway_allowlist() {
         assert_eq!(header(&head, "access-control-allow-origin"), Some("*"));
     }
 }
+
+/// `GET /.well-known/jwks.json` over TLS trusting only `cert`; None when the handshake fails.
+fn jwks_over_tls(
+    addr: SocketAddr,
+    cert: &rustls::pki_types::CertificateDer<'static>,
+) -> Option<String> {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(WAIT)).expect("timeout");
+    let mut s = crate::tls::tls_client(stream, cert);
+    s.write_all(b"GET /.well-known/jwks.json HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    Some(raw)
+}
+
+#[test]
+fn sighup_reloads_the_login_listener_certificate_too() {
+    let dir = TempDir::new();
+    let key = dir.path().join("issuer");
+    let (code, out, err) = run(&[
+        "keygen",
+        "--alg",
+        "EdDSA",
+        "--out",
+        key.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (cert, key, old) = crate::tls::self_signed();
+    dir.write("cert.pem", cert);
+    dir.write("key.pem", key);
+    let text = config() + "\n[tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n";
+    let gw = Gateway::start_in(dir, &text);
+    assert!(gw.wait_log("login listening on").contains("(https)"));
+    let login_addr = listener(&gw, "login");
+    let answer = jwks_over_tls(login_addr, &old).expect("HTTPS with the first certificate");
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    let (cert, key, new) = crate::tls::self_signed();
+    gw.dir.write("cert.pem", cert);
+    gw.dir.write("key.pem", key);
+    gw.signal(1);
+    // Published to the login listener before this line is logged.
+    gw.wait_log("reloaded ");
+    let answer = jwks_over_tls(login_addr, &new).expect("HTTPS with the new certificate");
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert!(
+        jwks_over_tls(login_addr, &old).is_none(),
+        "the old certificate is still served by the login listener"
+    );
+}
