@@ -297,6 +297,10 @@ fn start(
             return Err(e);
         }
     };
+    if let Some(cluster) = &cluster {
+        // Also without an admin listener: the token service's revocations reach the fleet.
+        revoker.join_fleet(Arc::clone(cluster));
+    }
     let reloader = Reloader {
         login: login.as_ref().map(|(_, _, live)| Arc::clone(live)),
         path: config_path.map(Path::to_path_buf),

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use crate::support::*;
 
 /// `wsgate ARGS` with `stdin` as its standard input: (exit code, stdout, stderr).
-fn run_with_stdin(args: &[&str], stdin: &str) -> (i32, String, String) {
+pub(crate) fn run_with_stdin(args: &[&str], stdin: &str) -> (i32, String, String) {
     let mut child = Command::new(bin())
         .args(args)
         .stdin(Stdio::piped())
@@ -106,7 +106,7 @@ fn setup() -> (TempDir, String) {
 }
 
 /// The address after `what listening on ` in the gateway's log.
-fn listener(gw: &Gateway, what: &str) -> SocketAddr {
+pub(crate) fn listener(gw: &Gateway, what: &str) -> SocketAddr {
     let needle = format!("{what} listening on ");
     gw.wait_log(&needle)
         .split(needle.as_str())
@@ -169,14 +169,14 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
 }
 
 /// Logs in; returns (access token, refresh token).
-fn login(addr: SocketAddr, user: &str) -> (String, String) {
+pub(crate) fn login(addr: SocketAddr, user: &str) -> (String, String) {
     let body = serde_json::json!({"username": user, "password": format!("{user}-password")});
     let (status, answer) = post(addr, "/login", "application/json", &body.to_string());
     assert_eq!(status, 200, "{answer}");
     tokens(&answer)
 }
 
-fn tokens(answer: &serde_json::Value) -> (String, String) {
+pub(crate) fn tokens(answer: &serde_json::Value) -> (String, String) {
     (
         answer["access_token"]
             .as_str()
@@ -189,7 +189,7 @@ fn tokens(answer: &serde_json::Value) -> (String, String) {
     )
 }
 
-fn refresh(addr: SocketAddr, token: &str) -> (u16, serde_json::Value) {
+pub(crate) fn refresh(addr: SocketAddr, token: &str) -> (u16, serde_json::Value) {
     post(
         addr,
         "/token",
@@ -199,7 +199,7 @@ fn refresh(addr: SocketAddr, token: &str) -> (u16, serde_json::Value) {
 }
 
 /// Opens /chat with `access` as a bearer token and checks that it echoes.
-fn connect(gw: &Gateway, access: &str) -> TcpStream {
+pub(crate) fn connect(gw: &Gateway, access: &str) -> TcpStream {
     let mut s = open(gw, "/chat", &[&format!("Authorization: Bearer {access}")]);
     echo_once(&mut s, 1, b"hello");
     s
