@@ -471,6 +471,15 @@ fn cors_answers_only_the_origins_of_the_gateway_allowlist() {
             .status,
         401
     );
+    // SIGHUP: the login listener follows the new allowlist.
+    gw.dir.write(
+        "wsgate.toml",
+        text.replace("http://app.test:8080", "http://app2.test:8080"),
+    );
+    gw.signal(1);
+    gw.wait_log("reloaded ");
+    assert_eq!(preflight("/login", "Origin: http://app2.test:8080").0, 204);
+    assert_eq!(preflight("/login", allowed).0, 403);
     // The public documents: any origin may read them.
     for path in [
         "/.well-known/jwks.json",
