@@ -5,7 +5,9 @@
 //! | `POST /login`, `application/json` `{"username","password"}` | 200 tokens; 401 `invalid_grant`; 429 + `Retry-After`; 415 for another content type |
 //! | `POST /token`, form `grant_type=refresh_token&refresh_token=...` | 200 tokens; 400 `invalid_grant` / `invalid_request` / `unsupported_grant_type` (RFC 6749 §5.2) |
 //! | `POST /logout`, form `refresh_token=...` (or RFC 7009's `token=...`) | 200 `{}` whether or not the token was known |
-//! | `GET /.well-known/jwks.json`, `GET /.well-known/openid-configuration` | 200 JSON |
+//! | `GET /.well-known/jwks.json`, `GET /.well-known/openid-configuration` | 200 JSON, `Access-Control-Allow-Origin: *` |
+//! | `OPTIONS /login` (`/token`, `/logout`) with `Origin` (a CORS preflight) | 204 with CORS headers for an allowed origin; 403 otherwise |
+//! | a `POST` above with an `Origin` outside `[origin] allow` | 403 `invalid_request`, nothing done |
 //!
 //! With `[tls]` the listener speaks HTTPS with the data listeners' certificate; a SIGHUP
 //! reload replaces it here too ([`Live`]), for the connections accepted afterwards. The TLS
