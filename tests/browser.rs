@@ -6,7 +6,10 @@
 //! message echoes; an in-band refresh with a token rotated at `POST /token` is answered
 //! `wsgate.refreshed`; `POST /logout` closes the live socket 4403 "token revoked" as the
 //! page's close event sees it; and a correctly signed but expired demo token is closed 4401
-//! "token expired" (explain_to_browsers).
+//! "token expired" (explain_to_browsers). Then a tab of the same page opens a socket to a
+//! second gateway whose only token source is a cookie and whose allowlist is the page's
+//! origin (`allow_missing = false`): with the cookie it echoes, without it the upgrade is
+//! refused.
 //!
 //! Chromium is driven over the DevTools protocol (a WebSocket; tungstenite is a
 //! dev-dependency). The test FAILS when no Chromium is found: `scripts/test` installs
@@ -150,6 +153,50 @@ impl Cdp {
         }
     }
 
+    /// A new tab showing `url` (with the page's Content-Security-Policy bypassed when
+    /// `bypass_csp`); returns its session id once the page has loaded.
+    fn open(&mut self, url: &str, bypass_csp: bool) -> String {
+        let target = self.call(None, "Target.createTarget", json!({ "url": "about:blank" }));
+        let attached = self.call(
+            None,
+            "Target.attachToTarget",
+            json!({ "targetId": target["targetId"], "flatten": true }),
+        );
+        let session = attached["sessionId"]
+            .as_str()
+            .expect("sessionId")
+            .to_owned();
+        self.call(Some(&session), "Page.enable", json!({}));
+        if bypass_csp {
+            self.call(
+                Some(&session),
+                "Page.setBypassCSP",
+                json!({ "enabled": true }),
+            );
+        }
+        self.call(Some(&session), "Page.navigate", json!({ "url": url }));
+        self.event(&session, "Page.loadEventFired");
+        session
+    }
+
+    /// Runs `script` (an async expression that returns a JSON string) in the page.
+    fn evaluate(&mut self, session: &str, script: &str) -> Value {
+        let evaluated = self.call(
+            Some(session),
+            "Runtime.evaluate",
+            json!({ "expression": script, "awaitPromise": true, "returnByValue": true }),
+        );
+        if let Some(e) = evaluated.get("exceptionDetails") {
+            panic!("the page's scenario failed: {e}");
+        }
+        serde_json::from_str(
+            evaluated["result"]["value"]
+                .as_str()
+                .expect("string result"),
+        )
+        .expect("JSON result")
+    }
+
     /// Waits for the event `method` on `session`.
     fn event(&mut self, session: &str, method: &str) -> Value {
         loop {
@@ -219,8 +266,90 @@ const SCENARIO: &str = r##"
 })()
 "##;
 
+/// Runs in a tab of the demo page: a WebSocket to another gateway (`GATEWAY`, whose only
+/// token source is the cookie `wsgate_token` and whose allowlist is the demo page's
+/// origin), first with the token `TOKEN` in that cookie, then without it.
+const COOKIE_SCENARIO: &str = r##"
+(async () => {
+  const open = () => new Promise((resolve, reject) => {
+    const result = {};
+    const timer = setTimeout(() => reject(new Error("no close within 20 s: " + JSON.stringify(result))), 20000);
+    const ws = new WebSocket(GATEWAY);
+    ws.onopen = () => { result.protocol = ws.protocol; ws.send("hello through a cookie"); };
+    ws.onmessage = (e) => { result.echo = e.data; ws.close(1000, "done"); };
+    ws.onclose = (e) => { clearTimeout(timer); result.code = e.code; resolve(result); };
+  });
+  document.cookie = "wsgate_token=" + TOKEN + "; path=/echo; SameSite=Strict";
+  const withCookie = await open();
+  document.cookie = "wsgate_token=; path=/echo; max-age=0";
+  const without = await open();
+  return JSON.stringify({ withCookie, without });
+})()
+"##;
+
+/// A gateway whose only token source is the cookie `wsgate_token`, for pages of `origin`
+/// only (SPEC §4: a cookie source needs a non-empty allowlist and `allow_missing = false`);
+/// returns it, its `ws://` URL for /echo and a token it accepts.
+fn cookie_gateway(dir: &std::path::Path, origin: &str) -> (Proc, String, String) {
+    std::fs::create_dir_all(dir).expect("gateway dir");
+    let wsgate = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_wsgate"))
+            .args(args)
+            .output()
+            .expect("run wsgate");
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let key = dir.join("cookie");
+    wsgate(&[
+        "keygen",
+        "--alg",
+        "HS256",
+        "--out",
+        key.to_str().expect("utf-8"),
+    ]);
+    let secret = dir.join("cookie.secret");
+    let token = wsgate(&[
+        "token",
+        "mint",
+        "--key",
+        secret.to_str().expect("utf-8"),
+        "--sub",
+        "cookie-user",
+        "--ttl",
+        "5m",
+    ]);
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n\n[auth]\nsources = [\"cookie:wsgate_token\"]\n\n\
+         [[auth.key]]\nalg = \"HS256\"\nsecret_file = \"cookie.secret\"\n\n\
+         [origin]\nallow = [\"{origin}\"]\nallow_missing = false\n\n\
+         [[route]]\npath = \"/echo\"\nbackend = \"echo\"\n"
+    );
+    let path = dir.join("wsgate.toml");
+    std::fs::write(&path, config).expect("config");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wsgate"))
+        .args(["serve", "-c"])
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn wsgate");
+    let stderr = child.stderr.take().expect("stderr");
+    let child = Proc(child);
+    let addr = lines(
+        stderr,
+        &[|l| {
+            after(l, "listening on ").and_then(|a| a.split_whitespace().next().map(str::to_owned))
+        }],
+        "the cookie gateway's address",
+    )
+    .remove(0);
+    (child, format!("ws://{addr}/echo"), token.trim().to_owned())
+}
+
 #[test]
-fn chromium_logs_in_echoes_refreshes_in_band_logs_out_4403_and_sees_an_expired_token_4401() {
+fn chromium_logs_in_echoes_refreshes_in_band_logs_out_4403_sees_4401_and_sends_a_cookie_token() {
     let started = Instant::now();
     let chromium = chromium();
     let mut gateway = Command::new(env!("CARGO_BIN_EXE_wsgate"))
@@ -280,38 +409,11 @@ fn chromium_logs_in_echoes_refreshes_in_band_logs_out_4403_and_sees_an_expired_t
     .remove(0);
 
     let mut cdp = Cdp::connect(&devtools);
-    let target = cdp.call(None, "Target.createTarget", json!({ "url": "about:blank" }));
-    let attached = cdp.call(
-        None,
-        "Target.attachToTarget",
-        json!({ "targetId": target["targetId"], "flatten": true }),
+    let session = cdp.open(&page, false);
+    let result = cdp.evaluate(
+        &session,
+        &SCENARIO.replace("PASSWORD", &json!(password).to_string()),
     );
-    let session = attached["sessionId"]
-        .as_str()
-        .expect("sessionId")
-        .to_owned();
-    cdp.call(Some(&session), "Page.enable", json!({}));
-    cdp.call(Some(&session), "Page.navigate", json!({ "url": page }));
-    cdp.event(&session, "Page.loadEventFired");
-    let evaluated = cdp.call(
-        Some(&session),
-        "Runtime.evaluate",
-        json!({
-            "expression": SCENARIO.replace("PASSWORD", &json!(password).to_string()),
-            "awaitPromise": true,
-            "returnByValue": true,
-        }),
-    );
-    if let Some(e) = evaluated.get("exceptionDetails") {
-        panic!("the page's scenario failed: {e}");
-    }
-    let result: Value = serde_json::from_str(
-        evaluated["result"]["value"]
-            .as_str()
-            .expect("string result"),
-    )
-    .expect("JSON result");
-
     // 401 from the token service, readable by the page (CORS), and no socket opened.
     assert!(
         result["refused"]
@@ -365,6 +467,28 @@ fn chromium_logs_in_echoes_refreshes_in_band_logs_out_4403_and_sees_an_expired_t
     assert_eq!(result["closeCode"], json!(4401), "{result}");
     assert_eq!(result["closeReason"], json!("token expired"), "{result}");
     assert_eq!(result["echoes"], json!(2), "{result}");
+
+    // A cookie token with Origin: the page's origin is the only one the cookie gateway
+    // allows. The demo page's policy allows connections to its own gateway only, so this
+    // tab bypasses it (the demo cannot carry a cookie source: it keeps origin-less clients).
+    let origin = page.trim_end_matches('/');
+    let (_cookie_gateway, url, token) = cookie_gateway(&profile.join("cookie-gateway"), origin);
+    let cookie_session = cdp.open(&page, true);
+    let cookie = cdp.evaluate(
+        &cookie_session,
+        &COOKIE_SCENARIO
+            .replace("GATEWAY", &json!(url).to_string())
+            .replace("TOKEN", &json!(token).to_string()),
+    );
+    // With the cookie: upgraded (no subprotocol asked, none selected), echoed, closed 1000.
+    assert_eq!(
+        cookie["withCookie"],
+        json!({ "protocol": "", "echo": "hello through a cookie", "code": 1000 }),
+        "{cookie}"
+    );
+    // Without it: 401 at the upgrade, which a browser sees as 1006.
+    assert_eq!(cookie["without"], json!({ "code": 1006 }), "{cookie}");
+
     let _ = std::fs::remove_dir_all(&profile);
     assert!(
         started.elapsed() < Duration::from_secs(120),
