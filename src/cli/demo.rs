@@ -2,6 +2,11 @@
 //! configuration that names the bound port, then print the page's URL, a token and a
 //! client command.
 //!
+//! The demo also runs the token service (SPEC §11, [`super::demo_login`]): one user,
+//! `demo`, with a password generated at start and printed once. The page logs in through
+//! it (another origin: the login listener answers the page's origins through CORS),
+//! refreshes in-band with rotated tokens and logs out.
+//!
 //! The demo is the only place where the data-plane listener answers plain HTTP: `GET /`
 //! is a self-contained page (inline HTML, CSS and script; no external asset) and
 //! `GET /token` hands that page a fresh demo token (or, with `?expired`, a correctly
@@ -119,18 +124,29 @@ pub struct DemoPage {
     signer: Arc<DemoSigner>,
     hosts: Vec<String>,
     origins: Vec<String>,
+    /// The token service's port, on the same address as the page.
+    login_port: u16,
 }
 
 impl DemoPage {
-    /// The routes for a listener bound at `bound`.
-    pub fn new(signer: Arc<DemoSigner>, bound: SocketAddr) -> DemoPage {
+    /// The routes for a listener bound at `bound`, whose token service listens on
+    /// `login_port` of the same address.
+    pub fn new(signer: Arc<DemoSigner>, bound: SocketAddr, login_port: u16) -> DemoPage {
         let hosts = page_hosts(bound);
         let origins = hosts.iter().map(|h| format!("http://{h}")).collect();
         DemoPage {
             signer,
             hosts,
             origins,
+            login_port,
         }
+    }
+
+    /// The token service's origin as seen from a page served under `host` (`name:port`):
+    /// the same name, the login port.
+    fn login_origin(&self, host: &str) -> String {
+        let name = host.rsplit_once(':').map_or(host, |(name, _)| name);
+        format!("http://{name}:{}", self.login_port)
     }
 
     /// The page's allowed origins (`origin.allow` of the demo).
@@ -183,14 +199,17 @@ impl DemoPage {
             }
         }
         let mut reply = if page {
+            // `host` is one of the listener's own names (checked above), so it is safe to
+            // write into the page and its policy.
+            let login = self.login_origin(host);
             let csp = format!(
-                "Content-Security-Policy: default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self' ws://{host}; base-uri 'none'; form-action 'none'; frame-ancestors 'none'\r\n"
+                "Content-Security-Policy: default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self' ws://{host} {login}; base-uri 'none'; form-action 'none'; frame-ancestors 'none'\r\n"
             );
             response(
                 "200 OK",
                 "text/html; charset=utf-8",
                 &csp,
-                PAGE_HTML.as_bytes(),
+                PAGE_HTML.replace("{{LOGIN_URL}}", &login).as_bytes(),
             )
         } else {
             let minted = if head
@@ -275,9 +294,11 @@ pub fn serve_demo(listen: Option<SocketAddr>) -> Result<(), Failure> {
         .map_err(|e| fail(format!("--listen: {listen}: {e}")))?;
     let (signer, spki) = DemoSigner::generate(LEEWAY_SECS).map_err(fail)?;
     let signer = Arc::new(signer);
+    let demo_login = super::demo_login::prepare(bound.ip()).map_err(fail)?;
     let mut cfg = config::demo(bound, spki);
     cfg.auth.leeway = std::time::Duration::from_secs(LEEWAY_SECS);
-    let page = DemoPage::new(signer.clone(), bound);
+    cfg.login = Some(demo_login.login.clone());
+    let page = DemoPage::new(signer.clone(), bound, demo_login.addr.port());
     cfg.origin.allow = page.origins().to_vec();
     // Non-browser clients (the printed command) send no Origin.
     cfg.origin.allow_missing = true;
@@ -289,7 +310,15 @@ pub fn serve_demo(listen: Option<SocketAddr>) -> Result<(), Failure> {
     let mut rt = server::build_runtime(&cfg).map_err(fail)?;
     rt.plain = Some(Arc::new(page));
     let (token, _) = signer.fresh(clock::unix_now(), PRINTED_TTL).map_err(fail)?;
+    let super::demo_login::DemoLogin {
+        listener: login_listener,
+        addr: login_addr,
+        password,
+        scratch,
+        ..
+    } = demo_login;
     let started = control
+        .with_login_listener(login_listener)
         .start(&cfg, None, rt, Some(vec![bound_listener]))
         .map_err(fail)?;
     // A wildcard address is opened on loopback (browsers refuse 0.0.0.0).
@@ -305,6 +334,17 @@ pub fn serve_demo(listen: Option<SocketAddr>) -> Result<(), Failure> {
     println!();
     println!("Open in a browser:  {page_url}");
     println!();
+    println!(
+        "Log in on the page as user \"{}\" with the password printed here once, generated for this run:",
+        super::demo_login::USER
+    );
+    println!("  {password}");
+    println!(
+        "(token service: http://{}; users file and refresh-token store in {}, removed at exit)",
+        super::revoke::reach(login_addr),
+        scratch.path().display()
+    );
+    println!();
     println!("A token for \"{SUBJECT}\", valid for 1h:");
     println!("  {token}");
     println!();
@@ -314,7 +354,9 @@ pub fn serve_demo(listen: Option<SocketAddr>) -> Result<(), Failure> {
     println!("  websocat --protocol '{PROTOCOL}, bearer.{token}' '{ws_url}'");
     println!();
     println!("Stop with Ctrl-C.");
-    started.wait().map_err(fail)
+    let waited = started.wait().map_err(fail);
+    drop(scratch);
+    waited
 }
 
 fn is_loopback(ip: IpAddr) -> bool {
@@ -339,7 +381,7 @@ mod tests {
 
     fn page() -> DemoPage {
         let (signer, _) = DemoSigner::generate(30).unwrap();
-        DemoPage::new(Arc::new(signer), "127.0.0.1:4321".parse().unwrap())
+        DemoPage::new(Arc::new(signer), "127.0.0.1:4321".parse().unwrap(), 4322)
     }
 
     #[test]
@@ -356,9 +398,15 @@ mod tests {
         let ok = answer(&page, "GET / HTTP/1.1\r\nHost: localhost:4321\r\n\r\n").unwrap();
         assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
         assert!(
-            ok.contains("connect-src 'self' ws://localhost:4321;"),
+            ok.contains("connect-src 'self' ws://localhost:4321 http://localhost:4322;"),
             "{ok}"
         );
+        assert!(
+            ok.contains(r#"<meta name="wsgate-login" content="http://localhost:4322">"#),
+            "{ok}"
+        );
+        let v6 = answer(&page, "GET / HTTP/1.1\r\nHost: [::1]:4321\r\n\r\n").unwrap();
+        assert!(v6.contains("ws://[::1]:4321 http://[::1]:4322;"), "{v6}");
         assert!(ok.contains("<script>"), "{ok}");
         assert!(!ok.contains("src=\"http"), "no external asset");
         let rebound = answer(&page, "GET / HTTP/1.1\r\nHost: evil.example:4321\r\n\r\n").unwrap();

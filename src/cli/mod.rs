@@ -4,6 +4,7 @@
 
 pub mod check;
 pub mod demo;
+pub mod demo_login;
 pub mod init;
 mod inspect;
 pub mod keygen;

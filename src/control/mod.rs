@@ -127,11 +127,12 @@ struct Plane {
     login: Option<LoginListener>,
 }
 
-/// The token service's listener, the service, and its TLS configuration with `[tls]`.
+/// The token service's listener, the service, and what a reload changes in the listener
+/// (its certificate with `[tls]`, its CORS origins).
 type LoginListener = (
     tokio::net::TcpListener,
     Arc<Service>,
-    Option<Arc<rustls::ServerConfig>>,
+    Arc<login::http::Live>,
 );
 
 /// How often the token service deletes expired refresh-token families.
@@ -149,6 +150,8 @@ pub fn serve(config: &Config, config_path: Option<&Path>) -> Result<(), String> 
 pub struct Control {
     runtime: tokio::runtime::Runtime,
     signals: Signals,
+    /// The login listener, when the caller bound it (`serve --demo`).
+    login_listener: Option<std::net::TcpListener>,
 }
 
 impl Control {
@@ -168,7 +171,18 @@ impl Control {
             let _context = runtime.enter();
             Signals::register().map_err(|e| format!("signals: {e}"))?
         };
-        Ok(Control { runtime, signals })
+        Ok(Control {
+            runtime,
+            signals,
+            login_listener: None,
+        })
+    }
+
+    /// Serves `[login]` on `listener`, bound by the caller (`serve --demo` needs the port
+    /// before it builds the configuration), instead of binding `login.listen`.
+    pub fn with_login_listener(mut self, listener: std::net::TcpListener) -> Control {
+        self.login_listener = Some(listener);
+        self
     }
 
     /// Replays the revocation log, starts the data plane with `rt` (from
@@ -182,11 +196,15 @@ impl Control {
         rt: Runtime,
         listeners: Option<Vec<mio::net::TcpListener>>,
     ) -> Result<Started, String> {
-        let Control { runtime, signals } = self;
+        let Control {
+            runtime,
+            signals,
+            login_listener,
+        } = self;
         let plane = {
             // The admin socket registers with this runtime's reactor.
             let _context = runtime.enter();
-            start(config, config_path, rt, listeners)?
+            start(config, config_path, rt, listeners, login_listener)?
         };
         Ok(Started {
             runtime,
@@ -237,6 +255,7 @@ fn start(
     config_path: Option<&Path>,
     rt: Runtime,
     listeners: Option<Vec<mio::net::TcpListener>>,
+    login_listener: Option<std::net::TcpListener>,
 ) -> Result<Plane, String> {
     let rt = Arc::new(rt);
     // Revocations replayed before anything listens: a restart forgets none (SPEC §6).
@@ -257,7 +276,7 @@ fn start(
         workers.clone(),
         log,
     ));
-    let login = match start_login(config, &revoker) {
+    let login = match start_login(config, &revoker, login_listener) {
         Ok(login) => login,
         Err(e) => {
             running.shutdown();
@@ -296,7 +315,12 @@ fn start(
             return Err(e);
         }
     };
+    if let Some(cluster) = &cluster {
+        // Also without an admin listener: the token service's revocations reach the fleet.
+        revoker.join_fleet(Arc::clone(cluster));
+    }
     let reloader = Reloader {
+        login: login.as_ref().map(|(_, _, live)| Arc::clone(live)),
         path: config_path.map(Path::to_path_buf),
         listen: config.server.listen.clone(),
         cluster: config.cluster.clone(),
@@ -317,7 +341,11 @@ fn start(
 /// Starts the token service of `[login]` (SPEC §11) and binds its listener (in the
 /// runtime's context): reads the users file, opens the refresh-token store (an error names
 /// it and stops the start), applies the revocations `user remove` recorded meanwhile.
-fn start_login(config: &Config, revoker: &Arc<Revoker>) -> Result<Option<LoginListener>, String> {
+fn start_login(
+    config: &Config,
+    revoker: &Arc<Revoker>,
+    bound: Option<std::net::TcpListener>,
+) -> Result<Option<LoginListener>, String> {
     let Some(l) = &config.login else {
         return Ok(None);
     };
@@ -334,12 +362,18 @@ fn start_login(config: &Config, revoker: &Arc<Revoker>) -> Result<Option<LoginLi
         return Ok(None);
     };
     revoker.set_login(&service);
-    let listener = login::http::bind(l.listen)
-        .map_err(|e| format!("login.listen: cannot listen on {}: {e}", l.listen))?;
+    let listener = match bound {
+        Some(bound) => bound
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::TcpListener::from_std(bound)),
+        None => login::http::bind(l.listen),
+    }
+    .map_err(|e| format!("login.listen: cannot listen on {}: {e}", l.listen))?;
     let addr = listener.local_addr().unwrap_or(l.listen);
     let scheme = if tls.is_some() { "https" } else { "http" };
+    let live = login::http::Live::new(config, tls)?;
     crate::log::always(format_args!("login listening on {addr} ({scheme})"));
-    Ok(Some((listener, service, tls)))
+    Ok(Some((listener, service, live)))
 }
 
 /// The revocation set in force at start, replayed from `admin.revocation_log` when there is
@@ -381,13 +415,13 @@ async fn run(plane: Plane, mut signals: Signals) {
     } = plane;
     let (stop_login, login_stopped) = oneshot::channel();
     let login_service = login.as_ref().map(|(_, service, _)| Arc::clone(service));
-    let login = login.map(|(listener, service, tls)| {
+    let login = login.map(|(listener, service, live)| {
         tokio::spawn(sweep(Arc::clone(&service)));
         tokio::spawn(login::http::serve(
             listener,
             service,
             login::http::Limits::DEFAULT,
-            tls,
+            live,
             login_stopped,
         ))
     });

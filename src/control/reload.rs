@@ -36,6 +36,8 @@ pub struct Reloader {
     pub admin: Option<Arc<GatewayAdmin>>,
     /// The identity providers' fetch tasks (SPEC §9).
     pub issuers: Arc<super::issuers::Issuers>,
+    /// The login listener's certificate and CORS origins, with `[login]` (SPEC §11).
+    pub login: Option<Arc<super::login::http::Live>>,
 }
 
 impl Reloader {
@@ -87,6 +89,12 @@ impl Reloader {
         self.shared
             .deflate_budget
             .set_limit(config.compression.memory);
+        // The login listener takes the new certificate and origins too.
+        if let Some(login) = &self.login {
+            if !login.reload(config, rt.tls.clone()) {
+                warn!("reload: turning [tls] on or off for the login listener takes effect at the next restart");
+            }
+        }
         self.workers.broadcast(|| Command::Reload(Arc::clone(&rt)));
         if let (Some(admin), Some(cfg)) = (&self.admin, &config.admin) {
             admin.publish(AdminView {

@@ -426,3 +426,107 @@ fn failed_tokens_drain_one_budget_per_address_across_the_fleet() {
         "{statuses:?}"
     );
 }
+
+/// A gateway of the fleet `namespace` with a token service (`[login]`) whose key and users
+/// are in `dir`; B gets an admin listener (to say when it is ready), A none.
+fn login_gateway(redis: &str, node: &str, namespace: &str, dir: TempDir, admin: bool) -> Gateway {
+    let admin = if admin {
+        "[admin]\nlisten = \"127.0.0.1:0\"\n"
+    } else {
+        ""
+    };
+    let config = format!(
+        r#"
+[server]
+listen = ["127.0.0.1:0"]
+workers = 2
+
+{admin}
+[login]
+listen = "127.0.0.1:0"
+users = "users.toml"
+signing_key = "issuer.key.pem"
+issuer = "https://login.test"
+store = "refresh.db"
+
+[cluster]
+redis = "{redis}"
+node = "{node}"
+namespace = "{namespace}"
+lease = "2s"
+
+[[route]]
+path = "/chat"
+backend = "echo"
+scope = ["chat"]
+"#
+    );
+    Gateway::start_in(dir, &config)
+}
+
+#[test]
+fn a_reused_refresh_token_on_one_gateway_closes_the_family_on_another() {
+    use crate::login::{connect, listener, login, refresh, run_with_stdin, tokens};
+    let redis = Redis::start();
+    // One login key and one users file for the fleet; a store per gateway (redb locks it).
+    let a_dir = TempDir::new();
+    let key = a_dir.path().join("issuer");
+    let (code, out, err) = run(&[
+        "keygen",
+        "--alg",
+        "EdDSA",
+        "--out",
+        key.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let a = login_gateway(&redis.url(), "a", "c5", a_dir, false);
+    let cfg = a.dir.path().join("wsgate.toml");
+    let (code, out, err) = run_with_stdin(
+        &[
+            "user",
+            "add",
+            "alice",
+            "--scope",
+            "chat",
+            "-c",
+            cfg.to_str().expect("utf-8"),
+        ],
+        "alice-password\n",
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let b_dir = TempDir::new();
+    for file in ["issuer.key.pem", "users.toml"] {
+        std::fs::copy(a.dir.path().join(file), b_dir.path().join(file)).expect("copy");
+    }
+    let b = login_gateway(&redis.url(), "b", "c5", b_dir, true);
+    let b_admin = listener(&b, "admin");
+    eventually("b ready", WAIT, || ready(b_admin));
+
+    // Log in and rotate on A; the access tokens of the family are used on B.
+    let a_login = listener(&a, "login");
+    let (first_access, first_refresh) = login(a_login, "alice");
+    let (status, answer) = refresh(a_login, &first_refresh);
+    assert_eq!(status, 200, "{answer}");
+    let (second_access, _) = tokens(&answer);
+    let mut first_on_b = connect(&b, &first_access);
+    let mut second_on_b = connect(&b, &second_access);
+    let (other_access, _) = login(a_login, "alice");
+    let mut other_on_b = connect(&b, &other_access);
+
+    // The spent refresh token again, on A: the family is revoked fleet-wide.
+    let (status, answer) = refresh(a_login, &first_refresh);
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    assert_eq!(
+        read_close(&mut first_on_b),
+        (Some(4403), "token revoked".into())
+    );
+    assert_eq!(
+        read_close(&mut second_on_b),
+        (Some(4403), "token revoked".into())
+    );
+    // Another family of the same user stays open.
+    echo_ok(&mut other_on_b);
+}

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use crate::support::*;
 
 /// `wsgate ARGS` with `stdin` as its standard input: (exit code, stdout, stderr).
-fn run_with_stdin(args: &[&str], stdin: &str) -> (i32, String, String) {
+pub(crate) fn run_with_stdin(args: &[&str], stdin: &str) -> (i32, String, String) {
     let mut child = Command::new(bin())
         .args(args)
         .stdin(Stdio::piped())
@@ -60,6 +60,9 @@ issuer = "https://login.test"
 store = "refresh.db"
 failures = "100/m"
 
+[origin]
+allow = ["http://app.test:8080"]
+
 [[route]]
 path = "/chat"
 backend = "echo"
@@ -103,7 +106,7 @@ fn setup() -> (TempDir, String) {
 }
 
 /// The address after `what listening on ` in the gateway's log.
-fn listener(gw: &Gateway, what: &str) -> SocketAddr {
+pub(crate) fn listener(gw: &Gateway, what: &str) -> SocketAddr {
     let needle = format!("{what} listening on ");
     gw.wait_log(&needle)
         .split(needle.as_str())
@@ -113,16 +116,24 @@ fn listener(gw: &Gateway, what: &str) -> SocketAddr {
         .expect("listen address")
 }
 
-/// One HTTP/1.1 POST; returns (status, JSON body).
-fn post(addr: SocketAddr, path: &str, content_type: &str, body: &str) -> (u16, serde_json::Value) {
+/// One HTTP/1.1 request (a `Host` is added); returns (status, head, body).
+fn exchange(
+    addr: SocketAddr,
+    request_line: &str,
+    headers: &[&str],
+    body: &str,
+) -> (u16, String, String) {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(WAIT)).expect("timeout");
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: login.test\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("send");
+    let mut head = format!("{request_line}\r\nHost: login.test\r\n");
+    for h in headers {
+        head.push_str(h);
+        head.push_str("\r\n");
+    }
+    if !body.is_empty() {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    write!(s, "{head}\r\n{body}").expect("send");
     let mut raw = String::new();
     s.read_to_string(&mut raw).expect("answer");
     let (head, body) = raw.split_once("\r\n\r\n").expect("head");
@@ -131,21 +142,41 @@ fn post(addr: SocketAddr, path: &str, content_type: &str, body: &str) -> (u16, s
         .nth(1)
         .and_then(|s| s.parse().ok())
         .expect("status");
+    (status, head.to_owned(), body.to_owned())
+}
+
+/// One HTTP/1.1 POST; returns (status, JSON body).
+fn post(addr: SocketAddr, path: &str, content_type: &str, body: &str) -> (u16, serde_json::Value) {
+    let content_type = format!("Content-Type: {content_type}");
+    let (status, _, body) = exchange(
+        addr,
+        &format!("POST {path} HTTP/1.1"),
+        &[&content_type],
+        body,
+    );
     (
         status,
-        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
     )
 }
 
+/// The value of header `name` in `head` (case-insensitive), if present.
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
 /// Logs in; returns (access token, refresh token).
-fn login(addr: SocketAddr, user: &str) -> (String, String) {
+pub(crate) fn login(addr: SocketAddr, user: &str) -> (String, String) {
     let body = serde_json::json!({"username": user, "password": format!("{user}-password")});
     let (status, answer) = post(addr, "/login", "application/json", &body.to_string());
     assert_eq!(status, 200, "{answer}");
     tokens(&answer)
 }
 
-fn tokens(answer: &serde_json::Value) -> (String, String) {
+pub(crate) fn tokens(answer: &serde_json::Value) -> (String, String) {
     (
         answer["access_token"]
             .as_str()
@@ -158,7 +189,7 @@ fn tokens(answer: &serde_json::Value) -> (String, String) {
     )
 }
 
-fn refresh(addr: SocketAddr, token: &str) -> (u16, serde_json::Value) {
+pub(crate) fn refresh(addr: SocketAddr, token: &str) -> (u16, serde_json::Value) {
     post(
         addr,
         "/token",
@@ -168,7 +199,7 @@ fn refresh(addr: SocketAddr, token: &str) -> (u16, serde_json::Value) {
 }
 
 /// Opens /chat with `access` as a bearer token and checks that it echoes.
-fn connect(gw: &Gateway, access: &str) -> TcpStream {
+pub(crate) fn connect(gw: &Gateway, access: &str) -> TcpStream {
     let mut s = open(gw, "/chat", &[&format!("Authorization: Bearer {access}")]);
     echo_once(&mut s, 1, b"hello");
     s
@@ -240,20 +271,9 @@ fn login_connect_rotate_reuse_logout_and_remove_through_the_real_binary() {
     );
 
     // The published key verifies the tokens (what another service would fetch).
-    let (status, jwks) = {
-        let mut s = TcpStream::connect(login_addr).expect("connect");
-        s.set_read_timeout(Some(WAIT)).expect("timeout");
-        s.write_all(b"GET /.well-known/jwks.json HTTP/1.1\r\nHost: login.test\r\n\r\n")
-            .expect("send");
-        let mut raw = String::new();
-        s.read_to_string(&mut raw).expect("answer");
-        let (head, body) = raw.split_once("\r\n\r\n").expect("head");
-        (
-            head.split(' ').nth(1).map(str::to_owned),
-            serde_json::from_str::<serde_json::Value>(body).expect("json"),
-        )
-    };
-    assert_eq!(status.as_deref(), Some("200"));
+    let (status, _, jwks) = exchange(login_addr, "GET /.well-known/jwks.json HTTP/1.1", &[], "");
+    let jwks: serde_json::Value = serde_json::from_str(&jwks).expect("json");
+    assert_eq!(status, 200);
     assert_eq!(jwks["keys"][0]["crv"], "Ed25519");
     // Login metrics on the admin listener, by outcome.
     let admin = listener(&gw, "admin");
@@ -334,5 +354,189 @@ fn a_store_that_cannot_be_opened_stops_the_start_naming_it() {
     assert!(
         err.contains("login.store") && err.contains("missing-dir/refresh.db"),
         "{err}"
+    );
+}
+
+#[test]
+fn cors_answers_only_the_origins_of_the_gateway_allowlist() {
+    let (dir, text) = setup();
+    let gw = Gateway::start_in(dir, &text);
+    let login_addr = listener(&gw, "login");
+    let allowed = "Origin: http://app.test:8080";
+    let other = "Origin: http://evil.test:8080";
+    let preflight = |path: &str, origin: &str| {
+        exchange(
+            login_addr,
+            &format!("OPTIONS {path} HTTP/1.1"),
+            &[
+                origin,
+                "Access-Control-Request-Method: POST",
+                "Access-Control-Request-Headers: content-type",
+            ],
+            "",
+        )
+    };
+    // The preflight of an allowed origin, for each token endpoint.
+    for path in ["/login", "/token", "/logout"] {
+        let (status, head, _) = preflight(path, allowed);
+        assert_eq!(status, 204, "{path}: {head}");
+        assert_eq!(
+            header(&head, "access-control-allow-origin"),
+            Some("http://app.test:8080"),
+            "{head}"
+        );
+        assert_eq!(header(&head, "access-control-allow-methods"), Some("POST"));
+        assert_eq!(
+            header(&head, "access-control-allow-headers"),
+            Some("content-type")
+        );
+        assert_eq!(header(&head, "access-control-max-age"), Some("600"));
+        assert_eq!(header(&head, "vary"), Some("Origin"));
+        assert_eq!(header(&head, "access-control-allow-credentials"), None);
+        // Another origin: refused, no CORS header at all.
+        let (status, head, _) = preflight(path, other);
+        assert_eq!(status, 403, "{path}: {head}");
+        assert!(
+            !head.to_ascii_lowercase().contains("access-control-"),
+            "{head}"
+        );
+        assert_eq!(header(&head, "vary"), Some("Origin"));
+    }
+    // The actual POST from the allowed origin: processed, with its CORS headers.
+    let body = serde_json::json!({"username": "alice", "password": "alice-password"}).to_string();
+    let json = "Content-Type: application/json";
+    let (status, head, answer) =
+        exchange(login_addr, "POST /login HTTP/1.1", &[json, allowed], &body);
+    assert_eq!(status, 200, "{head}{answer}");
+    assert_eq!(
+        header(&head, "access-control-allow-origin"),
+        Some("http://app.test:8080")
+    );
+    assert_eq!(header(&head, "vary"), Some("Origin"));
+    let answer: serde_json::Value = serde_json::from_str(&answer).expect("json");
+    let (access, refresh_token) = tokens(&answer);
+    let form = "Content-Type: application/x-www-form-urlencoded";
+    let rotate = format!("grant_type=refresh_token&refresh_token={refresh_token}");
+    // From another origin: refused before anything happens; the refresh token stays
+    // unspent (it still rotates below), and no CORS header lets the page read the 403.
+    let (status, head, _) = exchange(login_addr, "POST /token HTTP/1.1", &[form, other], &rotate);
+    assert_eq!(status, 403, "{head}");
+    assert_eq!(header(&head, "access-control-allow-origin"), None);
+    let (status, head, _) = exchange(
+        login_addr,
+        "POST /login HTTP/1.1",
+        &[json, "Origin: null"],
+        &body,
+    );
+    assert_eq!(status, 403, "{head}");
+    // Without Origin (not a browser), served as before; then from the allowed origin.
+    let (status, head, rotated) = exchange(
+        login_addr,
+        "POST /token HTTP/1.1",
+        &[form, allowed],
+        &rotate,
+    );
+    assert_eq!(status, 200, "{head}");
+    assert_eq!(
+        header(&head, "access-control-allow-origin"),
+        Some("http://app.test:8080")
+    );
+    let rotated: serde_json::Value = serde_json::from_str(&rotated).expect("json");
+    let (_, live_refresh) = tokens(&rotated);
+    let logout = format!("refresh_token={live_refresh}");
+    // A logout from another origin does nothing; from the allowed one, it ends the family.
+    let (status, _, _) = exchange(login_addr, "POST /logout HTTP/1.1", &[form, other], &logout);
+    assert_eq!(status, 403);
+    let bearer = format!("Authorization: Bearer {access}");
+    assert_eq!(
+        request(&gw, upgrade_request("/chat", &[&bearer]).as_bytes())
+            .0
+            .status,
+        101
+    );
+    let (status, head, _) = exchange(
+        login_addr,
+        "POST /logout HTTP/1.1",
+        &[form, allowed],
+        &logout,
+    );
+    assert_eq!(status, 200, "{head}");
+    assert_eq!(
+        header(&head, "access-control-allow-origin"),
+        Some("http://app.test:8080")
+    );
+    assert_eq!(
+        request(&gw, upgrade_request("/chat", &[&bearer]).as_bytes())
+            .0
+            .status,
+        401
+    );
+    // SIGHUP: the login listener follows the new allowlist.
+    gw.dir.write(
+        "wsgate.toml",
+        text.replace("http://app.test:8080", "http://app2.test:8080"),
+    );
+    gw.signal(1);
+    gw.wait_log("reloaded ");
+    assert_eq!(preflight("/login", "Origin: http://app2.test:8080").0, 204);
+    assert_eq!(preflight("/login", allowed).0, 403);
+    // The public documents: any origin may read them.
+    for path in [
+        "/.well-known/jwks.json",
+        "/.well-known/openid-configuration",
+    ] {
+        let (status, head, _) = exchange(login_addr, &format!("GET {path} HTTP/1.1"), &[other], "");
+        assert_eq!(status, 200, "{head}");
+        assert_eq!(header(&head, "access-control-allow-origin"), Some("*"));
+    }
+}
+
+/// `GET /.well-known/jwks.json` over TLS trusting only `cert`; None when the handshake fails.
+fn jwks_over_tls(
+    addr: SocketAddr,
+    cert: &rustls::pki_types::CertificateDer<'static>,
+) -> Option<String> {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(WAIT)).expect("timeout");
+    let mut s = crate::tls::tls_client(stream, cert);
+    s.write_all(b"GET /.well-known/jwks.json HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    Some(raw)
+}
+
+#[test]
+fn sighup_reloads_the_login_listener_certificate_too() {
+    let dir = TempDir::new();
+    let key = dir.path().join("issuer");
+    let (code, out, err) = run(&[
+        "keygen",
+        "--alg",
+        "EdDSA",
+        "--out",
+        key.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (cert, key, old) = crate::tls::self_signed();
+    dir.write("cert.pem", cert);
+    dir.write("key.pem", key);
+    let text = config() + "\n[tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n";
+    let gw = Gateway::start_in(dir, &text);
+    assert!(gw.wait_log("login listening on").contains("(https)"));
+    let login_addr = listener(&gw, "login");
+    let answer = jwks_over_tls(login_addr, &old).expect("HTTPS with the first certificate");
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    let (cert, key, new) = crate::tls::self_signed();
+    gw.dir.write("cert.pem", cert);
+    gw.dir.write("key.pem", key);
+    gw.signal(1);
+    // Published to the login listener before this line is logged.
+    gw.wait_log("reloaded ");
+    let answer = jwks_over_tls(login_addr, &new).expect("HTTPS with the new certificate");
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert!(
+        jwks_over_tls(login_addr, &old).is_none(),
+        "the old certificate is still served by the login listener"
     );
 }

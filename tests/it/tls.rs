@@ -10,12 +10,12 @@ use rustls::pki_types::{CertificateDer, ServerName};
 
 use crate::support::*;
 
-type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+pub type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
 const TLS_SECTION: &str = "\n[tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n";
 
 /// A fresh self-signed certificate for "localhost": (cert PEM, key PEM, cert DER).
-fn self_signed() -> (String, String, CertificateDer<'static>) {
+pub fn self_signed() -> (String, String, CertificateDer<'static>) {
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("rcgen");
     let der = CertificateDer::from(ck.cert.der().to_vec());
     (ck.cert.pem(), ck.key_pair.serialize_pem(), der)
@@ -35,6 +35,11 @@ fn tls_gateway(workers: usize) -> (Gateway, CertificateDer<'static>) {
 
 /// A TLS client stream to the gateway, trusting only `cert`, for server name localhost.
 fn tls_connect(gw: &Gateway, cert: &CertificateDer<'static>) -> TlsStream {
+    tls_client(gw.connect(), cert)
+}
+
+/// A TLS client over `stream`, trusting only `cert`, for server name localhost.
+pub fn tls_client(stream: TcpStream, cert: &CertificateDer<'static>) -> TlsStream {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert.clone()).expect("trust anchor");
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -46,7 +51,7 @@ fn tls_connect(gw: &Gateway, cert: &CertificateDer<'static>) -> TlsStream {
     .with_no_client_auth();
     let name = ServerName::try_from("localhost").expect("server name");
     let conn = rustls::ClientConnection::new(Arc::new(config), name).expect("client conn");
-    rustls::StreamOwned::new(conn, gw.connect())
+    rustls::StreamOwned::new(conn, stream)
 }
 
 /// Reads an HTTP response head from any stream; returns it as text.

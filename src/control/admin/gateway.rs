@@ -210,6 +210,12 @@ impl Revoker {
         }
     }
 
+    /// Joins the fleet (SPEC §8): what this path revokes is shared through `cluster`, with
+    /// or without an admin listener (the token service revokes through it too, SPEC §11).
+    pub fn join_fleet(&self, cluster: Arc<Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
     /// Connects the token service (once).
     pub fn set_login(&self, service: &Arc<Service>) {
         let _ = self.login.set(Arc::downgrade(service));

@@ -5,11 +5,16 @@
 //! | `POST /login`, `application/json` `{"username","password"}` | 200 tokens; 401 `invalid_grant`; 429 + `Retry-After`; 415 for another content type |
 //! | `POST /token`, form `grant_type=refresh_token&refresh_token=...` | 200 tokens; 400 `invalid_grant` / `invalid_request` / `unsupported_grant_type` (RFC 6749 §5.2) |
 //! | `POST /logout`, form `refresh_token=...` (or RFC 7009's `token=...`) | 200 `{}` whether or not the token was known |
-//! | `GET /.well-known/jwks.json`, `GET /.well-known/openid-configuration` | 200 JSON |
+//! | `GET /.well-known/jwks.json`, `GET /.well-known/openid-configuration` | 200 JSON, `Access-Control-Allow-Origin: *` |
+//! | `OPTIONS /login` (`/token`, `/logout`) with `Origin` (a CORS preflight) | 204 with CORS headers for an allowed origin; 403 otherwise |
+//! | a `POST` above with an `Origin` outside `[origin] allow` | 403 `invalid_request`, nothing done |
 //!
-//! With `[tls]` the listener speaks HTTPS with the data listeners' certificate (loaded at
-//! start; a SIGHUP reload does not reach this listener). The TLS handshake must complete
-//! within [`Limits::header_read_timeout`].
+//! With `[tls]` the listener speaks HTTPS with the data listeners' certificate; a SIGHUP
+//! reload replaces it here too ([`Live`]), for the connections accepted afterwards. The TLS
+//! handshake must complete within [`Limits::header_read_timeout`].
+//!
+//! CORS ([`super::cors`]): the token endpoints answer browsers of the gateway's `[origin]`
+//! allowlist (also replaced by a reload), and refuse (403) a request from any other origin.
 //!
 //! Token answers carry `Cache-Control: no-store` and `Pragma: no-cache` (RFC 6749 §5.1);
 //! every answer carries `Connection: close` (one request per connection). Bounds: a
@@ -37,8 +42,63 @@ use serde::Deserialize;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{oneshot, Semaphore};
 
+use arc_swap::ArcSwap;
+
+use super::cors::{self, Caller};
 use super::{Answer, Service};
+use crate::config::Config;
+use crate::gate::origin::OriginPolicy;
 use crate::proto::http::fields::percent_decode;
+
+/// What a SIGHUP reload changes in a running login listener: its certificate (with `[tls]`)
+/// and the Origin allowlist of its CORS answers. Read once per connection or request,
+/// without a lock.
+pub struct Live {
+    /// `None`: plain HTTP, for the listener's life.
+    tls: Option<ArcSwap<rustls::ServerConfig>>,
+    origins: ArcSwap<OriginPolicy>,
+}
+
+impl Live {
+    /// The listener's settings: `tls` when `[tls]` is on, origins of `config.origin`.
+    pub fn new(
+        config: &Config,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Result<Arc<Live>, String> {
+        Ok(Arc::new(Live {
+            tls: tls.map(ArcSwap::new),
+            origins: ArcSwap::from_pointee(origin_policy(config)?),
+        }))
+    }
+
+    /// Whether the listener speaks HTTPS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Publishes a reloaded configuration: its origins, and its certificate when both the
+    /// listener and `tls` are TLS (a listener does not switch between HTTP and HTTPS: that
+    /// takes a restart). Returns false when `config` changes what only a restart changes.
+    pub fn reload(&self, config: &Config, tls: Option<Arc<rustls::ServerConfig>>) -> bool {
+        if let Ok(policy) = origin_policy(config) {
+            self.origins.store(Arc::new(policy));
+        }
+        match (&self.tls, tls) {
+            (Some(current), Some(fresh)) => {
+                current.store(fresh);
+                true
+            }
+            (None, None) => true,
+            _ => false,
+        }
+    }
+}
+
+/// The allowlist of `config.origin` (already validated: an error here is internal).
+fn origin_policy(config: &Config) -> Result<OriginPolicy, String> {
+    OriginPolicy::new(&config.origin.allow, config.origin.allow_missing)
+        .map_err(|e| format!("origin.allow: {e}"))
+}
 
 /// The login listener's bounds (module docs); [`Limits::DEFAULT`] is what `serve` uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,15 +152,15 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(1024)
 }
 
-/// Serves `listener` (HTTPS with `tls`) until `stop` fires or its sender is dropped.
+/// Serves `listener` (HTTPS when `live` has TLS) until `stop` fires or its sender is
+/// dropped.
 pub async fn serve(
     listener: TcpListener,
     service: Arc<Service>,
     limits: Limits,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    live: Arc<Live>,
     mut stop: oneshot::Receiver<()>,
 ) {
-    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
@@ -141,11 +201,22 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let http = Arc::clone(&http);
         let service = Arc::clone(&service);
-        let tls = tls.clone();
+        // The certificate in force at the accept (a reload affects later connections).
+        let tls = live
+            .tls
+            .as_ref()
+            .map(|config| tokio_rustls::TlsAcceptor::from(config.load_full()));
+        let live = Arc::clone(&live);
         tokio::spawn(async move {
             let _slot = slot;
             let handler = service_fn(move |request| {
-                respond(request, Arc::clone(&service), peer.ip(), limits)
+                respond(
+                    request,
+                    Arc::clone(&service),
+                    Arc::clone(&live),
+                    peer.ip(),
+                    limits,
+                )
             });
             let work = async {
                 match tls {
@@ -180,6 +251,7 @@ enum Kind {
 async fn respond(
     request: Request<Incoming>,
     service: Arc<Service>,
+    live: Arc<Live>,
     peer: IpAddr,
     limits: Limits,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
@@ -187,27 +259,57 @@ async fn respond(
     let path = parts.uri.path();
     let get = parts.method == Method::GET || parts.method == Method::HEAD;
     let post = parts.method == Method::POST;
-    let answer = match path {
-        "/.well-known/jwks.json" if get => {
-            return Ok(render(
-                Answer {
-                    status: 200,
-                    body: service.issuer().jwks(),
-                    retry_after: None,
-                },
-                Cache::Public,
-            ));
-        }
+    let public = |body: String| {
+        let mut response = render(
+            Answer {
+                status: 200,
+                body,
+                retry_after: None,
+            },
+            Cache::Public,
+        );
+        cors::apply_public(response.headers_mut());
+        response
+    };
+    match path {
+        "/.well-known/jwks.json" if get => return Ok(public(service.issuer().jwks())),
         "/.well-known/openid-configuration" if get => {
-            return Ok(render(
-                Answer {
-                    status: 200,
-                    body: service.issuer().discovery(),
+            return Ok(public(service.issuer().discovery()))
+        }
+        "/login" | "/token" | "/logout" => {
+            let caller = cors::caller(&parts.headers, &live.origins.load());
+            let preflight = parts.method == Method::OPTIONS && caller != Caller::NoOrigin;
+            let answer = match &caller {
+                Caller::Refused => Answer::error(403, "invalid_request", "origin not allowed"),
+                Caller::Allowed(_) if preflight => Answer {
+                    status: 204,
+                    body: String::new(),
                     retry_after: None,
                 },
-                Cache::Public,
-            ));
+                _ if !post => {
+                    let mut response = with_allow(
+                        render(
+                            Answer::error(405, "invalid_request", "method not allowed"),
+                            Cache::NoStore,
+                        ),
+                        "POST",
+                    );
+                    cors::apply(response.headers_mut(), &caller);
+                    return Ok(response);
+                }
+                _ => token_endpoint(path, parts.headers, body, &service, peer, &limits).await,
+            };
+            let mut response = render(answer, Cache::NoStore);
+            if preflight && matches!(caller, Caller::Allowed(_)) {
+                response.headers_mut().remove(header::CONTENT_TYPE);
+                cors::apply_preflight(response.headers_mut());
+            }
+            cors::apply(response.headers_mut(), &caller);
+            return Ok(response);
         }
+        _ => {}
+    }
+    let answer = match path {
         "/.well-known/jwks.json" | "/.well-known/openid-configuration" => {
             return Ok(with_allow(
                 render(
@@ -217,30 +319,34 @@ async fn respond(
                 "GET, HEAD",
             ));
         }
-        "/login" | "/token" | "/logout" if !post => {
-            return Ok(with_allow(
-                render(
-                    Answer::error(405, "invalid_request", "method not allowed"),
-                    Cache::NoStore,
-                ),
-                "POST",
-            ));
-        }
-        "/login" => match read(&parts.headers, body, Kind::Json, &limits).await {
-            Err(answer) => answer,
-            Ok(body) => login(&service, peer, &body).await,
-        },
-        "/token" => match read(&parts.headers, body, Kind::Form, &limits).await {
-            Err(answer) => answer,
-            Ok(body) => token(&service, &body).await,
-        },
-        "/logout" => match read(&parts.headers, body, Kind::Form, &limits).await {
-            Err(answer) => answer,
-            Ok(body) => logout(&service, &body).await,
-        },
         _ => Answer::error(404, "not_found", "no such endpoint"),
     };
     Ok(render(answer, Cache::NoStore))
+}
+
+/// A `POST` to `/login`, `/token` or `/logout`.
+async fn token_endpoint(
+    path: &str,
+    headers: HeaderMap,
+    body: Incoming,
+    service: &Arc<Service>,
+    peer: IpAddr,
+    limits: &Limits,
+) -> Answer {
+    let kind = if path == "/login" {
+        Kind::Json
+    } else {
+        Kind::Form
+    };
+    let body = match read(&headers, body, kind, limits).await {
+        Err(answer) => return answer,
+        Ok(body) => body,
+    };
+    match path {
+        "/login" => login(service, peer, &body).await,
+        "/token" => token(service, &body).await,
+        _ => logout(service, &body).await,
+    }
 }
 
 /// The login body: exactly these two strings.

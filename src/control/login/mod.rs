@@ -14,6 +14,7 @@
 //! matching handshakes are refused and live connections close with 4403.
 
 pub mod budget;
+pub mod cors;
 pub mod http;
 pub mod issue;
 pub mod password;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 
-use super::{bind, serve, Limits};
+use super::{bind, serve, Limits, Live};
 use crate::auth::revocation::Revocation;
 use crate::control::login::password::hash;
 use crate::control::login::store::{tests::faulty_store, Store};
@@ -163,10 +163,11 @@ fn start_tls(
         bind("127.0.0.1:0".parse().unwrap()).unwrap()
     };
     let addr = listener.local_addr().unwrap();
+    let live = Live::new(config, tls).unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel();
     let serving = Arc::clone(&service);
     std::thread::spawn(move || {
-        runtime.block_on(serve(listener, serving, Limits::DEFAULT, tls, stopped))
+        runtime.block_on(serve(listener, serving, Limits::DEFAULT, live, stopped))
     });
     Running {
         addr,
