@@ -216,17 +216,19 @@ impl Schedule {
                 entry.failures = entry.failures.saturating_add(1);
                 let retry = retry_after(entry.failures);
                 entry.due = now + retry;
-                if previous.addrs.is_empty() {
-                    warn!(
-                        "dns: {name}: {error}; its upstreams fail until it resolves (retry in {}s)",
-                        retry.as_secs()
-                    );
+                // A warning when a streak of failures starts or its reason changes; the
+                // repeats go to the info level (and to the metric).
+                let news = entry.failures == 1 || previous.error.as_deref() != Some(&*error);
+                let keeping = if previous.addrs.is_empty() {
+                    "its upstreams fail until it resolves".to_owned()
                 } else {
-                    warn!(
-                        "dns: {name}: {error}; keeping its last good addresses {} (retry in {}s)",
-                        list(&previous.addrs),
-                        retry.as_secs()
-                    );
+                    format!("keeping its last good addresses {}", list(&previous.addrs))
+                };
+                let secs = retry.as_secs();
+                if news {
+                    warn!("dns: {name}: {error}; {keeping} (retry in {secs}s)");
+                } else {
+                    info!("dns: {name}: {error}; {keeping} (retry in {secs}s)");
                 }
                 let answer = NameAnswer {
                     addrs: previous.addrs,

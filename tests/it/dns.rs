@@ -1,0 +1,101 @@
+//! Upstream host names (#18, SPEC §2 and §5): resolved by the control plane, never a
+//! reason to refuse a start; a name that does not resolve fails its connects like a
+//! refused one ("dns: ..."), and the next upstream is tried. Names use `localhost` (from
+//! /etc/hosts) and the reserved `.invalid` TLD (RFC 6761 §6.4), so no test needs a network.
+
+use std::net::TcpListener;
+
+use crate::support::*;
+use crate::upstream::{echo_on, echo_through, gateway_in, metric, upgrade};
+
+/// A WebSocket echo upstream bound where `localhost` resolves; its port.
+fn localhost_upstream() -> u16 {
+    let local = std::net::ToSocketAddrs::to_socket_addrs(&("localhost", 0))
+        .expect("resolve localhost")
+        .next()
+        .expect("an address");
+    let listener = TcpListener::bind(local).expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    echo_on(listener);
+    port
+}
+
+const NOWHERE: &str = "ws://no-such-upstream.invalid:9/chat";
+
+#[test]
+fn an_upstream_named_localhost_serves() {
+    let port = localhost_upstream();
+    let gw = gateway_in(
+        TempDir::new(),
+        &[format!("ws://localhost:{port}/chat")],
+        "",
+        "",
+    );
+    gw.wait_log("dns: localhost resolves to ");
+    for m in ["one", "two"] {
+        let (r, mut s) = upgrade(&gw);
+        assert_eq!(r.status, 101, "{r:?}\n{}", gw.logs());
+        echo_through(&mut s, m);
+    }
+    assert_eq!(metric(&gw, "wsgate_upstream_dns_failures_total"), 0);
+}
+
+#[test]
+fn an_unresolvable_upstream_does_not_stop_the_start_and_gives_502_naming_it() {
+    // Gateway::start_in panics unless the gateway comes to listen.
+    let gw = gateway_in(TempDir::new(), &[NOWHERE.to_owned()], "", "");
+    let warning = gw.wait_log("dns: no-such-upstream.invalid: ");
+    assert!(
+        warning.contains("its upstreams fail until it resolves"),
+        "{warning}"
+    );
+    let (r, _s) = upgrade(&gw);
+    assert_eq!(r.status, 502, "{r:?}");
+    let line = gw.wait_log(&format!("upstream={NOWHERE} addr=- failed: dns: "));
+    assert!(line.contains("conn="), "{line}");
+    assert!(metric(&gw, "wsgate_upstream_dns_failures_total") >= 1);
+    // The failed target and the 502 itself.
+    assert_eq!(metric(&gw, "wsgate_upstream_errors_total"), 2);
+}
+
+#[test]
+fn one_unresolvable_and_one_good_upstream_serve_through_the_good_one() {
+    let port = localhost_upstream();
+    let gw = gateway_in(
+        TempDir::new(),
+        &[NOWHERE.to_owned(), format!("ws://localhost:{port}/chat")],
+        "",
+        "",
+    );
+    for i in 0..4 {
+        let (r, mut s) = upgrade(&gw);
+        assert_eq!(r.status, 101, "handshake {i}: {r:?}\n{}", gw.logs());
+        echo_through(&mut s, "hi");
+    }
+    // The unresolvable one was tried once, then marked down (SPEC §5 upstream_backoff).
+    assert_eq!(metric(&gw, "wsgate_upstream_errors_total"), 1);
+    gw.wait_log(&format!("upstream={NOWHERE} addr=- failed: dns: "));
+}
+
+#[test]
+fn sighup_with_changed_upstreams_follows_the_new_names() {
+    let gw = gateway_in(TempDir::new(), &[NOWHERE.to_owned()], "", "");
+    let (r, _s) = upgrade(&gw);
+    assert_eq!(r.status, 502, "{r:?}");
+    let port = localhost_upstream();
+    let path = gw.dir.path().join("wsgate.toml");
+    let config = std::fs::read_to_string(&path).expect("config");
+    let changed = config.replace(NOWHERE, &format!("ws://localhost:{port}/chat"));
+    assert_ne!(config, changed);
+    gw.dir.write("wsgate.toml", changed);
+    gw.signal(libc::SIGHUP);
+    gw.wait_log("reloaded");
+    let (r, mut s) = upgrade(&gw);
+    assert_eq!(r.status, 101, "{r:?}\n{}", gw.logs());
+    echo_through(&mut s, "after reload");
+    assert!(
+        gw.logs().contains("dns: localhost resolves to "),
+        "{}",
+        gw.logs()
+    );
+}
