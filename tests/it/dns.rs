@@ -56,6 +56,11 @@ fn an_unresolvable_upstream_does_not_stop_the_start_and_gives_502_naming_it() {
     assert!(metric(&gw, "wsgate_upstream_dns_failures_total") >= 1);
     // The failed target and the 502 itself.
     assert_eq!(metric(&gw, "wsgate_upstream_errors_total"), 2);
+    // SPEC §2: `check` resolves nothing, and what `serve` starts with, it accepts.
+    let config = gw.dir.path().join("wsgate.toml");
+    let (status, out, err) = run(&["check", "-c", config.to_str().expect("utf-8 path")]);
+    assert_eq!(status, 0, "{out}{err}");
+    assert!(!err.contains("dns"), "{err}");
 }
 
 #[test]
