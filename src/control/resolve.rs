@@ -275,6 +275,8 @@ fn list(addrs: &[IpAddr]) -> String {
 pub struct Resolver {
     schedule: Mutex<Schedule>,
     lookup: Arc<dyn Lookup>,
+    /// How long one lookup is waited for ([`LOOKUP_TIMEOUT`]).
+    timeout: Duration,
     snapshot: Arc<ArcSwap<ResolvedNames>>,
     failures: Arc<AtomicU64>,
     /// Wakes [`Resolver::run`] when the names change.
@@ -288,9 +290,15 @@ fn lock(m: &Mutex<Schedule>) -> std::sync::MutexGuard<'_, Schedule> {
 impl Resolver {
     /// A resolver with no names yet, looking names up with `lookup`.
     pub fn new(lookup: Arc<dyn Lookup>) -> Arc<Resolver> {
+        Resolver::with_timeout(lookup, LOOKUP_TIMEOUT)
+    }
+
+    /// A resolver that waits at most `timeout` for each lookup.
+    pub fn with_timeout(lookup: Arc<dyn Lookup>, timeout: Duration) -> Arc<Resolver> {
         Arc::new(Resolver {
             schedule: Mutex::new(Schedule::default()),
             lookup,
+            timeout,
             snapshot: Arc::new(ArcSwap::from_pointee(ResolvedNames::default())),
             failures: Arc::new(AtomicU64::new(0)),
             changed: Notify::new(),
@@ -331,15 +339,13 @@ impl Resolver {
         if due.is_empty() {
             return;
         }
+        let timeout = self.timeout;
         let lookups = due.iter().map(|name| {
             let lookup = self.lookup.lookup(name);
             async move {
-                match tokio::time::timeout(LOOKUP_TIMEOUT, lookup).await {
+                match tokio::time::timeout(timeout, lookup).await {
                     Ok(result) => result,
-                    Err(_) => Err(format!(
-                        "lookup timed out after {}s",
-                        LOOKUP_TIMEOUT.as_secs()
-                    )),
+                    Err(_) => Err(format!("lookup timed out after {timeout:?}")),
                 }
             }
         });
@@ -592,6 +598,25 @@ mod tests {
             assert!(addrs(&resolver, "a.test").is_none());
             assert_eq!(resolver.current().len(), 1);
         });
+    }
+
+    #[test]
+    fn a_lookup_that_never_answers_is_a_failure_after_the_timeout() {
+        struct Never;
+        impl Lookup for Never {
+            fn lookup(&self, _: &str) -> LookupFuture {
+                Box::pin(std::future::pending())
+            }
+        }
+        let resolver = Resolver::with_timeout(Arc::new(Never), Duration::from_millis(20));
+        let clock = Clock::new();
+        let now = || clock.now();
+        block_on(resolver.follow_at(&names(&["slow.test"]), &now));
+        assert_eq!(
+            addrs(&resolver, "slow.test"),
+            Some((vec![], Some("lookup timed out after 20ms".into())))
+        );
+        assert_eq!(resolver.failures.load(Ordering::Relaxed), 1);
     }
 
     #[test]

@@ -246,17 +246,6 @@ pub struct UpstreamNames {
     pub dns_failures: Arc<AtomicU64>,
 }
 
-impl UpstreamNames {
-    /// Nothing resolved and nothing to resolve: for a data plane started without a
-    /// resolver (IP-literal upstreams are dialed as written).
-    pub fn none() -> UpstreamNames {
-        UpstreamNames {
-            snapshot: Arc::new(ArcSwap::from_pointee(ResolvedNames::default())),
-            dns_failures: Arc::new(AtomicU64::new(0)),
-        }
-    }
-}
-
 /// A running data plane: workers and the acceptor started.
 pub struct Running {
     /// The bound addresses, in `server.listen` order (port 0 resolved).

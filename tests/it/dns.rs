@@ -46,9 +46,12 @@ fn an_unresolvable_upstream_does_not_stop_the_start_and_gives_502_naming_it() {
     let gw = gateway_in(TempDir::new(), &[NOWHERE.to_owned()], "", "");
     let warning = gw.wait_log("dns: no-such-upstream.invalid: ");
     assert!(
-        warning.contains("its upstreams fail until it resolves"),
+        warning.contains("its upstreams fail until it resolves (retry in 1s)"),
         "{warning}"
     );
+    // The control plane retries in the background, backing off.
+    let retry = gw.wait_log("(retry in 2s)");
+    assert!(retry.contains("dns: no-such-upstream.invalid: "), "{retry}");
     let (r, _s) = upgrade(&gw);
     assert_eq!(r.status, 502, "{r:?}");
     let line = gw.wait_log(&format!("upstream={NOWHERE} addr=- failed: dns: "));
