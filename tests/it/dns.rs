@@ -107,3 +107,97 @@ fn sighup_with_changed_upstreams_follows_the_new_names() {
         gw.logs()
     );
 }
+
+/// The data plane alone (no control plane), in this process, with an address snapshot
+/// the test publishes: a route whose one upstream is the name `multi.test`.
+fn data_plane(
+    port: u16,
+) -> (
+    wsgate::net::server::Running,
+    wsgate::net::server::UpstreamNames,
+) {
+    use std::sync::atomic::AtomicU64;
+    use std::sync::Arc;
+    let config = wsgate::config::parse_str(
+        &format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\nworkers = 1\n\
+             [[route]]\npath = \"/chat\"\nupstream = [\"ws://multi.test:{port}/chat\"]\npublic = true\n"
+        ),
+        std::path::Path::new("."),
+        "wsgate.toml",
+    )
+    .expect("config");
+    let rt = Arc::new(wsgate::net::server::build_runtime(&config).expect("runtime"));
+    let snapshot = Arc::new(arc_swap::ArcSwap::from_pointee(Default::default()));
+    let dns_failures = Arc::new(AtomicU64::new(0));
+    let shared = wsgate::net::server::UpstreamNames {
+        snapshot: Arc::clone(&snapshot),
+        dns_failures: Arc::clone(&dns_failures),
+    };
+    let handle = wsgate::net::server::UpstreamNames {
+        snapshot,
+        dns_failures,
+    };
+    let revocations = wsgate::auth::revocation::RevocationSet::new(
+        wsgate::net::server::retention_policy(&config),
+    );
+    let running = wsgate::net::server::start(&config, rt, revocations, shared).expect("data plane");
+    (running, handle)
+}
+
+fn publish(names: &wsgate::net::server::UpstreamNames, addrs: &[&str]) {
+    let mut snapshot = wsgate::backend::upstream::ResolvedNames::default();
+    let addrs: Vec<std::net::IpAddr> = addrs.iter().map(|a| a.parse().expect("ip")).collect();
+    snapshot.insert(
+        "multi.test",
+        wsgate::backend::upstream::NameAnswer {
+            addrs: addrs.into(),
+            error: None,
+        },
+    );
+    names.snapshot.store(std::sync::Arc::new(snapshot));
+}
+
+fn upgrade_at(addr: std::net::SocketAddr) -> (Response, std::net::TcpStream) {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    s.write_all(upgrade_request("/chat", &[]).as_bytes())
+        .expect("send");
+    let r = read_response(&mut s);
+    (r, s)
+}
+
+#[test]
+fn a_name_with_several_addresses_spreads_connects_and_fails_over_in_order() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let accepted = echo_on(listener);
+    let (running, names) = data_plane(port);
+    let gateway = running.local_addrs[0];
+    // 127.0.0.2 is loopback with nothing listening on the port: a refused connect.
+    publish(&names, &["127.0.0.2", "127.0.0.1"]);
+    let errors = || running.shared.metrics.total(|w| &w.upstream_errors);
+    // Turn 0 starts at 127.0.0.2 (refused), then the same upstream's next address.
+    {
+        let (r, mut s) = upgrade_at(gateway);
+        assert_eq!(r.status, 101, "{r:?}");
+        echo_through(&mut s, "failed over");
+        assert_eq!(errors(), 1);
+    }
+    // Turn 1 starts at 127.0.0.1; the upstream was not marked down (one address
+    // failed, not the upstream): every handshake is served.
+    for _ in 0..3 {
+        let (r, mut s) = upgrade_at(gateway);
+        assert_eq!(r.status, 101, "{r:?}");
+        echo_through(&mut s, "spread");
+    }
+    assert_eq!(errors(), 2, "turns 0 and 2 start at the refusing address");
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 4);
+    // A new snapshot is what the next connect reads: only the refusing address → 502.
+    publish(&names, &["127.0.0.2"]);
+    let (r, s) = upgrade_at(gateway);
+    assert_eq!(r.status, 502, "{r:?}");
+    drop(s);
+    running.shutdown();
+}
