@@ -10,11 +10,7 @@ use crate::upstream::{echo_on, echo_through, gateway_in, metric, upgrade};
 
 /// A WebSocket echo upstream bound where `localhost` resolves; its port.
 fn localhost_upstream() -> u16 {
-    let local = std::net::ToSocketAddrs::to_socket_addrs(&("localhost", 0))
-        .expect("resolve localhost")
-        .next()
-        .expect("an address");
-    let listener = TcpListener::bind(local).expect("bind");
+    let listener = bind_localhost();
     let port = listener.local_addr().expect("addr").port();
     echo_on(listener);
     port
