@@ -32,7 +32,8 @@
 //!    (`listener` the admin HTTP listener on hyper, `gateway` its routes' effects on the
 //!    gateway, `revlog` the revocation log), `issuers` (SPEC §9: the identity providers'
 //!    fetch schedule, publishing verifier snapshots), `fetch` (its HTTP client, hyper
-//!    over tokio-rustls), `cluster/` (SPEC §8, the fleet link on Redis: `link` the
+//!    over tokio-rustls), `resolve` (upstream host names, looked up off the workers and
+//!    re-resolved as records change, publishing an address snapshot), `cluster/` (SPEC §8, the fleet link on Redis: `link` the
 //!    session loop, `load` what a (re)connect reads, `wire` keys and messages, `view` the
 //!    other nodes' counts, `status` readiness and metrics) and `fleet` (what the link
 //!    reaches in the running gateway), `login/` (the token service of SPEC §11: users

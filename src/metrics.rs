@@ -20,6 +20,7 @@
 //! | `wsgate_revocations_total` | counter | none: revocations accepted by `POST /revoke` |
 //! | `wsgate_upstream_errors_total` | counter | none: failed upstream connects, handshakes and relays |
 //! | `wsgate_upstream_forged_headers_total` | counter | none: client headers dropped on the way upstream as forged (SPEC §5) |
+//! | `wsgate_upstream_dns_failures_total` | counter | none: failed lookups of upstream host names (the control plane's resolver) |
 //!
 //! Every series of the fixed sets is rendered, zeros included, so that `rate()` has a start.
 
@@ -226,6 +227,8 @@ pub struct Metrics {
     pub workers: Vec<Arc<WorkerMetrics>>,
     /// Revocations accepted by `POST /revoke` (written by the admin thread).
     pub revocations: AtomicU64,
+    /// Failed lookups of upstream host names (written by the control plane's resolver).
+    pub dns_failures: Arc<AtomicU64>,
     /// The auth failure reason labels, deduplicated, without "other".
     auth_reasons: Arc<[&'static str]>,
 }
@@ -248,8 +251,16 @@ impl Metrics {
                 .map(|_| Arc::new(WorkerMetrics::new(Arc::clone(&auth_reasons))))
                 .collect(),
             revocations: AtomicU64::new(0),
+            dns_failures: Arc::new(AtomicU64::new(0)),
             auth_reasons,
         }
+    }
+
+    /// This registry, with `counter` as its DNS failure count (the resolver's, which
+    /// starts counting before the data plane exists).
+    pub fn with_dns_failures(mut self, counter: Arc<AtomicU64>) -> Metrics {
+        self.dns_failures = counter;
+        self
     }
 
     /// Counts a revocation accepted by `POST /revoke`.
@@ -411,6 +422,15 @@ impl Metrics {
         );
         let forged = self.total(|worker| &worker.forged_headers);
         sample(out, "wsgate_upstream_forged_headers_total", &[], forged);
+
+        family(
+            out,
+            "wsgate_upstream_dns_failures_total",
+            "counter",
+            "Failed lookups of upstream host names (each attempt; a failing name is retried).",
+        );
+        let dns_failures = self.dns_failures.load(Ordering::Relaxed);
+        sample(out, "wsgate_upstream_dns_failures_total", &[], dns_failures);
     }
 
     /// The saturating sum over workers of `value`.
@@ -659,6 +679,7 @@ mod tests {
                 "wsgate_messages_total",
                 "wsgate_open_connections",
                 "wsgate_revocations_total",
+                "wsgate_upstream_dns_failures_total",
                 "wsgate_upstream_errors_total",
                 "wsgate_upstream_forged_headers_total",
             ]
@@ -742,8 +763,15 @@ mod tests {
         }
         metrics.revocation();
         metrics.revocation();
+        let resolver_count = Arc::new(AtomicU64::new(4));
+        let metrics = metrics.with_dns_failures(Arc::clone(&resolver_count));
+        resolver_count.fetch_add(1, Ordering::Relaxed);
 
         let (samples, _) = rendered(&metrics);
+        assert_eq!(
+            value(&samples, "wsgate_upstream_dns_failures_total", &[]),
+            5.0
+        );
         let open = |w: &str| value(&samples, "wsgate_open_connections", &[("worker", w)]);
         assert_eq!((open("0"), open("1"), open("2")), (1.0, 2.0, 2.0));
         let hs = |outcome, status| {

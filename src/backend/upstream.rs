@@ -1,16 +1,25 @@
 //! Upstream selection for proxied routes: round-robin over the targets not marked down
-//! (SPEC §5 "Upstream selection"). Pure: the caller passes `now`; addresses are resolved at
-//! config load and live with the caller, indexed like the balancer's targets.
+//! (SPEC §5 "Upstream selection"), and the addresses a target is dialed at. Pure: the
+//! caller passes `now`; the control plane resolves host names (`control::resolve`) and
+//! publishes [`ResolvedNames`], which a worker reads at connect time.
 //!
 //! One balancer per route per process, shared by every worker (atomics, no lock): a
-//! failed connect seen by one worker spares the others the same failed connect.
+//! failed connect seen by one worker spares the others the same failed connect. Health is
+//! per target (the URL), whatever addresses its name has.
+//!
+//! A target whose name has several addresses: each connect starts at the next address in
+//! turn ([`Balancer::turn`]), and a failed connect tries the target's other addresses in
+//! order before the target counts as failed ([`dial_order`]).
 //!
 //! Call order for one client handshake: [`Balancer::pick`] with an empty `exclude`; on a
 //! refused or failed connect, [`Balancer::mark_down`] that index and `pick` again with every
 //! index tried so far in `exclude`; `None` means every target was tried (502). After an
 //! upstream connect succeeds, [`Balancer::mark_up`] clears any earlier mark.
 
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A down mark too long for the clock to represent: down until [`Balancer::mark_up`].
@@ -27,6 +36,8 @@ pub struct Balancer {
     down_until: Vec<AtomicU64>,
     /// Index where the next round-robin scan starts.
     next: AtomicUsize,
+    /// Per target: connects so far, which picks the address a connect starts at.
+    turns: Vec<AtomicUsize>,
 }
 
 impl Balancer {
@@ -37,7 +48,16 @@ impl Balancer {
             base,
             down_until: (0..n_targets).map(|_| AtomicU64::new(0)).collect(),
             next: AtomicUsize::new(0),
+            turns: (0..n_targets).map(|_| AtomicUsize::new(0)).collect(),
         }
+    }
+
+    /// Target `i`'s turn for a new connect (0, 1, 2, ... over the process's connects to it):
+    /// which of its addresses the connect starts at. 0 for an index out of range.
+    pub fn turn(&self, i: usize) -> usize {
+        self.turns
+            .get(i)
+            .map_or(0, |t| t.fetch_add(1, Ordering::Relaxed))
     }
 
     /// Number of targets.
@@ -115,6 +135,113 @@ impl Balancer {
     pub fn is_down(&self, i: usize, now: Instant) -> bool {
         self.nanos(now) < self.until(i)
     }
+}
+
+/// How a target's host is reached: an IP literal needs no resolution; a name is looked up in
+/// the control plane's [`ResolvedNames`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamHost {
+    /// An IP address as written in the URL.
+    Ip(IpAddr),
+    /// A host name, resolved by the control plane.
+    Name(Box<str>),
+}
+
+impl UpstreamHost {
+    /// `host` as the config holds it (IPv6 without brackets).
+    pub fn new(host: &str) -> UpstreamHost {
+        match host.parse::<IpAddr>() {
+            Ok(ip) => UpstreamHost::Ip(ip),
+            Err(_) => UpstreamHost::Name(host.into()),
+        }
+    }
+
+    /// The name to resolve, `None` for an IP literal.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            UpstreamHost::Ip(_) => None,
+            UpstreamHost::Name(name) => Some(name),
+        }
+    }
+}
+
+/// What the resolver last learnt of one host name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NameAnswer {
+    /// The last good addresses, in the resolver's order (empty: never resolved).
+    pub addrs: Arc<[IpAddr]>,
+    /// Why the latest lookup failed (`None` after a good one). With `addrs` kept, a name
+    /// that fails again is still dialed at its last good addresses (as nginx does).
+    pub error: Option<Arc<str>>,
+}
+
+/// The control plane's snapshot of every upstream host name: published whole through an
+/// atomic pointer swap, read by the workers at connect time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResolvedNames {
+    names: HashMap<Box<str>, NameAnswer>,
+}
+
+impl ResolvedNames {
+    /// The answer for `name`, if the resolver has one (a name not looked up yet has none).
+    pub fn get(&self, name: &str) -> Option<&NameAnswer> {
+        self.names.get(name)
+    }
+
+    /// Records `answer` for `name`.
+    pub fn insert(&mut self, name: &str, answer: NameAnswer) {
+        self.names.insert(name.into(), answer);
+    }
+
+    /// Forgets every name `keep` refuses.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
+        self.names.retain(|name, _| keep(name));
+    }
+
+    /// Number of names known.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// True when no name is known.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
+/// The addresses to dial a target at, in order, for its connect number `turn`
+/// ([`Balancer::turn`]): an IP literal as written; a name's last good addresses, rotated
+/// so that connects spread over them, the others following in order for failover. A name
+/// with no address (never resolved) is the reason, as a failed connect reports it
+/// ("dns: ..."; SPEC §5: that target is failed and the next one tried).
+pub fn dial_order(
+    host: &UpstreamHost,
+    port: u16,
+    names: &ResolvedNames,
+    turn: usize,
+) -> Result<Vec<SocketAddr>, String> {
+    let name = match host {
+        UpstreamHost::Ip(ip) => return Ok(vec![SocketAddr::new(*ip, port)]),
+        UpstreamHost::Name(name) => name,
+    };
+    let Some(answer) = names.get(name) else {
+        return Err("dns: not resolved yet".to_owned());
+    };
+    if answer.addrs.is_empty() {
+        return Err(format!(
+            "dns: {}",
+            answer.error.as_deref().unwrap_or("no address")
+        ));
+    }
+    let n = answer.addrs.len();
+    Ok(answer
+        .addrs
+        .iter()
+        .cycle()
+        .skip(turn % n)
+        .take(n)
+        .map(|ip| SocketAddr::new(*ip, port))
+        .collect())
 }
 
 #[cfg(test)]
@@ -330,5 +457,88 @@ mod tests {
         b.mark_up(5);
         assert!(b.is_down(5, now));
         assert_eq!(picks(&b, now, 3), [0, 1, 0].map(Some).to_vec());
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    #[test]
+    fn ip_literals_need_no_resolution() {
+        let names = ResolvedNames::default();
+        let v4 = UpstreamHost::new("10.0.0.5");
+        assert_eq!(v4, UpstreamHost::Ip(ip("10.0.0.5")));
+        assert_eq!(v4.name(), None);
+        let v6 = UpstreamHost::new("::1");
+        assert_eq!(v6, UpstreamHost::Ip(ip("::1")));
+        assert_eq!(
+            dial_order(&v6, 9000, &names, 7),
+            Ok(vec!["[::1]:9000".parse().expect("addr")])
+        );
+        assert_eq!(UpstreamHost::new("localhost").name(), Some("localhost"));
+    }
+
+    #[test]
+    fn a_name_never_resolved_is_a_dns_failure() {
+        let host = UpstreamHost::new("api.example");
+        let mut names = ResolvedNames::default();
+        assert_eq!(
+            dial_order(&host, 80, &names, 0),
+            Err("dns: not resolved yet".to_owned())
+        );
+        names.insert(
+            "api.example",
+            NameAnswer {
+                addrs: Arc::new([]),
+                error: Some("Name or service not known".into()),
+            },
+        );
+        assert_eq!(
+            dial_order(&host, 80, &names, 0),
+            Err("dns: Name or service not known".to_owned())
+        );
+    }
+
+    #[test]
+    fn several_addresses_rotate_by_turn_and_keep_the_others_for_failover() {
+        let host = UpstreamHost::new("api.example");
+        let mut names = ResolvedNames::default();
+        names.insert(
+            "api.example",
+            NameAnswer {
+                addrs: Arc::new([ip("10.0.0.1"), ip("10.0.0.2"), ip("10.0.0.3")]),
+                // A failing name keeps its last good addresses and is still dialed.
+                error: Some("timed out".into()),
+            },
+        );
+        let order = |turn| {
+            dial_order(&host, 81, &names, turn)
+                .expect("addresses")
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(order(0), ["10.0.0.1:81", "10.0.0.2:81", "10.0.0.3:81"]);
+        assert_eq!(order(1), ["10.0.0.2:81", "10.0.0.3:81", "10.0.0.1:81"]);
+        assert_eq!(order(5), ["10.0.0.3:81", "10.0.0.1:81", "10.0.0.2:81"]);
+        assert_eq!(order(usize::MAX), order(usize::MAX % 3));
+    }
+
+    #[test]
+    fn turns_count_per_target() {
+        let b = Balancer::new(2, base());
+        assert_eq!([b.turn(0), b.turn(0), b.turn(1), b.turn(0)], [0, 1, 0, 2]);
+        assert_eq!(b.turn(9), 0);
+    }
+
+    #[test]
+    fn resolved_names_retain_and_len() {
+        let mut names = ResolvedNames::default();
+        assert!(names.is_empty());
+        names.insert("a", NameAnswer::default());
+        names.insert("b", NameAnswer::default());
+        names.retain(|n| n == "b");
+        assert_eq!(names.len(), 1);
+        assert!(names.get("a").is_none() && names.get("b").is_some());
     }
 }

@@ -4,7 +4,7 @@
 //! Threads: `wsgate-control` runs a current-thread runtime that waits for signals, serves
 //! the admin listener ([`admin::listener`]) and runs SIGHUP reloads ([`reload`]); work that
 //! blocks (token signature checks, the revocation log's fsync, reading and building a
-//! configuration, resolving upstream names) goes to the runtime's blocking pool, at most
+//! configuration, resolving upstream names ([`resolve`])) goes to the runtime's blocking pool, at most
 //! [`BLOCKING_THREADS`] threads, started on demand. The main thread only waits for
 //! `wsgate-control` to finish.
 //!
@@ -14,7 +14,9 @@
 //!   no lock: the revocation set ([`crate::net::worker::Shared::revocations`]),
 //!   replaced copy-on-write by each `POST /revoke`, and each generation's verifier
 //!   ([`crate::gate::decide::VerifierCell`]), replaced when a provider's key set changes
-//!   ([`issuers`]);
+//!   ([`issuers`]), and the upstream host names' addresses
+//!   ([`crate::net::worker::Shared::upstream_names`]), replaced as records change
+//!   ([`resolve`]);
 //! - **commands** over each worker's crossbeam channel, followed by a `mio::Waker` wake-up
 //!   ([`Workers::broadcast`]): a new configuration generation (`Command::Reload`), a
 //!   revocation to enforce on live connections (`Command::Revoke`), a provider's key set
@@ -35,6 +37,7 @@ mod fleet;
 pub mod issuers;
 pub mod login;
 pub mod reload;
+pub mod resolve;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -201,10 +204,14 @@ impl Control {
             signals,
             login_listener,
         } = self;
+        // Upstream host names are looked up once before anything listens (each waited for
+        // a bounded time); a name that fails is retried, never a refused start (#18).
+        let resolver = resolve::Resolver::new(Arc::new(resolve::SystemLookup::new()));
+        runtime.block_on(resolver.follow(&resolve::names_of(config)));
         let plane = {
             // The admin socket registers with this runtime's reactor.
             let _context = runtime.enter();
-            start(config, config_path, rt, listeners, login_listener)?
+            start(config, config_path, rt, listeners, login_listener, resolver)?
         };
         Ok(Started {
             runtime,
@@ -256,14 +263,20 @@ fn start(
     rt: Runtime,
     listeners: Option<Vec<mio::net::TcpListener>>,
     login_listener: Option<std::net::TcpListener>,
+    resolver: Arc<resolve::Resolver>,
 ) -> Result<Plane, String> {
     let rt = Arc::new(rt);
     // Revocations replayed before anything listens: a restart forgets none (SPEC §6).
     let (revocations, log) = replay_revocations(config)?;
+    let names = resolver.shared();
     let running = match listeners {
-        Some(listeners) => server::start_on(config, Arc::clone(&rt), listeners, revocations)?,
-        None => server::start(config, Arc::clone(&rt), revocations)?,
+        Some(listeners) => {
+            server::start_on(config, Arc::clone(&rt), listeners, revocations, names)?
+        }
+        None => server::start(config, Arc::clone(&rt), revocations, names)?,
     };
+    // Re-resolves the upstream names as they come due, until the runtime stops.
+    tokio::spawn(Arc::clone(&resolver).run());
     let workers = Workers::new(running.queues());
     // SPEC §9: the providers' key sets, fetched here and published to the workers.
     let issuers = Arc::new(issuers::Issuers::start(
@@ -328,6 +341,7 @@ fn start(
         workers,
         admin: admin.as_ref().map(|(_, backend)| Arc::clone(backend)),
         issuers,
+        resolver,
     };
     Ok(Plane {
         running,

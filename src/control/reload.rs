@@ -1,7 +1,8 @@
 //! SIGHUP (SPEC §6): reload keys, certificates, origin lists and limits as one swap.
 //!
 //! The configuration is read and built on the control runtime's blocking pool (files, key
-//! and certificate parsing, upstream name resolution all block); a config that does not
+//! and certificate parsing block); the resolver then looks up the new upstream host names
+//! (`super::resolve`), which never refuses a reload; a config that does not
 //! load or build is reported and the old one stays. A good one is published: the per-IP
 //! and per-subject budgets in place, a `Command::Reload` to every worker (each closes its
 //! connections whose key the reload removed with 4401 "key retired" and moves each
@@ -38,6 +39,8 @@ pub struct Reloader {
     pub issuers: Arc<super::issuers::Issuers>,
     /// The login listener's certificate and CORS origins, with `[login]` (SPEC §11).
     pub login: Option<Arc<super::login::http::Live>>,
+    /// The upstream host names' resolver: it follows the new routes.
+    pub resolver: Arc<super::resolve::Resolver>,
 }
 
 impl Reloader {
@@ -50,6 +53,11 @@ impl Reloader {
         let built = tokio::task::spawn_blocking(move || load(&path).map(|built| (path, built)));
         match built.await {
             Ok(Some((path, (config, rt)))) => {
+                // New upstream names are looked up (bounded wait) before the workers
+                // dial them; names no route uses any more are forgotten.
+                self.resolver
+                    .follow(&super::resolve::names_of(&config))
+                    .await;
                 self.apply(&config, rt);
                 info!("reloaded {}", path.display());
             }

@@ -18,6 +18,7 @@ use crate::auth::error::TokenError;
 use crate::auth::keys::{Alg, Key, KeySet};
 use crate::auth::revocation::{RetentionPolicy, RevocationSet};
 use crate::auth::verify::{Rules, Verifier};
+use crate::backend::upstream::{ResolvedNames, UpstreamHost};
 use crate::config::{Config, KeyMaterial};
 use crate::gate::decide::Gate;
 use crate::gate::limits::{IpBudget, IpTable, SubjectTable};
@@ -140,6 +141,21 @@ pub fn upstream_tls(config: &Config) -> Result<Vec<Vec<Option<tls::UpstreamTls>>
     Ok(out)
 }
 
+/// Per route, the host and port of each upstream URL, by index (empty for echo routes).
+pub fn upstream_hosts(config: &Config) -> Vec<Vec<(UpstreamHost, u16)>> {
+    config
+        .routes
+        .iter()
+        .map(|r| match &r.backend {
+            crate::config::Backend::Upstream { urls, .. } => urls
+                .iter()
+                .map(|u| (UpstreamHost::new(&u.host), u.port))
+                .collect(),
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
 /// Everything a worker needs from one configuration.
 pub fn build_runtime(config: &Config) -> Result<Runtime, String> {
     let upstream_tls = upstream_tls(config)?;
@@ -181,24 +197,9 @@ pub fn build_runtime(config: &Config) -> Result<Runtime, String> {
             crate::config::Source::Protocol | crate::config::Source::Header => {}
         }
     }
-    // Upstream addresses are resolved once per configuration (start and SIGHUP), never
-    // on the hot path.
-    let mut upstream_addrs = Vec::with_capacity(config.routes.len());
-    for (i, r) in config.routes.iter().enumerate() {
-        let mut addrs = Vec::new();
-        if let crate::config::Backend::Upstream { urls, .. } = &r.backend {
-            for (j, u) in urls.iter().enumerate() {
-                let addr = std::net::ToSocketAddrs::to_socket_addrs(&(u.host.as_str(), u.port))
-                    .ok()
-                    .and_then(|mut a| a.next())
-                    .ok_or_else(|| {
-                        format!("route[{i}].upstream[{j}]: cannot resolve {}", u.host)
-                    })?;
-                addrs.push(addr);
-            }
-        }
-        upstream_addrs.push(addrs);
-    }
+    // Upstream host names are resolved by the control plane (`control::resolve`), never at
+    // build time: a DNS failure never refuses a configuration (SPEC §2, `check` agrees).
+    let upstream_hosts = upstream_hosts(config);
     Ok(Runtime {
         gate: Gate::new(
             config.routes.clone(),
@@ -219,13 +220,13 @@ pub fn build_runtime(config: &Config) -> Result<Runtime, String> {
         expiry_notice: config.session.expiry_notice,
         max_failed_refreshes: config.session.max_failed_refreshes,
         leeway_secs: config.auth.leeway.as_secs(),
-        balancers: upstream_addrs
+        balancers: upstream_hosts
             .iter()
             .map(|targets| {
                 crate::backend::upstream::Balancer::new(targets.len(), crate::clock::now())
             })
             .collect(),
-        upstream_addrs,
+        upstream_hosts,
         upstream_tls,
         identity,
         token_cookie_names,
@@ -235,6 +236,14 @@ pub fn build_runtime(config: &Config) -> Result<Runtime, String> {
             .permessage_deflate
             .then_some(config.compression.deflate),
     })
+}
+
+/// What the control plane's resolver (`control::resolve`) shares with the data plane.
+pub struct UpstreamNames {
+    /// The upstream host names' addresses, replaced whole as records change.
+    pub snapshot: Arc<ArcSwap<ResolvedNames>>,
+    /// Failed lookups so far (`wsgate_upstream_dns_failures_total`).
+    pub dns_failures: Arc<AtomicU64>,
 }
 
 /// A running data plane: workers and the acceptor started.
@@ -259,14 +268,16 @@ pub fn bind(config: &Config) -> Result<Vec<mio::net::TcpListener>, String> {
     Ok(listeners)
 }
 
-/// Binds and starts workers and the acceptor, with `rt` (from [`build_runtime`]) and the
-/// revocations in force (replayed from the log before anything listens, SPEC §6).
+/// Binds and starts workers and the acceptor, with `rt` (from [`build_runtime`]), the
+/// revocations in force (replayed from the log before anything listens, SPEC §6) and the
+/// upstream names' snapshot that the control plane's resolver keeps current.
 pub fn start(
     config: &Config,
     rt: Arc<Runtime>,
     revocations: RevocationSet,
+    upstream_names: UpstreamNames,
 ) -> Result<Running, String> {
-    start_on(config, rt, bind(config)?, revocations)
+    start_on(config, rt, bind(config)?, revocations, upstream_names)
 }
 
 /// [`start`] on listeners the caller bound (`serve --demo` binds first, then builds a
@@ -276,6 +287,7 @@ pub fn start_on(
     rt: Arc<Runtime>,
     listeners: Vec<mio::net::TcpListener>,
     revocations: RevocationSet,
+    upstream_names: UpstreamNames,
 ) -> Result<Running, String> {
     let mut local_addrs = Vec::with_capacity(listeners.len());
     for (i, l) in listeners.iter().enumerate() {
@@ -303,8 +315,12 @@ pub fn start_on(
         subjects: SubjectTable::new(l.per_subject_connections),
         draining: AtomicBool::new(false),
         revocations: Arc::new(ArcSwap::from_pointee(revocations)),
+        upstream_names: upstream_names.snapshot,
         longest_lifetime: AtomicU64::new(0),
-        metrics: Arc::new(Metrics::new(n, &TokenError::REASON_LABELS)),
+        metrics: Arc::new(
+            Metrics::new(n, &TokenError::REASON_LABELS)
+                .with_dns_failures(upstream_names.dns_failures),
+        ),
         deflate_budget: MemoryBudget::new(config.compression.memory),
     });
     let mut workers = Vec::with_capacity(n);

@@ -78,6 +78,10 @@ pub struct UpstreamLeg {
     pub target: usize,
     /// Targets already tried during this client handshake.
     pub tried: Vec<usize>,
+    /// The address dialed.
+    pub addr: SocketAddr,
+    /// The target's other addresses not yet tried in this handshake, in order.
+    pub spare_addrs: Vec<SocketAddr>,
     /// Where the leg stands.
     pub state: LegState,
     /// The upgrade request for each target of the route, by index (SPEC §5: each names its
@@ -151,6 +155,8 @@ impl UpstreamLeg {
             tcp_up: false,
             target,
             tried: vec![target],
+            addr,
+            spare_addrs: Vec::new(),
             state: LegState::Connecting,
             requests,
             key,
@@ -183,7 +189,10 @@ impl UpstreamLeg {
         self.tcp_up = false;
         self.socket = open_socket(registry, id, addr)?;
         self.target = target;
-        self.tried.push(target);
+        self.addr = addr;
+        if !self.tried.contains(&target) {
+            self.tried.push(target);
+        }
         self.state = LegState::Connecting;
         self.wbuf.clear();
         self.rbuf.clear();

@@ -560,3 +560,13 @@ pub fn answer_or_closed(mut s: TcpStream, req: &[u8]) -> Option<(Response, TcpSt
         Err(e) => panic!("waiting for an answer or a close: {e}"),
     }
 }
+
+/// A listener bound where the gateway will find `localhost` (its first address from
+/// /etc/hosts), on a free port.
+pub fn bind_localhost() -> std::net::TcpListener {
+    let local = std::net::ToSocketAddrs::to_socket_addrs(&("localhost", 0))
+        .expect("resolve localhost")
+        .next()
+        .expect("an address");
+    std::net::TcpListener::bind(local).expect("bind")
+}

@@ -85,7 +85,7 @@ fn gateway(upstreams: &[String]) -> Gateway {
 }
 
 /// Serves WebSocket echo on `listener`, one thread per connection, counting accepts.
-fn echo_on(listener: TcpListener) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+pub(crate) fn echo_on(listener: TcpListener) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
     let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let count = accepted.clone();
     std::thread::spawn(move || {
@@ -148,7 +148,7 @@ fn admin_addr(gw: &Gateway) -> SocketAddr {
         .expect("addr")
 }
 
-fn metric(gw: &Gateway, series: &str) -> u64 {
+pub(crate) fn metric(gw: &Gateway, series: &str) -> u64 {
     let mut s = TcpStream::connect(admin_addr(gw)).expect("connect admin");
     s.set_read_timeout(Some(WAIT)).expect("timeout");
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")

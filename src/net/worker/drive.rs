@@ -169,7 +169,15 @@ fn on_timer(conn: &mut Conn, env: &mut Env, now: Instant) -> bool {
                     LegState::Connecting => "connect: no answer within upstream_timeout",
                     _ => "handshake: no answer within upstream_timeout",
                 };
-                log_upstream_failure((conn.serial, conn.peer), env, route, leg.target, &what);
+                let dialed = Some(leg.addr);
+                log_upstream_failure(
+                    (conn.serial, conn.peer),
+                    env,
+                    route,
+                    leg.target,
+                    dialed,
+                    &what,
+                );
                 if leg.state == LegState::Connecting {
                     mark_down(env, route, leg.target, now);
                 }

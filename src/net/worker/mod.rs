@@ -31,6 +31,7 @@ use super::upstream::LegState;
 use crate::auth::error::TokenError;
 use crate::auth::revocation::{Revocation, RevocationSet};
 use crate::auth::verify::Scratch;
+use crate::backend::upstream::ResolvedNames;
 use crate::gate::decide::Gate;
 use crate::gate::limits::{IpTable, SubjectTable};
 use crate::gate::reject::Reject;
@@ -78,8 +79,9 @@ pub struct Runtime {
     pub max_failed_refreshes: u32,
     /// SPEC `auth.leeway`, whole seconds.
     pub leeway_secs: u64,
-    /// Per route, the resolved address of each upstream (empty for echo routes).
-    pub upstream_addrs: Vec<Vec<SocketAddr>>,
+    /// Per route, the host and port of each upstream (empty for echo routes); names are
+    /// looked up in [`Shared::upstream_names`] at connect time.
+    pub upstream_hosts: Vec<Vec<(crate::backend::upstream::UpstreamHost, u16)>>,
     /// `[admin] identity_key`: signs identity headers on `sign_identity` routes (SPEC §5).
     pub identity: Option<Arc<crate::proto::http::client::sign::IdentitySigner>>,
     /// Per route, per upstream: the TLS client side of `wss://` upstreams.
@@ -115,6 +117,10 @@ pub struct Shared {
     /// replaces whole on each revocation; read without a lock at every handshake (through
     /// each worker's [`RevocationCache`]) and refresh.
     pub revocations: Arc<ArcSwap<RevocationSet>>,
+    /// Upstream host names' addresses (SPEC §5): an immutable snapshot that the control
+    /// plane's resolver (`control::resolve`) replaces whole; read without a lock at each
+    /// upstream connect (through each worker's [`NamesCache`]).
+    pub upstream_names: Arc<ArcSwap<ResolvedNames>>,
     /// The longest token lifetime (exp - iat) seen, so `sub` entries are kept long enough.
     pub longest_lifetime: AtomicU64,
     /// Counters, one block per worker (SPEC §7).
@@ -126,6 +132,9 @@ pub struct Shared {
 /// A worker's handle on the revocation snapshot: checking that it is current is one
 /// relaxed atomic load while no revocation comes, and it is reloaded when one does.
 pub type RevocationCache = Cache<Arc<ArcSwap<RevocationSet>>, Arc<RevocationSet>>;
+
+/// A worker's handle on the upstream names' snapshot, like [`RevocationCache`].
+pub type NamesCache = Cache<Arc<ArcSwap<ResolvedNames>>, Arc<ResolvedNames>>;
 
 /// Messages to a worker.
 pub enum Command {
@@ -159,6 +168,7 @@ struct Env {
     scratch: Scratch,
     token_buf: Vec<u8>,
     revocations: RevocationCache,
+    upstream_names: NamesCache,
     ready: Vec<ConnId>,
     draining: bool,
     /// Live connections by token subject and by `jti`, so a revocation finds its
@@ -197,6 +207,7 @@ impl Worker {
         let metrics = shared.metrics.workers[index].clone();
         let registry = poll.registry().try_clone()?;
         let revocations = Cache::new(Arc::clone(&shared.revocations));
+        let upstream_names = Cache::new(Arc::clone(&shared.upstream_names));
         Ok((
             Worker {
                 poll,
@@ -209,6 +220,7 @@ impl Worker {
                     shared,
                     readbuf: vec![0; READ_BUFFER],
                     revocations,
+                    upstream_names,
                     scratch,
                     token_buf: Vec::new(),
                     ready: Vec::new(),

@@ -2,11 +2,13 @@
 //! session and the upstream leg.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::drive::feed_session;
 use super::handshake::reject;
 use super::{Env, Runtime, MAX_READS_PER_TURN};
+use crate::backend::upstream::dial_order;
 use crate::config::Backend;
 use crate::gate::decide::Identity;
 use crate::gate::reject::Reject;
@@ -32,35 +34,34 @@ pub(super) fn mark_down(env: &mut Env, route: usize, target: usize, now: Instant
     }
 }
 
-/// SPEC §7: an upstream failure names the target (as configured, and the address
-/// dialed) and what went wrong (the OS error, or the protocol problem).
-/// SPEC §5: a failed connect to `target` is logged (target and reason), counted, and
-/// marks the target down for `upstream_backoff`.
+/// SPEC §5: a failed connect to `target` (the OS error, or "dns: ..." for a name with no
+/// address) is logged with its target and reason, and counted; the caller marks the target
+/// down once every address of it failed.
 fn connect_failed(
     conn: (u64, SocketAddr),
     env: &mut Env,
     route: usize,
-    target: usize,
-    e: &std::io::Error,
-    now: Instant,
+    (target, addr): (usize, Option<SocketAddr>),
+    what: &dyn std::fmt::Display,
 ) {
-    log_upstream_failure(conn, env, route, target, &format_args!("connect: {e}"));
+    log_upstream_failure(conn, env, route, target, addr, what);
     env.metrics.upstream_error();
-    mark_down(env, route, target, now);
 }
 
+/// SPEC §7: an upstream failure names the target (as configured, and the address
+/// dialed when there was one) and what went wrong (the OS error, or the protocol problem).
 pub(super) fn log_upstream_failure(
     (serial, peer): (u64, SocketAddr),
     env: &Env,
     route: usize,
     target: usize,
+    addr: Option<SocketAddr>,
     what: &dyn std::fmt::Display,
 ) {
     let url = match env.rt.gate.routes.get(route).map(|r| &r.backend) {
         Some(Backend::Upstream { urls, .. }) => urls.get(target).map(|u| u.url.as_str()),
         _ => None,
     };
-    let addr = env.rt.upstream_addrs.get(route).and_then(|a| a.get(target));
     warn!(
         "conn={serial} peer={peer} upstream={} addr={} failed: {what}",
         url.unwrap_or("-"),
@@ -179,41 +180,87 @@ pub(super) fn upstream_plan(
     }))
 }
 
-/// The next upstream of `route` not in `tried`: round-robin over those not marked down,
-/// else the one that recovers soonest (SPEC §5).
-fn next_target(
-    env: &Env,
-    route: usize,
-    tried: &[usize],
-    now: Instant,
-) -> Option<(usize, SocketAddr, Option<UpstreamTls>)> {
-    let target = env.rt.balancers.get(route)?.pick(now, tried)?;
-    let addr = *env.rt.upstream_addrs.get(route)?.get(target)?;
-    let tls = env.rt.upstream_tls.get(route)?.get(target)?.clone();
-    Some((target, addr, tls))
+/// A target picked for a dial.
+struct Pick {
+    target: usize,
+    /// Its addresses in dial order, or why it has none ("dns: ...").
+    addrs: Result<Vec<SocketAddr>, String>,
 }
 
-/// Connects to the next upstream of `route` not yet tried; false when every one was
-/// tried (the caller answers 502).
+/// The next upstream of `route` not in `tried`: round-robin over those not marked down,
+/// else the one that recovers soonest (SPEC §5); its addresses from the resolver's
+/// snapshot as it is now (`backend::upstream::dial_order`).
+fn next_target(env: &mut Env, route: usize, tried: &[usize], now: Instant) -> Option<Pick> {
+    let rt = Arc::clone(&env.rt);
+    let balancer = rt.balancers.get(route)?;
+    let target = balancer.pick(now, tried)?;
+    let (host, port) = rt.upstream_hosts.get(route)?.get(target)?;
+    let names = env.upstream_names.load();
+    let addrs = dial_order(host, *port, names, balancer.turn(target));
+    Some(Pick { target, addrs })
+}
+
+/// The TLS client side of `route`'s upstream `target` (`None` for `ws://`).
+fn target_tls(env: &Env, route: usize, target: usize) -> Option<UpstreamTls> {
+    env.rt.upstream_tls.get(route)?.get(target)?.clone()
+}
+
+/// After the leg's connect failed (already logged): its target's next address, else the
+/// next upstream of `route` not yet tried; false when every one was tried (the caller
+/// answers 502).
 fn dial_next(conn: &mut Conn, env: &mut Env, id: ConnId, route: usize, now: Instant) -> bool {
+    let Some(leg) = conn.upstream.as_mut() else {
+        return false;
+    };
+    let mut target = leg.target;
+    let mut addrs = std::mem::take(&mut leg.spare_addrs);
     loop {
+        for (k, addr) in addrs.iter().enumerate() {
+            let tls = target_tls(env, route, target);
+            let Some(leg) = conn.upstream.as_mut() else {
+                return false;
+            };
+            match leg.reconnect(&env.registry, id, *addr, target, tls.as_ref()) {
+                Ok(()) => {
+                    leg.spare_addrs = addrs.get(k + 1..).unwrap_or_default().to_vec();
+                    return true;
+                }
+                Err(e) => {
+                    let what = format_args!("connect: {e}");
+                    connect_failed(
+                        (conn.serial, conn.peer),
+                        env,
+                        route,
+                        (target, Some(*addr)),
+                        &what,
+                    );
+                }
+            }
+        }
+        // Every address of `target` failed for this handshake.
+        mark_down(env, route, target, now);
         let tried: Vec<usize> = conn
             .upstream
             .as_ref()
             .map(|l| l.tried.clone())
             .unwrap_or_default();
-        let Some((target, addr, tls)) = next_target(env, route, &tried, now) else {
+        let Some(pick) = next_target(env, route, &tried, now) else {
             return false;
         };
-        let Some(leg) = conn.upstream.as_mut() else {
-            return false;
-        };
-        match leg.reconnect(&env.registry, id, addr, target, tls.as_ref()) {
-            Ok(()) => return true,
-            Err(e) => {
-                connect_failed((conn.serial, conn.peer), env, route, target, &e, now);
-            }
+        if let Some(leg) = conn.upstream.as_mut() {
+            leg.tried.push(pick.target);
         }
+        target = pick.target;
+        addrs = pick.addrs.unwrap_or_else(|reason| {
+            connect_failed(
+                (conn.serial, conn.peer),
+                env,
+                route,
+                (target, None),
+                &reason,
+            );
+            Vec::new()
+        });
     }
 }
 
@@ -234,35 +281,58 @@ pub(super) fn start_upstream(
     let deadline = now + timeout;
     let mut tried = Vec::new();
     loop {
-        let Some((target, addr, tls)) = next_target(env, route, &tried, now) else {
+        let Some(Pick { target, addrs }) = next_target(env, route, &tried, now) else {
             // SPEC §5: no upstream left to try.
             env.metrics.upstream_error();
             reject(conn, env, Reject::BadGateway, None);
             return;
         };
         tried.push(target);
-        match UpstreamLeg::connect(
-            &env.registry,
-            id,
-            addr,
-            target,
-            tls.as_ref(),
-            plan.requests.clone(),
-            plan.key,
-            plan.offered.clone(),
-            plan.client_accept,
-            deadline,
-        ) {
-            Ok(mut leg) => {
-                leg.tried = tried;
-                conn.upstream = Some(Box::new(leg));
-                conn.phase = Phase::Dialing { route };
-                return;
-            }
-            Err(e) => {
-                connect_failed((conn.serial, conn.peer), env, route, target, &e, now);
+        let addrs = addrs.unwrap_or_else(|reason| {
+            connect_failed(
+                (conn.serial, conn.peer),
+                env,
+                route,
+                (target, None),
+                &reason,
+            );
+            Vec::new()
+        });
+        let tls = target_tls(env, route, target);
+        for (k, addr) in addrs.iter().enumerate() {
+            match UpstreamLeg::connect(
+                &env.registry,
+                id,
+                *addr,
+                target,
+                tls.as_ref(),
+                plan.requests.clone(),
+                plan.key,
+                plan.offered.clone(),
+                plan.client_accept,
+                deadline,
+            ) {
+                Ok(mut leg) => {
+                    leg.tried = tried;
+                    leg.spare_addrs = addrs.get(k + 1..).unwrap_or_default().to_vec();
+                    conn.upstream = Some(Box::new(leg));
+                    conn.phase = Phase::Dialing { route };
+                    return;
+                }
+                Err(e) => {
+                    let what = format_args!("connect: {e}");
+                    connect_failed(
+                        (conn.serial, conn.peer),
+                        env,
+                        route,
+                        (target, Some(*addr)),
+                        &what,
+                    );
+                }
             }
         }
+        // Every address of `target` failed for this handshake.
+        mark_down(env, route, target, now);
     }
 }
 
@@ -287,9 +357,11 @@ pub(super) fn proxy(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant) ->
                 let Phase::Dialing { route } = conn.phase else {
                     return false;
                 };
-                let target = leg.target;
-                connect_failed((conn.serial, conn.peer), env, route, target, &e, now);
-                // SPEC §5: the next upstream is tried within the same client handshake.
+                let dialed = (leg.target, Some(leg.addr));
+                let what = format_args!("connect: {e}");
+                connect_failed((conn.serial, conn.peer), env, route, dialed, &what);
+                // SPEC §5: the target's next address, else the next upstream, is tried
+                // within the same client handshake.
                 if !dial_next(conn, env, id, route, now) {
                     reject(conn, env, Reject::BadGateway, None);
                 }
@@ -352,6 +424,7 @@ pub(super) fn proxy(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant) ->
         }
         let eof = leg.eof;
         let target = leg.target;
+        let addr = Some(leg.addr);
         let route = match conn.phase {
             Phase::Dialing { route } => route,
             _ => usize::MAX,
@@ -362,7 +435,7 @@ pub(super) fn proxy(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant) ->
                     Some(e) => format!("handshake: {e}"),
                     None => "handshake: closed before answering".to_string(),
                 };
-                log_upstream_failure((conn.serial, conn.peer), env, route, target, &what);
+                log_upstream_failure((conn.serial, conn.peer), env, route, target, addr, &what);
                 env.metrics.upstream_error();
                 reject(conn, env, Reject::BadGateway, None);
                 return false;
@@ -389,7 +462,7 @@ pub(super) fn proxy(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant) ->
             }
             upstream::Answer::Bad => {
                 let what = "handshake: not a valid 101 or HTTP answer";
-                log_upstream_failure((conn.serial, conn.peer), env, route, target, &what);
+                log_upstream_failure((conn.serial, conn.peer), env, route, target, addr, &what);
                 env.metrics.upstream_error();
                 reject(conn, env, Reject::BadGateway, None);
                 return false;
