@@ -200,11 +200,6 @@ impl UpstreamLeg {
         self.deflate.is_some()
     }
 
-    /// Whether this leg negotiated permessage-deflate with the upstream.
-    pub fn upstream_deflate(&self) -> bool {
-        self.deflate.as_ref().is_some_and(|d| d.agreed())
-    }
-
     /// Replaces the socket with a connect to another target (after a failure).
     pub fn reconnect(
         &mut self,

@@ -26,6 +26,19 @@ fn upstream<F>(
 where
     F: Fn(TcpStream) + Send + Sync + 'static,
 {
+    upstream_answering(move |_| answer.map(str::to_owned), serve)
+}
+
+/// Like [`upstream`], with the answer computed from the offer.
+fn upstream_answering<A, F>(
+    answer: A,
+    serve: F,
+) -> (SocketAddr, crossbeam_channel::Receiver<Option<String>>)
+where
+    A: Fn(Option<&str>) -> Option<String> + Send + Sync + 'static,
+    F: Fn(TcpStream) + Send + Sync + 'static,
+{
+    let answer = Arc::new(answer);
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
     let addr = listener.local_addr().expect("addr");
     let (tx, rx) = crossbeam_channel::unbounded();
@@ -33,7 +46,7 @@ where
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { break };
-            let (tx, serve) = (tx.clone(), serve.clone());
+            let (tx, serve, answer) = (tx.clone(), serve.clone(), answer.clone());
             std::thread::spawn(move || {
                 stream.set_read_timeout(Some(WAIT)).expect("timeout");
                 let mut head = Vec::new();
@@ -52,12 +65,14 @@ where
                         .map(|(_, v)| v.trim().to_owned())
                 };
                 let key = header("sec-websocket-key").expect("a key");
-                let _ = tx.send(header("sec-websocket-extensions"));
+                let offer = header("sec-websocket-extensions");
+                let answer = answer(offer.as_deref());
+                let _ = tx.send(offer);
                 let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
                 let mut reply = format!(
                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n"
                 );
-                if let Some(answer) = answer {
+                if let Some(answer) = &answer {
                     reply.push_str(&format!("Sec-WebSocket-Extensions: {answer}\r\n"));
                 }
                 reply.push_str("\r\n");
@@ -108,6 +123,11 @@ fn read_masked(s: &mut TcpStream) -> (u8, Vec<u8>) {
         *b ^= key[i % 4];
     }
     (h[0], payload)
+}
+
+/// Waits for the gateway to close the connection, reading whatever it sends.
+fn until_closed(mut s: TcpStream) {
+    let _ = s.read_to_end(&mut Vec::new());
 }
 
 /// An unmasked upstream frame.
@@ -205,7 +225,7 @@ fn both_legs_compress_and_the_relay_inflates_and_deflates() {
         // The gateway answers the ping (masked, never compressed).
         let (first, payload) = read_masked(&mut s);
         assert_eq!((first, payload.as_slice()), (0x8a, &b"are you there"[..]));
-        let _ = read_masked(&mut s);
+        until_closed(s);
     });
     let gw = gateway(addr, ON, "");
     let (r, mut s) = open_deflate(&gw, OFFER);
@@ -263,7 +283,7 @@ fn an_upstream_without_the_extension_gets_plain_messages() {
         let (first, payload) = read_masked(&mut s);
         assert_eq!(first, 0x81, "no RSV1 toward an upstream that declined");
         let _ = s.write_all(&server_frame(0x81, &payload));
-        let _ = read_masked(&mut s);
+        until_closed(s);
     });
     let gw = gateway(addr, ON, "");
     let (r, mut s) = open_deflate(&gw, OFFER);
@@ -298,7 +318,7 @@ fn context_takeover_on_the_upstream_leg() {
             b"lost"
         };
         let _ = s.write_all(&server_frame(0x81, verdict));
-        let _ = read_masked(&mut s);
+        until_closed(s);
     });
     let gw = gateway(
         addr,
@@ -324,7 +344,7 @@ fn rsv1_or_bad_deflate_from_the_upstream_is_1014() {
     // RSV1 without the extension agreed on the upstream leg (the client's leg has it).
     let (addr, _) = upstream(None, |mut s| {
         let _ = s.write_all(&server_frame(0xc1, &Client::new(true).deflate(b"Hello")));
-        let _ = read_masked(&mut s);
+        until_closed(s);
     });
     let gw = gateway(addr, ON, "");
     let (_, mut s) = open_deflate(&gw, OFFER);
@@ -336,7 +356,7 @@ fn rsv1_or_bad_deflate_from_the_upstream_is_1014() {
     ] {
         let (addr, _) = upstream(Some(FRESH_ANSWER), move |mut s| {
             let _ = s.write_all(&bad);
-            let _ = read_masked(&mut s);
+            until_closed(s);
         });
         let gw = gateway(addr, ON, "");
         let mut s = open(&gw, "/echo", &[]);
@@ -434,4 +454,64 @@ fn an_answer_the_gateway_did_not_offer_is_502() {
         let (r, _) = request(&gw, upgrade_request("/echo", &[]).as_bytes());
         assert_eq!(r.status, 502, "{answer}");
     }
+}
+
+#[test]
+fn the_upstream_offer_keeps_within_the_memory_budget() {
+    // Context takeover: an offer that lets the upstream keep its context reserves the most
+    // state an answer can lead to (compressor 372 KiB + decompressor 48 KiB at window 15).
+    // With room for one such reservation, the next offer asks for no context takeover.
+    let (addr, offers) = upstream(
+        Some("permessage-deflate; server_no_context_takeover; client_no_context_takeover"),
+        until_closed,
+    );
+    let gw = gateway(
+        addr,
+        "permessage_deflate = true\ncontext_takeover = true\nmemory = \"600KiB\"",
+        "",
+    );
+    let full = Some("permessage-deflate; client_max_window_bits".to_owned());
+    let fresh = Some(GATEWAY_OFFER.to_owned());
+    let first = open(&gw, "/echo", &[]);
+    assert_eq!(offers.recv_timeout(WAIT).expect("offered"), full);
+    // The answer keeps no state: the reservation is given back whole, so the next
+    // connection's offer fits again.
+    let second = open(&gw, "/echo", &[]);
+    assert_eq!(offers.recv_timeout(WAIT).expect("offered"), full);
+    drop((first, second));
+    // This upstream keeps its context whenever the offer lets it.
+    let (addr, offers) = upstream_answering(
+        |offer| {
+            Some(if offer?.contains("server_no_context_takeover") {
+                FRESH_ANSWER.to_owned()
+            } else {
+                "permessage-deflate".to_owned()
+            })
+        },
+        until_closed,
+    );
+    let gw = gateway(
+        addr,
+        "permessage_deflate = true\ncontext_takeover = true\nmemory = \"600KiB\"",
+        "",
+    );
+    let mut first = open(&gw, "/echo", &[]);
+    assert_eq!(offers.recv_timeout(WAIT).expect("offered"), full);
+    // This answer keeps both contexts: the budget is held, the next offer asks for none.
+    let second = open(&gw, "/echo", &[]);
+    assert_eq!(offers.recv_timeout(WAIT).expect("offered"), fresh);
+    drop(second);
+    // Once the first connection is gone its reservation comes back.
+    first
+        .write_all(&frame(true, 8, false, &close_payload(1000, b"")))
+        .expect("close");
+    client_closed_with(&mut first, 1000);
+    drop(first);
+    let recovered = (0..100).any(|_| {
+        let s = open(&gw, "/echo", &[]);
+        let offer = offers.recv_timeout(WAIT).expect("offered");
+        drop(s);
+        offer == full
+    });
+    assert!(recovered, "the reservation was never given back");
 }
