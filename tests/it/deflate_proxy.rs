@@ -515,3 +515,36 @@ fn the_upstream_offer_keeps_within_the_memory_budget() {
     });
     assert!(recovered, "the reservation was never given back");
 }
+
+#[test]
+fn large_upstream_messages_are_relayed_in_pieces_within_the_bounds() {
+    // A plain frame four times max_frame goes to a client that negotiated the extension as
+    // compressed fragments (one piece of max_frame at a time), which inflate to the whole;
+    // a compressed message whose compressed form passes max_message is 1009 before any of
+    // it is inflated.
+    let big = json(5000);
+    let sent = big.clone();
+    let (addr, _) = upstream(Some(FRESH_ANSWER), move |mut s| {
+        let (_, payload) = read_masked(&mut s);
+        if payload == b"big" {
+            let _ = s.write_all(&server_frame(0x81, &sent));
+        } else {
+            let junk = vec![0xa5u8; 40 * 1024];
+            let _ = s.write_all(&server_frame(0x42, &junk));
+            let _ = s.write_all(&server_frame(0x80, &junk));
+        }
+        until_closed(s);
+    });
+    let gw = gateway(addr, ON, "max_frame = \"64KiB\"\nmax_message = \"64KiB\"");
+    assert!(big.len() > 4 * 64 * 1024);
+    let (_, mut s) = open_deflate(&gw, OFFER);
+    s.write_all(&frame(true, 1, false, b"big")).expect("send");
+    let (first, payload, frames) = read_message(&mut s);
+    assert_eq!(first, 0x41, "RSV1 on the first fragment");
+    assert!(frames >= 4, "{frames} frames");
+    assert!(payload.len() * 3 < big.len());
+    assert_eq!(Client::new(true).inflate(&payload), big);
+    let (_, mut s) = open_deflate(&gw, OFFER);
+    s.write_all(&frame(true, 1, false, b"junk")).expect("send");
+    client_closed_with(&mut s, 1009);
+}

@@ -151,6 +151,7 @@ impl Deflating {
         // more than a few bytes per 64 KiB).
         let held = self.compressed.len().saturating_add(piece.len());
         if u64::try_from(held).unwrap_or(u64::MAX) > max_message {
+            self.compressed = Vec::new();
             return Err(Relayed::Limit(ProtocolError::MessageTooBig));
         }
         // A message in one piece (the usual case) is inflated where it lies, uncopied.
@@ -196,7 +197,7 @@ fn send_whole(
     client: Option<&mut PerMessageDeflate>,
     out: &mut Vec<u8>,
 ) -> Result<(), Relayed> {
-    // RFC 6455 §8.1 (RFC 7692 §8: UTF-8 is checked on the inflated data).
+    // RFC 6455 §8.1, on the inflated data (what the application sees).
     if kind == MessageKind::Text && std::str::from_utf8(payload).is_err() {
         return Err(Relayed::Broken);
     }
