@@ -707,6 +707,39 @@ mod tests {
     }
 
     #[test]
+    fn the_gateways_extension_offer_replaces_the_clients() {
+        // SPEC §10: the client's offer was the gateway's to answer; the upstream gets the
+        // gateway's own, after the protocols.
+        let headers: [(&str, &[u8]); 2] = [
+            (
+                "Sec-WebSocket-Extensions",
+                b"permessage-deflate; client_max_window_bits",
+            ),
+            ("Origin", b"https://app.example.com"),
+        ];
+        let req = ForwardRequest {
+            offered_protocols: &["chat.v1"],
+            extensions: Some(b"permessage-deflate; server_no_context_takeover"),
+            ..request(&headers)
+        };
+        let text = write(&req);
+        assert_eq!(
+            header_values(&text, "Sec-WebSocket-Extensions"),
+            ["permessage-deflate; server_no_context_takeover"]
+        );
+        let lines = header_lines(&text);
+        let at = |prefix: &str| lines.iter().position(|l| l.starts_with(prefix));
+        assert!(at("Sec-WebSocket-Protocol") < at("Sec-WebSocket-Extensions"));
+        assert!(at("Sec-WebSocket-Extensions") < at("Origin"));
+        // A value that could split the head is never written.
+        let req = ForwardRequest {
+            extensions: Some(b"permessage-deflate\r\nX-Evil: 1"),
+            ..request(&headers)
+        };
+        assert!(header_values(&write(&req), "Sec-WebSocket-Extensions").is_empty());
+    }
+
+    #[test]
     fn minimal_request_exact_bytes() {
         // A public route: no identity, no query, no protocols, no client headers.
         let headers = [];
