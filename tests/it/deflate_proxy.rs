@@ -548,3 +548,139 @@ fn large_upstream_messages_are_relayed_in_pieces_within_the_bounds() {
     s.write_all(&frame(true, 1, false, b"junk")).expect("send");
     client_closed_with(&mut s, 1009);
 }
+
+/// xorshift64: the same sequence on both sides of a test.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> usize {
+        (self.next() % n) as usize
+    }
+}
+
+/// The upstream's messages of [`random_traffic_round_trips_through_the_relay`]: (opcode,
+/// payload, compressed by the upstream, fragments).
+fn random_messages(seed: u64) -> Vec<(u8, Vec<u8>, bool, usize)> {
+    let mut rng = Rng(seed);
+    (0..40)
+        .map(|_| {
+            let len = match rng.below(20) {
+                0 => rng.below(3) * 150_000 + 60_000,
+                1..=5 => 2_000 + rng.below(40_000),
+                _ => rng.below(2_000),
+            };
+            let text = rng.below(2) == 0;
+            // ASCII for text (valid UTF-8 however it is split), patterned bytes otherwise.
+            let payload: Vec<u8> = (0..len)
+                .map(|i| {
+                    if text {
+                        b"{\"k\":12, \"v\":\"abcabc\"}"[(i + rng.below(3)) % 22]
+                    } else {
+                        (i % 251) as u8 ^ (rng.below(4) as u8)
+                    }
+                })
+                .collect();
+            let compressed = len > 0 && rng.below(2) == 0;
+            let fragments = 1 + rng.below(4);
+            (if text { 1 } else { 2 }, payload, compressed, fragments)
+        })
+        .collect()
+}
+
+#[test]
+fn random_traffic_round_trips_through_the_relay() {
+    // Every mix the relay meets: compressed or not by the upstream, one to four fragments
+    // (compressed data split anywhere), pings between fragments, frames over max_frame;
+    // the client with or without the extension, with or without context takeover.
+    for (seed, client_offers, takeover) in [
+        (7, true, false),
+        (11, false, false),
+        (13, true, true),
+        (17, false, true),
+    ] {
+        let (addr, _) = upstream_answering(
+            move |offer| {
+                offer?;
+                Some(
+                    if takeover {
+                        "permessage-deflate"
+                    } else {
+                        FRESH_ANSWER
+                    }
+                    .to_owned(),
+                )
+            },
+            move |mut s| {
+                let mut codec = Client::new(!takeover);
+                let mut rng = Rng(seed ^ 0xabcdef);
+                for (opcode, payload, compressed, fragments) in random_messages(seed) {
+                    let data = if compressed {
+                        codec.deflate(&payload)
+                    } else {
+                        payload
+                    };
+                    let size = data.len() / fragments + 1;
+                    let pieces: Vec<&[u8]> = if data.is_empty() {
+                        vec![&[]]
+                    } else {
+                        data.chunks(size).collect()
+                    };
+                    for (i, piece) in pieces.iter().enumerate() {
+                        let fin = if i + 1 == pieces.len() { 0x80 } else { 0 };
+                        let first = if i == 0 {
+                            opcode | if compressed { 0x40 } else { 0 }
+                        } else {
+                            0
+                        };
+                        if s.write_all(&server_frame(fin | first, piece)).is_err() {
+                            return;
+                        }
+                        if rng.below(4) == 0 {
+                            let _ = s.write_all(&server_frame(0x89, b"ping"));
+                        }
+                    }
+                }
+                until_closed(s);
+            },
+        );
+        let compression = if takeover {
+            "permessage_deflate = true\ncontext_takeover = true"
+        } else {
+            ON
+        };
+        let gw = gateway(
+            addr,
+            compression,
+            "max_frame = \"64KiB\"\nmax_message = \"1MiB\"",
+        );
+        let mut s = if client_offers {
+            open_deflate(&gw, OFFER).1
+        } else {
+            open(&gw, "/echo", &[])
+        };
+        let mut client = Client::new(!takeover);
+        for (i, (opcode, payload, _, _)) in random_messages(seed).into_iter().enumerate() {
+            let (first, data, _) = read_message(&mut s);
+            assert_eq!(first & 0x0f, opcode, "message {i}");
+            let got = if first & 0x40 != 0 {
+                assert!(client_offers, "RSV1 to a client without the extension");
+                client.inflate(&data)
+            } else {
+                data
+            };
+            assert!(
+                got == payload,
+                "seed {seed} message {i}: {} bytes, expected {}",
+                got.len(),
+                payload.len()
+            );
+        }
+    }
+}
