@@ -21,6 +21,15 @@
 //! pipelined 1 KiB scenario. Their wsgate column is "via wsgate", their tokio-tungstenite
 //! column "direct"; every echoed payload is checked byte for byte.
 //!
+//! The deflate rows (SPEC §10, `WSGATE_BENCH_ROWS=deflate`) echo a 1 KiB JSON text message
+//! on a wsgate with `[compression]` on: 100 connections that negotiated permessage-deflate
+//! (the client sends the message compressed, the echo comes back compressed and its length
+//! is checked) against 100 connections on the same server that did not. tokio-tungstenite
+//! 0.26 (the version in Cargo.lock) has no permessage-deflate, so no peer negotiates it:
+//! the rows measure wsgate alone, its wsgate column "deflate", its tokio-tung column
+//! "plain". They report messages/s, the server's CPU per message and the bytes on the wire
+//! per message each way.
+//!
 //! Each cell also shows the server's CPU use (all its threads, user + system) during the
 //! window, and the last column the client's: a server below 100% while the client is at
 //! 100% means the row measured the client, not the server.
@@ -143,7 +152,7 @@ struct Settings {
 }
 
 impl Settings {
-    /// Row names: echo, pipelined, bulk, handshake, auth, idle.
+    /// Row names: echo, pipelined, bulk, handshake, auth, proxy, deflate, idle.
     fn wants(&self, row: &str) -> bool {
         self.only.is_empty() || self.only.iter().any(|r| r == row)
     }
@@ -305,6 +314,9 @@ fn run_in(dir: &Path, s: &Settings) -> Res<()> {
             }
         }
     }
+    if s.wants("deflate") {
+        deflate_rows(dir, s, &mut client, &mut rows)?;
+    }
     if s.idle > 0 && s.wants("idle") {
         // Fresh servers, so that the caches of earlier rows do not hide the cost.
         let mut idle = Vec::new();
@@ -323,6 +335,126 @@ fn run_in(dir: &Path, s: &Settings) -> Res<()> {
         loadavg(),
         started.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// A JSON array of small objects, padded with whitespace to exactly `len` bytes.
+fn json_message(len: usize) -> Vec<u8> {
+    let mut s = String::from("[");
+    let mut i = 0;
+    loop {
+        let item = format!(r#"{{"id":{i},"symbol":"ABC","price":12.5,"side":"buy"}},"#);
+        if s.len() + item.len() + 1 > len {
+            break;
+        }
+        s.push_str(&item);
+        i += 1;
+    }
+    s.pop();
+    while s.len() + 1 < len {
+        s.push(' ');
+    }
+    s.push(']');
+    s.into_bytes()
+}
+
+/// SPEC §10 rows: see the module's text.
+fn deflate_rows(dir: &Path, s: &Settings, client: &mut Client, rows: &mut Vec<Row>) -> Res<()> {
+    use wsgate::proto::ws::deflate::{negotiate, DeflateConfig, PerMessageDeflate};
+    let config = dir.join("wsgate-deflate.toml");
+    let text = format!("{WSGATE_CONFIG}\n[compression]\npermessage_deflate = true\n");
+    fs::write(&config, text).map_err(|e| format!("{}: {e}", config.display()))?;
+    let ws = Server::wsgate(&config)?;
+    let json = json_message(1024);
+    // What both sides agree with the default [compression]; the gateway's own codec
+    // prepares the client's compressed frame and the exact echo it must send back (no
+    // context takeover: every message compresses the same).
+    let offer = "permessage-deflate; client_max_window_bits";
+    let deflate_config = DeflateConfig {
+        server_max_window_bits: 15,
+        context_takeover: false,
+        min_size: 256,
+    };
+    let agreement = negotiate([offer.as_bytes()], &deflate_config)
+        .map_err(|_| "offer")?
+        .ok_or("no agreement")?;
+    let mut codec = PerMessageDeflate::new(agreement, None);
+    let mut frame = Vec::new();
+    codec.deflate_frame(OpCode::Text, &json, true, Some(MASK), &mut frame);
+    let mut echo = Vec::new();
+    codec.deflate_frame(OpCode::Text, &json, true, None, &mut echo);
+    let echo_payload = parse_header(&echo)
+        .ok()
+        .flatten()
+        .map_or(0, |(h, _)| h.payload_len);
+    let deflated = Payload {
+        frame,
+        expect: Expect {
+            opcode: 1,
+            len: echo_payload,
+            fill: None,
+            compressed: true,
+        },
+    };
+    let mut plain_frame = Vec::new();
+    write_masked_frame(&mut plain_frame, true, OpCode::Text, &json, MASK);
+    let plain = Payload {
+        frame: plain_frame,
+        expect: Expect {
+            opcode: 1,
+            len: json.len() as u64,
+            fill: None,
+            compressed: false,
+        },
+    };
+    let pair = [
+        Endpoint {
+            name: "deflate",
+            extensions: Some(offer),
+            ..ws.endpoint("/echo")
+        },
+        Endpoint {
+            name: "plain",
+            ..ws.endpoint("/echo")
+        },
+    ];
+    let [d, p] = alternate(s, "deflate", &pair, |ep| {
+        let payload = if ep.extensions.is_some() {
+            &deflated
+        } else {
+            &plain
+        };
+        client.echo_row(ep, s.window, ECHO_CONNS, payload, 1)
+    })?;
+    rows.push(Row::rate(
+        "deflate 100 conn x 1 KiB JSON deflate | plain: msg/s",
+        &d,
+        &p,
+    ));
+    rows.push(Row::latency("  server cpu per message (us)", &d, &p, |m| {
+        m.server_cpu.map(|c| c * 1e6 / m.rate.max(1.0))
+    }));
+    rows.push(Row::latency("  round trip p50 (us)", &d, &p, |m| m.p50_us));
+    rows.push(Row::latency("  round trip p99 (us)", &d, &p, |m| m.p99_us));
+    let bytes = |label: &str, deflate: usize, plain: usize| Row {
+        label: label.into(),
+        wsgate: Some(deflate as f64),
+        wsgate_cpu: None,
+        tt: Some(plain as f64),
+        tt_cpu: None,
+        client_cpu: String::new(),
+        note: String::new(),
+    };
+    rows.push(bytes(
+        "  bytes on the wire per message, to wsgate",
+        deflated.frame.len(),
+        plain.frame.len(),
+    ));
+    rows.push(bytes(
+        "  bytes on the wire per message, echoed",
+        echo.len(),
+        plain.frame.len() - MASK.len(),
+    ));
     Ok(())
 }
 
@@ -436,6 +568,7 @@ impl Payload {
                 opcode: opcode as u8,
                 len: len as u64,
                 fill: None,
+                compressed: false,
             },
         }
     }
@@ -702,7 +835,9 @@ fn print_table(rows: &[Row]) {
          for rates, lower is better for latency and memory.\nproxy rows: wsgate column = client \
          -> wsgate {PROXY_PATH} -> tokio-tungstenite (cpu: wsgate's; the upstream's is in the \
          note),\n  tokio-tung column = client -> the same tokio-tungstenite directly; ws/tt = \
-         via/direct."
+         via/direct.\ndeflate rows: wsgate alone (tokio-tungstenite 0.26 has no \
+         permessage-deflate); wsgate column = connections with the extension, tokio-tung \
+         column = the same server without it."
     );
     print!("{out}");
 }
@@ -738,6 +873,8 @@ struct Endpoint {
     pid: u32,
     /// The upstream behind a proxy route (its CPU is reported too).
     upstream_pid: Option<u32>,
+    /// `Sec-WebSocket-Extensions` offered by echo rows' connections.
+    extensions: Option<&'static str>,
 }
 
 impl Server {
@@ -749,6 +886,7 @@ impl Server {
             path,
             pid: self.pid,
             upstream_pid: None,
+            extensions: None,
         }
     }
 
@@ -1025,9 +1163,10 @@ struct FrameReader {
     carry_len: usize,
     /// Payload bytes of the current frame still to come.
     remaining: u64,
-    /// The current frame's opcode, FIN bit and length.
+    /// The current frame's opcode, FIN bit, RSV1 bit and length.
     opcode: u8,
     fin: bool,
+    rsv1: bool,
     len: u64,
     /// Bytes of the current frame's payload that differ from the expected fill.
     wrong: u64,
@@ -1042,6 +1181,8 @@ struct Expect {
     len: u64,
     /// The payload's one repeated byte, when the payload is checked.
     fill: Option<u8>,
+    /// The echo is compressed (RSV1, RFC 7692 §6) and `len` is its compressed length.
+    compressed: bool,
 }
 
 /// What a chunk of input completed.
@@ -1107,6 +1248,7 @@ impl FrameReader {
             input = &input[used..];
             self.opcode = header.opcode;
             self.fin = header.fin;
+            self.rsv1 = header.rsv & 0b100 != 0;
             self.len = header.payload_len;
             self.remaining = header.payload_len;
             self.wrong = 0;
@@ -1125,6 +1267,12 @@ impl FrameReader {
                         return Err(format!(
                             "echo frame opcode {} fin {}, sent opcode {} fin true",
                             self.opcode, self.fin, e.opcode
+                        ));
+                    }
+                    if self.rsv1 != e.compressed {
+                        return Err(format!(
+                            "echo RSV1 {}, expected {}",
+                            self.rsv1, e.compressed
                         ));
                     }
                     if self.len != e.len {
@@ -1330,9 +1478,17 @@ fn slot_of(token: Token) -> (usize, usize) {
 }
 
 fn upgrade_request(addr: SocketAddr, target: &str) -> Vec<u8> {
+    upgrade_request_with(addr, target, None)
+}
+
+/// [`upgrade_request`] offering `extensions` when given.
+fn upgrade_request_with(addr: SocketAddr, target: &str, extensions: Option<&str>) -> Vec<u8> {
+    let offer = extensions.map_or(String::new(), |e| {
+        format!("Sec-WebSocket-Extensions: {e}\r\n")
+    });
     format!(
         "GET {target} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+         Sec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
     )
     .into_bytes()
 }
@@ -1357,9 +1513,20 @@ impl Client {
 
     /// Opens `n` upgraded connections to `addr` (replacing any held).
     fn open_many(&mut self, addr: SocketAddr, target: &str, n: usize) -> Res<()> {
+        self.open_many_with(addr, target, n, None)
+    }
+
+    /// [`Client::open_many`], the requests offering `extensions` when given.
+    fn open_many_with(
+        &mut self,
+        addr: SocketAddr,
+        target: &str,
+        n: usize,
+        extensions: Option<&str>,
+    ) -> Res<()> {
         self.conns.clear();
         self.conns.resize_with(n, Conn::new);
-        let request = upgrade_request(addr, target);
+        let request = upgrade_request_with(addr, target, extensions);
         let deadline = Instant::now() + Duration::from_secs(60);
         let (mut next, mut dialing, mut open) = (0, 0, 0);
         while open < n {
@@ -1447,7 +1614,7 @@ impl Client {
         payload: &Payload,
         depth: usize,
     ) -> Res<Measure> {
-        self.open_many(ep.addr, ep.path, conns)?;
+        self.open_many_with(ep.addr, ep.path, conns, ep.extensions)?;
         let result = self.echo(ep, window, payload, depth);
         let (unclean, first) = self.close_all();
         // After a failed row, unclean closes are expected; after a good one, they are news.

@@ -16,9 +16,12 @@ use super::tls::UpstreamTls;
 use super::token::ConnId;
 use crate::proto::http::client::{parse_upstream_response, UpstreamResponse};
 use crate::proto::ws::close::{parse_close_payload, write_close_payload};
+use crate::proto::ws::deflate::{ClientOffer, Ticket};
 use crate::proto::ws::frame::{parse_header, write_frame, write_masked_frame, OpCode};
 use crate::proto::ws::message::MessageKind;
 use crate::proto::ws::message::Utf8Validator;
+
+mod compressed;
 
 /// Set in a mio token for events of a connection's upstream socket.
 pub const UPSTREAM_BIT: usize = 1 << 63;
@@ -113,6 +116,10 @@ pub struct UpstreamLeg {
     utf8: Utf8Validator,
     /// An upstream data frame longer than `max_frame`, being relayed in fragments.
     split: Option<Split>,
+    /// permessage-deflate on this leg (the offer, then the agreement) and the relay's state
+    /// whenever either leg compresses (SPEC §10 "Proxied routes"); `None`: neither does,
+    /// and frames pass through ([`UpstreamLeg::relay`]).
+    deflate: Option<Box<compressed::Deflating>>,
 }
 
 /// An upstream data frame longer than `max_frame` whose header was consumed: its payload
@@ -172,7 +179,31 @@ impl UpstreamLeg {
             in_message: None,
             utf8: Utf8Validator::default(),
             split: None,
+            deflate: None,
         })
+    }
+
+    /// SPEC §10: the upgrade request offers permessage-deflate as `offer`, with `ticket`
+    /// reserved for the most state an answer can lead to (kept until the upstream answers).
+    pub fn offer_deflate(&mut self, offer: ClientOffer, ticket: Option<Ticket>) {
+        self.deflate = Some(Box::new(compressed::Deflating::offered(offer, ticket)));
+    }
+
+    /// The upstream said 101; `client_deflates`: the client leg negotiated permessage-deflate.
+    /// When neither leg compresses the relay passes frames through as they are; otherwise it
+    /// reads whole messages and inflates and deflates as each leg agreed.
+    pub fn settle_relay(&mut self, client_deflates: bool) {
+        let upstream_deflates = self.deflate.as_ref().is_some_and(|d| d.agreed());
+        if !upstream_deflates && !client_deflates {
+            self.deflate = None;
+        } else if self.deflate.is_none() {
+            self.deflate = Some(Box::default());
+        }
+    }
+
+    /// Whether the relay inflates or deflates (either leg negotiated permessage-deflate).
+    pub fn deflating(&self) -> bool {
+        self.deflate.is_some()
     }
 
     /// Replaces the socket with a connect to another target (after a failure).
@@ -341,7 +372,18 @@ impl UpstreamLeg {
             MessageKind::Binary => OpCode::Binary,
         };
         let key = self.mask_key();
-        write_masked_frame(&mut self.wbuf, true, opcode, payload, key);
+        // SPEC §10: compressed when this leg agreed to it and the message is `min_size` or
+        // more (RFC 7692 §7.2.1; RSV1 on its one frame, masked as every client frame).
+        match self
+            .deflate
+            .as_deref_mut()
+            .and_then(compressed::Deflating::extension)
+        {
+            Some(ext) if ext.compresses(payload.len()) => {
+                ext.deflate_frame(opcode, payload, true, Some(key), &mut self.wbuf);
+            }
+            _ => write_masked_frame(&mut self.wbuf, true, opcode, payload, key),
+        }
     }
 
     /// Sends a close to the upstream (once): `code` 1005 means "no status", an empty close.
@@ -412,8 +454,11 @@ pub enum Relayed {
     Continue,
     /// The upstream closed with this code and reason: relay them to the client.
     Closed(u16, String),
-    /// The upstream broke RFC 6455: the client gets 1014.
+    /// The upstream broke RFC 6455 (or RFC 7692): the client gets 1014.
     Broken,
+    /// A message crossed one of the gateway's own bounds (SPEC §10: `max_message` while
+    /// inflating): both legs are closed with this error's code.
+    Limit(crate::proto::error::ProtocolError),
 }
 
 /// The upstream's answer to our upgrade request.
@@ -442,10 +487,22 @@ impl UpstreamLeg {
     /// bytes after it stay in `rbuf` as frames.
     pub fn answer(&mut self) -> Answer {
         let offered: Vec<&str> = self.offered.iter().map(String::as_str).collect();
-        let result = match parse_upstream_response(&self.rbuf, &self.key, &offered) {
+        let deflate_offer = self.deflate.as_ref().and_then(|d| d.offer());
+        let mut extension = None;
+        let result = match parse_upstream_response(
+            &self.rbuf,
+            &self.key,
+            &offered,
+            deflate_offer.as_ref(),
+        ) {
             Ok(None) => return Answer::Pending,
             Err(_) => return Answer::Bad,
-            Ok(Some(UpstreamResponse::Switching { protocol, head_len })) => {
+            Ok(Some(UpstreamResponse::Switching {
+                protocol,
+                extension: agreed,
+                head_len,
+            })) => {
+                extension = agreed;
                 (Some(protocol.map(str::to_owned)), head_len, None)
             }
             Ok(Some(UpstreamResponse::Rejected {
@@ -469,6 +526,9 @@ impl UpstreamLeg {
             (Some(protocol), head_len, _) => {
                 self.rbuf.drain(..head_len);
                 self.state = LegState::Open;
+                if let Some(deflate) = self.deflate.as_deref_mut() {
+                    deflate.answered(extension);
+                }
                 Answer::Switching(protocol)
             }
             (None, _, Some(rejected)) => {

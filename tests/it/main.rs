@@ -11,6 +11,7 @@ mod cli;
 mod cluster;
 mod corpus;
 mod deflate;
+mod deflate_proxy;
 mod dns;
 mod first_run;
 mod frames;

@@ -152,6 +152,7 @@ pub(super) fn handshake(conn: &mut Conn, env: &mut Env, id: ConnId, head_len: us
                         conn.tls.is_some(),
                         accept.identity.as_ref(),
                         accept.claims_b64.as_deref(),
+                        &env.shared.deflate_budget,
                     )
                 } else {
                     Ok(None)

@@ -21,6 +21,7 @@ use crate::proto::http::fields;
 use crate::proto::http::request::{RequestHead, Upgrade};
 use crate::proto::http::response::write_switching_protocols_deflate;
 use crate::proto::ws::accept::accept_key;
+use crate::proto::ws::deflate::{ClientOffer, MemoryBudget, Ticket};
 use crate::proto::ws::session::{Session, SessionState};
 use crate::{info, warn};
 
@@ -79,6 +80,40 @@ pub(super) struct UpstreamPlan {
     key: [u8; 24],
     offered: Vec<String>,
     client_accept: [u8; 28],
+    /// SPEC §10: the permessage-deflate offer in the requests, and what was reserved for it.
+    deflate: Option<(ClientOffer, Option<Ticket>)>,
+}
+
+/// SPEC §10 "Proxied routes": the offer to the upstream when compression is on for the
+/// route. With `context_takeover` the most state an answer can lead to is reserved against
+/// `compression.memory` first; past the budget the offer asks for no context takeover
+/// instead (which costs no state per connection), so the budget is never overdrawn.
+fn deflate_offer(
+    rt: &Runtime,
+    route: usize,
+    budget: &Arc<MemoryBudget>,
+) -> Option<(ClientOffer, Option<Ticket>)> {
+    let config = rt.compression?;
+    if !rt.gate.routes.get(route)?.compression {
+        return None;
+    }
+    let offer = ClientOffer {
+        config,
+        no_context_takeover: !config.context_takeover,
+    };
+    match offer.max_cost() {
+        0 => Some((offer, None)),
+        cost => match budget.reserve(cost) {
+            Some(ticket) => Some((offer, Some(ticket))),
+            None => Some((
+                ClientOffer {
+                    no_context_takeover: true,
+                    ..offer
+                },
+                None,
+            )),
+        },
+    }
 }
 
 /// Builds the upgrade request for the upstream from the client's request (SPEC §5):
@@ -94,6 +129,7 @@ pub(super) fn upstream_plan(
     client_tls: bool,
     identity: Option<&Identity>,
     claims_b64: Option<&str>,
+    deflate_budget: &Arc<MemoryBudget>,
 ) -> Result<Option<UpstreamPlan>, Reject> {
     let Some(r) = rt.gate.routes.get(route) else {
         return Ok(None);
@@ -134,6 +170,11 @@ pub(super) fn upstream_plan(
     let offered_refs: Vec<&str> = offered.iter().map(String::as_str).collect();
     let scope = identity.map(|i| i.scopes.join(" "));
     let key = random_key(&rng).map_err(|_| Reject::BadGateway)?;
+    let deflate = deflate_offer(rt, route, deflate_budget);
+    let mut extensions = Vec::new();
+    if let Some((offer, _)) = &deflate {
+        offer.write(&mut extensions);
+    }
     let mut requests = Vec::with_capacity(urls.len());
     let mut forged_headers = 0;
     for url in urls {
@@ -150,6 +191,7 @@ pub(super) fn upstream_plan(
             subject: identity.map(|i| &*i.sub),
             scope: scope.as_deref(),
             claims_b64,
+            extensions: deflate.as_ref().map(|_| extensions.as_slice()),
         };
         let mut request = Vec::with_capacity(512);
         forged_headers =
@@ -177,6 +219,7 @@ pub(super) fn upstream_plan(
         key,
         offered,
         client_accept: accept_key(upgrade.key),
+        deflate,
     }))
 }
 
@@ -271,7 +314,7 @@ pub(super) fn start_upstream(
     env: &mut Env,
     id: ConnId,
     route: usize,
-    plan: UpstreamPlan,
+    mut plan: UpstreamPlan,
     now: Instant,
 ) {
     let timeout = match env.rt.gate.routes.get(route).map(|r| &r.backend) {
@@ -315,6 +358,9 @@ pub(super) fn start_upstream(
                 Ok(mut leg) => {
                     leg.tried = tried;
                     leg.spare_addrs = addrs.get(k + 1..).unwrap_or_default().to_vec();
+                    if let Some((offer, ticket)) = plan.deflate.take() {
+                        leg.offer_deflate(offer, ticket);
+                    }
                     conn.upstream = Some(Box::new(leg));
                     conn.phase = Phase::Dialing { route };
                     return;
@@ -485,7 +531,14 @@ fn relay_upstream(conn: &mut Conn, env: &mut Env, _now: Instant, limit: usize, p
     if matches!(leg.state, LegState::Open | LegState::Closing) && !leg.rbuf.is_empty() {
         if session.state() == SessionState::Open {
             let before = conn.wbuf.len();
-            match leg.relay(&mut conn.wbuf, limit, rt.session.max_frame) {
+            let relayed = if leg.deflating() {
+                // SPEC §10: either leg compresses; the relay inflates and deflates.
+                let bounds = (rt.session.max_frame, rt.session.max_message);
+                leg.relay_deflate(&mut conn.wbuf, session.deflate_mut(), limit, bounds)
+            } else {
+                leg.relay(&mut conn.wbuf, limit, rt.session.max_frame)
+            };
+            match relayed {
                 Relayed::Continue => {}
                 Relayed::Closed(code, reason) => {
                     // Relayed as sent; "no status" becomes a plain normal closure.
@@ -496,6 +549,10 @@ fn relay_upstream(conn: &mut Conn, env: &mut Env, _now: Instant, limit: usize, p
                     env.metrics.upstream_error();
                     session.close(1014, "bad gateway", &mut conn.wbuf);
                     leg.state = LegState::Done;
+                }
+                Relayed::Limit(why) => {
+                    // SPEC §5: a close the gateway decides goes to both legs (below).
+                    session.close(why.close_code(), why.reason(), &mut conn.wbuf);
                 }
             }
             if conn.wbuf.len() > before {
@@ -556,8 +613,11 @@ fn open_proxied(
     };
     env.metrics.handshake(101);
     conn.wbuf.clear();
-    // SPEC §10, this pass: the client leg alone negotiates permessage-deflate.
+    // SPEC §10: each leg negotiated on its own; the client's agreement goes into its 101.
     let deflate = conn.deflate.take();
+    if let Some(leg) = conn.upstream.as_mut() {
+        leg.settle_relay(deflate.is_some());
+    }
     let agreed = deflate.as_ref().map(|d| *d.agreement());
     write_switching_protocols_deflate(&mut conn.wbuf, client_accept, protocol, agreed.as_ref());
     conn.release_wbuf_when_flushed = true;

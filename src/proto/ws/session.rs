@@ -164,6 +164,11 @@ impl Session {
         self.deflate.is_some()
     }
 
+    /// The extension, for a proxy that writes frames to this connection itself.
+    pub fn deflate_mut(&mut self) -> Option<&mut PerMessageDeflate> {
+        self.deflate.as_deref_mut()
+    }
+
     /// Consume client bytes from `input` (the caller's read buffer; you may unmask it in place).
     /// For each complete data message call `on_message(kind, payload, out)`; `out` is the connection's
     /// pending output to which server frames are appended (the echo backend does

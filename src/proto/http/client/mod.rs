@@ -193,6 +193,9 @@ pub struct ForwardRequest<'a> {
     pub scope: Option<&'a str>,
     /// `X-Auth-Claims`: the token's payload segment as received (only with `forward_claims`).
     pub claims_b64: Option<&'a str>,
+    /// `Sec-WebSocket-Extensions`: the gateway's own offer to the upstream (SPEC §10
+    /// "Proxied routes"), written by `proto::ws::deflate::ClientOffer::write`.
+    pub extensions: Option<&'a [u8]>,
 }
 
 // === Byte classes ===
@@ -498,6 +501,14 @@ pub fn write_upstream_request(
         }
         out.extend_from_slice(b"\r\n");
     }
+    // RFC 6455 §4.1 item 11 and §9.1: the extensions the gateway itself can honour (the
+    // client's own offer was answered by the gateway and is not forwarded).
+    if let Some(extensions) = req
+        .extensions
+        .filter(|e| e.iter().all(|b| is_field_byte(*b)))
+    {
+        write_header(out, "Sec-WebSocket-Extensions", extensions);
+    }
     // SPEC §5: the client's other end-to-end headers go along, in order.
     let mut forged = 0;
     for (name, value) in req.client_headers {
@@ -580,6 +591,7 @@ mod tests {
             subject: None,
             scope: None,
             claims_b64: None,
+            extensions: None,
         }
     }
 
@@ -692,6 +704,39 @@ mod tests {
              X-Auth-Claims: eyJzdWIiOiJhbGljZSJ9\r\n\
              \r\n"
         );
+    }
+
+    #[test]
+    fn the_gateways_extension_offer_replaces_the_clients() {
+        // SPEC §10: the client's offer was the gateway's to answer; the upstream gets the
+        // gateway's own, after the protocols.
+        let headers: [(&str, &[u8]); 2] = [
+            (
+                "Sec-WebSocket-Extensions",
+                b"permessage-deflate; client_max_window_bits",
+            ),
+            ("Origin", b"https://app.example.com"),
+        ];
+        let req = ForwardRequest {
+            offered_protocols: &["chat.v1"],
+            extensions: Some(b"permessage-deflate; server_no_context_takeover"),
+            ..request(&headers)
+        };
+        let text = write(&req);
+        assert_eq!(
+            header_values(&text, "Sec-WebSocket-Extensions"),
+            ["permessage-deflate; server_no_context_takeover"]
+        );
+        let lines = header_lines(&text);
+        let at = |prefix: &str| lines.iter().position(|l| l.starts_with(prefix));
+        assert!(at("Sec-WebSocket-Protocol") < at("Sec-WebSocket-Extensions"));
+        assert!(at("Sec-WebSocket-Extensions") < at("Origin"));
+        // A value that could split the head is never written.
+        let req = ForwardRequest {
+            extensions: Some(b"permessage-deflate\r\nX-Evil: 1"),
+            ..request(&headers)
+        };
+        assert!(header_values(&write(&req), "Sec-WebSocket-Extensions").is_empty());
     }
 
     #[test]
@@ -1331,9 +1376,10 @@ mod tests {
         answer.extend_from_slice(&accept);
         answer.extend_from_slice(b"\r\n\r\n");
         assert_eq!(
-            parse_upstream_response(&answer, &key, req.offered_protocols),
+            parse_upstream_response(&answer, &key, req.offered_protocols, None),
             Ok(Some(UpstreamResponse::Switching {
                 protocol: Some("chat"),
+                extension: None,
                 head_len: answer.len()
             }))
         );

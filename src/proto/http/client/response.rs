@@ -8,6 +8,7 @@ use super::{
     MAX_RESPONSE_HEAD, MAX_RESPONSE_HEADERS,
 };
 use crate::proto::ws::accept::accept_key;
+use crate::proto::ws::deflate::{accept_answer, Agreement, ClientOffer};
 
 /// Why the upstream's answer is unusable; every variant is answered 502.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,7 +27,8 @@ pub enum UpstreamError {
     MissingConnectionUpgrade,
     /// A 101 whose `Sec-WebSocket-Accept` is missing, repeated or not the one for our key.
     BadAccept,
-    /// A 101 that selects an extension (the gateway offers none).
+    /// A 101 that selects an extension the gateway did not offer, or answers its
+    /// permessage-deflate offer in a way RFC 7692 §7.1 makes the client refuse.
     ExtensionNotOffered,
     /// A 101 that selects a subprotocol the gateway did not offer, or several.
     ProtocolNotOffered,
@@ -67,7 +69,9 @@ impl fmt::Display for UpstreamError {
             UpstreamError::MissingUpgrade => "upstream 101 lacks Upgrade: websocket",
             UpstreamError::MissingConnectionUpgrade => "upstream 101 lacks Connection: upgrade",
             UpstreamError::BadAccept => "upstream 101 has a wrong Sec-WebSocket-Accept",
-            UpstreamError::ExtensionNotOffered => "upstream 101 selects an extension",
+            UpstreamError::ExtensionNotOffered => {
+                "upstream 101 selects an extension the gateway did not offer"
+            }
             UpstreamError::ProtocolNotOffered => "upstream 101 selects a protocol not offered",
             UpstreamError::BadContentLength => "upstream response has an invalid Content-Length",
         })
@@ -79,11 +83,13 @@ impl std::error::Error for UpstreamError {}
 /// A complete answer from the upstream to the upgrade request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpstreamResponse<'b> {
-    /// A valid 101: the subprotocol it selected (one the gateway offered), and where the
-    /// WebSocket frames start.
+    /// A valid 101: the subprotocol it selected (one the gateway offered), the
+    /// permessage-deflate agreement, and where the WebSocket frames start.
     Switching {
         /// The selected subprotocol, if any.
         protocol: Option<&'b str>,
+        /// permessage-deflate as the upstream accepted the gateway's offer (RFC 7692 §7.1).
+        extension: Option<Agreement>,
         /// Length of the head; bytes from here on are frames.
         head_len: usize,
     },
@@ -131,13 +137,14 @@ fn relayable_value<'b>(headers: &[httparse::Header<'b>], name: &str) -> Option<&
         .find_map(|value| std::str::from_utf8(value).ok())
 }
 
-/// Checks a 101 against RFC 6455 §4.1's client rules; the selected subprotocol on success.
+/// Checks a 101 against RFC 6455 §4.1's client rules; the selected subprotocol and
+/// extension on success.
 fn check_switching<'b>(
     version: u8,
     headers: &[httparse::Header<'b>],
     key: &[u8; KEY_LEN],
-    offered: &[&str],
-) -> Result<Option<&'b str>, UpstreamError> {
+    (offered, deflate): (&[&str], Option<&ClientOffer>),
+) -> Result<(Option<&'b str>, Option<Agreement>), UpstreamError> {
     // RFC 6455 §4.1: the handshake is an HTTP/1.1 exchange; a 101 from HTTP/1.0 is not one.
     if version != 1 {
         return Err(UpstreamError::NotHttp11);
@@ -168,32 +175,29 @@ fn check_switching<'b>(
         _ => return Err(UpstreamError::BadAccept),
     }
     // RFC 6455 §4.1 item 5: an extension "that was not present in the client's handshake"
-    // fails the connection; the gateway offers none.
-    if values(headers, "sec-websocket-extensions")
-        .flat_map(list_elements)
-        .next()
-        .is_some()
-    {
-        return Err(UpstreamError::ExtensionNotOffered);
-    }
+    // fails the connection; the gateway offers at most permessage-deflate, whose answer
+    // RFC 7692 §7.1 checks.
+    let extension = accept_answer(values(headers, "sec-websocket-extensions"), deflate)
+        .map_err(|_| UpstreamError::ExtensionNotOffered)?;
     // RFC 6455 §4.1 item 6: a subprotocol "that was not present in the client's handshake"
     // fails the connection. RFC 6455 §11.3.4: in a response the header "MUST NOT appear more
     // than once" and holds one value.
     let mut selected = values(headers, "sec-websocket-protocol");
-    match (selected.next(), selected.next()) {
-        (None, _) => Ok(None),
+    let protocol = match (selected.next(), selected.next()) {
+        (None, _) => None,
         (Some(value), None) => {
             let value = trim_ows(value);
             let is_offered = offered
                 .iter()
                 .any(|p| p.as_bytes() == value && is_forwardable_protocol(p));
             match std::str::from_utf8(value) {
-                Ok(protocol) if is_offered => Ok(Some(protocol)),
-                _ => Err(UpstreamError::ProtocolNotOffered),
+                Ok(protocol) if is_offered => Some(protocol),
+                _ => return Err(UpstreamError::ProtocolNotOffered),
             }
         }
-        (Some(_), Some(_)) => Err(UpstreamError::ProtocolNotOffered),
-    }
+        (Some(_), Some(_)) => return Err(UpstreamError::ProtocolNotOffered),
+    };
+    Ok((protocol, extension))
 }
 
 /// The declared body length of a refusal: `None` when it has no `Content-Length` body.
@@ -229,11 +233,13 @@ fn content_length(status: u16, headers: &[httparse::Header<'_>]) -> Result<usize
 
 /// Parses the upstream's answer from every byte received so far. `Ok(None)` while the head,
 /// or the relayed part of a refusal's body, is incomplete. `offered` is the protocol list the
-/// request offered (`ForwardRequest::offered_protocols`).
+/// request offered (`ForwardRequest::offered_protocols`), `deflate` its permessage-deflate
+/// offer (`ForwardRequest::extensions`), if any.
 pub fn parse_upstream_response<'b>(
     buf: &'b [u8],
     key: &[u8; KEY_LEN],
     offered: &[&str],
+    deflate: Option<&ClientOffer>,
 ) -> Result<Option<UpstreamResponse<'b>>, UpstreamError> {
     // Bytes past MAX_RESPONSE_HEAD are never parsed as head: a head ending there is too large.
     let window = buf.get(..MAX_RESPONSE_HEAD).unwrap_or(buf);
@@ -255,8 +261,12 @@ pub fn parse_upstream_response<'b>(
     };
     let headers: &[httparse::Header<'b>] = response.headers;
     if status == 101 {
-        let protocol = check_switching(version, headers, key, offered)?;
-        return Ok(Some(UpstreamResponse::Switching { protocol, head_len }));
+        let (protocol, extension) = check_switching(version, headers, key, (offered, deflate))?;
+        return Ok(Some(UpstreamResponse::Switching {
+            protocol,
+            extension,
+            head_len,
+        }));
     }
     // SPEC §5: a non-101 answer is relayed with its body (capped), WWW-Authenticate and
     // Retry-After.
@@ -295,7 +305,7 @@ mod tests {
         buf: &'b [u8],
         offered: &[&str],
     ) -> Result<Option<UpstreamResponse<'b>>, UpstreamError> {
-        parse_upstream_response(buf, KEY, offered)
+        parse_upstream_response(buf, KEY, offered, None)
     }
 
     /// Every strict prefix of `buf` shorter than `complete` is incomplete.
@@ -317,6 +327,7 @@ mod tests {
             parse(head.as_bytes(), &[]),
             Ok(Some(UpstreamResponse::Switching {
                 protocol: None,
+                extension: None,
                 head_len: head.len()
             }))
         );
@@ -325,6 +336,7 @@ mod tests {
             parse(head.as_bytes(), &["chat"]),
             Ok(Some(UpstreamResponse::Switching {
                 protocol: None,
+                extension: None,
                 head_len: head.len()
             }))
         );
@@ -339,6 +351,7 @@ mod tests {
             parse(head.as_bytes(), &["superchat", "chat"]),
             Ok(Some(UpstreamResponse::Switching {
                 protocol: Some("chat"),
+                extension: None,
                 head_len: head.len()
             }))
         );
@@ -360,6 +373,7 @@ mod tests {
             parse(head.as_bytes(), &["chat.v1"]),
             Ok(Some(UpstreamResponse::Switching {
                 protocol: Some("chat.v1"),
+                extension: None,
                 head_len: head.len()
             }))
         );
@@ -382,7 +396,9 @@ mod tests {
         // An unmasked text frame "hi" and the start of another frame.
         buf.extend_from_slice(&[0x81, 0x02, b'h', b'i', 0x82]);
         match parse(&buf, &[]) {
-            Ok(Some(UpstreamResponse::Switching { protocol, head_len })) => {
+            Ok(Some(UpstreamResponse::Switching {
+                protocol, head_len, ..
+            })) => {
                 assert_eq!(protocol, None);
                 assert_eq!(head_len, head.len());
                 assert_eq!(
@@ -432,7 +448,7 @@ mod tests {
         let other_key = b"x3JJHMbDL1EzLkh9GBhXDw==";
         let head = switching("");
         assert_eq!(
-            parse_upstream_response(head.as_bytes(), other_key, &[]),
+            parse_upstream_response(head.as_bytes(), other_key, &[], None),
             Err(UpstreamError::BadAccept)
         );
     }
@@ -466,6 +482,60 @@ mod tests {
                 parse(head.as_bytes(), offered),
                 Err(UpstreamError::ProtocolNotOffered),
                 "{extra:?} {offered:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn permessage_deflate_answer_checked_against_the_offer() {
+        use crate::proto::ws::deflate::DeflateConfig;
+        let offer = ClientOffer {
+            config: DeflateConfig {
+                server_max_window_bits: 15,
+                context_takeover: false,
+                min_size: 256,
+            },
+            no_context_takeover: true,
+        };
+        let head = switching(
+            "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n",
+        );
+        match parse_upstream_response(head.as_bytes(), KEY, &[], Some(&offer)) {
+            Ok(Some(UpstreamResponse::Switching {
+                extension: Some(agreement),
+                head_len,
+                ..
+            })) => {
+                assert_eq!(head_len, head.len());
+                assert!(agreement.server_no_context_takeover);
+                assert_eq!(agreement.min_size, 256);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_prefixes_incomplete(head.as_bytes(), head.len(), &[]);
+        // Declining the offer is fine.
+        assert!(matches!(
+            parse_upstream_response(switching("").as_bytes(), KEY, &[], Some(&offer)),
+            Ok(Some(UpstreamResponse::Switching {
+                extension: None,
+                ..
+            }))
+        ));
+        // RFC 7692 §7.1: answers the client must refuse (502).
+        for extra in [
+            "Sec-WebSocket-Extensions: permessage-deflate\r\n",
+            "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover, x-other\r\n",
+            "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; bogus\r\n",
+            "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_max_window_bits\r\n",
+            "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; server_max_window_bits=7\r\n",
+            "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\nSec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n",
+            "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover;\r\n",
+        ] {
+            let head = switching(extra);
+            assert_eq!(
+                parse_upstream_response(head.as_bytes(), KEY, &[], Some(&offer)),
+                Err(UpstreamError::ExtensionNotOffered),
+                "{extra:?}"
             );
         }
     }

@@ -43,11 +43,13 @@ const STEP: usize = 16 * 1024;
 /// Per-connection buffers larger than this are given back after a message.
 const KEEP_CAPACITY: usize = 64 * 1024;
 
+mod answer;
 mod offer;
 
+pub use answer::{accept_answer, BadAnswer, ClientOffer};
 pub use offer::{
     deflate_cost, inflate_cost, negotiate, negotiate_within, Agreement, DeflateConfig,
-    MalformedOffer, MemoryBudget, Ticket,
+    MalformedOffer, MemoryBudget, Role, Ticket,
 };
 // ---------------------------------------------------------------------------------------
 // The worker's pool: state for contexts that are not taken over
@@ -88,7 +90,9 @@ fn new_deflater(window_bits: u8) -> Compress {
 #[derive(Debug)]
 pub struct PerMessageDeflate {
     agreement: Agreement,
-    /// The client's context, when taken over; allocated at its first compressed message.
+    /// Which end of the connection the gateway is (whose parameters are ours).
+    role: Role,
+    /// The peer's context, when taken over; allocated at its first compressed message.
     inflater: Option<Box<Decompress>>,
     /// Our context, when taken over; allocated at our first compressed message.
     deflater: Option<Box<Compress>>,
@@ -142,8 +146,19 @@ fn with_pool<R>(f: impl FnOnce(Option<&mut Pool>) -> R) -> R {
 impl PerMessageDeflate {
     /// The connection's side of `agreement`, with the reservation made for it (if any).
     pub fn new(agreement: Agreement, ticket: Option<Ticket>) -> PerMessageDeflate {
+        PerMessageDeflate::with_role(agreement, Role::Server, ticket)
+    }
+
+    /// The extension on the gateway's connection to an upstream, where it is the client
+    /// (SPEC §10 "Proxied routes"): what it sends follows the `client_*` parameters.
+    pub fn client(agreement: Agreement, ticket: Option<Ticket>) -> PerMessageDeflate {
+        PerMessageDeflate::with_role(agreement, Role::Client, ticket)
+    }
+
+    fn with_role(agreement: Agreement, role: Role, ticket: Option<Ticket>) -> PerMessageDeflate {
         PerMessageDeflate {
             agreement,
+            role,
             inflater: None,
             deflater: None,
             _ticket: ticket,
@@ -154,6 +169,12 @@ impl PerMessageDeflate {
     /// What was agreed.
     pub fn agreement(&self) -> &Agreement {
         &self.agreement
+    }
+
+    /// Whether a whole outgoing message of `len` bytes goes compressed: `min_size` or more,
+    /// and a window zlib can keep to (9 bits or more, see [`MIN_WINDOW_BITS`]).
+    pub fn compresses(&self, len: usize) -> bool {
+        len >= self.agreement.min_size && self.agreement.sending(self.role).1 >= MIN_WINDOW_BITS
     }
 
     /// A compressed message of `kind` starts (its first frame had RSV1).
@@ -185,13 +206,14 @@ impl PerMessageDeflate {
         if payload.is_empty() {
             // Not valid DEFLATE (the tail alone is a truncated stored-block header), but some
             // senders write it for an empty message when their compressor emitted nothing
-            // (see `deflate_message`): an empty message, and the context is left as it is,
+            // (see `deflate_frame`): an empty message, and the context is left as it is,
             // since feeding the tail would leave it inside a block header and corrupt the
             // next message under context takeover.
             return Ok(());
         }
         let limit = usize::try_from(max_message).unwrap_or(usize::MAX);
-        if self.agreement.client_no_context_takeover {
+        let (fresh, window) = self.agreement.receiving(self.role);
+        if fresh {
             with_pool(|pool| {
                 let mut spare = None;
                 let inflater = match pool {
@@ -206,7 +228,6 @@ impl PerMessageDeflate {
                 result
             })
         } else {
-            let window = self.agreement.inflate_window();
             let inflater = self
                 .inflater
                 .get_or_insert_with(|| Box::new(new_inflater(window)));
@@ -261,12 +282,9 @@ impl PerMessageDeflate {
             let payload = frame.get(header_len..).unwrap_or_default();
             match OpCode::from_u8(header.opcode) {
                 Some(opcode @ (OpCode::Text | OpCode::Binary))
-                    if header.fin
-                        && header.rsv == 0
-                        && payload.len() >= self.agreement.min_size
-                        && self.agreement.server_max_window_bits >= MIN_WINDOW_BITS =>
+                    if header.fin && header.rsv == 0 && self.compresses(payload.len()) =>
                 {
-                    self.deflate_message(opcode, payload, out);
+                    self.deflate_frame(opcode, payload, true, None, out);
                 }
                 _ => out.extend_from_slice(frame),
             }
@@ -277,14 +295,43 @@ impl PerMessageDeflate {
         staging.clear();
     }
 
-    /// RFC 7692 §7.2.1: one compressed message as one frame, RSV1 set, the tail removed.
-    fn deflate_message(&mut self, opcode: OpCode, payload: &[u8], out: &mut Vec<u8>) {
+    /// Inflates a whole compressed message (as [`PerMessageDeflate::inflate`], into the
+    /// worker thread's buffer) and hands the inflated bytes to `f`.
+    pub fn inflate_with<R>(
+        &mut self,
+        compressed: &[u8],
+        max_message: u64,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R, ProtocolError> {
+        with_buffers(|inflated, _| {
+            self.inflate(compressed, max_message, inflated)?;
+            Ok(f(inflated))
+        })
+    }
+
+    /// RFC 7692 §7.2.1: compresses `payload` as one frame of a compressed message, appended
+    /// to `out`: RSV1 on the message's first frame (`opcode` Text or Binary, §6), none on a
+    /// continuation; masked with `mask` when the gateway is the client (RFC 6455 §5.3).
+    /// The last frame (`fin`) has the 0x00 0x00 0xff 0xff tail removed; an earlier one
+    /// keeps its sync-flush marker, so the frames' payloads concatenated are the message's
+    /// DEFLATE data (§7.2.1 "the payload of a fragmented message is the concatenation").
+    /// Without context takeover each frame's data is compressed with a fresh compressor
+    /// (a valid stream: its blocks refer back no further than their own input), so no
+    /// state is held between frames.
+    pub fn deflate_frame(
+        &mut self,
+        opcode: OpCode,
+        payload: &[u8],
+        fin: bool,
+        mask: Option<[u8; 4]>,
+        out: &mut Vec<u8>,
+    ) {
         // The payload is compressed after room for the longest header, then the header is
         // written in front of it and the payload moved up against it.
         let start = out.len();
         out.resize(start + MAX_HEADER, 0);
-        let bits = self.agreement.server_max_window_bits;
-        if self.agreement.server_no_context_takeover {
+        let (fresh, bits) = self.agreement.sending(self.role);
+        if fresh {
             with_pool(|pool| {
                 let mut spare = None;
                 let slot = pool.and_then(|pool| {
@@ -305,7 +352,9 @@ impl PerMessageDeflate {
             deflate_into(deflater, payload, out);
         }
         // RFC 7692 §7.2.1: remove the 0x00 0x00 0xff 0xff the sync flush ended with.
-        if out.ends_with(&TAIL) && out.len() >= start + MAX_HEADER + TAIL.len() {
+        if !fin {
+            // Not the end of the message: the marker stays, the stream goes on.
+        } else if out.ends_with(&TAIL) && out.len() >= start + MAX_HEADER + TAIL.len() {
             out.truncate(out.len() - TAIL.len());
         } else if out.len() == start + MAX_HEADER {
             // zlib emits nothing for a sync flush with no input right after another sync
@@ -318,13 +367,16 @@ impl PerMessageDeflate {
         }
         let compressed = out.len() - start - MAX_HEADER;
         let mut head = [0u8; MAX_HEADER];
-        let head_len = header_bytes(&mut head, opcode, compressed);
+        let head_len = header_bytes(&mut head, (fin, opcode), compressed, mask);
         out.copy_within(start + MAX_HEADER.., start + head_len);
         if let (Some(dst), Some(src)) = (out.get_mut(start..start + head_len), head.get(..head_len))
         {
             dst.copy_from_slice(src);
         }
         out.truncate(start + head_len + compressed);
+        if let (Some(key), Some(data)) = (mask, out.get_mut(start + head_len..)) {
+            super::mask::apply_mask(data, key, 0);
+        }
     }
 }
 
@@ -348,24 +400,43 @@ pub fn deliver<F>(
     }
 }
 
-/// The longest server frame header (RFC 6455 §5.2: 2 + 8 bytes, no mask).
-const MAX_HEADER: usize = 10;
+/// The longest frame header (RFC 6455 §5.2: 2 + 8 bytes, and a 4-byte masking key).
+const MAX_HEADER: usize = 14;
 
-/// RFC 6455 §5.2 header of an unmasked FIN data frame with RSV1 set (RFC 7692 §6: "the RSV1
-/// bit is set on the first frame of a compressed message"); returns its length.
-fn header_bytes(head: &mut [u8; MAX_HEADER], opcode: OpCode, len: usize) -> usize {
-    head[0] = 0x80 | RSV1 | opcode as u8;
-    if len < 126 {
-        head[1] = len as u8;
+/// RFC 6455 §5.2 header of a data frame of a compressed message: RSV1 set on the first frame
+/// (RFC 7692 §6: "the RSV1 bit is set on the first frame of a compressed message"), not on a
+/// continuation; the mask bit and key when `mask` is given. Returns its length.
+fn header_bytes(
+    head: &mut [u8; MAX_HEADER],
+    (fin, opcode): (bool, OpCode),
+    len: usize,
+    mask: Option<[u8; 4]>,
+) -> usize {
+    let rsv1 = if opcode == OpCode::Continuation {
+        0
+    } else {
+        RSV1
+    };
+    head[0] = (u8::from(fin) << 7) | rsv1 | opcode as u8;
+    let masked = if mask.is_some() { 0x80 } else { 0 };
+    let at = if len < 126 {
+        head[1] = masked | len as u8;
         2
     } else if let Ok(len) = u16::try_from(len) {
-        head[1] = 126;
+        head[1] = masked | 126;
         head[2..4].copy_from_slice(&len.to_be_bytes());
         4
     } else {
-        head[1] = 127;
+        head[1] = masked | 127;
         head[2..10].copy_from_slice(&(len as u64).to_be_bytes());
         10
+    };
+    match mask {
+        Some(key) => {
+            head[at..at + 4].copy_from_slice(&key);
+            at + 4
+        }
+        None => at,
     }
 }
 

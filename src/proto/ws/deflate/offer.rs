@@ -71,18 +71,59 @@ impl Agreement {
             .max(MIN_WINDOW_BITS)
     }
 
+    /// How the gateway compresses when it is `role`: (no context takeover, window bits).
+    /// RFC 7692 names the parameters by role: the server's are ours on a client's
+    /// connection, the client's are ours on the connection to an upstream.
+    pub(super) fn sending(&self, role: Role) -> (bool, u8) {
+        match role {
+            Role::Server => (self.server_no_context_takeover, self.server_max_window_bits),
+            Role::Client => (
+                self.client_no_context_takeover,
+                self.client_max_window_bits.unwrap_or(MAX_WINDOW_BITS),
+            ),
+        }
+    }
+
+    /// How the peer compresses what the gateway receives as `role`: (no context takeover,
+    /// the window our decompressor needs).
+    pub(super) fn receiving(&self, role: Role) -> (bool, u8) {
+        match role {
+            Role::Server => (self.client_no_context_takeover, self.inflate_window()),
+            Role::Client => (
+                self.server_no_context_takeover,
+                self.server_max_window_bits.max(MIN_WINDOW_BITS),
+            ),
+        }
+    }
+
     /// Bytes of compression state this connection keeps between messages (0 without
     /// context takeover): what the handshake reserves against [`MemoryBudget`].
     pub fn state_cost(&self) -> usize {
+        self.state_cost_as(Role::Server)
+    }
+
+    /// [`Agreement::state_cost`] for the gateway as `role`.
+    pub fn state_cost_as(&self, role: Role) -> usize {
         let mut cost = 0;
-        if !self.server_no_context_takeover && self.server_max_window_bits >= MIN_WINDOW_BITS {
-            cost += deflate_cost(self.server_max_window_bits);
+        let (fresh, bits) = self.sending(role);
+        if !fresh && bits >= MIN_WINDOW_BITS {
+            cost += deflate_cost(bits);
         }
-        if !self.client_no_context_takeover {
-            cost += inflate_cost(self.inflate_window());
+        let (fresh, bits) = self.receiving(role);
+        if !fresh {
+            cost += inflate_cost(bits);
         }
         cost
     }
+}
+
+/// Which end of a connection the gateway is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// On a client's connection.
+    Server,
+    /// On its connection to an upstream (SPEC §10 "Proxied routes").
+    Client,
 }
 
 /// Heap held by one raw compressor with this window, zlib-rs at memory level 8: the window
@@ -117,14 +158,15 @@ enum Value<'a> {
     Quoted(&'a [u8]),
 }
 
-/// One permessage-deflate offer, checked against RFC 7692 §7.1.
+/// One permessage-deflate element (an offer, or an upstream's answer), checked against
+/// RFC 7692 §7.1.
 #[derive(Debug, Default, Clone, Copy)]
-struct Offer {
-    server_no_context_takeover: bool,
-    client_no_context_takeover: bool,
-    server_max_window_bits: Option<u8>,
+pub(super) struct Offer {
+    pub(super) server_no_context_takeover: bool,
+    pub(super) client_no_context_takeover: bool,
+    pub(super) server_max_window_bits: Option<u8>,
     /// `Some(None)`: named without a value (RFC 7692 §7.1.2.2 allows it in an offer).
-    client_max_window_bits: Option<Option<u8>>,
+    pub(super) client_max_window_bits: Option<Option<u8>>,
 }
 
 /// RFC 7230 §3.2.6 `tchar`.
@@ -237,9 +279,12 @@ fn window_bits(value: Value<'_>) -> Result<u8, MalformedOffer> {
     }
 }
 
-/// Parses every element of one header value, calling `on_offer` for each permessage-deflate
-/// offer (others are skipped after their syntax is checked).
-fn parse_value(value: &[u8], on_offer: &mut dyn FnMut(Offer)) -> Result<(), MalformedOffer> {
+/// Parses every element of one header value, calling `on_element` for each: `Some` for a
+/// permessage-deflate element, `None` for another extension (whose syntax was checked).
+pub(super) fn parse_value(
+    value: &[u8],
+    on_element: &mut dyn FnMut(Option<Offer>),
+) -> Result<(), MalformedOffer> {
     let mut c = Cursor {
         bytes: value,
         at: 0,
@@ -269,9 +314,7 @@ fn parse_value(value: &[u8], on_offer: &mut dyn FnMut(Offer)) -> Result<(), Malf
             return Err(MalformedOffer);
         }
         elements += 1;
-        if ours {
-            on_offer(offer);
-        }
+        on_element(ours.then_some(offer));
     }
     // RFC 6455 §9.1: `1#extension`, at least one element.
     if elements == 0 {
@@ -325,8 +368,8 @@ pub fn negotiate<'a>(
 ) -> Result<Option<Agreement>, MalformedOffer> {
     let mut chosen = None;
     for value in values {
-        parse_value(value, &mut |offer| {
-            if chosen.is_none() {
+        parse_value(value, &mut |element| {
+            if let (None, Some(offer)) = (&chosen, element) {
                 chosen = answer(&offer, config);
             }
         })?;
@@ -410,6 +453,17 @@ impl MemoryBudget {
 pub struct Ticket {
     budget: Arc<MemoryBudget>,
     bytes: usize,
+}
+
+impl Ticket {
+    /// Gives back all but `bytes` of the reservation (an upstream answered with less state
+    /// than the offer could have led to); `None` when nothing is left reserved.
+    pub fn shrink(mut self, bytes: usize) -> Option<Ticket> {
+        let give_back = self.bytes.saturating_sub(bytes);
+        self.budget.used.fetch_sub(give_back, Ordering::AcqRel);
+        self.bytes -= give_back;
+        (self.bytes > 0).then_some(self)
+    }
 }
 
 impl Drop for Ticket {

@@ -468,6 +468,150 @@ fn the_budget_declines_past_its_limit_and_gives_back_on_drop() {
         .is_some());
 }
 
+/// Splits frames written by [`PerMessageDeflate::deflate_frame`]: (first byte, payload
+/// unmasked), checking the mask bit against `masked`.
+fn split_frames(mut bytes: &[u8], masked: bool) -> Vec<(u8, Vec<u8>)> {
+    let mut frames = Vec::new();
+    while let Ok(Some((header, len))) = parse_header(bytes) {
+        assert_eq!(header.mask.is_some(), masked);
+        let end = len + header.payload_len as usize;
+        let mut payload = bytes[len..end].to_vec();
+        if let Some(key) = header.mask {
+            crate::proto::ws::mask::apply_mask(&mut payload, key, 0);
+        }
+        frames.push((bytes[0], payload));
+        bytes = &bytes[end..];
+    }
+    assert!(bytes.is_empty(), "whole frames only");
+    frames
+}
+
+/// One message's payload (tail removed) inflated by a plain `flate2` decompressor, whatever
+/// its inflated size.
+fn inflate_whole(window_bits: u8, payload: &[u8]) -> Vec<u8> {
+    let mut d = Decompress::new_with_window_bits(false, window_bits);
+    let input = [payload, &TAIL[..]].concat();
+    let mut out = Vec::with_capacity(1 << 16);
+    while (d.total_in() as usize) < input.len() {
+        if out.len() == out.capacity() {
+            out.reserve(out.capacity());
+        }
+        let before = (d.total_in(), out.len());
+        d.decompress_vec(
+            &input[d.total_in() as usize..],
+            &mut out,
+            FlushDecompress::Sync,
+        )
+        .expect("a valid stream");
+        assert!(before != (d.total_in(), out.len()), "no progress");
+    }
+    out
+}
+
+#[test]
+fn a_message_compressed_across_frames_is_one_stream() {
+    // SPEC §10 relay: an upstream message relayed piece by piece, each piece one frame.
+    let message: Vec<u8> = (0..40_000u32)
+        .flat_map(|i| format!("{{\"n\":{}}},", i % 97).into_bytes())
+        .collect();
+    for takeover in [false, true] {
+        for masked in [false, true] {
+            let (mut pmd, bits) = if masked {
+                // The gateway as the client of an upstream: the client_* parameters are ours.
+                let offer = ClientOffer {
+                    config: config(15, takeover),
+                    no_context_takeover: !takeover,
+                };
+                let answer: &[u8] = if takeover {
+                    b"permessage-deflate; client_max_window_bits=11"
+                } else {
+                    b"permessage-deflate; server_no_context_takeover; client_max_window_bits=11"
+                };
+                let agreement = accept_answer([answer], Some(&offer))
+                    .expect("valid")
+                    .expect("agreed");
+                (PerMessageDeflate::client(agreement, None), 11)
+            } else {
+                (PerMessageDeflate::new(agreement(takeover), None), 15)
+            };
+            let mut out = Vec::new();
+            for round in 0..2 {
+                out.clear();
+                let pieces: Vec<&[u8]> = message.chunks(7000).collect();
+                for (i, piece) in pieces.iter().enumerate() {
+                    let opcode = if i == 0 {
+                        OpCode::Binary
+                    } else {
+                        OpCode::Continuation
+                    };
+                    let mask = masked.then_some([1, 2, 3, 4]);
+                    pmd.deflate_frame(opcode, piece, i + 1 == pieces.len(), mask, &mut out);
+                }
+                let frames = split_frames(&out, masked);
+                assert_eq!(frames.len(), pieces.len());
+                // RFC 7692 §6: RSV1 on the first frame only; FIN on the last only.
+                assert_eq!(frames[0].0, 0x42);
+                assert!(frames[1..frames.len() - 1].iter().all(|f| f.0 == 0x00));
+                assert_eq!(frames[frames.len() - 1].0, 0x80);
+                let joined: Vec<u8> = frames.iter().flat_map(|f| f.1.clone()).collect();
+                assert!(joined.len() * 5 < message.len(), "{} bytes", joined.len());
+                // An independent inflater with the agreed window reads it back, round
+                // after round (with takeover the second refers to the first).
+                if round == 0 || !takeover {
+                    let inflated = inflate_whole(bits, &joined);
+                    assert_eq!(inflated, message, "takeover {takeover} masked {masked}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_client_role_inflates_the_server_parameters() {
+    // An upstream with context takeover: its second "Hello" refers back (RFC 7692 §7.2.3.2).
+    let offer = ClientOffer {
+        config: config(15, true),
+        no_context_takeover: false,
+    };
+    let agreement = accept_answer([&b"permessage-deflate"[..]], Some(&offer))
+        .expect("valid")
+        .expect("agreed");
+    let mut pmd = PerMessageDeflate::client(agreement, None);
+    assert_eq!(inflate(&mut pmd, &HELLO, 1024), Ok(b"Hello".to_vec()));
+    assert_eq!(inflate(&mut pmd, &HELLO_AGAIN, 1024), Ok(b"Hello".to_vec()));
+    // Without it (the no-context-takeover offer), each message stands alone.
+    let offer = ClientOffer {
+        no_context_takeover: true,
+        ..offer
+    };
+    let answer = b"permessage-deflate; server_no_context_takeover";
+    let agreement = accept_answer([&answer[..]], Some(&offer))
+        .expect("valid")
+        .expect("agreed");
+    let mut pmd = PerMessageDeflate::client(agreement, None);
+    assert_eq!(agreement.state_cost_as(Role::Client), 0);
+    assert_eq!(inflate(&mut pmd, &HELLO, 1024), Ok(b"Hello".to_vec()));
+    assert!(inflate(&mut pmd, &HELLO_AGAIN, 1024).is_err());
+    // Our window of 8 bits: nothing goes out compressed.
+    let agreement = accept_answer(
+        [&b"permessage-deflate; server_no_context_takeover; client_max_window_bits=8"[..]],
+        Some(&offer),
+    )
+    .expect("valid")
+    .expect("agreed");
+    assert!(!PerMessageDeflate::client(agreement, None).compresses(1 << 20));
+}
+
+#[test]
+fn a_ticket_shrinks_to_what_the_answer_keeps() {
+    let budget = MemoryBudget::new(1000);
+    let ticket = budget.reserve(600).expect("fits");
+    let ticket = ticket.shrink(200).expect("some left");
+    assert_eq!(budget.used(), 200);
+    assert!(ticket.shrink(0).is_none());
+    assert_eq!(budget.used(), 0);
+}
+
 mod session {
     //! The extension inside the session: RSV1 rules, fragments, bounds, the echo compressed.
     use super::*;
