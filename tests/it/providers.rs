@@ -115,34 +115,12 @@ scope = ["echo"]
     )
 }
 
-fn admin_addr(gw: &Gateway) -> SocketAddr {
-    let line = gw.wait_log("admin listening on ");
-    line.split("admin listening on ")
-        .nth(1)
-        .and_then(|a| a.split_whitespace().next())
-        .expect("admin addr")
-        .parse()
-        .expect("addr")
-}
-
 /// GET on the admin listener: (status, body).
 fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("admin");
-    s.set_read_timeout(Some(WAIT)).expect("timeout");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
+    exchange(
+        TcpStream::connect(addr).expect("admin"),
+        &format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"),
     )
-    .expect("send");
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).expect("read");
-    let status = resp
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status");
-    let body = resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (status, body)
 }
 
 fn attempt(gw: &Gateway, token: &str) -> (Response, TcpStream) {
