@@ -523,6 +523,17 @@ public = true
     )
 }
 
+/// The gateway process's resident set size in KiB (Linux /proc/PID/status, VmRSS).
+pub fn rss_kib(gw: &Gateway) -> u64 {
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", gw.child.id())).expect("/proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
 /// CPU time (user + system, in clock ticks, usually 1/100 s) that process `pid` has used
 /// (Linux /proc/PID/stat fields 14 and 15).
 pub fn cpu_ticks(pid: u32) -> u64 {
@@ -534,6 +545,17 @@ pub fn cpu_ticks(pid: u32) -> u64 {
     let utime: u64 = fields[11].parse().expect("utime");
     let stime: u64 = fields[12].parse().expect("stime");
     utime + stime
+}
+
+/// A 429 with a `Retry-After` of 1 to 60 whole seconds (SPEC §4).
+pub fn assert_429(r: &Response) {
+    assert_eq!(r.status, 429, "{r:?}");
+    let secs: u64 = r
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .expect("Retry-After in whole seconds");
+    assert!((1..=60).contains(&secs), "{r:?}");
 }
 
 /// Sends `req` on `s` and reads the answer; None when the gateway closed the connection
