@@ -123,17 +123,6 @@ fn reset(s: TcpStream) {
     drop(s);
 }
 
-/// The gateway process's resident set size in KiB (Linux /proc).
-fn rss_kib(gw: &Gateway) -> u64 {
-    let status =
-        std::fs::read_to_string(format!("/proc/{}/status", gw.child.id())).expect("/proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
 /// The number of file descriptors the gateway holds (Linux /proc).
 fn fd_count(gw: &Gateway) -> usize {
     std::fs::read_dir(format!("/proc/{}/fd", gw.child.id()))
@@ -349,16 +338,6 @@ fn write_in_background(s: &TcpStream, data: Vec<u8>) -> JoinHandle<usize> {
         }
         at
     })
-}
-
-fn assert_429(r: &Response) {
-    assert_eq!(r.status, 429, "{r:?}");
-    let secs: u64 = r
-        .header("retry-after")
-        .expect("Retry-After")
-        .parse()
-        .expect("Retry-After in whole seconds");
-    assert!((1..=60).contains(&secs), "{r:?}");
 }
 
 // ---------------------------------------------------------------------------------------

@@ -157,18 +157,6 @@ fn next_text(s: &mut TcpStream) -> String {
     String::from_utf8(p).expect("utf8")
 }
 
-/// The gateway's resident set size in KiB (Linux /proc).
-fn rss_kib(gw: &Gateway) -> u64 {
-    let status =
-        std::fs::read_to_string(format!("/proc/{}/status", gw.child.id())).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS")
-}
-
 // ------------------------------------------------------------------------------------
 // The raw upstream.
 
