@@ -5,7 +5,6 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 
-use base64::Engine as _;
 use crossbeam_channel::{unbounded, Receiver};
 use wsgate::auth::keys::Alg;
 use wsgate::cli::token::{sign, SigningKey};
@@ -14,18 +13,10 @@ use crate::support::*;
 
 const SECRET: &[u8] = b"harden-tests-secret-0123456789abcdef-01234567";
 
-fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-}
-
 fn token_with(header: &str, sub: &str) -> String {
     let now = now_unix();
-    sign(
-        Alg::HS256,
-        &SigningKey::Hmac(SECRET.to_vec()),
+    hs256(
+        SECRET,
         header,
         &format!(
             r#"{{"sub":{},"iat":{now},"exp":{},"scope":"chat"}}"#,
@@ -33,11 +24,10 @@ fn token_with(header: &str, sub: &str) -> String {
             now + 3600
         ),
     )
-    .expect("sign")
 }
 
 fn token(sub: &str) -> String {
-    token_with(r#"{"alg":"HS256","typ":"JWT"}"#, sub)
+    token_with(HS256_HEADER, sub)
 }
 
 /// An upstream that records each upgrade request head, answers 101, then holds the
@@ -117,20 +107,11 @@ fn metric(text: &str, series: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {series} in {text}"))
 }
 
-fn dir_with_secret() -> TempDir {
-    let dir = TempDir::new();
-    dir.write(
-        "hs.secret",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(SECRET),
-    );
-    dir
-}
-
 /// A gateway with one upstream route `/chat` over `upstreams` (full URLs).
 fn proxy_gateway(upstreams: &[String], extra: &str) -> Gateway {
     let list: Vec<String> = upstreams.iter().map(|u| format!("\"{u}\"")).collect();
     Gateway::start_in(
-        dir_with_secret(),
+        hs_secret_dir(SECRET),
         &format!(
             r#"
 [server]
@@ -304,7 +285,7 @@ fn description(gw: &Gateway, token: &str) -> String {
 #[test]
 fn key_setup_failures_all_read_invalid_signature_and_logs_keep_the_reason() {
     let gw = Gateway::start_in(
-        dir_with_secret(),
+        hs_secret_dir(SECRET),
         r#"
 [server]
 listen = ["127.0.0.1:0"]
@@ -421,7 +402,7 @@ backend = "echo"
 
 #[test]
 fn client_controlled_fields_are_quoted_escaped_and_cut() {
-    let gw = Gateway::start_in(dir_with_secret(), &token_route_config());
+    let gw = Gateway::start_in(hs_secret_dir(SECRET), &token_route_config());
     let t = token(NASTY_SUB);
     let long_query = "q".repeat(600);
     let _s = open(&gw, &format!("/echo?access_token={t}&{long_query}"), &[]);
@@ -464,7 +445,7 @@ fn client_controlled_fields_are_quoted_escaped_and_cut() {
 #[test]
 fn json_log_format_writes_one_object_per_line() {
     let gw = Gateway::start_with_env(
-        dir_with_secret(),
+        hs_secret_dir(SECRET),
         &token_route_config(),
         &[("WSGATE_LOG_FORMAT", "json")],
     );
@@ -505,27 +486,14 @@ fn ipv6_clients_are_held_to_per_ip_budgets_over_real_sockets() {
         eprintln!("no IPv6 loopback: skipped");
         return;
     }
-    let gw = Gateway::start_in(
-        dir_with_secret(),
-        r#"
-[server]
-listen = ["[::1]:0"]
-workers = 1
-
-[limits]
-per_ip_auth_failures = "1/s"
-ipv6_prefix = 64
-
-[[auth.key]]
-kid = "a"
-alg = "HS256"
-secret_file = "hs.secret"
-
-[[route]]
-path = "/echo"
-backend = "echo"
-"#,
-    );
+    // The token route's config, on [::1] with a one-a-second failure budget.
+    let config = token_route_config()
+        .replace("127.0.0.1:0", "[::1]:0")
+        .replace(
+            "workers = 1\n",
+            "workers = 1\n\n[limits]\nper_ip_auth_failures = \"1/s\"\nipv6_prefix = 64\n",
+        );
+    let gw = Gateway::start_in(hs_secret_dir(SECRET), &config);
     assert!(gw.addr.is_ipv6());
     let bad = hs(Alg::HS256, r#"{"alg":"HS256","kid":"a"}"#, "u") + "x";
     let statuses: Vec<u16> = (0..3)
