@@ -500,6 +500,20 @@ pub fn echo_once<S: Read + Write>(s: &mut S, opcode: u8, payload: &[u8]) {
     assert!(p == payload, "echo of {} bytes differs", payload.len());
 }
 
+/// Closes a tungstenite client and reads until the close handshake ends; any data
+/// message after our close fails the test.
+pub fn close_tungstenite<S: Read + Write>(ws: &mut tungstenite::WebSocket<S>) {
+    ws.close(None).expect("close");
+    loop {
+        match ws.read() {
+            Ok(tungstenite::Message::Close(_)) => {}
+            Ok(m) => panic!("unexpected {m:?}"),
+            Err(tungstenite::Error::ConnectionClosed) => break,
+            Err(e) => panic!("close: {e}"),
+        }
+    }
+}
+
 /// A public echo route at /echo with `workers` workers; `server` and `limits` are extra
 /// lines for those sections (per_ip_handshakes is raised so that tests may open many
 /// connections quickly).

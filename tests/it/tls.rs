@@ -104,15 +104,7 @@ fn wss_echo_with_tungstenite_including_200_kib() {
         let got = ws.read().expect("read");
         assert!(&got == m, "echo differs (len {})", m.len());
     }
-    ws.close(None).expect("close");
-    loop {
-        match ws.read() {
-            Ok(Message::Close(_)) => {}
-            Ok(m) => panic!("unexpected {m:?}"),
-            Err(tungstenite::Error::ConnectionClosed) => break,
-            Err(e) => panic!("close: {e}"),
-        }
-    }
+    close_tungstenite(&mut ws);
 }
 
 #[test]
