@@ -14,9 +14,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use wsgate::auth::keys::Alg;
-use wsgate::cli::token::{sign, SigningKey};
-
 use crate::support::*;
 
 /// The attacker's source address.
@@ -845,34 +842,19 @@ fn connection_churn_with_resets_leaks_nothing() {
 
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-abuse-tests";
 
-fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-}
-
 fn hs_token(sub: &str, secret: &[u8]) -> String {
     let now = now_unix();
-    sign(
-        Alg::HS256,
-        &SigningKey::Hmac(secret.to_vec()),
-        r#"{"alg":"HS256","typ":"JWT","kid":"hs"}"#,
+    hs256(
+        secret,
+        HS256_HEADER_KID_HS,
         &format!(r#"{{"sub":"{sub}","iat":{now},"exp":{}}}"#, now + 600),
     )
-    .expect("sign")
 }
 
 #[test]
 fn invalid_token_flood_gets_429_and_spares_other_ips() {
-    use base64::Engine as _;
-    let dir = TempDir::new();
-    dir.write(
-        "hs.secret",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(SECRET),
-    );
     let gw = Gateway::start_in(
-        dir,
+        hs_secret_dir(SECRET),
         &config_with(
             "",
             &["per_ip_auth_failures = \"10/s\""],

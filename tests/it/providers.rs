@@ -375,6 +375,15 @@ fn jose(args: &[&str]) -> Value {
     serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("jose said {text:?}: {e}"))
 }
 
+/// A token `jose` signs over `payload` with the private key file `key`.
+fn jose_token(key: &str, alg: &str, kid: &str, payload: &str) -> String {
+    let v = jose(&["sign", key, alg, kid, payload]);
+    v["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{v}"))
+        .to_owned()
+}
+
 #[test]
 fn jose_signs_with_wsgate_keys_and_verifies_wsgate_tokens() {
     let dir = TempDir::new();
@@ -407,20 +416,14 @@ backend = "echo"
 scope = ["echo"]
 "#,
     );
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs();
+    let now = now_unix();
     let payload = format!(
         r#"{{"sub":"alice","scope":"echo","iat":{now},"exp":{}}}"#,
         now + 600
     );
     for (key, alg, kid) in [(&rs_key, "RS256", "rs"), (&es_key, "ES256", "es")] {
-        let signed = jose(&["sign", key, alg, kid, &payload]);
-        let token = signed["token"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{signed}"));
-        let (r, mut s) = attempt(&gw, token);
+        let token = jose_token(key, alg, kid, &payload);
+        let (r, mut s) = attempt(&gw, &token);
         assert_eq!(r.status, 101, "{alg} from jose: {r:?}");
         echo_once(&mut s, 1, alg.as_bytes());
     }
@@ -479,20 +482,13 @@ backend = "echo"
 scope = ["echo"]
 "#,
     );
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs();
+    let now = now_unix();
     let signed_by_a = |iss: &str| {
         let payload = format!(
             r#"{{"iss":"{iss}","aud":"wsgate","sub":"s","scope":"echo","iat":{now},"exp":{}}}"#,
             now + 600
         );
-        let v = jose(&["sign", &a_key, "ES256", "k", &payload]);
-        v["token"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{v}"))
-            .to_owned()
+        jose_token(&a_key, "ES256", "k", &payload)
     };
     let (r, _) = attempt(&gw, &signed_by_a("https://a.example"));
     assert_eq!(r.status, 101, "{r:?}");

@@ -3,8 +3,6 @@
 
 use super::*;
 
-// legs").
-
 /// An upstream that completes the handshake and then never reads; it keeps the socket
 /// until `release` is set, then closes it with whatever is unread (a reset).
 fn stalled_upstream(release: Arc<AtomicBool>) -> SocketAddr {

@@ -3,9 +3,6 @@
 
 use super::*;
 
-// ------------------------------------------------------------------------------------
-// The client goes away.
-
 #[test]
 fn client_vanishing_gives_the_upstream_1001_going_away() {
     let (up, rx) = echo_upstream();
@@ -221,7 +218,7 @@ fn in_band_refresh_is_answered_by_the_gateway_and_never_forwarded() {
 }
 
 // ------------------------------------------------------------------------------------
-// More closes the gateway decides, and the upstream's first frames.
+// More closes the gateway decides.
 
 /// A chat token whose `exp` is `exp` (unix seconds).
 fn token_exp(sub: &str, exp: u64) -> String {

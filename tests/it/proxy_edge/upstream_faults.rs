@@ -2,9 +2,6 @@
 
 use super::*;
 
-// ------------------------------------------------------------------------------------
-// Upstream failures after the 101.
-
 #[test]
 fn upstream_vanishing_without_close_gives_the_client_1014() {
     let up = raw_upstream(|mut up| {

@@ -3,10 +3,6 @@
 
 use super::*;
 
-// ---------------------------------------------------------------------------------------
-// SPEC §9: RS*, PS*, ES* static keys, and key confusion across key types
-// ---------------------------------------------------------------------------------------
-
 /// A test data file's bytes.
 fn data_file(name: &str) -> Vec<u8> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

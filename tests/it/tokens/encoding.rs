@@ -2,10 +2,6 @@
 
 use super::*;
 
-// ---------------------------------------------------------------------------------------
-// Encoding and structure
-// ---------------------------------------------------------------------------------------
-
 /// The base64url alphabet.
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 

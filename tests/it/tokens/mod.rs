@@ -7,7 +7,7 @@
 
 use std::io::{ErrorKind, Write};
 use std::net::{TcpListener, TcpStream};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
@@ -36,12 +36,7 @@ pub const ED_HEADER: &str = r#"{"alg":"EdDSA","typ":"JWT","kid":"ed"}"#;
 pub const HS_HEADER: &str = r#"{"alg":"HS256","typ":"JWT","kid":"hs"}"#;
 
 /// Wall-clock now, unix seconds (the gateway reads the same clock).
-pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs()
-}
+pub use crate::support::now_unix as now;
 
 /// The signing halves of the keys `wsgate keygen` wrote as `DIR/ed.*` and `DIR/hs.secret`.
 pub struct Keys {

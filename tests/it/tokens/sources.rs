@@ -2,10 +2,6 @@
 
 use super::*;
 
-// ---------------------------------------------------------------------------------------
-// Valid tokens, every source
-// ---------------------------------------------------------------------------------------
-
 #[test]
 fn valid_tokens_from_query_and_header_sources_then_echo() {
     let (gw, k) = start("", LIMITS_OFF);
