@@ -113,6 +113,16 @@ fn open_from(gw: &Gateway, ip: Ipv4Addr, extra: &[&str]) -> TcpStream {
     s
 }
 
+/// An open WebSocket on /echo from `ATTACKER_IP` with a 4 KiB receive buffer, so that
+/// the gateway's output soon fills the window.
+fn open_small_window(gw: &Gateway) -> TcpStream {
+    let mut s = connect_from(gw.addr, ATTACKER_IP, Some(4096));
+    s.write_all(upgrade_request("/echo", &[]).as_bytes())
+        .expect("request");
+    assert_eq!(read_response(&mut s).status, 101);
+    s
+}
+
 /// Closes with a TCP reset (SO_LINGER 0), never a FIN.
 fn reset(s: TcpStream) {
     let s = socket2::Socket::from(s);
@@ -673,10 +683,7 @@ fn ping_flood_without_rate_limit_is_bounded_by_backpressure() {
     ));
     let victim = Victim::start(&gw, &[]);
     let rss_before = rss_kib(&gw);
-    let mut s = connect_from(gw.addr, ATTACKER_IP, Some(4096));
-    s.write_all(upgrade_request("/echo", &[]).as_bytes())
-        .expect("request");
-    assert_eq!(read_response(&mut s).status, 101);
+    let s = open_small_window(&gw);
     // 50,000 pings of 125 bytes: 6.1 MiB of pongs that nobody reads.
     let ping = client_frame(true, 9, &[0x70; 125]);
     let flood: Vec<u8> = ping.repeat(50_000);
@@ -711,10 +718,7 @@ fn slow_reader_is_bounded_then_closed_as_slow_consumer() {
     ));
     let victim = Victim::start(&gw, &[]);
     let rss_before = rss_kib(&gw);
-    let mut s = connect_from(gw.addr, ATTACKER_IP, Some(4096));
-    s.write_all(upgrade_request("/echo", &[]).as_bytes())
-        .expect("request");
-    assert_eq!(read_response(&mut s).status, 101);
+    let mut s = open_small_window(&gw);
     let frame = client_frame(true, 2, &[0x5a; 64 * 1024]);
     s.set_write_timeout(Some(Duration::from_millis(500)))
         .expect("timeout");
@@ -1162,10 +1166,7 @@ fn all_attacks_leave_fds_and_rss_near_baseline() {
         client_frame(true, 9, &[0x70; 125]).repeat(20_000),
         client_frame(true, 2, &[0x5a; 64 * 1024]).repeat(100),
     ] {
-        let mut s = connect_from(gw.addr, ATTACKER_IP, Some(4096));
-        s.write_all(upgrade_request("/echo", &[]).as_bytes())
-            .expect("request");
-        assert_eq!(read_response(&mut s).status, 101);
+        let s = open_small_window(&gw);
         s.set_write_timeout(Some(Duration::from_secs(1)))
             .expect("timeout");
         readers.push((write_in_background(&s, frame), s));

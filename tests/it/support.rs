@@ -259,8 +259,9 @@ impl Response {
     }
 }
 
-/// Reads one HTTP response from `s`. For a 101, stops after the head.
-pub fn read_response(s: &mut TcpStream) -> Response {
+/// Reads an HTTP response head from any stream, byte by byte (nothing after the head is
+/// consumed), up to EOF at the latest; returns it as text.
+pub fn read_head<R: Read>(s: &mut R) -> String {
     let mut buf = Vec::new();
     let mut byte = [0u8; 1];
     while !buf.ends_with(b"\r\n\r\n") {
@@ -268,12 +269,17 @@ pub fn read_response(s: &mut TcpStream) -> Response {
             Ok(0) => break,
             Ok(_) => buf.push(byte[0]),
             Err(e) => panic!(
-                "reading response: {e}; got {:?}",
+                "reading response head: {e}; got {:?}",
                 String::from_utf8_lossy(&buf)
             ),
         }
     }
-    let text = String::from_utf8_lossy(&buf).into_owned();
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// Reads one HTTP response from `s`. For a 101, stops after the head.
+pub fn read_response(s: &mut TcpStream) -> Response {
+    let text = read_head(s);
     let mut lines = text.split("\r\n");
     let status_line = lines.next().unwrap_or("");
     let status = status_line
