@@ -33,62 +33,13 @@ fn token(sub: &str) -> String {
 /// An upstream that records each upgrade request head, answers 101, then holds the
 /// connection until the gateway closes it.
 fn recording_upstream() -> (SocketAddr, Receiver<String>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
-    let addr = listener.local_addr().expect("addr");
     let (tx, rx) = unbounded();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { break };
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                let _ = s.set_read_timeout(Some(WAIT));
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    match s.read(&mut byte) {
-                        Ok(1) => head.push(byte[0]),
-                        _ => return,
-                    }
-                }
-                let head = String::from_utf8_lossy(&head).into_owned();
-                let key = head_values(&head, "sec-websocket-key")
-                    .into_iter()
-                    .next()
-                    .unwrap_or_default();
-                let accept = wsgate::proto::ws::accept::accept_key(key.as_bytes());
-                let _ = tx.send(head);
-                let _ = write!(
-                    s,
-                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
-                    String::from_utf8_lossy(&accept)
-                );
-                let mut sink = [0u8; 1024];
-                while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
-            });
-        }
+    let addr = raw_upstream(move |mut up| {
+        let _ = tx.send(up.head.clone());
+        up.accept();
+        up.wait_closed();
     });
     (addr, rx)
-}
-
-/// Values of header `name` (case-insensitive) in a raw request head.
-fn head_values(head: &str, name: &str) -> Vec<String> {
-    head.split("\r\n")
-        .skip(1)
-        .filter_map(|l| l.split_once(':'))
-        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.trim().to_string())
-        .collect()
-}
-
-fn admin_addr(gw: &Gateway) -> SocketAddr {
-    gw.wait_log("admin listening on ")
-        .split("admin listening on ")
-        .nth(1)
-        .and_then(|a| a.split_whitespace().next())
-        .map(|a| a.trim_end_matches(['"', ',', '}']))
-        .expect("admin addr")
-        .parse()
-        .expect("addr")
 }
 
 fn metrics(gw: &Gateway) -> String {

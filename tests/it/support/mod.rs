@@ -12,6 +12,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod upstream;
+pub use upstream::{head_values, raw_upstream, Up};
+
 /// Upper bound for any single wait in a test; a bound, never a synchronisation.
 pub const WAIT: Duration = Duration::from_secs(10);
 
@@ -666,6 +669,8 @@ pub fn admin_addr(gw: &Gateway) -> SocketAddr {
         .split("admin listening on ")
         .nth(1)
         .and_then(|a| a.split_whitespace().next())
+        // In the JSON log format the address ends inside a JSON string.
+        .map(|a| a.trim_end_matches(['"', ',', '}']))
         .expect("admin addr")
         .parse()
         .expect("addr")
