@@ -123,6 +123,17 @@ fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
     )
 }
 
+/// A gateway whose one provider is `idp` with `min_refresh`, once its first fetch
+/// brought usable keys.
+fn gateway_for(idp: &Idp, min_refresh: &str) -> Gateway {
+    let gw = Gateway::start(&config(&format!(
+        "issuer = \"{}\"\nmin_refresh = \"{min_refresh}\"",
+        idp.issuer
+    )));
+    gw.wait_log("usable keys fetched");
+    gw
+}
+
 fn attempt(gw: &Gateway, token: &str) -> (Response, TcpStream) {
     let auth = format!("Authorization: Bearer {token}");
     request(gw, upgrade_request("/echo", &[&auth]).as_bytes())
@@ -158,12 +169,8 @@ fn with_kid(token: &str, kid: &str) -> String {
 #[test]
 fn discovery_then_every_algorithm_through_sockets() {
     let mut idp = Idp::start();
-    let gw = Gateway::start(&config(&format!(
-        "issuer = \"{}\"\nmin_refresh = \"1s\"",
-        idp.issuer
-    )));
+    let gw = gateway_for(&idp, "1s");
     let admin = admin_addr(&gw);
-    gw.wait_log("usable keys fetched");
     eventually("/readyz 200", || {
         (admin_get(admin, "/readyz").0 == 200).then_some(())
     });
@@ -190,11 +197,7 @@ fn discovery_then_every_algorithm_through_sockets() {
 #[test]
 fn rotation_refetches_the_new_kid_and_retires_the_old_keys_sessions() {
     let mut idp = Idp::start();
-    let gw = Gateway::start(&config(&format!(
-        "issuer = \"{}\"\nmin_refresh = \"1s\"",
-        idp.issuer
-    )));
-    gw.wait_log("usable keys fetched");
+    let gw = gateway_for(&idp, "1s");
     let old = idp.token("ES256");
     let (r, mut live) = attempt(&gw, &old);
     assert_eq!(r.status, 101, "{r:?}");
@@ -225,11 +228,7 @@ fn rotation_refetches_the_new_kid_and_retires_the_old_keys_sessions() {
 #[test]
 fn a_flood_of_unknown_kids_fetches_at_most_once_per_min_refresh() {
     let mut idp = Idp::start();
-    let gw = Gateway::start(&config(&format!(
-        "issuer = \"{}\"\nmin_refresh = \"30s\"",
-        idp.issuer
-    )));
-    gw.wait_log("usable keys fetched");
+    let gw = gateway_for(&idp, "30s");
     let before = idp.jwks_fetches();
     let token = idp.token("RS256");
     for i in 0..40 {
