@@ -398,6 +398,108 @@ pub fn open(gw: &Gateway, path: &str, extra: &[&str]) -> TcpStream {
 }
 
 // ------------------------------------------------------------------------------------
+// HS256 tokens and the admin listener, shared by the files that sign their own tokens.
+
+/// Seconds since the Unix epoch (for `iat` and `exp`).
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+/// The JOSE header of a plain HS256 token.
+pub const HS256_HEADER: &str = r#"{"alg":"HS256","typ":"JWT"}"#;
+
+/// The same, with `kid = "hs"`.
+pub const HS256_HEADER_KID_HS: &str = r#"{"alg":"HS256","typ":"JWT","kid":"hs"}"#;
+
+/// An HS256 token over `payload` (claims JSON) with `header`, signed with `secret`.
+pub fn hs256(secret: &[u8], header: &str, payload: &str) -> String {
+    wsgate::cli::token::sign(
+        wsgate::auth::keys::Alg::HS256,
+        &wsgate::cli::token::SigningKey::Hmac(secret.to_vec()),
+        header,
+        payload,
+    )
+    .expect("sign")
+}
+
+/// An HS256 token for `sub` with a `jti` and a `scope`, issued 10 s ago and valid for
+/// `ttl` more seconds.
+pub fn jti_token(secret: &[u8], sub: &str, jti: &str, scope: &str, ttl: u64) -> String {
+    let now = now_unix();
+    let payload = format!(
+        r#"{{"sub":"{sub}","jti":"{jti}","iat":{},"exp":{},"scope":"{scope}"}}"#,
+        now - 10,
+        now + ttl
+    );
+    hs256(secret, HS256_HEADER, &payload)
+}
+
+/// Writes `hs.secret` (base64url of `secret`) into `dir`, for
+/// `secret_file = "hs.secret"`.
+pub fn write_hs_secret(dir: &TempDir, secret: &[u8]) {
+    use base64::Engine as _;
+    dir.write(
+        "hs.secret",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret),
+    );
+}
+
+/// A fresh directory holding `hs.secret` (see `write_hs_secret`).
+pub fn hs_secret_dir(secret: &[u8]) -> TempDir {
+    let dir = TempDir::new();
+    write_hs_secret(&dir, secret);
+    dir
+}
+
+/// The admin listener's address, from its "admin listening on" log line.
+pub fn admin_addr(gw: &Gateway) -> SocketAddr {
+    gw.wait_log("admin listening on ")
+        .split("admin listening on ")
+        .nth(1)
+        .and_then(|a| a.split_whitespace().next())
+        // In the JSON log format the address ends inside a JSON string.
+        .map(|a| a.trim_end_matches(['"', ',', '}']))
+        .expect("admin addr")
+        .parse()
+        .expect("addr")
+}
+
+/// An admin request: `extra` header lines (each ending in CRLF) after `Host`, then the
+/// bearer token when given, `Content-Length` and `body`.
+pub fn admin_request(
+    method: &str,
+    path: &str,
+    extra: &str,
+    bearer: Option<&str>,
+    body: &str,
+) -> String {
+    let auth = bearer.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    format!(
+        "{method} {path} HTTP/1.1\r\nHost: admin\r\n{extra}{auth}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// Sends `request` on `s` and reads the answer until the listener closes; returns
+/// (status, body).
+pub fn exchange(mut s: TcpStream, request: &str) -> (u16, String) {
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    s.write_all(request.as_bytes()).expect("send");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read");
+    let status = resp
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status");
+    let body = resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+// ------------------------------------------------------------------------------------
 // Helpers for frames.rs, lifecycle.rs and tls.rs (generic over the stream so that the
 // same checks run over TLS).
 
@@ -604,106 +706,4 @@ pub fn answer_or_closed(mut s: TcpStream, req: &[u8]) -> Option<(Response, TcpSt
         }
         Err(e) => panic!("waiting for an answer or a close: {e}"),
     }
-}
-
-// ------------------------------------------------------------------------------------
-// HS256 tokens and the admin listener, shared by the files that sign their own tokens.
-
-/// Seconds since the Unix epoch (for `iat` and `exp`).
-pub fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-}
-
-/// The JOSE header of a plain HS256 token.
-pub const HS256_HEADER: &str = r#"{"alg":"HS256","typ":"JWT"}"#;
-
-/// The same, with `kid = "hs"`.
-pub const HS256_HEADER_KID_HS: &str = r#"{"alg":"HS256","typ":"JWT","kid":"hs"}"#;
-
-/// An HS256 token over `payload` (claims JSON) with `header`, signed with `secret`.
-pub fn hs256(secret: &[u8], header: &str, payload: &str) -> String {
-    wsgate::cli::token::sign(
-        wsgate::auth::keys::Alg::HS256,
-        &wsgate::cli::token::SigningKey::Hmac(secret.to_vec()),
-        header,
-        payload,
-    )
-    .expect("sign")
-}
-
-/// An HS256 token for `sub` with a `jti` and a `scope`, issued 10 s ago and valid for
-/// `ttl` more seconds.
-pub fn jti_token(secret: &[u8], sub: &str, jti: &str, scope: &str, ttl: u64) -> String {
-    let now = now_unix();
-    let payload = format!(
-        r#"{{"sub":"{sub}","jti":"{jti}","iat":{},"exp":{},"scope":"{scope}"}}"#,
-        now - 10,
-        now + ttl
-    );
-    hs256(secret, HS256_HEADER, &payload)
-}
-
-/// Writes `hs.secret` (base64url of `secret`) into `dir`, for
-/// `secret_file = "hs.secret"`.
-pub fn write_hs_secret(dir: &TempDir, secret: &[u8]) {
-    use base64::Engine as _;
-    dir.write(
-        "hs.secret",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret),
-    );
-}
-
-/// A fresh directory holding `hs.secret` (see `write_hs_secret`).
-pub fn hs_secret_dir(secret: &[u8]) -> TempDir {
-    let dir = TempDir::new();
-    write_hs_secret(&dir, secret);
-    dir
-}
-
-/// The admin listener's address, from its "admin listening on" log line.
-pub fn admin_addr(gw: &Gateway) -> SocketAddr {
-    gw.wait_log("admin listening on ")
-        .split("admin listening on ")
-        .nth(1)
-        .and_then(|a| a.split_whitespace().next())
-        // In the JSON log format the address ends inside a JSON string.
-        .map(|a| a.trim_end_matches(['"', ',', '}']))
-        .expect("admin addr")
-        .parse()
-        .expect("addr")
-}
-
-/// An admin request: `extra` header lines (each ending in CRLF) after `Host`, then the
-/// bearer token when given, `Content-Length` and `body`.
-pub fn admin_request(
-    method: &str,
-    path: &str,
-    extra: &str,
-    bearer: Option<&str>,
-    body: &str,
-) -> String {
-    let auth = bearer.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    format!(
-        "{method} {path} HTTP/1.1\r\nHost: admin\r\n{extra}{auth}Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-}
-
-/// Sends `request` on `s` and reads the answer until the listener closes; returns
-/// (status, body).
-pub fn exchange(mut s: TcpStream, request: &str) -> (u16, String) {
-    s.set_read_timeout(Some(WAIT)).expect("timeout");
-    s.write_all(request.as_bytes()).expect("send");
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).expect("read");
-    let status = resp
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status");
-    let body = resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (status, body)
 }
