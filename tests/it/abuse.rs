@@ -14,9 +14,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use wsgate::auth::keys::Alg;
-use wsgate::cli::token::{sign, SigningKey};
-
 use crate::support::*;
 
 /// The attacker's source address.
@@ -116,22 +113,21 @@ fn open_from(gw: &Gateway, ip: Ipv4Addr, extra: &[&str]) -> TcpStream {
     s
 }
 
+/// An open WebSocket on /echo from `ATTACKER_IP` with a 4 KiB receive buffer, so that
+/// the gateway's output soon fills the window.
+fn open_small_window(gw: &Gateway) -> TcpStream {
+    let mut s = connect_from(gw.addr, ATTACKER_IP, Some(4096));
+    s.write_all(upgrade_request("/echo", &[]).as_bytes())
+        .expect("request");
+    assert_eq!(read_response(&mut s).status, 101);
+    s
+}
+
 /// Closes with a TCP reset (SO_LINGER 0), never a FIN.
 fn reset(s: TcpStream) {
     let s = socket2::Socket::from(s);
     let _ = s.set_linger(Some(Duration::ZERO));
     drop(s);
-}
-
-/// The gateway process's resident set size in KiB (Linux /proc).
-fn rss_kib(gw: &Gateway) -> u64 {
-    let status =
-        std::fs::read_to_string(format!("/proc/{}/status", gw.child.id())).expect("/proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
 }
 
 /// The number of file descriptors the gateway holds (Linux /proc).
@@ -349,16 +345,6 @@ fn write_in_background(s: &TcpStream, data: Vec<u8>) -> JoinHandle<usize> {
         }
         at
     })
-}
-
-fn assert_429(r: &Response) {
-    assert_eq!(r.status, 429, "{r:?}");
-    let secs: u64 = r
-        .header("retry-after")
-        .expect("Retry-After")
-        .parse()
-        .expect("Retry-After in whole seconds");
-    assert!((1..=60).contains(&secs), "{r:?}");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -697,10 +683,7 @@ fn ping_flood_without_rate_limit_is_bounded_by_backpressure() {
     ));
     let victim = Victim::start(&gw, &[]);
     let rss_before = rss_kib(&gw);
-    let mut s = connect_from(gw.addr, ATTACKER_IP, Some(4096));
-    s.write_all(upgrade_request("/echo", &[]).as_bytes())
-        .expect("request");
-    assert_eq!(read_response(&mut s).status, 101);
+    let s = open_small_window(&gw);
     // 50,000 pings of 125 bytes: 6.1 MiB of pongs that nobody reads.
     let ping = client_frame(true, 9, &[0x70; 125]);
     let flood: Vec<u8> = ping.repeat(50_000);
@@ -735,10 +718,7 @@ fn slow_reader_is_bounded_then_closed_as_slow_consumer() {
     ));
     let victim = Victim::start(&gw, &[]);
     let rss_before = rss_kib(&gw);
-    let mut s = connect_from(gw.addr, ATTACKER_IP, Some(4096));
-    s.write_all(upgrade_request("/echo", &[]).as_bytes())
-        .expect("request");
-    assert_eq!(read_response(&mut s).status, 101);
+    let mut s = open_small_window(&gw);
     let frame = client_frame(true, 2, &[0x5a; 64 * 1024]);
     s.set_write_timeout(Some(Duration::from_millis(500)))
         .expect("timeout");
@@ -866,34 +846,19 @@ fn connection_churn_with_resets_leaks_nothing() {
 
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-abuse-tests";
 
-fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-}
-
 fn hs_token(sub: &str, secret: &[u8]) -> String {
     let now = now_unix();
-    sign(
-        Alg::HS256,
-        &SigningKey::Hmac(secret.to_vec()),
-        r#"{"alg":"HS256","typ":"JWT","kid":"hs"}"#,
+    hs256(
+        secret,
+        HS256_HEADER_KID_HS,
         &format!(r#"{{"sub":"{sub}","iat":{now},"exp":{}}}"#, now + 600),
     )
-    .expect("sign")
 }
 
 #[test]
 fn invalid_token_flood_gets_429_and_spares_other_ips() {
-    use base64::Engine as _;
-    let dir = TempDir::new();
-    dir.write(
-        "hs.secret",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(SECRET),
-    );
     let gw = Gateway::start_in(
-        dir,
+        hs_secret_dir(SECRET),
         &config_with(
             "",
             &["per_ip_auth_failures = \"10/s\""],
@@ -1201,10 +1166,7 @@ fn all_attacks_leave_fds_and_rss_near_baseline() {
         client_frame(true, 9, &[0x70; 125]).repeat(20_000),
         client_frame(true, 2, &[0x5a; 64 * 1024]).repeat(100),
     ] {
-        let mut s = connect_from(gw.addr, ATTACKER_IP, Some(4096));
-        s.write_all(upgrade_request("/echo", &[]).as_bytes())
-            .expect("request");
-        assert_eq!(read_response(&mut s).status, 101);
+        let s = open_small_window(&gw);
         s.set_write_timeout(Some(Duration::from_secs(1)))
             .expect("timeout");
         readers.push((write_in_background(&s, frame), s));

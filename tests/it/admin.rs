@@ -4,35 +4,14 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::Instant;
 
-use wsgate::auth::keys::Alg;
-use wsgate::cli::token::{sign, SigningKey};
 use wsgate::control::admin::listener::{HEADER_READ_TIMEOUT, PER_PEER_CONNECTIONS};
 
 use crate::support::*;
 
 const SECRET: &[u8] = b"admin-tests-secret-0123456789abcdef-0123456789";
 
-fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-}
-
 fn token(sub: &str, jti: &str, scope: &str) -> String {
-    let now = now_unix();
-    let payload = format!(
-        r#"{{"sub":"{sub}","jti":"{jti}","iat":{},"exp":{},"scope":"{scope}"}}"#,
-        now - 10,
-        now + 3600
-    );
-    sign(
-        Alg::HS256,
-        &SigningKey::Hmac(SECRET.to_vec()),
-        r#"{"alg":"HS256","typ":"JWT"}"#,
-        &payload,
-    )
-    .expect("sign")
+    jti_token(SECRET, sub, jti, scope, 3600)
 }
 
 fn config() -> String {
@@ -69,20 +48,9 @@ fn start(dir: TempDir) -> (Gateway, SocketAddr) {
 }
 
 fn start_with(dir: TempDir, config: &str) -> (Gateway, SocketAddr) {
-    use base64::Engine as _;
-    dir.write(
-        "hs.secret",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(SECRET),
-    );
+    write_hs_secret(&dir, SECRET);
     let gw = Gateway::start_in(dir, config);
-    let line = gw.wait_log("admin listening on ");
-    let addr = line
-        .split("admin listening on ")
-        .nth(1)
-        .and_then(|a| a.split_whitespace().next())
-        .expect("admin addr")
-        .parse()
-        .expect("addr");
+    let addr = admin_addr(&gw);
     (gw, addr)
 }
 
@@ -117,23 +85,10 @@ fn admin_from(
     bearer: Option<&str>,
     body: &str,
 ) -> (u16, String) {
-    let mut s = connect_from(source, addr);
-    s.set_read_timeout(Some(WAIT)).expect("timeout");
-    let auth = bearer.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: admin\r\n{auth}Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).expect("send");
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).expect("read");
-    let status = resp
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status");
-    let body = resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (status, body)
+    exchange(
+        connect_from(source, addr),
+        &admin_request(method, path, "", bearer, body),
+    )
 }
 
 fn echo_ok(s: &mut TcpStream) {

@@ -9,9 +9,6 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use wsgate::auth::keys::Alg;
-use wsgate::cli::token::{sign, SigningKey};
-
 use crate::support::*;
 
 const SECRET: &[u8] = b"cluster-tests-secret-0123456789abcdef-0123456789";
@@ -107,27 +104,8 @@ impl Drop for Redis {
     }
 }
 
-fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-}
-
 fn token(sub: &str, jti: &str, scope: &str) -> String {
-    let now = now_unix();
-    let payload = format!(
-        r#"{{"sub":"{sub}","jti":"{jti}","iat":{},"exp":{},"scope":"{scope}"}}"#,
-        now - 10,
-        now + 3600
-    );
-    sign(
-        Alg::HS256,
-        &SigningKey::Hmac(SECRET.to_vec()),
-        r#"{"alg":"HS256","typ":"JWT"}"#,
-        &payload,
-    )
-    .expect("sign")
+    jti_token(SECRET, sub, jti, scope, 3600)
 }
 
 /// A gateway of the fleet `namespace` on `redis`; returns it and its admin address.
@@ -143,12 +121,7 @@ fn gateway_with(
     limits: &str,
     extra: &str,
 ) -> (Gateway, SocketAddr) {
-    use base64::Engine as _;
-    let dir = TempDir::new();
-    dir.write(
-        "hs.secret",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(SECRET),
-    );
+    let dir = hs_secret_dir(SECRET);
     let config = format!(
         r#"
 [server]
@@ -181,14 +154,7 @@ scope = ["echo"]
 "#
     );
     let gw = Gateway::start_in(dir, &config);
-    let line = gw.wait_log("admin listening on ");
-    let addr = line
-        .split("admin listening on ")
-        .nth(1)
-        .and_then(|a| a.split_whitespace().next())
-        .expect("admin addr")
-        .parse()
-        .expect("addr");
+    let addr = admin_addr(&gw);
     (gw, addr)
 }
 
@@ -200,23 +166,10 @@ fn admin(
     bearer: Option<&str>,
     body: &str,
 ) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("connect admin");
-    s.set_read_timeout(Some(WAIT)).expect("timeout");
-    let auth = bearer.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n{auth}Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).expect("send");
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).expect("read");
-    let status = resp
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status");
-    let body = resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (status, body)
+    exchange(
+        TcpStream::connect(addr).expect("connect admin"),
+        &admin_request(method, path, "Connection: close\r\n", bearer, body),
+    )
 }
 
 /// The value of an unlabelled metric.

@@ -668,15 +668,7 @@ fn tungstenite_many_messages_of_varying_sizes_echo_in_order() {
         assert!(got == make(received), "message {received} differs");
         received += 1;
     }
-    ws.close(None).expect("close");
-    loop {
-        match ws.read() {
-            Ok(Message::Close(_)) => {}
-            Ok(m) => panic!("unexpected {m:?}"),
-            Err(tungstenite::Error::ConnectionClosed) => break,
-            Err(e) => panic!("close: {e}"),
-        }
-    }
+    close_tungstenite(&mut ws);
 }
 
 // ---------------------------------------------------------------------- isolation

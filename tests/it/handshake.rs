@@ -38,15 +38,7 @@ fn upgrade_and_echo_with_tungstenite() {
         ws.read().expect("read"),
         tungstenite::Message::Binary(vec![0u8, 1, 2, 255].into())
     );
-    ws.close(None).expect("close");
-    loop {
-        match ws.read() {
-            Ok(tungstenite::Message::Close(_)) => {}
-            Ok(m) => panic!("unexpected {m:?}"),
-            Err(tungstenite::Error::ConnectionClosed) => break,
-            Err(e) => panic!("close: {e}"),
-        }
-    }
+    close_tungstenite(&mut ws);
 }
 
 #[test]

@@ -5,7 +5,6 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 
-use base64::Engine as _;
 use crossbeam_channel::{unbounded, Receiver};
 use wsgate::auth::keys::Alg;
 use wsgate::cli::token::{sign, SigningKey};
@@ -14,18 +13,10 @@ use crate::support::*;
 
 const SECRET: &[u8] = b"harden-tests-secret-0123456789abcdef-01234567";
 
-fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-}
-
 fn token_with(header: &str, sub: &str) -> String {
     let now = now_unix();
-    sign(
-        Alg::HS256,
-        &SigningKey::Hmac(SECRET.to_vec()),
+    hs256(
+        SECRET,
         header,
         &format!(
             r#"{{"sub":{},"iat":{now},"exp":{},"scope":"chat"}}"#,
@@ -33,72 +24,22 @@ fn token_with(header: &str, sub: &str) -> String {
             now + 3600
         ),
     )
-    .expect("sign")
 }
 
 fn token(sub: &str) -> String {
-    token_with(r#"{"alg":"HS256","typ":"JWT"}"#, sub)
+    token_with(HS256_HEADER, sub)
 }
 
 /// An upstream that records each upgrade request head, answers 101, then holds the
 /// connection until the gateway closes it.
 fn recording_upstream() -> (SocketAddr, Receiver<String>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
-    let addr = listener.local_addr().expect("addr");
     let (tx, rx) = unbounded();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { break };
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                let _ = s.set_read_timeout(Some(WAIT));
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    match s.read(&mut byte) {
-                        Ok(1) => head.push(byte[0]),
-                        _ => return,
-                    }
-                }
-                let head = String::from_utf8_lossy(&head).into_owned();
-                let key = head_values(&head, "sec-websocket-key")
-                    .into_iter()
-                    .next()
-                    .unwrap_or_default();
-                let accept = wsgate::proto::ws::accept::accept_key(key.as_bytes());
-                let _ = tx.send(head);
-                let _ = write!(
-                    s,
-                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
-                    String::from_utf8_lossy(&accept)
-                );
-                let mut sink = [0u8; 1024];
-                while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
-            });
-        }
+    let addr = raw_upstream(move |mut up| {
+        let _ = tx.send(up.head.clone());
+        up.accept();
+        up.wait_closed();
     });
     (addr, rx)
-}
-
-/// Values of header `name` (case-insensitive) in a raw request head.
-fn head_values(head: &str, name: &str) -> Vec<String> {
-    head.split("\r\n")
-        .skip(1)
-        .filter_map(|l| l.split_once(':'))
-        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.trim().to_string())
-        .collect()
-}
-
-fn admin_addr(gw: &Gateway) -> SocketAddr {
-    gw.wait_log("admin listening on ")
-        .split("admin listening on ")
-        .nth(1)
-        .and_then(|a| a.split_whitespace().next())
-        .map(|a| a.trim_end_matches(['"', ',', '}']))
-        .expect("admin addr")
-        .parse()
-        .expect("addr")
 }
 
 fn metrics(gw: &Gateway) -> String {
@@ -117,20 +58,11 @@ fn metric(text: &str, series: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {series} in {text}"))
 }
 
-fn dir_with_secret() -> TempDir {
-    let dir = TempDir::new();
-    dir.write(
-        "hs.secret",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(SECRET),
-    );
-    dir
-}
-
 /// A gateway with one upstream route `/chat` over `upstreams` (full URLs).
 fn proxy_gateway(upstreams: &[String], extra: &str) -> Gateway {
     let list: Vec<String> = upstreams.iter().map(|u| format!("\"{u}\"")).collect();
     Gateway::start_in(
-        dir_with_secret(),
+        hs_secret_dir(SECRET),
         &format!(
             r#"
 [server]
@@ -304,7 +236,7 @@ fn description(gw: &Gateway, token: &str) -> String {
 #[test]
 fn key_setup_failures_all_read_invalid_signature_and_logs_keep_the_reason() {
     let gw = Gateway::start_in(
-        dir_with_secret(),
+        hs_secret_dir(SECRET),
         r#"
 [server]
 listen = ["127.0.0.1:0"]
@@ -421,7 +353,7 @@ backend = "echo"
 
 #[test]
 fn client_controlled_fields_are_quoted_escaped_and_cut() {
-    let gw = Gateway::start_in(dir_with_secret(), &token_route_config());
+    let gw = Gateway::start_in(hs_secret_dir(SECRET), &token_route_config());
     let t = token(NASTY_SUB);
     let long_query = "q".repeat(600);
     let _s = open(&gw, &format!("/echo?access_token={t}&{long_query}"), &[]);
@@ -464,7 +396,7 @@ fn client_controlled_fields_are_quoted_escaped_and_cut() {
 #[test]
 fn json_log_format_writes_one_object_per_line() {
     let gw = Gateway::start_with_env(
-        dir_with_secret(),
+        hs_secret_dir(SECRET),
         &token_route_config(),
         &[("WSGATE_LOG_FORMAT", "json")],
     );
@@ -505,27 +437,14 @@ fn ipv6_clients_are_held_to_per_ip_budgets_over_real_sockets() {
         eprintln!("no IPv6 loopback: skipped");
         return;
     }
-    let gw = Gateway::start_in(
-        dir_with_secret(),
-        r#"
-[server]
-listen = ["[::1]:0"]
-workers = 1
-
-[limits]
-per_ip_auth_failures = "1/s"
-ipv6_prefix = 64
-
-[[auth.key]]
-kid = "a"
-alg = "HS256"
-secret_file = "hs.secret"
-
-[[route]]
-path = "/echo"
-backend = "echo"
-"#,
-    );
+    // The token route's config, on [::1] with a one-a-second failure budget.
+    let config = token_route_config()
+        .replace("127.0.0.1:0", "[::1]:0")
+        .replace(
+            "workers = 1\n",
+            "workers = 1\n\n[limits]\nper_ip_auth_failures = \"1/s\"\nipv6_prefix = 64\n",
+        );
+    let gw = Gateway::start_in(hs_secret_dir(SECRET), &config);
     assert!(gw.addr.is_ipv6());
     let bad = hs(Alg::HS256, r#"{"alg":"HS256","kid":"a"}"#, "u") + "x";
     let statuses: Vec<u16> = (0..3)

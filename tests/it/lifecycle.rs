@@ -95,17 +95,6 @@ fn small_window_client(gw: &Gateway) -> TcpStream {
     s
 }
 
-/// The gateway process's resident set size, from /proc (Linux).
-fn rss_kib(gw: &Gateway) -> u64 {
-    let status =
-        std::fs::read_to_string(format!("/proc/{}/status", gw.child.id())).expect("/proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
 fn is_timeout(e: &std::io::Error) -> bool {
     matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
 }

@@ -115,34 +115,23 @@ scope = ["echo"]
     )
 }
 
-fn admin_addr(gw: &Gateway) -> SocketAddr {
-    let line = gw.wait_log("admin listening on ");
-    line.split("admin listening on ")
-        .nth(1)
-        .and_then(|a| a.split_whitespace().next())
-        .expect("admin addr")
-        .parse()
-        .expect("addr")
-}
-
 /// GET on the admin listener: (status, body).
 fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("admin");
-    s.set_read_timeout(Some(WAIT)).expect("timeout");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
+    exchange(
+        TcpStream::connect(addr).expect("admin"),
+        &format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"),
     )
-    .expect("send");
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).expect("read");
-    let status = resp
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status");
-    let body = resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (status, body)
+}
+
+/// A gateway whose one provider is `idp` with `min_refresh`, once its first fetch
+/// brought usable keys.
+fn gateway_for(idp: &Idp, min_refresh: &str) -> Gateway {
+    let gw = Gateway::start(&config(&format!(
+        "issuer = \"{}\"\nmin_refresh = \"{min_refresh}\"",
+        idp.issuer
+    )));
+    gw.wait_log("usable keys fetched");
+    gw
 }
 
 fn attempt(gw: &Gateway, token: &str) -> (Response, TcpStream) {
@@ -180,12 +169,8 @@ fn with_kid(token: &str, kid: &str) -> String {
 #[test]
 fn discovery_then_every_algorithm_through_sockets() {
     let mut idp = Idp::start();
-    let gw = Gateway::start(&config(&format!(
-        "issuer = \"{}\"\nmin_refresh = \"1s\"",
-        idp.issuer
-    )));
+    let gw = gateway_for(&idp, "1s");
     let admin = admin_addr(&gw);
-    gw.wait_log("usable keys fetched");
     eventually("/readyz 200", || {
         (admin_get(admin, "/readyz").0 == 200).then_some(())
     });
@@ -212,11 +197,7 @@ fn discovery_then_every_algorithm_through_sockets() {
 #[test]
 fn rotation_refetches_the_new_kid_and_retires_the_old_keys_sessions() {
     let mut idp = Idp::start();
-    let gw = Gateway::start(&config(&format!(
-        "issuer = \"{}\"\nmin_refresh = \"1s\"",
-        idp.issuer
-    )));
-    gw.wait_log("usable keys fetched");
+    let gw = gateway_for(&idp, "1s");
     let old = idp.token("ES256");
     let (r, mut live) = attempt(&gw, &old);
     assert_eq!(r.status, 101, "{r:?}");
@@ -247,11 +228,7 @@ fn rotation_refetches_the_new_kid_and_retires_the_old_keys_sessions() {
 #[test]
 fn a_flood_of_unknown_kids_fetches_at_most_once_per_min_refresh() {
     let mut idp = Idp::start();
-    let gw = Gateway::start(&config(&format!(
-        "issuer = \"{}\"\nmin_refresh = \"30s\"",
-        idp.issuer
-    )));
-    gw.wait_log("usable keys fetched");
+    let gw = gateway_for(&idp, "30s");
     let before = idp.jwks_fetches();
     let token = idp.token("RS256");
     for i in 0..40 {
@@ -397,6 +374,15 @@ fn jose(args: &[&str]) -> Value {
     serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("jose said {text:?}: {e}"))
 }
 
+/// A token `jose` signs over `payload` with the private key file `key`.
+fn jose_token(key: &str, alg: &str, kid: &str, payload: &str) -> String {
+    let v = jose(&["sign", key, alg, kid, payload]);
+    v["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{v}"))
+        .to_owned()
+}
+
 #[test]
 fn jose_signs_with_wsgate_keys_and_verifies_wsgate_tokens() {
     let dir = TempDir::new();
@@ -429,20 +415,14 @@ backend = "echo"
 scope = ["echo"]
 "#,
     );
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs();
+    let now = now_unix();
     let payload = format!(
         r#"{{"sub":"alice","scope":"echo","iat":{now},"exp":{}}}"#,
         now + 600
     );
     for (key, alg, kid) in [(&rs_key, "RS256", "rs"), (&es_key, "ES256", "es")] {
-        let signed = jose(&["sign", key, alg, kid, &payload]);
-        let token = signed["token"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{signed}"));
-        let (r, mut s) = attempt(&gw, token);
+        let token = jose_token(key, alg, kid, &payload);
+        let (r, mut s) = attempt(&gw, &token);
         assert_eq!(r.status, 101, "{alg} from jose: {r:?}");
         echo_once(&mut s, 1, alg.as_bytes());
     }
@@ -501,20 +481,13 @@ backend = "echo"
 scope = ["echo"]
 "#,
     );
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs();
+    let now = now_unix();
     let signed_by_a = |iss: &str| {
         let payload = format!(
             r#"{{"iss":"{iss}","aud":"wsgate","sub":"s","scope":"echo","iat":{now},"exp":{}}}"#,
             now + 600
         );
-        let v = jose(&["sign", &a_key, "ES256", "k", &payload]);
-        v["token"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{v}"))
-            .to_owned()
+        jose_token(&a_key, "ES256", "k", &payload)
     };
     let (r, _) = attempt(&gw, &signed_by_a("https://a.example"));
     assert_eq!(r.status, 101, "{r:?}");

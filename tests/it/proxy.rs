@@ -9,8 +9,6 @@ use tungstenite::handshake::server::{Request, Response};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::Message;
-use wsgate::auth::keys::Alg;
-use wsgate::cli::token::{sign, SigningKey};
 
 use crate::support::*;
 
@@ -125,35 +123,24 @@ fn serve_one(stream: TcpStream, seen: Arc<Mutex<Vec<Seen>>>, close_with: Option<
 }
 
 fn token(sub: &str, scope: &str) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs();
-    sign(
-        Alg::HS256,
-        &SigningKey::Hmac(SECRET.to_vec()),
-        r#"{"alg":"HS256","typ":"JWT"}"#,
+    let now = now_unix();
+    hs256(
+        SECRET,
+        HS256_HEADER,
         &format!(
             r#"{{"sub":"{sub}","iat":{now},"exp":{},"scope":"{scope}"}}"#,
             now + 3600
         ),
     )
-    .expect("sign")
 }
 
 fn gateway(upstreams: &[SocketAddr], extra_route: &str) -> Gateway {
-    use base64::Engine as _;
-    let dir = TempDir::new();
-    dir.write(
-        "hs.secret",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(SECRET),
-    );
     let list: Vec<String> = upstreams
         .iter()
         .map(|a| format!("\"ws://{a}/chat\""))
         .collect();
     Gateway::start_in(
-        dir,
+        hs_secret_dir(SECRET),
         &format!(
             r#"
 [server]

@@ -3,19 +3,9 @@
 use std::io::Write;
 use std::time::Duration;
 
-use wsgate::auth::keys::Alg;
-use wsgate::cli::token::{sign, SigningKey};
-
 use crate::support::*;
 
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-session-tests";
-
-fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-}
 
 fn token(sub: &str, ttl: u64, scope: &str) -> String {
     let now = now_unix();
@@ -23,24 +13,24 @@ fn token(sub: &str, ttl: u64, scope: &str) -> String {
         r#"{{"sub":"{sub}","iat":{now},"exp":{},"scope":"{scope}"}}"#,
         now + ttl
     );
-    sign(
-        Alg::HS256,
-        &SigningKey::Hmac(SECRET.to_vec()),
-        r#"{"alg":"HS256","typ":"JWT","kid":"hs"}"#,
-        &payload,
-    )
-    .expect("sign")
+    hs256(SECRET, HS256_HEADER_KID_HS, &payload)
 }
 
+/// A gateway with `leeway = "0s"` and `[session]` lines `session`.
 fn gateway(session: &str) -> Gateway {
-    use base64::Engine as _;
-    let dir = TempDir::new();
-    dir.write(
-        "hs.secret",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(SECRET),
-    );
+    start("leeway = \"0s\"", "", session)
+}
+
+/// A gateway with `[limits]` lines `limits` and `[session]` lines `session`.
+fn gateway_with(limits: &str, session: &str) -> Gateway {
+    start("", limits, session)
+}
+
+/// One echo route `/echo` needing scope "echo", with lines inside `[auth]`, `[limits]`
+/// and `[session]`.
+fn start(auth: &str, limits: &str, session: &str) -> Gateway {
     Gateway::start_in(
-        dir,
+        hs_secret_dir(SECRET),
         &format!(
             r#"
 [server]
@@ -48,12 +38,15 @@ listen = ["127.0.0.1:0"]
 workers = 2
 
 [auth]
-leeway = "0s"
+{auth}
 
 [[auth.key]]
 kid = "hs"
 alg = "HS256"
 secret_file = "hs.secret"
+
+[limits]
+{limits}
 
 [session]
 {session}
@@ -211,13 +204,11 @@ fn token_with(kid: &str, secret: &[u8], sub: &str) -> String {
         r#"{{"sub":"{sub}","iat":{now},"exp":{},"scope":"echo"}}"#,
         now + 3600
     );
-    sign(
-        Alg::HS256,
-        &SigningKey::Hmac(secret.to_vec()),
+    hs256(
+        secret,
         &format!(r#"{{"alg":"HS256","typ":"JWT","kid":"{kid}"}}"#),
         &payload,
     )
-    .expect("sign")
 }
 
 fn two_key_config(keys: &[&str]) -> String {
@@ -301,41 +292,6 @@ fn sighup_follows_routes_by_path_and_closes_removed_ones() {
     text(&mut on_c, "still routed");
     assert_eq!(next_text(&mut on_c), "still routed");
     gw.wait_log("1 (route removed)");
-}
-
-fn gateway_with(limits: &str, session: &str) -> Gateway {
-    use base64::Engine as _;
-    let dir = TempDir::new();
-    dir.write(
-        "hs.secret",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(SECRET),
-    );
-    Gateway::start_in(
-        dir,
-        &format!(
-            r#"
-[server]
-listen = ["127.0.0.1:0"]
-workers = 2
-
-[[auth.key]]
-kid = "hs"
-alg = "HS256"
-secret_file = "hs.secret"
-
-[limits]
-{limits}
-
-[session]
-{session}
-
-[[route]]
-path = "/echo"
-backend = "echo"
-scope = ["echo"]
-"#
-        ),
-    )
 }
 
 fn refresh_frame(token: &str) -> Vec<u8> {

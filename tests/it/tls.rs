@@ -54,20 +54,6 @@ pub fn tls_client(stream: TcpStream, cert: &CertificateDer<'static>) -> TlsStrea
     rustls::StreamOwned::new(conn, stream)
 }
 
-/// Reads an HTTP response head from any stream; returns it as text.
-fn read_head<R: Read>(s: &mut R) -> String {
-    let mut buf = Vec::new();
-    let mut byte = [0u8; 1];
-    while !buf.ends_with(b"\r\n\r\n") {
-        match s.read(&mut byte) {
-            Ok(0) => break,
-            Ok(_) => buf.push(byte[0]),
-            Err(e) => panic!("reading head: {e}; got {:?}", String::from_utf8_lossy(&buf)),
-        }
-    }
-    String::from_utf8_lossy(&buf).into_owned()
-}
-
 /// Upgrades a TLS stream to /echo with raw bytes; asserts the 101.
 fn tls_open(gw: &Gateway, cert: &CertificateDer<'static>) -> TlsStream {
     let mut s = tls_connect(gw, cert);
@@ -104,15 +90,7 @@ fn wss_echo_with_tungstenite_including_200_kib() {
         let got = ws.read().expect("read");
         assert!(&got == m, "echo differs (len {})", m.len());
     }
-    ws.close(None).expect("close");
-    loop {
-        match ws.read() {
-            Ok(Message::Close(_)) => {}
-            Ok(m) => panic!("unexpected {m:?}"),
-            Err(tungstenite::Error::ConnectionClosed) => break,
-            Err(e) => panic!("close: {e}"),
-        }
-    }
+    close_tungstenite(&mut ws);
 }
 
 #[test]

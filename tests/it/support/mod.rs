@@ -12,6 +12,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod upstream;
+pub use upstream::{head_values, raw_upstream, Up};
+
 /// Upper bound for any single wait in a test; a bound, never a synchronisation.
 pub const WAIT: Duration = Duration::from_secs(10);
 
@@ -259,8 +262,9 @@ impl Response {
     }
 }
 
-/// Reads one HTTP response from `s`. For a 101, stops after the head.
-pub fn read_response(s: &mut TcpStream) -> Response {
+/// Reads an HTTP response head from any stream, byte by byte (nothing after the head is
+/// consumed), up to EOF at the latest; returns it as text.
+pub fn read_head<R: Read>(s: &mut R) -> String {
     let mut buf = Vec::new();
     let mut byte = [0u8; 1];
     while !buf.ends_with(b"\r\n\r\n") {
@@ -268,12 +272,17 @@ pub fn read_response(s: &mut TcpStream) -> Response {
             Ok(0) => break,
             Ok(_) => buf.push(byte[0]),
             Err(e) => panic!(
-                "reading response: {e}; got {:?}",
+                "reading response head: {e}; got {:?}",
                 String::from_utf8_lossy(&buf)
             ),
         }
     }
-    let text = String::from_utf8_lossy(&buf).into_owned();
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// Reads one HTTP response from `s`. For a 101, stops after the head.
+pub fn read_response(s: &mut TcpStream) -> Response {
+    let text = read_head(s);
     let mut lines = text.split("\r\n");
     let status_line = lines.next().unwrap_or("");
     let status = status_line
@@ -389,6 +398,108 @@ pub fn open(gw: &Gateway, path: &str, extra: &[&str]) -> TcpStream {
 }
 
 // ------------------------------------------------------------------------------------
+// HS256 tokens and the admin listener, shared by the files that sign their own tokens.
+
+/// Seconds since the Unix epoch (for `iat` and `exp`).
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+/// The JOSE header of a plain HS256 token.
+pub const HS256_HEADER: &str = r#"{"alg":"HS256","typ":"JWT"}"#;
+
+/// The same, with `kid = "hs"`.
+pub const HS256_HEADER_KID_HS: &str = r#"{"alg":"HS256","typ":"JWT","kid":"hs"}"#;
+
+/// An HS256 token over `payload` (claims JSON) with `header`, signed with `secret`.
+pub fn hs256(secret: &[u8], header: &str, payload: &str) -> String {
+    wsgate::cli::token::sign(
+        wsgate::auth::keys::Alg::HS256,
+        &wsgate::cli::token::SigningKey::Hmac(secret.to_vec()),
+        header,
+        payload,
+    )
+    .expect("sign")
+}
+
+/// An HS256 token for `sub` with a `jti` and a `scope`, issued 10 s ago and valid for
+/// `ttl` more seconds.
+pub fn jti_token(secret: &[u8], sub: &str, jti: &str, scope: &str, ttl: u64) -> String {
+    let now = now_unix();
+    let payload = format!(
+        r#"{{"sub":"{sub}","jti":"{jti}","iat":{},"exp":{},"scope":"{scope}"}}"#,
+        now - 10,
+        now + ttl
+    );
+    hs256(secret, HS256_HEADER, &payload)
+}
+
+/// Writes `hs.secret` (base64url of `secret`) into `dir`, for
+/// `secret_file = "hs.secret"`.
+pub fn write_hs_secret(dir: &TempDir, secret: &[u8]) {
+    use base64::Engine as _;
+    dir.write(
+        "hs.secret",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret),
+    );
+}
+
+/// A fresh directory holding `hs.secret` (see `write_hs_secret`).
+pub fn hs_secret_dir(secret: &[u8]) -> TempDir {
+    let dir = TempDir::new();
+    write_hs_secret(&dir, secret);
+    dir
+}
+
+/// The admin listener's address, from its "admin listening on" log line.
+pub fn admin_addr(gw: &Gateway) -> SocketAddr {
+    gw.wait_log("admin listening on ")
+        .split("admin listening on ")
+        .nth(1)
+        .and_then(|a| a.split_whitespace().next())
+        // In the JSON log format the address ends inside a JSON string.
+        .map(|a| a.trim_end_matches(['"', ',', '}']))
+        .expect("admin addr")
+        .parse()
+        .expect("addr")
+}
+
+/// An admin request: `extra` header lines (each ending in CRLF) after `Host`, then the
+/// bearer token when given, `Content-Length` and `body`.
+pub fn admin_request(
+    method: &str,
+    path: &str,
+    extra: &str,
+    bearer: Option<&str>,
+    body: &str,
+) -> String {
+    let auth = bearer.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    format!(
+        "{method} {path} HTTP/1.1\r\nHost: admin\r\n{extra}{auth}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// Sends `request` on `s` and reads the answer until the listener closes; returns
+/// (status, body).
+pub fn exchange(mut s: TcpStream, request: &str) -> (u16, String) {
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    s.write_all(request.as_bytes()).expect("send");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read");
+    let status = resp
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status");
+    let body = resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+// ------------------------------------------------------------------------------------
 // Helpers for frames.rs, lifecycle.rs and tls.rs (generic over the stream so that the
 // same checks run over TLS).
 
@@ -500,6 +611,20 @@ pub fn echo_once<S: Read + Write>(s: &mut S, opcode: u8, payload: &[u8]) {
     assert!(p == payload, "echo of {} bytes differs", payload.len());
 }
 
+/// Closes a tungstenite client and reads until the close handshake ends; any data
+/// message after our close fails the test.
+pub fn close_tungstenite<S: Read + Write>(ws: &mut tungstenite::WebSocket<S>) {
+    ws.close(None).expect("close");
+    loop {
+        match ws.read() {
+            Ok(tungstenite::Message::Close(_)) => {}
+            Ok(m) => panic!("unexpected {m:?}"),
+            Err(tungstenite::Error::ConnectionClosed) => break,
+            Err(e) => panic!("close: {e}"),
+        }
+    }
+}
+
 /// A public echo route at /echo with `workers` workers; `server` and `limits` are extra
 /// lines for those sections (per_ip_handshakes is raised so that tests may open many
 /// connections quickly).
@@ -523,6 +648,17 @@ public = true
     )
 }
 
+/// The gateway process's resident set size in KiB (Linux /proc/PID/status, VmRSS).
+pub fn rss_kib(gw: &Gateway) -> u64 {
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", gw.child.id())).expect("/proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
 /// CPU time (user + system, in clock ticks, usually 1/100 s) that process `pid` has used
 /// (Linux /proc/PID/stat fields 14 and 15).
 pub fn cpu_ticks(pid: u32) -> u64 {
@@ -534,6 +670,17 @@ pub fn cpu_ticks(pid: u32) -> u64 {
     let utime: u64 = fields[11].parse().expect("utime");
     let stime: u64 = fields[12].parse().expect("stime");
     utime + stime
+}
+
+/// A 429 with a `Retry-After` of 1 to 60 whole seconds (SPEC §4).
+pub fn assert_429(r: &Response) {
+    assert_eq!(r.status, 429, "{r:?}");
+    let secs: u64 = r
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .expect("Retry-After in whole seconds");
+    assert!((1..=60).contains(&secs), "{r:?}");
 }
 
 /// Sends `req` on `s` and reads the answer; None when the gateway closed the connection
