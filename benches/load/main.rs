@@ -504,4 +504,3 @@ fn loadavg() -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
-

@@ -67,7 +67,6 @@ pub(crate) fn tt_server() {
     });
 }
 
-
 /// The parent holds our stdin; when it goes away, so do we.
 fn exit_with_parent() {
     std::thread::spawn(|| {

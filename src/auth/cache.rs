@@ -299,7 +299,10 @@ mod tests {
         let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","kid":"hs"}"#);
         let claims = format!(r#"{{"sub":"s","jti":"{jti}","exp":{exp},"scope":"a b"}}"#);
         let input = format!("{header}.{}", URL_SAFE_NO_PAD.encode(claims));
-        let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &SECRET), input.as_bytes());
+        let tag = hmac::sign(
+            &hmac::Key::new(hmac::HMAC_SHA256, &SECRET),
+            input.as_bytes(),
+        );
         format!("{input}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()))
     }
 
@@ -315,12 +318,21 @@ mod tests {
         let mut s = scratch(8, MAX_BYTES);
         let t = token(1, NOW + 10);
         let first = format!("{:?}", v.verify(t.as_bytes(), NOW, &mut Scratch::new(4096)));
-        let miss = format!("{:?}", Verifier::verify_cached(&v, t.as_bytes(), NOW, &mut s));
+        let miss = format!(
+            "{:?}",
+            Verifier::verify_cached(&v, t.as_bytes(), NOW, &mut s)
+        );
         assert_eq!(s.cache().len(), 1);
-        let hit = format!("{:?}", Verifier::verify_cached(&v, t.as_bytes(), NOW, &mut s));
+        let hit = format!(
+            "{:?}",
+            Verifier::verify_cached(&v, t.as_bytes(), NOW, &mut s)
+        );
         assert_eq!(first, miss);
         assert_eq!(first, hit);
-        assert!(hit.contains("jti: Some(\"1\")") && hit.contains("a b"), "{hit}");
+        assert!(
+            hit.contains("jti: Some(\"1\")") && hit.contains("a b"),
+            "{hit}"
+        );
     }
 
     #[test]
@@ -382,7 +394,11 @@ mod tests {
         Verifier::verify_cached(&v1, t.as_bytes(), NOW, &mut s).expect("valid");
         assert_eq!(s.cache().len(), 1);
         Verifier::verify_cached(&v2, t.as_bytes(), NOW, &mut s).expect("valid");
-        assert_eq!(s.cache().len(), 1, "emptied, then filled by v2's verification");
+        assert_eq!(
+            s.cache().len(),
+            1,
+            "emptied, then filled by v2's verification"
+        );
         assert!(s.cache().owner.as_ptr() == Arc::as_ptr(&v2));
     }
 }

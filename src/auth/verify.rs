@@ -197,7 +197,6 @@ impl Verifier {
         self.signed(token, buf, names)
     }
 
-
     /// SPEC §3 `max_token_bytes`: a longer token is refused before anything is decoded.
     fn fit(&self, token: &[u8], scratch: &mut Scratch) -> Result<(), TokenError> {
         if token.len() > self.rules.max_token_bytes {

@@ -180,7 +180,11 @@ fn a_repeated_token_is_a_hit_and_a_failed_one_is_never_cached() {
     assert_eq!(w.handshake(&gate, "/chat", &t, NOW, &none).0, 101);
     assert_eq!(w.cached(), 1);
     assert_eq!(w.handshake(&gate, "/chat", &t, NOW, &none).0, 101);
-    assert_eq!(w.cached(), 1, "the second handshake is a hit, not a second entry");
+    assert_eq!(
+        w.cached(),
+        1,
+        "the second handshake is a hit, not a second entry"
+    );
     // The same claims under another signature: a different token, verified (and refused).
     let forged = token(&ROTATED, &claims("j1", "chat", NOW + 600, None));
     assert_eq!(w.handshake(&gate, "/chat", &forged, NOW, &none).0, 401);

@@ -99,7 +99,9 @@ fn admit(shared: &Shared, peer: &SocketAddr) -> bool {
     let max = shared.max_connections.load(Ordering::Relaxed);
     if shared
         .open
-        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < max).then_some(n + 1))
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            (n < max).then_some(n + 1)
+        })
         .is_err()
     {
         return false;

@@ -216,8 +216,7 @@ fn connections_land_on_every_worker() {
     let mut conns = Vec::new();
     for _ in 0..300 {
         let mut s = open(&gw, "/echo", &[]);
-        s.write_all(&client_frame(true, 1, b"here"))
-            .expect("send");
+        s.write_all(&client_frame(true, 1, b"here")).expect("send");
         assert_eq!(read_frame(&mut s), (true, 1, b"here".to_vec()));
         conns.push(s);
         let logs = gw.logs();
@@ -240,8 +239,7 @@ fn max_connections_holds_across_workers() {
         assert!(answer_or_closed(gw.connect(), upgrade_request("/echo", &[]).as_bytes()).is_none());
     }
     for s in &mut held {
-        s.write_all(&client_frame(true, 1, b"held"))
-            .expect("send");
+        s.write_all(&client_frame(true, 1, b"held")).expect("send");
         assert_eq!(read_frame(s), (true, 1, b"held".to_vec()));
     }
 }
