@@ -40,12 +40,14 @@ pub const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 pub const ACCEPT_BATCH: usize = 128;
 
 /// Binds a non-blocking listener with SO_REUSEADDR, SO_REUSEPORT (each worker binds its
-/// own socket to the same address) and a deep backlog.
+/// own socket to the same address), TCP_NODELAY (Linux copies it to every accepted socket:
+/// one `setsockopt` per connection saved) and a deep backlog.
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     let domain = socket2::Domain::for_address(addr);
     let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
+    socket.set_nodelay(true)?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
@@ -160,7 +162,7 @@ impl Accept {
                         drop(socket);
                         continue;
                     }
-                    let _ = socket.set_nodelay(true);
+                    // TCP_NODELAY comes from the listener (see `bind`).
                     return Accepted::Conn(socket, peer);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Accepted::Drained,
@@ -219,5 +221,26 @@ impl Accept {
             self.warned_at = Some(now);
             warn!("{e}: at the file-descriptor limit, closing new connections at once (raise `ulimit -n`)");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepted_sockets_inherit_nodelay_and_siblings_share_the_port() {
+        let first = bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        let addr = first.local_addr().expect("addr");
+        // A second worker's socket on the same address (SO_REUSEPORT).
+        let second = bind(addr).expect("sibling bind");
+        let _client = std::net::TcpStream::connect(addr).expect("connect");
+        // A loopback connect is in one of the two backlogs once `connect` returns.
+        let accepted = first
+            .accept()
+            .or_else(|_| second.accept())
+            .map(|(s, _)| s)
+            .expect("the connection waits on one of the two sockets");
+        assert!(accepted.nodelay().expect("nodelay"));
     }
 }

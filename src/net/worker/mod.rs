@@ -611,7 +611,8 @@ impl Worker {
         let Some(mut conn) = self.conns.remove(id) else {
             return;
         };
-        let _ = self.poll.registry().deregister(&mut conn.socket);
+        // No `deregister` for the client socket: closing it (the drop below) takes it out
+        // of the epoll set, one `epoll_ctl` per connection saved (nothing duplicates it).
         if let Some(leg) = &mut conn.upstream {
             // Whatever ended the client's side (a reset included), the upstream hears
             // 1001 "going away" rather than a bare EOF (SPEC §5), best effort.
