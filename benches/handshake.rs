@@ -151,13 +151,31 @@ public = true
         &payload,
     )
     .expect("hs token");
+    let ed_key = SigningKey::Ed25519(pair);
     let ed = sign(
         Alg::EdDSA,
-        &SigningKey::Ed25519(pair),
+        &ed_key,
         r#"{"alg":"EdDSA","typ":"JWT","kid":"ed"}"#,
         &payload,
     )
     .expect("ed token");
+    // Distinct EdDSA tokens (their `jti` differs), twice as many as a worker's cache of
+    // verified tokens holds: cycling through them, every verification is a miss.
+    let distinct_ed: Vec<String> = (0..2 * wsgate::auth::cache::MAX_ENTRIES)
+        .map(|i| {
+            let payload = format!(
+                r#"{{"sub":"bench","iat":{now_unix},"exp":{},"scope":"chat","jti":"j{i}"}}"#,
+                now_unix + 3600
+            );
+            sign(
+                Alg::EdDSA,
+                &ed_key,
+                r#"{"alg":"EdDSA","typ":"JWT","kid":"ed"}"#,
+                &payload,
+            )
+            .expect("ed token")
+        })
+        .collect();
     let (_, rs_key) = SigningKey::load(
         &data_dir.join("wsgate-test-rsa2048.key.pem"),
         Some(Alg::RS256),
@@ -190,6 +208,10 @@ public = true
     let with_ed = request(&format!("/chat?room=lobby&access_token={ed}"));
     let with_rs = request(&format!("/chat?room=lobby&access_token={rs}"));
     let with_es = request(&format!("/chat?room=lobby&access_token={es}"));
+    let with_distinct_ed: Vec<Vec<u8>> = distinct_ed
+        .iter()
+        .map(|t| request(&format!("/chat?room=lobby&access_token={t}")))
+        .collect();
 
     let ips = IpTable::new(IpBudget {
         connections: u32::MAX,
@@ -278,8 +300,18 @@ public = true
             one(black_box(&with_hs), &set)
         })
     });
-    group.bench_function("eddsa_query_token", |b| {
+    // The same token every time: answered by the worker's cache of verified tokens after
+    // the first (time, scope and revocation still checked).
+    group.bench_function("eddsa_query_token_repeated_cache_hit", |b| {
         b.iter(|| one(black_box(&with_ed), cache.load()))
+    });
+    // A distinct token every time: the real verification cost.
+    let mut turn = 0usize;
+    group.bench_function("eddsa_query_token_distinct_cache_miss", |b| {
+        b.iter(|| {
+            turn = (turn + 1) % with_distinct_ed.len();
+            one(black_box(&with_distinct_ed[turn]), cache.load())
+        })
     });
     group.bench_function("rs256_query_token", |b| {
         b.iter(|| one(black_box(&with_rs), cache.load()))

@@ -260,3 +260,103 @@ fn asymmetric_verification_adds_no_allocation_over_ring() {
         "RS256 verification allocated beyond ring's own"
     );
 }
+
+/// A whole public handshake through the sans-IO path, as the worker runs it (head reader,
+/// parse, validate, decide, accept key, the 101 into a reused buffer): allocations per
+/// handshake, and the same for a token handshake answered from the worker's cache of
+/// verified tokens (whose `Identity` is the connection's own, owned, so it allocates).
+#[test]
+fn a_whole_public_handshake_allocates_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    use std::sync::atomic::AtomicU64;
+    use wsgate::auth::revocation::{RetentionPolicy, RevocationSet};
+    use wsgate::gate::decide::Ctx;
+    use wsgate::gate::limits::{IpBudget, IpTable, SubjectTable};
+    use wsgate::proto::http::request::{parse_head, validate_upgrade, HeadReader, MAX_HEADERS};
+    use wsgate::proto::http::response::write_switching_protocols;
+    use wsgate::proto::ws::accept::accept_key;
+
+    let dir = std::env::temp_dir().join(format!("wsgate-alloc-hs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let text = r#"
+[server]
+listen = ["127.0.0.1:0"]
+[origin]
+allow = ["https://app.example.com"]
+[[route]]
+path = "/echo"
+backend = "echo"
+public = true
+"#;
+    let config = wsgate::config::parse_str(text, &dir, "alloc.toml").expect("config");
+    let rt = wsgate::net::server::build_runtime(&config).expect("runtime");
+    let _ = std::fs::remove_dir_all(&dir);
+    let request = b"GET /echo HTTP/1.1\r\nHost: gateway.example.com\r\nUpgrade: websocket\r\n\
+Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+Sec-WebSocket-Version: 13\r\nOrigin: https://app.example.com\r\n\r\n";
+    let ips = IpTable::new(IpBudget {
+        connections: 0,
+        handshakes_per_sec: 0,
+        auth_failures_per_sec: 0,
+        ipv6_prefix: 64,
+    });
+    let subjects = SubjectTable::new(0);
+    let revocations = RevocationSet::new(RetentionPolicy {
+        leeway_secs: 30,
+        retention_secs: 3600,
+    });
+    let longest = AtomicU64::new(0);
+    let mut scratch = Scratch::new(4096);
+    let mut token_buf = Vec::new();
+    let mut out = Vec::with_capacity(256);
+    let now = wsgate::fuzzing::virtual_epoch();
+    let mut one = || -> bool {
+        let Some(head_len) = HeadReader::new().poll(request, 8192).ok().flatten() else {
+            return false;
+        };
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let Ok(head) = parse_head(&request[..head_len], &mut headers) else {
+            return false;
+        };
+        let Ok(upgrade) = validate_upgrade(&head) else {
+            return false;
+        };
+        let mut ctx = Ctx {
+            peer: [127, 0, 0, 1].into(),
+            now,
+            now_unix: 1_800_000_000,
+            open_connections: 1,
+            draining: false,
+            ips: &ips,
+            subjects: &subjects,
+            revocations: &revocations,
+            longest_lifetime: &longest,
+            auth_failure: None,
+            scratch: &mut scratch,
+            token_buf: &mut token_buf,
+        };
+        let accept = match rt.gate.decide(&head, &upgrade, &mut ctx) {
+            Ok(a) => a,
+            Err(r) => panic!("refused: {}", r.reason_label()),
+        };
+        out.clear();
+        write_switching_protocols(&mut out, &accept_key(upgrade.key), accept.protocol);
+        out.starts_with(b"HTTP/1.1 101 ")
+    };
+    for _ in 0..10 {
+        assert!(one(), "the request must upgrade");
+    }
+    ALLOCATIONS.store(0, Ordering::SeqCst);
+    COUNTING.with(|c| c.set(true));
+    let mut ok = 0;
+    for _ in 0..100 {
+        if one() {
+            ok += 1;
+        }
+    }
+    COUNTING.with(|c| c.set(false));
+    assert_eq!(ok, 100);
+    let n = ALLOCATIONS.load(Ordering::SeqCst);
+    println!("public handshake: {n} allocations per 100");
+    assert_eq!(n, 0, "a public handshake allocated");
+}

@@ -72,6 +72,37 @@ impl<'s> Claims<'s> {
         }
     }
 
+    /// Claims kept by a worker's cache of verified tokens ([`super::cache`]), borrowed
+    /// from the cache entry.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn cached(
+        sub: &'s str,
+        exp: u64,
+        nbf: Option<u64>,
+        iat: Option<u64>,
+        jti: Option<&'s str>,
+        iss: Option<&'s str>,
+        kid: Option<&'s str>,
+        alg: Alg,
+        payload_b64: &'s str,
+        scopes: &'s str,
+        key_fingerprint: u64,
+    ) -> Claims<'s> {
+        Claims {
+            sub: Cow::Borrowed(sub),
+            exp,
+            nbf,
+            iat,
+            jti: jti.map(Cow::Borrowed),
+            iss: iss.map(Cow::Borrowed),
+            kid,
+            alg,
+            payload_b64,
+            scopes,
+            key_fingerprint,
+        }
+    }
+
     /// Does the token carry scope `s`? Whole-scope match against the union of `scope`
     /// (space-separated) and `scp` (array); never a substring or prefix.
     pub fn has_scope(&self, s: &str) -> bool {

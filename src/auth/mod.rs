@@ -4,9 +4,11 @@
 //! - [`keys`]: configured keys, the algorithm each one allows, and key selection;
 //! - [`jws`]: segment split, canonical base64url, the JOSE header;
 //! - [`claims`]: the claims object (duplicate names, types, time, issuer, audience, scopes);
-//! - [`verify`]: [`verify::Verifier::verify`], the one entry point for a handshake;
+//! - [`verify`]: [`verify::Verifier::verify`], the one entry point for a handshake
+//!   ([`verify::Verifier::verify_cached`] with a worker's [`cache::TokenCache`]);
 //! - [`error`]: [`error::TokenError`], one variant per rule, with its peer-visible text.
 
+pub mod cache;
 pub mod claims;
 pub mod error;
 pub mod jwk;

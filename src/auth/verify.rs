@@ -1,6 +1,9 @@
 //! The one entry point for a handshake: [`Verifier::verify`], cheap checks first, the
 //! signature before any claim, and nothing allocated for a valid token in steady state.
 
+use std::sync::Arc;
+
+use super::cache::TokenCache;
 use super::claims::{self, RawClaims, ScopeSet, MAX_CLAIMS};
 use super::error::TokenError;
 use super::jws::{self, NameSet, MAX_HEADER_MEMBERS};
@@ -34,12 +37,14 @@ pub struct Verifier {
 }
 
 /// A worker's reusable decode storage, sized once for `max_token_bytes`; a token never
-/// makes it grow.
+/// makes it grow. It also holds the worker's cache of verified tokens
+/// ([`Verifier::verify_cached`]).
 #[derive(Debug)]
 pub struct Scratch {
     buf: Vec<u8>,
     names: NameSet,
     scopes: ScopeSet,
+    cache: TokenCache,
 }
 
 impl Scratch {
@@ -51,7 +56,18 @@ impl Scratch {
             buf: vec![0; max_token_bytes],
             names: NameSet::with_capacity(max_token_bytes, MAX_CLAIMS.max(MAX_HEADER_MEMBERS)),
             scopes: ScopeSet::with_capacity(max_token_bytes),
+            cache: TokenCache::default(),
         }
+    }
+
+    /// The cache of verified tokens (tests look at it; the verifier fills it).
+    pub fn cache(&self) -> &TokenCache {
+        &self.cache
+    }
+
+    /// Replaces the cache (tests give it small bounds).
+    pub fn set_cache(&mut self, cache: TokenCache) {
+        self.cache = cache;
     }
 
     /// The largest token this scratch can decode.
@@ -87,7 +103,21 @@ impl Verifier {
         scratch: &'s mut Scratch,
     ) -> Result<Claims<'s>, TokenError> {
         self.fit(token, scratch)?;
-        let Scratch { buf, names, scopes } = scratch;
+        let Scratch {
+            buf, names, scopes, ..
+        } = scratch;
+        self.verify_in(token, now_unix, buf, names, scopes)
+    }
+
+    /// [`Verifier::verify`] on the scratch's parts (not its cache).
+    fn verify_in<'s>(
+        &'s self,
+        token: &'s [u8],
+        now_unix: u64,
+        buf: &'s mut [u8],
+        names: &'s mut NameSet,
+        scopes: &'s mut ScopeSet,
+    ) -> Result<Claims<'s>, TokenError> {
         let signed = self.signed(token, buf, names)?;
         // SPEC §9: a provider's `audience` overrides `auth.audience` for its tokens, and
         // its tokens must carry its `issuer`.
@@ -111,6 +141,49 @@ impl Verifier {
             scopes.as_str(),
             signed.key_fingerprint,
         ))
+    }
+
+    /// [`Verifier::verify`] through the worker's cache of verified tokens
+    /// ([`super::cache`]): a token this verifier accepted before skips decoding, parsing
+    /// and the signature; its time (`exp`, `nbf`, `iat` with the leeway, and the lifetime
+    /// bound, SPEC §3) is checked again now. The caller applies route rules and revocation
+    /// to the claims as for any verified token. A verifier other than the one the cache
+    /// holds results of (a reload, a key set change) empties it first.
+    pub fn verify_cached<'s>(
+        this: &'s Arc<Verifier>,
+        token: &'s [u8],
+        now_unix: u64,
+        scratch: &'s mut Scratch,
+    ) -> Result<Claims<'s>, TokenError> {
+        this.fit(token, scratch)?;
+        let Scratch {
+            buf,
+            names,
+            scopes,
+            cache,
+        } = scratch;
+        let times = cache
+            .get(this, token)
+            .map(|hit| (hit.claims.exp, hit.nbf, hit.iat));
+        if let Some((exp, nbf, iat)) = times {
+            let rules = &this.rules;
+            let timely = claims::check_time(exp, nbf, iat, now_unix, rules.leeway_secs)
+                .and_then(|()| claims::check_lifetime(exp, iat, now_unix, rules.max_lifetime_secs));
+            if let Err(e) = timely {
+                // It will not pass again (expired), or not soon (not yet valid): the
+                // entry gives its room back.
+                cache.remove(token);
+                return Err(e);
+            }
+            // The entry found a moment ago (nothing ran in between).
+            return cache
+                .get(this, token)
+                .map(|hit| hit.claims)
+                .ok_or(TokenError::BadSignature);
+        }
+        let claims = this.verify_in(token, now_unix, buf, names, scopes)?;
+        cache.insert(this, token, &claims);
+        Ok(claims)
     }
 
     /// Checks everything up to and including the signature, and nothing after it.

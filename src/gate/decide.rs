@@ -382,7 +382,9 @@ impl Gate {
                 })?
             }
         };
-        match verifier.verify(token, ctx.now_unix, ctx.scratch) {
+        // The worker's cache of verified tokens: time, route rules and revocation are
+        // still checked on every handshake (`auth::cache`).
+        match Verifier::verify_cached(&verifier, token, ctx.now_unix, ctx.scratch) {
             Ok(claims) => {
                 let identity = Identity::from_claims(&claims);
                 let revoked = ctx.revocations.is_revoked(

@@ -6,3 +6,6 @@ pub mod limits;
 pub mod origin;
 pub mod refresh;
 pub mod reject;
+
+#[cfg(test)]
+mod cache_tests;

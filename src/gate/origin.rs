@@ -3,7 +3,7 @@
 //! [`parse_origin`] (in `proto::http::origin`), reads both the config's patterns and the
 //! requests' `Origin` values.
 
-use crate::proto::http::origin::{parse_origin, Origin};
+use crate::proto::http::origin::{parse_origin, parse_origin_parts, OriginParts};
 
 /// One parsed allowlist entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,9 +68,10 @@ impl OriginPolicy {
         };
         // SPEC §4: a value that is not a serialized origin matches no pattern. Only the
         // field's optional whitespace (RFC 9110 §5.5) is trimmed.
-        let Ok(Origin {
+        // Borrowed when the host is already canonical (a browser's): no allocation.
+        let Ok(OriginParts {
             scheme, host, port, ..
-        }) = parse_origin(origin.trim_matches([' ', '\t']), false)
+        }) = parse_origin_parts(origin.trim_matches([' ', '\t']), false)
         else {
             return OriginVerdict::NotAllowed;
         };

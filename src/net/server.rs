@@ -1,5 +1,5 @@
-//! Starting and stopping the data plane: runtime from config, listeners, workers and the
-//! acceptor. Signals, reloads and the admin listener are the control plane's
+//! Starting and stopping the data plane: runtime from config, listeners (one per address
+//! per worker, `SO_REUSEPORT`) and workers. Signals, reloads and the admin listener are the control plane's
 //! (`crate::control`), which starts this.
 
 use std::net::SocketAddr;
@@ -11,7 +11,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use crossbeam_channel::Sender;
 
-use super::listener::{self, Acceptor};
+use super::listener;
 use super::tls;
 use super::worker::{Command, Runtime, Shared, Worker};
 use crate::auth::error::TokenError;
@@ -246,14 +246,13 @@ pub struct UpstreamNames {
     pub dns_failures: Arc<AtomicU64>,
 }
 
-/// A running data plane: workers and the acceptor started.
+/// A running data plane: the workers started, each accepting on its own listeners.
 pub struct Running {
     /// The bound addresses, in `server.listen` order (port 0 resolved).
     pub local_addrs: Vec<SocketAddr>,
     /// Shared counters.
     pub shared: Arc<Shared>,
     workers: Vec<(Sender<Command>, Arc<mio::Waker>, JoinHandle<()>)>,
-    acceptor: Option<(Arc<mio::Waker>, JoinHandle<()>)>,
     grace: Duration,
 }
 
@@ -268,9 +267,9 @@ pub fn bind(config: &Config) -> Result<Vec<mio::net::TcpListener>, String> {
     Ok(listeners)
 }
 
-/// Binds and starts workers and the acceptor, with `rt` (from [`build_runtime`]), the
-/// revocations in force (replayed from the log before anything listens, SPEC §6) and the
-/// upstream names' snapshot that the control plane's resolver keeps current.
+/// Binds and starts the workers, with `rt` (from [`build_runtime`]), the revocations in
+/// force (replayed from the log before anything listens, SPEC §6) and the upstream names'
+/// snapshot that the control plane's resolver keeps current.
 pub fn start(
     config: &Config,
     rt: Arc<Runtime>,
@@ -323,24 +322,30 @@ pub fn start_on(
         ),
         deflate_budget: MemoryBudget::new(config.compression.memory),
     });
+    // Worker 0 takes the bound listeners; every other worker binds its own socket to each
+    // bound address (SO_REUSEPORT: the kernel spreads connections over the sockets).
+    let mut per_worker = Vec::with_capacity(n);
+    per_worker.push(listeners);
+    for _ in 1..n {
+        let mut own = Vec::with_capacity(local_addrs.len());
+        for (i, a) in local_addrs.iter().enumerate() {
+            own.push(
+                listener::bind(*a)
+                    .map_err(|e| format!("server.listen[{i}]: cannot listen on {a}: {e}"))?,
+            );
+        }
+        per_worker.push(own);
+    }
     let mut workers = Vec::with_capacity(n);
-    let mut handles = Vec::with_capacity(n);
-    for i in 0..n {
-        let (worker, handle) =
-            Worker::new(i, rt.clone(), shared.clone()).map_err(|e| format!("worker {i}: {e}"))?;
+    for (i, listeners) in per_worker.into_iter().enumerate() {
+        let (worker, handle) = Worker::new(i, rt.clone(), shared.clone(), listeners)
+            .map_err(|e| format!("worker {i}: {e}"))?;
         let join = std::thread::Builder::new()
             .name(format!("wsgate-worker-{i}"))
             .spawn(move || worker.run())
             .map_err(|e| format!("worker {i}: cannot start thread: {e}"))?;
-        workers.push((handle.tx.clone(), handle.waker.clone(), join));
-        handles.push(handle);
+        workers.push((handle.tx, handle.waker, join));
     }
-    let (acceptor, stop) =
-        Acceptor::new(listeners, handles, shared.clone()).map_err(|e| format!("acceptor: {e}"))?;
-    let acceptor_join = std::thread::Builder::new()
-        .name("wsgate-acceptor".into())
-        .spawn(move || acceptor.run())
-        .map_err(|e| format!("acceptor: cannot start thread: {e}"))?;
     for a in &local_addrs {
         let scheme = if rt.tls.is_some() { "wss" } else { "ws" };
         // Always printed, whatever WSGATE_LOG says: tools find the port here.
@@ -350,7 +355,6 @@ pub fn start_on(
         local_addrs,
         shared,
         workers,
-        acceptor: Some((stop, acceptor_join)),
         grace: config.server.shutdown_grace,
     })
 }
@@ -364,14 +368,10 @@ impl Running {
             .collect()
     }
 
-    /// Graceful shutdown (SPEC §6): stop accepting, close every connection with 1001,
-    /// wait for the workers at most `shutdown_grace` (they enforce it themselves).
+    /// Graceful shutdown (SPEC §6): each worker stops accepting (closes its listeners),
+    /// closes every connection with 1001, and exits within `shutdown_grace`.
     pub fn shutdown(mut self) {
         self.shared.draining.store(true, Ordering::SeqCst);
-        if let Some((stop, join)) = self.acceptor.take() {
-            let _ = stop.wake();
-            let _ = join.join();
-        }
         for (tx, waker, _) in &self.workers {
             let _ = tx.send(Command::Drain);
             let _ = waker.wake();

@@ -7,6 +7,21 @@ use mio::Token;
 /// Reserved token for the worker's waker.
 pub const WAKER: Token = Token(usize::MAX);
 
+/// How many listener tokens are reserved below [`WAKER`] (far more than any
+/// `server.listen` list; connection tokens stay below 2^63, see [`Slab::insert_with`]).
+const LISTENERS: usize = 1 << 16;
+
+/// The token of a worker's `i`-th listening socket.
+pub fn listener(i: usize) -> Token {
+    Token(usize::MAX - 1 - (i % LISTENERS))
+}
+
+/// The listener index a token names, if it is a listener's.
+pub fn listener_index(t: Token) -> Option<usize> {
+    let i = (usize::MAX - 1).checked_sub(t.0)?;
+    (i < LISTENERS && t != WAKER).then_some(i)
+}
+
 /// A connection slot and the generation it was allocated in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConnId {
@@ -138,5 +153,21 @@ mod tests {
         assert_eq!(s.get_mut(b).copied(), Some("b"));
         assert_eq!(ConnId::from_token(b.token()), b);
         assert_ne!(b.token(), WAKER);
+        assert_eq!(listener_index(b.token()), None);
+    }
+
+    #[test]
+    fn listener_tokens_are_neither_the_waker_nor_a_connection() {
+        assert_eq!(listener_index(WAKER), None);
+        for i in [0, 1, 7] {
+            assert_eq!(listener_index(listener(i)), Some(i));
+            assert_ne!(listener(i), WAKER);
+        }
+        // The largest connection token (generation 2^31 - 1, index 2^32 - 1).
+        let top = ConnId {
+            index: u32::MAX,
+            generation: 0x7fff_ffff,
+        };
+        assert_eq!(listener_index(top.token()), None);
     }
 }

@@ -930,7 +930,7 @@ fn per_ip_connections_limit_counts_from_accept() {
     let pending: Vec<TcpStream> = (0..5)
         .map(|_| connect_from(gw.addr, ATTACKER_IP, None))
         .collect();
-    // The acceptor counts asynchronously: give it a moment to see the five.
+    // The workers count accepts asynchronously: give them a moment to see the five.
     std::thread::sleep(Duration::from_millis(100));
     // SPEC §4: the eleventh is closed at accept, before a byte is read, no response.
     assert!(attempt_from_or_closed(&gw, ATTACKER_IP).is_none());

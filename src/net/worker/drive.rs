@@ -23,7 +23,8 @@ use crate::proto::ws::message::MessageKind;
 use crate::proto::ws::session::{write_message, SessionState};
 
 pub(super) fn step(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant, timer: bool) -> bool {
-    let rt = env.rt.clone();
+    // `env.rt` is read in place: cloning the `Arc` would cost two atomic operations on
+    // a cache line every worker shares, on every event.
     if timer && !on_timer(conn, env, now) {
         return false;
     }
@@ -40,14 +41,14 @@ pub(super) fn step(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant, tim
     // Input left over from a turn cut short by backpressure goes next.
     if matches!(conn.phase, Phase::Open { .. })
         && !conn.rbuf.is_empty()
-        && conn.pending_output() < rt.session.write_buffer
+        && conn.pending_output() < env.rt.session.write_buffer
     {
         feed_session(conn, env, id, 0, now);
     }
     let mut reads = 0;
     let mut paused = false;
     loop {
-        if !wants_read(conn, &rt) {
+        if !wants_read(conn, &env.rt) {
             paused = !conn.read_eof;
             break;
         }
@@ -99,10 +100,10 @@ pub(super) fn step(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant, tim
         conn.release_wbuf_when_flushed = false;
         conn.wbuf = Vec::new();
     }
-    if upstream_paused && pending < rt.session.write_buffer {
+    if upstream_paused && pending < env.rt.session.write_buffer {
         env.ready.push(id);
     }
-    if pending >= rt.session.write_buffer || upstream_pending >= rt.session.write_buffer {
+    if pending >= env.rt.session.write_buffer || upstream_pending >= env.rt.session.write_buffer {
         // SPEC §5: write_buffer applies to both legs.
         conn.over_limit_since.get_or_insert(now);
     } else {
@@ -112,7 +113,7 @@ pub(super) fn step(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant, tim
         }
         // Reading stopped for backpressure and the output has since drained below
         // its limit: come back next turn (edge-triggered readiness will not repeat).
-        if paused && wants_read(conn, &rt) {
+        if paused && wants_read(conn, &env.rt) {
             env.ready.push(id);
         }
     }
@@ -129,7 +130,7 @@ pub(super) fn step(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant, tim
         // One bound for the whole goodbye: flushing the last bytes to a peer that may
         // not read, then waiting for its FIN. Never extended.
         conn.linger_until
-            .get_or_insert(now + rt.session.close_linger);
+            .get_or_insert(now + env.rt.session.close_linger);
         if !conn.write_shut && conn.output_drained() {
             conn.shutdown_write();
         }

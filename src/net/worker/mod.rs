@@ -6,6 +6,7 @@
 //! re-registered: a connection that stops reading for backpressure is revisited by hand
 //! when its output drains, so steady state costs no `epoll_ctl` per message.
 
+mod accept;
 mod drive;
 mod handshake;
 mod proxy;
@@ -25,6 +26,7 @@ use mio::{Events, Interest, Poll, Waker};
 use self::drive::step;
 use self::handshake::reject;
 use super::conn::{Conn, Phase};
+use super::listener::Accept;
 use super::timer::Timers;
 use super::token::{ConnId, Slab, WAKER};
 use super::upstream::LegState;
@@ -97,7 +99,7 @@ pub struct Runtime {
     pub compression: Option<DeflateConfig>,
 }
 
-/// State every worker and the acceptor share.
+/// State every worker shares.
 pub struct Shared {
     /// Connections open in the process (from accept to close).
     pub open: AtomicUsize,
@@ -138,8 +140,6 @@ pub type NamesCache = Cache<Arc<ArcSwap<ResolvedNames>>, Arc<ResolvedNames>>;
 
 /// Messages to a worker.
 pub enum Command {
-    /// A freshly accepted socket.
-    Conn(TcpStream, SocketAddr),
     /// Begin graceful shutdown.
     Drain,
     /// A revocation to enforce on live connections; the reply is how many were closed.
@@ -152,7 +152,7 @@ pub enum Command {
     KeysChanged,
 }
 
-/// How the acceptor and the main thread reach a worker.
+/// How the control plane and the main thread reach a worker.
 pub struct WorkerHandle {
     /// Command queue.
     pub tx: Sender<Command>,
@@ -191,16 +191,23 @@ pub struct Worker {
     timers: Timers,
     env: Env,
     drain_deadline: Option<Instant>,
+    /// This worker's listening sockets (`SO_REUSEPORT`, one per `server.listen`).
+    accept: Accept,
 }
 
 impl Worker {
-    /// Creates worker `index` and the handle to reach it.
+    /// Creates worker `index`, accepting on `listeners`, and the handle to reach it.
     pub fn new(
         index: usize,
         rt: Arc<Runtime>,
         shared: Arc<Shared>,
+        mut listeners: Vec<mio::net::TcpListener>,
     ) -> io::Result<(Worker, WorkerHandle)> {
         let poll = Poll::new()?;
+        for (i, l) in listeners.iter_mut().enumerate() {
+            poll.registry()
+                .register(l, super::token::listener(i), Interest::READABLE)?;
+        }
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, rx) = crossbeam_channel::unbounded();
         let scratch = Scratch::new(rt.max_token_bytes);
@@ -232,6 +239,7 @@ impl Worker {
                     peer_closed_hint: false,
                 },
                 drain_deadline: None,
+                accept: Accept::new(listeners),
             },
             WorkerHandle { tx, waker },
         ))
@@ -245,6 +253,9 @@ impl Worker {
             let now = clock::now();
             let mut deadline = self.timers.next_deadline();
             if let Some(d) = self.drain_deadline {
+                deadline = Some(deadline.map_or(d, |t| t.min(d)));
+            }
+            if let Some(d) = self.accept_deadline() {
                 deadline = Some(deadline.map_or(d, |t| t.min(d)));
             }
             let timeout = if !self.env.ready.is_empty() {
@@ -262,6 +273,8 @@ impl Worker {
             for event in events.iter() {
                 if event.token() == WAKER {
                     self.commands();
+                } else if let Some(i) = super::token::listener_index(event.token()) {
+                    self.accept(i);
                 } else {
                     // Readiness is a hint: the step reads and writes until WouldBlock. A
                     // peer that also closed (FIN / RST in the same edge) must be read to
@@ -271,6 +284,7 @@ impl Worker {
                     self.env.peer_closed_hint = false;
                 }
             }
+            self.accept_again();
             std::mem::swap(&mut revisit, &mut self.env.ready);
             for id in revisit.drain(..) {
                 self.drive(id, false);
@@ -293,7 +307,6 @@ impl Worker {
     fn commands(&mut self) {
         while let Ok(cmd) = self.rx.try_recv() {
             match cmd {
-                Command::Conn(socket, peer) => self.add(socket, peer),
                 Command::Drain => self.drain(),
                 Command::Reload(rt) => self.reload(rt),
                 Command::KeysChanged => {
@@ -387,6 +400,8 @@ impl Worker {
             return;
         }
         self.env.draining = true;
+        // SPEC §6: no new connections once draining.
+        self.accept.close();
         let now = clock::now();
         self.drain_deadline = Some(now + self.env.rt.shutdown_grace);
         for id in self.conns.ids() {
@@ -608,7 +623,8 @@ impl Worker {
         let Some(mut conn) = self.conns.remove(id) else {
             return;
         };
-        let _ = self.poll.registry().deregister(&mut conn.socket);
+        // No `deregister` for the client socket: closing it (the drop below) takes it out
+        // of the epoll set, one `epoll_ctl` per connection saved (nothing duplicates it).
         if let Some(leg) = &mut conn.upstream {
             // Whatever ended the client's side (a reset included), the upstream hears
             // 1001 "going away" rather than a bare EOF (SPEC §5), best effort.

@@ -76,6 +76,32 @@ fn check_name(name: &str) -> Result<(), String> {
 /// character, whitespace or non-ASCII byte); an optional port of decimal digits, 1 to
 /// 65535, without leading zeros. The error says why, for `wsgate check`.
 pub fn parse_origin(text: &str, allow_wildcard: bool) -> Result<Origin, String> {
+    let parts = parse_origin_parts(text, allow_wildcard)?;
+    Ok(Origin {
+        scheme: parts.scheme,
+        host: parts.host.into_owned(),
+        wildcard: parts.wildcard,
+        port: parts.port,
+    })
+}
+
+/// An [`Origin`] whose host borrows from the text when it is already in its canonical
+/// form (lower case, not an IPv6 literal): what a browser sends, checked without an
+/// allocation on every handshake.
+pub struct OriginParts<'a> {
+    /// "http" or "https".
+    pub scheme: &'static str,
+    /// As [`Origin::host`].
+    pub host: std::borrow::Cow<'a, str>,
+    /// As [`Origin::wildcard`].
+    pub wildcard: bool,
+    /// As [`Origin::port`].
+    pub port: u16,
+}
+
+/// [`parse_origin`] without copying a host that is already canonical.
+pub fn parse_origin_parts(text: &str, allow_wildcard: bool) -> Result<OriginParts<'_>, String> {
+    use std::borrow::Cow;
     let Some((scheme, rest)) = text.split_once("://") else {
         return Err("missing scheme".to_owned());
     };
@@ -114,13 +140,17 @@ pub fn parse_origin(text: &str, allow_wildcard: bool) -> Result<Origin, String> 
                     .ok_or_else(|| "expected ':port' after the IPv6 address".to_owned())?,
             ),
         };
-        (format!("[{address}]"), port)
+        (Cow::Owned(format!("[{address}]")), port)
     } else {
         let (name, port) = match rest.split_once(':') {
             Some((name, port)) => (name, Some(port)),
             None => (rest, None),
         };
-        (name.to_ascii_lowercase(), port)
+        if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            (Cow::Owned(name.to_ascii_lowercase()), port)
+        } else {
+            (Cow::Borrowed(name), port)
+        }
     };
     let port = match port_text {
         None => default_port(scheme),
@@ -139,7 +169,7 @@ pub fn parse_origin(text: &str, allow_wildcard: bool) -> Result<Origin, String> 
             if !parent.contains('.') {
                 return Err("a wildcard needs at least two labels after \"*.\"".to_owned());
             }
-            (parent.to_owned(), true)
+            (Cow::Owned(parent.to_owned()), true)
         }
         _ => (host, false),
     };
@@ -152,7 +182,7 @@ pub fn parse_origin(text: &str, allow_wildcard: bool) -> Result<Origin, String> 
             return Err("a wildcard cannot precede an IP address".to_owned());
         }
     }
-    Ok(Origin {
+    Ok(OriginParts {
         scheme,
         host,
         wildcard,

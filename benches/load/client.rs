@@ -1,0 +1,755 @@
+//! The bench client: one thread, one mio poll, raw masked frames; only the headers of
+//! what comes back are parsed (payloads are checked where a row asks).
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Registry, Token};
+use wsgate::proto::ws::frame::{parse_header, write_masked_frame, OpCode, MAX_HEADER_LEN};
+
+use crate::report::Measure;
+use crate::servers::{rss_bytes, CpuWindow, Endpoint, Server};
+use crate::{Res, WARMUP};
+
+/// Concurrent connectors in the handshake rows.
+pub(crate) const HANDSHAKE_CONCURRENCY: usize = 64;
+/// Handshakes in flight while opening a set of connections.
+const DIAL_CONCURRENCY: usize = 256;
+/// Client masking key (servers unmask whatever the key; a constant keeps frames prebuilt).
+const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+/// `Sec-WebSocket-Key` of every request (RFC 6455 §1.3 sample nonce).
+const WS_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+/// mio tokens carry the slot in their low bits and a generation above it.
+const SLOT_BITS: u32 = 20;
+/// Mask of the slot bits of a token.
+const SLOT_MASK: usize = (1 << SLOT_BITS) - 1;
+
+/// What an echo row sends: one prebuilt frame, and what its echo must look like.
+pub(crate) struct Payload {
+    /// The masked client frame.
+    frame: Vec<u8>,
+    /// The echo's expected shape.
+    expect: Expect,
+}
+
+impl Payload {
+    /// `len` bytes of `fill` in one `opcode` frame; echoes are checked for type and length.
+    pub(crate) fn new(opcode: OpCode, fill: u8, len: usize) -> Payload {
+        let mut frame = Vec::new();
+        write_masked_frame(&mut frame, true, opcode, &vec![fill; len], MASK);
+        Payload {
+            frame,
+            expect: Expect {
+                opcode: opcode as u8,
+                len: len as u64,
+                fill: None,
+            },
+        }
+    }
+
+    /// Like [`Payload::new`], and every echoed payload byte is checked as well.
+    pub(crate) fn checked(opcode: OpCode, fill: u8, len: usize) -> Payload {
+        let mut payload = Payload::new(opcode, fill, len);
+        payload.expect.fill = Some(fill);
+        payload
+    }
+}
+
+/// Where a client connection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// No socket.
+    Free,
+    /// TCP connect and upgrade request sent, waiting for the 101.
+    Dialing,
+    /// Upgraded.
+    Open,
+    /// Our close frame is sent; reading until the server's FIN.
+    Closing,
+}
+
+/// Server frames: only headers are parsed, payloads are skipped.
+#[derive(Default)]
+struct FrameReader {
+    /// A header split across reads.
+    carry: [u8; MAX_HEADER_LEN],
+    carry_len: usize,
+    /// Payload bytes of the current frame still to come.
+    remaining: u64,
+    /// The current frame's opcode, FIN bit and length.
+    opcode: u8,
+    fin: bool,
+    len: u64,
+    /// Bytes of the current frame's payload that differ from the expected fill.
+    wrong: u64,
+}
+
+/// What every echoed data frame must be.
+#[derive(Debug, Clone, Copy)]
+struct Expect {
+    /// The opcode that was sent (1 text, 2 binary).
+    opcode: u8,
+    /// The payload length that was sent.
+    len: u64,
+    /// The payload's one repeated byte, when the payload is checked.
+    fill: Option<u8>,
+}
+
+/// What a chunk of input completed.
+#[derive(Default)]
+struct Seen {
+    /// Data frames of the expected length.
+    data: usize,
+    /// A close frame arrived.
+    close: bool,
+}
+
+impl FrameReader {
+    /// Consumes `input`; counts complete frames into `seen`. Data frames must match
+    /// `expect` (when given).
+    fn feed(&mut self, mut input: &[u8], expect: Option<&Expect>, seen: &mut Seen) -> Res<()> {
+        while !input.is_empty() {
+            if self.remaining > 0 {
+                let k = usize::try_from(self.remaining)
+                    .unwrap_or(usize::MAX)
+                    .min(input.len());
+                if let Some(fill) = expect.and_then(|e| e.fill) {
+                    if matches!(self.opcode, 1 | 2) {
+                        self.wrong += input[..k].iter().filter(|&&b| b != fill).count() as u64;
+                    }
+                }
+                self.remaining -= k as u64;
+                input = &input[k..];
+                if self.remaining == 0 {
+                    self.complete(expect, seen)?;
+                }
+                continue;
+            }
+            let (header, used) = if self.carry_len == 0 {
+                match parse_header(input) {
+                    Ok(Some(parsed)) => parsed,
+                    Ok(None) => {
+                        self.carry[..input.len()].copy_from_slice(input);
+                        self.carry_len = input.len();
+                        return Ok(());
+                    }
+                    Err(e) => return Err(format!("bad server frame: {e:?}")),
+                }
+            } else {
+                let take = (MAX_HEADER_LEN - self.carry_len).min(input.len());
+                self.carry[self.carry_len..self.carry_len + take].copy_from_slice(&input[..take]);
+                match parse_header(&self.carry[..self.carry_len + take]) {
+                    Ok(Some((header, len))) => {
+                        let used = len - self.carry_len;
+                        self.carry_len = 0;
+                        (header, used)
+                    }
+                    // Less than a whole header even with all of `input`.
+                    Ok(None) => {
+                        self.carry_len += take;
+                        return Ok(());
+                    }
+                    Err(e) => return Err(format!("bad server frame: {e:?}")),
+                }
+            };
+            if header.mask.is_some() {
+                return Err("server frame is masked".into());
+            }
+            input = &input[used..];
+            self.opcode = header.opcode;
+            self.fin = header.fin;
+            self.len = header.payload_len;
+            self.remaining = header.payload_len;
+            self.wrong = 0;
+            if self.remaining == 0 {
+                self.complete(expect, seen)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn complete(&mut self, expect: Option<&Expect>, seen: &mut Seen) -> Res<()> {
+        match self.opcode {
+            0..=2 => {
+                if let Some(e) = expect {
+                    if self.opcode != e.opcode || !self.fin {
+                        return Err(format!(
+                            "echo frame opcode {} fin {}, sent opcode {} fin true",
+                            self.opcode, self.fin, e.opcode
+                        ));
+                    }
+                    if self.len != e.len {
+                        return Err(format!("echo of {} bytes, sent {}", self.len, e.len));
+                    }
+                    if self.wrong > 0 {
+                        return Err(format!(
+                            "echo of {} bytes has {} bytes that differ from what was sent",
+                            self.len, self.wrong
+                        ));
+                    }
+                }
+                seen.data += 1;
+            }
+            8 => seen.close = true,
+            _ => {} // ping / pong
+        }
+        Ok(())
+    }
+}
+
+/// One client connection.
+struct Conn {
+    sock: Option<TcpStream>,
+    generation: usize,
+    state: State,
+    /// The response head being received.
+    head: Vec<u8>,
+    /// Output not yet written, from `out_pos`.
+    out: Vec<u8>,
+    out_pos: usize,
+    frames: FrameReader,
+    /// Send times of the messages in flight, oldest first.
+    sent_at: VecDeque<Instant>,
+}
+
+impl Conn {
+    fn new() -> Conn {
+        Conn {
+            sock: None,
+            generation: 0,
+            state: State::Free,
+            head: Vec::new(),
+            out: Vec::new(),
+            out_pos: 0,
+            frames: FrameReader::default(),
+            sent_at: VecDeque::new(),
+        }
+    }
+
+    fn token(&self, slot: usize) -> Token {
+        Token(slot | (self.generation << SLOT_BITS))
+    }
+
+    /// Starts a TCP connect and queues the upgrade request.
+    fn dial(
+        &mut self,
+        registry: &Registry,
+        slot: usize,
+        addr: SocketAddr,
+        request: &[u8],
+    ) -> io::Result<()> {
+        self.drop_socket();
+        let mut sock = TcpStream::connect(addr)?;
+        let _ = sock.set_nodelay(true);
+        self.generation = self.generation.wrapping_add(1) & (usize::MAX >> SLOT_BITS);
+        registry.register(
+            &mut sock,
+            self.token(slot),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        self.sock = Some(sock);
+        self.state = State::Dialing;
+        self.head.clear();
+        self.out.clear();
+        self.out.extend_from_slice(request);
+        self.out_pos = 0;
+        self.frames = FrameReader::default();
+        self.sent_at.clear();
+        Ok(())
+    }
+
+    fn drop_socket(&mut self) {
+        self.sock = None;
+        self.state = State::Free;
+    }
+
+    /// Writes pending output until done or the socket is full.
+    fn flush(&mut self) -> io::Result<()> {
+        let Some(sock) = self.sock.as_mut() else {
+            return Ok(());
+        };
+        while self.out_pos < self.out.len() {
+            match sock.write(&self.out[self.out_pos..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.out_pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // A connect in progress: the writable edge comes when it completes.
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.out_pos == self.out.len() {
+            self.out.clear();
+            self.out_pos = 0;
+        }
+        Ok(())
+    }
+
+    /// One read. `Ok(None)`: nothing more now (the socket is drained once a read comes
+    /// back short, since readiness is edge-triggered). `Ok(Some(0))` is EOF.
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        let Some(sock) = self.sock.as_mut() else {
+            return Ok(None);
+        };
+        loop {
+            match sock.read(buf) {
+                Ok(n) => return Ok(Some(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Dialing: sends the request, reads the response head. Ok(true) once upgraded.
+    fn step_dial(&mut self, buf: &mut [u8]) -> Res<bool> {
+        self.flush().map_err(|e| format!("connect/write: {e}"))?;
+        if !self.out.is_empty() {
+            return Ok(false);
+        }
+        loop {
+            let n = match self.read(buf).map_err(|e| format!("handshake read: {e}"))? {
+                None => return Ok(false),
+                Some(0) => return Err("closed during the handshake".into()),
+                Some(n) => n,
+            };
+            self.head.extend_from_slice(&buf[..n]);
+            if let Some(end) = self.head.windows(4).position(|w| w == b"\r\n\r\n") {
+                if !self.head.starts_with(b"HTTP/1.1 101 ") {
+                    let first = self.head.split(|&b| b == b'\r').next().unwrap_or_default();
+                    return Err(format!("answer {:?}", String::from_utf8_lossy(first)));
+                }
+                let rest = self.head.split_off(end + 4);
+                self.head.clear();
+                self.state = State::Open;
+                let mut seen = Seen::default();
+                self.frames.feed(&rest, None, &mut seen)?;
+                return Ok(true);
+            }
+            if n < buf.len() {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Queues our close frame (1000).
+    fn start_close(&mut self) -> io::Result<()> {
+        let mut payload = [0u8; 2];
+        payload.copy_from_slice(&1000u16.to_be_bytes());
+        write_masked_frame(&mut self.out, true, OpCode::Close, &payload, MASK);
+        self.state = State::Closing;
+        self.flush()
+    }
+
+    /// Closing: reads until EOF. Ok(true) once the server closed (its close frame seen).
+    fn step_closing(&mut self, buf: &mut [u8]) -> Res<bool> {
+        self.flush().map_err(|e| format!("close write: {e}"))?;
+        let mut seen = Seen::default();
+        loop {
+            match self.read(buf) {
+                Ok(None) => return Ok(false),
+                Ok(Some(0)) => {
+                    self.drop_socket();
+                    return if seen.close || self.frames.opcode == 8 {
+                        Ok(true)
+                    } else {
+                        Err("EOF without a close frame".into())
+                    };
+                }
+                Ok(Some(n)) => self.frames.feed(&buf[..n], None, &mut seen)?,
+                Err(e) => {
+                    self.drop_socket();
+                    return Err(format!("while closing: {e}"));
+                }
+            }
+        }
+    }
+}
+
+/// The bench client: one thread, one poll, raw frames.
+pub(crate) struct Client {
+    poll: Poll,
+    events: Events,
+    buf: Vec<u8>,
+    conns: Vec<Conn>,
+}
+
+fn slot_of(token: Token) -> (usize, usize) {
+    (token.0 & SLOT_MASK, token.0 >> SLOT_BITS)
+}
+
+fn upgrade_request(addr: SocketAddr, target: &str) -> Vec<u8> {
+    format!(
+        "GET {target} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+impl Client {
+    pub(crate) fn new() -> Res<Client> {
+        Ok(Client {
+            poll: Poll::new().map_err(|e| format!("poll: {e}"))?,
+            events: Events::with_capacity(1024),
+            buf: vec![0; 256 * 1024],
+            conns: Vec::new(),
+        })
+    }
+
+    fn poll(&mut self, timeout: Duration) -> Res<()> {
+        match self.poll.poll(&mut self.events, Some(timeout)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+            Err(e) => Err(format!("poll: {e}")),
+        }
+    }
+
+    /// Opens `n` upgraded connections to `addr` (replacing any held).
+    fn open_many(&mut self, addr: SocketAddr, target: &str, n: usize) -> Res<()> {
+        self.conns.clear();
+        self.conns.resize_with(n, Conn::new);
+        let request = upgrade_request(addr, target);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let (mut next, mut dialing, mut open) = (0, 0, 0);
+        while open < n {
+            while dialing < DIAL_CONCURRENCY && next < n {
+                self.conns[next]
+                    .dial(self.poll.registry(), next, addr, &request)
+                    .map_err(|e| format!("connect #{next}: {e}"))?;
+                next += 1;
+                dialing += 1;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("only {open} of {n} connections upgraded in 60 s"));
+            }
+            self.poll(Duration::from_millis(100))?;
+            for ev in self.events.iter() {
+                let (slot, generation) = slot_of(ev.token());
+                let Some(c) = self.conns.get_mut(slot) else {
+                    continue;
+                };
+                if c.generation != generation || c.state != State::Dialing {
+                    continue;
+                }
+                if c.step_dial(&mut self.buf)
+                    .map_err(|e| format!("connection #{slot}: {e}"))?
+                {
+                    dialing -= 1;
+                    open += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Close handshake on every connection (bounded), then drops them all. Returns how
+    /// many did not complete it (the server's close frame, then EOF, within 2 s), and the
+    /// first reason.
+    fn close_all(&mut self) -> (usize, Option<String>) {
+        let (mut unclean, mut first) = (0, None);
+        for c in &mut self.conns {
+            if c.state == State::Open {
+                if let Err(e) = c.start_close() {
+                    unclean += 1;
+                    first.get_or_insert(format!("close write: {e}"));
+                    c.drop_socket();
+                }
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while self.conns.iter().any(|c| c.state == State::Closing) && Instant::now() < deadline {
+            if self.poll(Duration::from_millis(50)).is_err() {
+                break;
+            }
+            for ev in self.events.iter() {
+                let (slot, generation) = slot_of(ev.token());
+                if let Some(c) = self.conns.get_mut(slot) {
+                    if c.generation == generation && c.state == State::Closing {
+                        if let Err(e) = c.step_closing(&mut self.buf) {
+                            unclean += 1;
+                            first.get_or_insert(e);
+                        }
+                    }
+                }
+            }
+        }
+        let stuck = self
+            .conns
+            .iter()
+            .filter(|c| c.state == State::Closing)
+            .count();
+        if stuck > 0 {
+            unclean += stuck;
+            first.get_or_insert_with(|| "no close frame and EOF within 2 s".into());
+        }
+        self.conns.clear();
+        (unclean, first)
+    }
+
+    /// Echo row: `conns` connections to `ep`, `depth` copies of the payload's frame in
+    /// flight on each.
+    pub(crate) fn echo_row(
+        &mut self,
+        ep: &Endpoint,
+        window: Duration,
+        conns: usize,
+        payload: &Payload,
+        depth: usize,
+    ) -> Res<Measure> {
+        self.open_many(ep.addr, ep.path, conns)?;
+        let result = self.echo(ep, window, payload, depth);
+        let (unclean, first) = self.close_all();
+        // After a failed row, unclean closes are expected; after a good one, they are news.
+        if result.is_ok() && unclean > 0 {
+            eprintln!(
+                "{}: {unclean} of {conns} connections failed the close handshake, first: {}",
+                ep.name,
+                first.unwrap_or_default()
+            );
+        }
+        result
+    }
+
+    fn echo(
+        &mut self,
+        ep: &Endpoint,
+        window: Duration,
+        payload: &Payload,
+        depth: usize,
+    ) -> Res<Measure> {
+        let (frame, expect) = (&payload.frame[..], &payload.expect);
+        let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)
+            .map_err(|e| format!("histogram: {e}"))?;
+        let t0 = Instant::now();
+        let (start, end) = (t0 + WARMUP, t0 + WARMUP + window);
+        let mut cpu = CpuWindow::new(ep.pid, ep.upstream_pid);
+        let (mut measuring, mut sending) = (false, true);
+        let (mut received, mut in_flight) = (0u64, 0usize);
+        for c in &mut self.conns {
+            for _ in 0..depth {
+                c.out.extend_from_slice(frame);
+                c.sent_at.push_back(t0);
+                in_flight += 1;
+            }
+            c.flush().map_err(|e| format!("write: {e}"))?;
+        }
+        let mut cpu_used = (None, None, None);
+        loop {
+            let now = Instant::now();
+            if !measuring && now >= start {
+                measuring = true;
+                cpu.begin();
+            }
+            if sending && now >= end {
+                sending = false;
+                cpu_used = cpu.end();
+            }
+            if !sending && in_flight == 0 {
+                break;
+            }
+            if !sending && now >= end + Duration::from_secs(5) {
+                // Echoes still missing 5 s after the window: a stall, not a slow server.
+                return Err(format!(
+                    "{in_flight} echoes still missing 5 s after the window ended"
+                ));
+            }
+            self.poll(Duration::from_millis(20))?;
+            for ev in self.events.iter() {
+                let (slot, generation) = slot_of(ev.token());
+                let Some(c) = self.conns.get_mut(slot) else {
+                    continue;
+                };
+                if c.generation != generation || c.state != State::Open {
+                    continue;
+                }
+                if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                    loop {
+                        let n = match c.read(&mut self.buf) {
+                            Ok(None) => break,
+                            Ok(Some(0)) => return Err(format!("server closed connection #{slot}")),
+                            Ok(Some(n)) => n,
+                            Err(e) => return Err(format!("read #{slot}: {e}")),
+                        };
+                        let mut seen = Seen::default();
+                        c.frames
+                            .feed(&self.buf[..n], Some(expect), &mut seen)
+                            .map_err(|e| format!("connection #{slot}: {e}"))?;
+                        if seen.close {
+                            return Err(format!("server sent a close frame on #{slot}"));
+                        }
+                        let now = Instant::now();
+                        let counted = now >= start && now < end;
+                        for _ in 0..seen.data {
+                            let sent = c.sent_at.pop_front().ok_or("echo of an unsent message")?;
+                            in_flight -= 1;
+                            if counted {
+                                received += 1;
+                                if sent >= start {
+                                    let ns = now.duration_since(sent).as_nanos();
+                                    hist.saturating_record(u64::try_from(ns).unwrap_or(u64::MAX));
+                                }
+                            }
+                            if sending && now < end {
+                                c.out.extend_from_slice(frame);
+                                c.sent_at.push_back(now);
+                                in_flight += 1;
+                            }
+                        }
+                        if n < self.buf.len() {
+                            break;
+                        }
+                    }
+                }
+                c.flush().map_err(|e| format!("write #{slot}: {e}"))?;
+            }
+        }
+        let quantile = |q: f64| (!hist.is_empty()).then(|| hist.value_at_quantile(q) as f64 / 1e3);
+        Ok(Measure {
+            rate: received as f64 / window.as_secs_f64(),
+            ops: received as f64 / window.as_secs_f64(),
+            p50_us: quantile(0.50),
+            p99_us: quantile(0.99),
+            server_cpu: cpu_used.0,
+            client_cpu: cpu_used.1,
+            upstream_cpu: cpu_used.2,
+            errors: 0,
+        })
+    }
+
+    /// Handshake row: `HANDSHAKE_CONCURRENCY` connectors, each looping connect, upgrade,
+    /// close handshake, until the window ends. Each connect takes the next of `targets`
+    /// in turn (one target: the same request every time).
+    pub(crate) fn storm_row(
+        &mut self,
+        srv: &Endpoint,
+        window: Duration,
+        targets: &[String],
+    ) -> Res<Measure> {
+        let requests: Vec<Vec<u8>> = targets
+            .iter()
+            .map(|t| upgrade_request(srv.addr, t))
+            .collect();
+        if requests.is_empty() {
+            return Err("no request target".into());
+        }
+        let mut turn = 0usize;
+        let mut next_request = || {
+            turn = turn.wrapping_add(1);
+            &requests[turn % requests.len()]
+        };
+        self.conns.clear();
+        self.conns.resize_with(HANDSHAKE_CONCURRENCY, Conn::new);
+        let t0 = Instant::now();
+        let (start, end) = (t0 + WARMUP, t0 + WARMUP + window);
+        let mut cpu = CpuWindow::new(srv.pid, None);
+        let cpu_used;
+        let (mut measuring, mut completed, mut errors) = (false, 0u64, 0u64);
+        let mut first_error: Option<String> = None;
+        for slot in 0..self.conns.len() {
+            self.conns[slot]
+                .dial(self.poll.registry(), slot, srv.addr, next_request())
+                .map_err(|e| format!("connect: {e}"))?;
+        }
+        loop {
+            let now = Instant::now();
+            if !measuring && now >= start {
+                measuring = true;
+                cpu.begin();
+            }
+            if now >= end {
+                cpu_used = cpu.end();
+                break;
+            }
+            self.poll(Duration::from_millis(20))?;
+            for ev in self.events.iter() {
+                let (slot, generation) = slot_of(ev.token());
+                let Some(c) = self.conns.get_mut(slot) else {
+                    continue;
+                };
+                if c.generation != generation {
+                    continue;
+                }
+                let step = match c.state {
+                    State::Dialing => c.step_dial(&mut self.buf).and_then(|upgraded| {
+                        if upgraded {
+                            c.start_close().map_err(|e| format!("close write: {e}"))?;
+                            c.step_closing(&mut self.buf)
+                        } else {
+                            Ok(false)
+                        }
+                    }),
+                    State::Closing => c.step_closing(&mut self.buf),
+                    State::Free | State::Open => continue,
+                };
+                let redial = match step {
+                    Ok(done) => {
+                        let now = Instant::now();
+                        if done && now >= start && now < end {
+                            completed += 1;
+                        }
+                        done
+                    }
+                    Err(e) => {
+                        errors += 1;
+                        first_error.get_or_insert(e);
+                        if errors > 1000 {
+                            return Err(format!(
+                                "{errors} failed handshakes, first: {}",
+                                first_error.unwrap_or_default()
+                            ));
+                        }
+                        true
+                    }
+                };
+                if redial {
+                    if let Err(e) = c.dial(self.poll.registry(), slot, srv.addr, next_request()) {
+                        errors += 1;
+                        first_error.get_or_insert(format!("connect: {e}"));
+                        c.drop_socket();
+                    }
+                }
+            }
+            // Slots whose connect failed outright get another try.
+            for (slot, c) in self.conns.iter_mut().enumerate() {
+                if c.state == State::Free {
+                    let _ = c.dial(self.poll.registry(), slot, srv.addr, next_request());
+                }
+            }
+        }
+        self.conns.clear();
+        if let Some(e) = &first_error {
+            eprintln!("{}: {errors} handshake errors, first: {e}", srv.name);
+        }
+        Ok(Measure {
+            rate: completed as f64 / window.as_secs_f64(),
+            ops: completed as f64 / window.as_secs_f64(),
+            server_cpu: cpu_used.0,
+            client_cpu: cpu_used.1,
+            errors,
+            ..Measure::default()
+        })
+    }
+
+    /// Idle row: RSS of the server before and after `n` idle upgraded connections.
+    pub(crate) fn idle_row(&mut self, srv: &Server, n: usize) -> Res<Measure> {
+        // Warm-up: one-time allocations (buffers, slab, runtime) are not per connection.
+        self.open_many(srv.addr, "/echo", 100)?;
+        self.close_all();
+        std::thread::sleep(Duration::from_millis(300));
+        let before = rss_bytes(srv.pid)?;
+        self.open_many(srv.addr, "/echo", n)?;
+        std::thread::sleep(Duration::from_secs(1));
+        let after = rss_bytes(srv.pid)?;
+        self.conns.clear();
+        Ok(Measure {
+            rate: after.saturating_sub(before) as f64 / n.max(1) as f64,
+            ..Measure::default()
+        })
+    }
+}

@@ -1,0 +1,167 @@
+//! The peer servers, each run as a child process of this executable (`WSGATE_BENCH_ROLE`)
+//! with one thread serving connections: tokio-tungstenite's echo server example and
+//! fastwebsockets' echo server example. uWebSockets, the other peer of issue #15, is a C++
+//! library that cannot be fetched here (package registries only); the coordinator's
+//! harness measures it.
+
+use std::io::{self, Write};
+use std::time::Duration;
+
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+/// The role value for the tokio-tungstenite server.
+pub(crate) const ROLE_TT: &str = "tt-server";
+/// The role value for the fastwebsockets server.
+pub(crate) const ROLE_FWS: &str = "fws-server";
+
+/// `WSGATE_BENCH_TT_READ_BUFFER`: a read buffer size for the reference server (tungstenite
+/// zeroes the whole free part of its read buffer before every read, 128 KiB by default).
+pub(crate) fn tt_read_buffer() -> Option<usize> {
+    std::env::var("WSGATE_BENCH_TT_READ_BUFFER")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// tokio-tungstenite's echo server example, on a one-worker multi-thread runtime, with
+/// TCP_NODELAY like wsgate's accepted sockets.
+pub(crate) fn tt_server() {
+    exit_with_parent();
+    // tungstenite's default read buffer (128 KiB) unless WSGATE_BENCH_TT_READ_BUFFER says.
+    let config = tt_read_buffer().map(|n| WebSocketConfig::default().read_buffer_size(n));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tt-server: runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    runtime.block_on(async {
+        use futures_util::{future, StreamExt, TryStreamExt};
+        let listener = listen(ROLE_TT).await;
+        loop {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(_) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let Ok(ws) = tokio_tungstenite::accept_async_with_config(stream, config).await
+                else {
+                    return;
+                };
+                let (write, read) = ws.split();
+                let _ = read
+                    .try_filter(|msg| future::ready(msg.is_text() || msg.is_binary()))
+                    .forward(write)
+                    .await;
+            });
+        }
+    });
+}
+
+/// The parent holds our stdin; when it goes away, so do we.
+fn exit_with_parent() {
+    std::thread::spawn(|| {
+        let _ = io::copy(&mut io::stdin(), &mut io::sink());
+        std::process::exit(0);
+    });
+}
+
+/// Binds 127.0.0.1:0 and prints "listening on ADDR" (what `Server::peer` reads).
+async fn listen(role: &str) -> tokio::net::TcpListener {
+    let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{role}: bind: {e}");
+            std::process::exit(1);
+        }
+    };
+    match listener.local_addr() {
+        Ok(addr) => println!("listening on {addr}"),
+        Err(e) => {
+            eprintln!("{role}: {e}");
+            std::process::exit(1);
+        }
+    }
+    let _ = io::stdout().flush();
+    listener
+}
+
+/// fastwebsockets' `examples/echo_server.rs` (0.10): hyper's HTTP/1.1 server with
+/// upgrades, `upgrade::upgrade`, a `FragmentCollector` echoing text and binary frames
+/// (close frames are answered by the library, `auto_close`), each connection in an
+/// `unconstrained` task on a current-thread runtime (one thread, as in the example),
+/// plus TCP_NODELAY like the other servers.
+pub(crate) fn fws_server() {
+    use fastwebsockets::{upgrade, OpCode, WebSocketError};
+    use http_body_util::Empty;
+    use hyper::body::{Bytes, Incoming};
+    use hyper::server::conn::http1;
+    use hyper::service::service_fn;
+    use hyper::{Request, Response};
+
+    async fn handle_client(fut: upgrade::UpgradeFut) -> Result<(), WebSocketError> {
+        let mut ws = fastwebsockets::FragmentCollector::new(fut.await?);
+        loop {
+            let frame = ws.read_frame().await?;
+            match frame.opcode {
+                OpCode::Close => break,
+                OpCode::Text | OpCode::Binary => ws.write_frame(frame).await?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    async fn server_upgrade(
+        mut req: Request<Incoming>,
+    ) -> Result<Response<Empty<Bytes>>, WebSocketError> {
+        let (response, fut) = upgrade::upgrade(&mut req)?;
+        tokio::task::spawn(async move {
+            let _ = tokio::task::unconstrained(handle_client(fut)).await;
+        });
+        Ok(response)
+    }
+
+    exit_with_parent();
+    // The example enables I/O only; the timer is for the accept back-off below.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("fws-server: runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    runtime.block_on(async {
+        let listener = listen(ROLE_FWS).await;
+        loop {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(_) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = http1::Builder::new()
+                    .serve_connection(io, service_fn(server_upgrade))
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+}
