@@ -2,13 +2,15 @@
 //! The byte-moving half (`read_into`, `flush`) lives here; the decisions live in
 //! `proto`, `gate` and `worker`.
 
+use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
 use mio::net::TcpStream;
 
+use crate::clock::Tick;
 use crate::gate::decide::Identity;
 use crate::proto::http::request::HeadReader;
 use crate::proto::ws::session::Session;
@@ -20,12 +22,12 @@ pub enum Phase {
         /// Incremental end-of-head scanner.
         reader: HeadReader,
         /// When the whole request must have arrived.
-        deadline: Instant,
+        deadline: Tick,
     },
     /// Upgraded: frames both ways.
     Open {
-        /// The RFC 6455 state machine.
-        session: Box<Session>,
+        /// The RFC 6455 state machine (64 bytes while idle, held inline).
+        session: Session,
         /// Index of the route in the gate.
         route: usize,
     },
@@ -42,7 +44,7 @@ pub enum Phase {
         /// Length of the request head at the start of `rbuf`.
         head_len: usize,
         /// The handshake's deadline (`limits.handshake_timeout` from accept).
-        deadline: Instant,
+        deadline: Tick,
     },
     /// An HTTP rejection is queued; flush it, then close.
     Rejected,
@@ -71,44 +73,161 @@ pub struct Conn {
     /// The protocol phase.
     pub phase: Phase,
     /// Received bytes not yet consumed (a partial head or frame header).
-    pub rbuf: Vec<u8>,
+    pub rbuf: Buf,
     /// Output not yet handed to the socket (plaintext, before TLS).
-    pub wbuf: Vec<u8>,
+    pub wbuf: Buf,
     /// The earliest deadline already in the worker's timer heap.
-    pub scheduled: Option<Instant>,
+    pub scheduled: Option<Tick>,
     /// No more output will be produced: flush, shut down the write side, drain, close.
     pub closing: bool,
     /// The write side has been shut down; reads are drained and discarded until
     /// EOF or `linger_until`.
     pub write_shut: bool,
     /// When to give up waiting for the peer's FIN.
-    pub linger_until: Option<Instant>,
+    pub linger_until: Option<Tick>,
     /// The peer sent EOF.
     pub read_eof: bool,
     /// Since when pending output has stayed above `write_buffer`.
-    pub over_limit_since: Option<Instant>,
+    pub over_limit_since: Option<Tick>,
     /// Any bytes received at all (408 vs silent close at handshake timeout).
     pub received_any: bool,
-    /// The verified identity (per-subject count is released when the conn goes).
-    pub identity: Option<Identity>,
+    /// The verified identity and its token's deadlines (per-subject count is released
+    /// when the conn goes); boxed, so that a public connection pays a pointer.
+    pub identity: Option<Box<Authed>>,
     /// The 101 is queued: drop the output buffer's memory once it is written.
     pub release_wbuf_when_flushed: bool,
     /// The upstream leg on proxied routes.
     pub upstream: Option<Box<super::upstream::UpstreamLeg>>,
-    /// SPEC §6: when the token's `exp` (+ leeway) passes; the connection closes 4401.
-    pub token_deadline: Option<Instant>,
-    /// SPEC §6: when `wsgate.expiring` is due (refresh on).
-    pub notice_at: Option<Instant>,
     /// When the connection was accepted.
-    pub accepted_at: Instant,
+    pub accepted_at: Tick,
     /// The connection's id in logs: unique for the process's life (SPEC §7), never
     /// reused like a slab slot is.
     pub serial: u64,
-    /// SPEC §6: in-band refreshes that failed on this connection.
-    pub failed_refreshes: u32,
     /// SPEC §10: permessage-deflate agreed at the handshake of a proxied route, held for
     /// the client's 101 (sent once the upstream answers).
     pub deflate: Option<Box<crate::proto::ws::deflate::PerMessageDeflate>>,
+}
+
+/// What an authenticated connection keeps about its token.
+pub struct Authed {
+    /// The verified identity, without what only the handshake needed (see [`slim`]).
+    pub identity: Identity,
+    /// SPEC §6: when the token's `exp` (+ leeway) passes; the connection closes 4401.
+    pub token_deadline: Option<Tick>,
+    /// SPEC §6: when `wsgate.expiring` is due (refresh on).
+    pub notice_at: Option<Tick>,
+    /// SPEC §6: in-band refreshes that failed on this connection.
+    pub failed_refreshes: u32,
+}
+
+impl Authed {
+    /// A connection's token: `identity` (slimmed) and its deadlines.
+    pub fn new(identity: Identity, token_deadline: Option<Tick>, notice_at: Option<Tick>) -> Self {
+        Authed {
+            identity: slim(identity),
+            token_deadline,
+            notice_at,
+            failed_refreshes: 0,
+        }
+    }
+}
+
+impl Deref for Authed {
+    type Target = Identity;
+
+    fn deref(&self) -> &Identity {
+        &self.identity
+    }
+}
+
+impl DerefMut for Authed {
+    fn deref_mut(&mut self) -> &mut Identity {
+        &mut self.identity
+    }
+}
+
+/// An identity as an open connection keeps it (issue #15): its scopes were checked by the
+/// handshake (a refresh checks the new token's) and carried upstream by the plan, and its
+/// `kid` is not read again, so neither is kept.
+pub fn slim(mut identity: Identity) -> Identity {
+    identity.scopes = Box::default();
+    identity.kid = None;
+    identity
+}
+
+/// A connection's buffer (issue #15): 8 bytes and no heap while it holds nothing. Its
+/// storage is lent from the worker thread's pool when bytes are written into it and given
+/// back by [`Buf::release`] once they are gone, so an idle connection holds no buffer and
+/// a busy one costs no allocator round trip per message.
+#[derive(Default)]
+pub struct Buf(Option<Box<Vec<u8>>>);
+
+/// What an absent buffer reads as.
+static EMPTY: Vec<u8> = Vec::new();
+
+/// Free buffers a worker thread keeps for its connections.
+const POOL_BUFFERS: usize = 32;
+
+/// A buffer with more capacity than this is freed instead of pooled.
+const POOL_CAPACITY: usize = 256 * 1024;
+
+thread_local! {
+    /// The worker thread's free buffers (each empty, capacity kept).
+    static POOL: RefCell<Vec<Box<Vec<u8>>>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Buf {
+    /// Gives the storage back to the thread's pool if the buffer is empty.
+    pub fn release(&mut self) {
+        if self.0.as_ref().is_some_and(|b| b.is_empty()) {
+            if let Some(buf) = self.0.take() {
+                if buf.capacity() <= POOL_CAPACITY {
+                    let _ = POOL.try_with(|pool| {
+                        let mut pool = pool.borrow_mut();
+                        if pool.len() < POOL_BUFFERS {
+                            pool.push(buf);
+                        }
+                    });
+                }
+            }
+        }
+    }
+
+    /// Drops the contents and the storage (never pooled: the buffer was large or the
+    /// connection is done with it).
+    pub fn free(&mut self) {
+        self.0 = None;
+    }
+
+    /// Whether storage is held.
+    pub fn is_held(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+impl From<Vec<u8>> for Buf {
+    fn from(v: Vec<u8>) -> Buf {
+        Buf(Some(Box::new(v)))
+    }
+}
+
+impl Deref for Buf {
+    type Target = Vec<u8>;
+
+    fn deref(&self) -> &Vec<u8> {
+        self.0.as_deref().unwrap_or(&EMPTY)
+    }
+}
+
+impl DerefMut for Buf {
+    fn deref_mut(&mut self) -> &mut Vec<u8> {
+        self.0.get_or_insert_with(|| {
+            POOL.try_with(|pool| pool.borrow_mut().pop())
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+        })
+    }
 }
 
 /// The next connection id for logs: process-wide, starting at 1, never reused (64 bits
@@ -183,7 +302,9 @@ impl Conn {
                         Err(e) => return Err(e),
                     }
                 }
-                consume_front(&mut self.wbuf, written);
+                if written > 0 {
+                    consume_front(&mut self.wbuf, written);
+                }
             }
             Some(tls) => {
                 loop {

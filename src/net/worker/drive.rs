@@ -12,10 +12,10 @@ use crate::auth::error::TokenError;
 use crate::auth::revocation::token_lifetime;
 use crate::auth::verify::Scratch;
 use crate::clock;
-use crate::gate::decide::Identity;
+use crate::clock::Tick;
 use crate::gate::refresh::is_refresh;
 use crate::gate::reject::Reject;
-use crate::net::conn::{Conn, Phase, ReadOutcome};
+use crate::net::conn::{slim, Authed, Conn, Phase, ReadOutcome};
 use crate::net::token::ConnId;
 use crate::net::upstream::LegState;
 use crate::proto::error::ProtocolError;
@@ -97,18 +97,18 @@ pub(super) fn step(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant, tim
     if pending == 0 && conn.release_wbuf_when_flushed {
         // The 101 is out: an idle connection keeps no output buffer.
         conn.release_wbuf_when_flushed = false;
-        conn.wbuf = Vec::new();
+        conn.wbuf.free();
     }
     if upstream_paused && pending < rt.session.write_buffer {
         env.ready.push(id);
     }
     if pending >= rt.session.write_buffer || upstream_pending >= rt.session.write_buffer {
         // SPEC §5: write_buffer applies to both legs.
-        conn.over_limit_since.get_or_insert(now);
+        conn.over_limit_since.get_or_insert(Tick::from(now));
     } else {
         conn.over_limit_since = None;
         if pending == 0 && conn.wbuf.capacity() > KEEP_CAPACITY {
-            conn.wbuf = Vec::new();
+            conn.wbuf.free();
         }
         // Reading stopped for backpressure and the output has since drained below
         // its limit: come back next turn (edge-triggered readiness will not repeat).
@@ -129,7 +129,7 @@ pub(super) fn step(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant, tim
         // One bound for the whole goodbye: flushing the last bytes to a peer that may
         // not read, then waiting for its FIN. Never extended.
         conn.linger_until
-            .get_or_insert(now + rt.session.close_linger);
+            .get_or_insert(Tick::from(now + rt.session.close_linger));
         if !conn.write_shut && conn.output_drained() {
             conn.shutdown_write();
         }
@@ -139,18 +139,19 @@ pub(super) fn step(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant, tim
 
 /// Handles a fired timer. Returns false to drop the connection.
 fn on_timer(conn: &mut Conn, env: &mut Env, now: Instant) -> bool {
-    if conn.linger_until.is_some_and(|t| now >= t) {
+    let tick = Tick::from(now);
+    if conn.linger_until.is_some_and(|t| tick >= t) {
         return false;
     }
     match &mut conn.phase {
-        Phase::Handshake { deadline, .. } if now >= *deadline => {
+        Phase::Handshake { deadline, .. } if tick >= *deadline => {
             // Slowloris: the whole request must arrive within handshake_timeout.
             if !conn.received_any {
                 return false;
             }
             reject(conn, env, Reject::HandshakeTimeout, None);
         }
-        Phase::Parked { deadline, .. } if now >= *deadline => {
+        Phase::Parked { deadline, .. } if tick >= *deadline => {
             // SPEC §9: parked at most handshake_timeout; the kid is still unknown.
             env.metrics
                 .auth_failure(TokenError::UnknownKid.reason_label());
@@ -179,35 +180,33 @@ fn on_timer(conn: &mut Conn, env: &mut Env, now: Instant) -> bool {
         }
         Phase::Open { session, .. } => {
             // Idle: a timer fired with nothing pending; give buffer memory back.
-            if conn.wbuf.is_empty() && conn.wbuf.capacity() > 0 {
-                conn.wbuf = Vec::new();
-            }
-            if conn.rbuf.is_empty() && conn.rbuf.capacity() > 0 {
-                conn.rbuf = Vec::new();
-            }
+            conn.wbuf.release();
+            conn.rbuf.release();
             // While its output is over write_buffer the gateway is not reading this
             // peer, so silence proves nothing: the slow-consumer rule decides instead.
             if conn.over_limit_since.is_none() || session.state() != SessionState::Open {
                 session.handle_timeout(now, &mut conn.wbuf);
             }
-            if session.state() == SessionState::Open {
-                if conn.token_deadline.is_some_and(|t| now >= t) {
+            if let Some(auth) = conn
+                .identity
+                .as_deref_mut()
+                .filter(|_| session.state() == SessionState::Open)
+            {
+                if auth.token_deadline.is_some_and(|t| tick >= t) {
                     // SPEC §6: at exp (+ leeway), close 4401 "token expired".
                     let why = ProtocolError::TokenExpired;
                     session.close(why.close_code(), why.reason(), &mut conn.wbuf);
-                    conn.token_deadline = None;
-                    conn.notice_at = None;
-                } else if conn.notice_at.is_some_and(|t| now >= t) {
-                    conn.notice_at = None;
-                    if let Some(id) = &conn.identity {
-                        let msg = format!(r#"{{"type":"wsgate.expiring","exp":{}}}"#, id.exp);
-                        write_message(&mut conn.wbuf, MessageKind::Text, msg.as_bytes());
-                    }
+                    auth.token_deadline = None;
+                    auth.notice_at = None;
+                } else if auth.notice_at.is_some_and(|t| tick >= t) {
+                    auth.notice_at = None;
+                    let msg = format!(r#"{{"type":"wsgate.expiring","exp":{}}}"#, auth.exp);
+                    write_message(&mut conn.wbuf, MessageKind::Text, msg.as_bytes());
                 }
             }
             if conn
                 .over_limit_since
-                .is_some_and(|t| now >= t + env.rt.session.idle_timeout)
+                .is_some_and(|t| now >= t.instant() + env.rt.session.idle_timeout)
             {
                 // SPEC §5: output above write_buffer for idle_timeout.
                 let why = ProtocolError::SlowConsumer;
@@ -252,13 +251,11 @@ pub(super) fn feed_session(conn: &mut Conn, env: &mut Env, id: ConnId, n: usize,
     let route = *route;
     let scratch = &mut env.scratch;
     let identity = &mut conn.identity;
-    let times = (&mut conn.token_deadline, &mut conn.notice_at);
     let shared = &*env.shared;
     let by_jti = &mut env.by_jti;
     let metrics = &*env.metrics;
     let upstream = &mut conn.upstream;
     let peer = conn.peer.ip();
-    let failed = &mut conn.failed_refreshes;
     // SPEC §6: past max_failed_refreshes the connection closes; nothing after the
     // refresh that passed the limit is delivered.
     let mut too_many = false;
@@ -267,7 +264,7 @@ pub(super) fn feed_session(conn: &mut Conn, env: &mut Env, id: ConnId, n: usize,
             return;
         }
         if rt.refresh && kind == MessageKind::Text && is_refresh(payload) {
-            if let Some(current) = identity.as_mut() {
+            if let Some(current) = identity.as_deref_mut() {
                 let old_jti = current.jti.clone();
                 let live = LiveToken {
                     rt,
@@ -276,9 +273,9 @@ pub(super) fn feed_session(conn: &mut Conn, env: &mut Env, id: ConnId, n: usize,
                     now,
                     peer,
                 };
-                if !live.refresh(current, payload, scratch, out, times.0, times.1) {
-                    *failed = failed.saturating_add(1);
-                    too_many = *failed > rt.max_failed_refreshes;
+                if !live.refresh(current, payload, scratch, out) {
+                    current.failed_refreshes = current.failed_refreshes.saturating_add(1);
+                    too_many = current.failed_refreshes > rt.max_failed_refreshes;
                 }
                 if current.jti != old_jti {
                     if let Some(j) = &old_jti {
@@ -319,10 +316,10 @@ pub(super) fn feed_session(conn: &mut Conn, env: &mut Env, id: ConnId, n: usize,
     if too_many {
         let why = ProtocolError::TooManyFailedRefreshes;
         session.close(why.close_code(), why.reason(), &mut conn.wbuf);
-        conn.rbuf = Vec::new();
+        conn.rbuf.free();
     }
     if conn.rbuf.is_empty() && conn.rbuf.capacity() > KEEP_CAPACITY {
-        conn.rbuf = Vec::new();
+        conn.rbuf.free();
     }
 }
 
@@ -332,9 +329,10 @@ pub(super) fn token_times(
     exp: u64,
     now: Instant,
     now_unix: u64,
-) -> (Option<Instant>, Option<Instant>) {
+) -> (Option<Tick>, Option<Tick>) {
     let notice = rt.refresh.then_some(rt.expiry_notice);
-    deadlines(exp, rt.leeway_secs, notice, now, now_unix)
+    let (deadline, notice) = deadlines(exp, rt.leeway_secs, notice, now, now_unix);
+    (deadline.map(Tick::from), notice.map(Tick::from))
 }
 
 /// SPEC §6, pure: close at `exp` + leeway; with refresh on, notice `expiry_notice` before
@@ -369,12 +367,10 @@ impl LiveToken<'_> {
     /// `max_failed_refreshes`).
     fn refresh(
         &self,
-        current: &mut Identity,
+        current: &mut Authed,
         payload: &[u8],
         scratch: &mut Scratch,
         out: &mut Vec<u8>,
-        deadline: &mut Option<Instant>,
-        notice: &mut Option<Instant>,
     ) -> bool {
         let now_unix = clock::unix_now();
         let ips = &self.shared.ips;
@@ -408,10 +404,10 @@ impl LiveToken<'_> {
                     Ordering::Relaxed,
                 );
                 let (d, n) = token_times(self.rt, new.exp, self.now, now_unix);
-                *deadline = d;
-                *notice = n;
+                current.token_deadline = d;
+                current.notice_at = n;
                 let reply = format!(r#"{{"type":"wsgate.refreshed","exp":{}}}"#, new.exp);
-                *current = new;
+                current.identity = slim(new);
                 reply
             }
             Err(reason) => {

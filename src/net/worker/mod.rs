@@ -31,6 +31,7 @@ use super::upstream::LegState;
 use crate::auth::error::TokenError;
 use crate::auth::revocation::{Revocation, RevocationSet};
 use crate::auth::verify::Scratch;
+use crate::clock::Tick;
 use crate::gate::decide::Gate;
 use crate::gate::limits::{IpTable, SubjectTable};
 use crate::gate::reject::Reject;
@@ -154,6 +155,9 @@ pub struct WorkerHandle {
 struct Env {
     index: usize,
     rt: Arc<Runtime>,
+    /// `rt.session`, shared by every session this worker starts (issue #15: not a copy
+    /// per connection); replaced when a reload changes it.
+    session_limits: Arc<SessionLimits>,
     shared: Arc<Shared>,
     readbuf: Vec<u8>,
     scratch: Scratch,
@@ -197,6 +201,7 @@ impl Worker {
         let metrics = shared.metrics.workers[index].clone();
         let registry = poll.registry().try_clone()?;
         let revocations = Cache::new(Arc::clone(&shared.revocations));
+        let session_limits = Arc::new(rt.session);
         Ok((
             Worker {
                 poll,
@@ -206,6 +211,7 @@ impl Worker {
                 env: Env {
                     index,
                     rt,
+                    session_limits,
                     shared,
                     readbuf: vec![0; READ_BUFFER],
                     revocations,
@@ -231,7 +237,7 @@ impl Worker {
         let mut revisit: Vec<ConnId> = Vec::new();
         loop {
             let now = clock::now();
-            let mut deadline = self.timers.next_deadline();
+            let mut deadline = self.timers.next_deadline().map(Tick::instant);
             if let Some(d) = self.drain_deadline {
                 deadline = Some(deadline.map_or(d, |t| t.min(d)));
             }
@@ -264,7 +270,7 @@ impl Worker {
                 self.drive(id, false);
             }
             let now = clock::now();
-            while let Some(id) = self.timers.pop_due(now) {
+            while let Some(id) = self.timers.pop_due(Tick::from(now)) {
                 self.drive(id, true);
             }
             if self.env.draining
@@ -312,7 +318,7 @@ impl Worker {
             },
             None => None,
         };
-        let deadline = now + self.env.rt.handshake_timeout;
+        let deadline = Tick::from(now + self.env.rt.handshake_timeout);
         self.env.metrics.connection_opened();
         let id = self.conns.insert_with(|_| Conn {
             socket,
@@ -322,8 +328,8 @@ impl Worker {
                 reader: HeadReader::default(),
                 deadline,
             },
-            rbuf: Vec::new(),
-            wbuf: Vec::new(),
+            rbuf: Default::default(),
+            wbuf: Default::default(),
             scheduled: None,
             closing: false,
             write_shut: false,
@@ -334,11 +340,8 @@ impl Worker {
             identity: None,
             upstream: None,
             release_wbuf_when_flushed: false,
-            token_deadline: None,
-            notice_at: None,
-            accepted_at: now,
+            accepted_at: Tick::from(now),
             serial: super::conn::next_serial(),
-            failed_refreshes: 0,
             deflate: None,
         });
         let Some(conn) = self.conns.get_mut(id) else {
@@ -438,6 +441,9 @@ impl Worker {
 
     fn reload(&mut self, rt: Arc<Runtime>) {
         let old = std::mem::replace(&mut self.env.rt, rt);
+        if *self.env.session_limits != self.env.rt.session {
+            self.env.session_limits = Arc::new(self.env.rt.session);
+        }
         if self.env.rt.max_token_bytes > self.env.scratch.max_token_bytes() {
             self.env.scratch = Scratch::new(self.env.rt.max_token_bytes);
         }
@@ -584,6 +590,9 @@ impl Worker {
             self.remove(id);
             return;
         }
+        // Issue #15: buffers with nothing left in them go back to the worker's pool.
+        conn.wbuf.release();
+        conn.rbuf.release();
         if let Some(next) = next_deadline(conn, &self.env.rt) {
             if conn.scheduled.is_none_or(|s| next < s) {
                 self.timers.schedule(next, id);
@@ -621,7 +630,8 @@ impl Worker {
                 conn.peer,
                 sent.map_or("-".to_string(), |c| c.to_string()),
                 received.map_or("-".to_string(), |c| c.to_string()),
-                now.saturating_duration_since(conn.accepted_at).as_millis()
+                now.saturating_duration_since(conn.accepted_at.instant())
+                    .as_millis()
             );
         }
         if let Some(identity) = &conn.identity {
@@ -663,11 +673,11 @@ fn unindex(map: &mut HashMap<Box<str>, Vec<ConnId>>, key: &str, id: ConnId) {
 }
 
 /// The earliest moment this connection needs attention.
-fn next_deadline(conn: &Conn, rt: &Runtime) -> Option<Instant> {
+fn next_deadline(conn: &Conn, rt: &Runtime) -> Option<Tick> {
     let mut next = conn.linger_until;
-    let mut consider = |t: Option<Instant>| {
+    let mut consider = |t: Option<Tick>| {
         if let Some(t) = t {
-            next = Some(next.map_or(t, |n: Instant| n.min(t)));
+            next = Some(next.map_or(t, |n: Tick| n.min(t)));
         }
     };
     match &conn.phase {
@@ -678,17 +688,22 @@ fn next_deadline(conn: &Conn, rt: &Runtime) -> Option<Instant> {
             // While paused for backpressure the idle clock is not consulted (on_timer
             // skips it), so its past-due deadline must not be either: it would spin.
             if conn.over_limit_since.is_none() || session.state() != SessionState::Open {
-                consider(session.poll_timeout());
+                consider(session.poll_timeout().map(Tick::from));
             }
             if session.state() == SessionState::Open {
-                consider(conn.token_deadline);
-                consider(conn.notice_at);
+                if let Some(auth) = &conn.identity {
+                    consider(auth.token_deadline);
+                    consider(auth.notice_at);
+                }
             }
         }
-        Phase::Dialing { .. } => consider(conn.upstream.as_ref().map(|l| l.deadline)),
+        Phase::Dialing { .. } => consider(conn.upstream.as_ref().map(|l| Tick::from(l.deadline))),
         Phase::Rejected => {}
     }
-    consider(conn.over_limit_since.map(|t| t + rt.session.idle_timeout));
+    consider(
+        conn.over_limit_since
+            .map(|t| Tick::from(t.instant() + rt.session.idle_timeout)),
+    );
     next
 }
 

@@ -113,8 +113,6 @@ pub struct Session {
     bytes: Meter,
     /// When a frame (or payload bytes) last arrived: the idle clock.
     last_received: Tick,
-    /// The latest `now` seen, for a linger started by [`Session::close`] (which has no `now`).
-    last_now: Tick,
     /// The code of the close frame we sent.
     close_sent: Option<u16>,
     /// The code of the close frame the peer sent.
@@ -168,7 +166,6 @@ impl Session {
             messages: Meter::new(now.instant()),
             bytes: Meter::new(now.instant()),
             last_received: now,
-            last_now: now,
             close_sent: None,
             close_received: None,
             state: SessionState::Open,
@@ -196,7 +193,9 @@ impl Session {
 
     /// permessage-deflate's state, when negotiated.
     fn deflate_mut(&mut self) -> Option<&mut PerMessageDeflate> {
-        self.cold.as_deref_mut().and_then(|c| c.deflate.as_deref_mut())
+        self.cold
+            .as_deref_mut()
+            .and_then(|c| c.deflate.as_deref_mut())
     }
 
     /// The data frame whose payload is arriving.
@@ -314,9 +313,10 @@ impl Session {
             }
             SessionState::CloseSent => match self.cold.as_ref().and_then(|c| c.close_sent_at) {
                 Some(at) => at.checked_add(self.limits.close_linger).map(Tick::instant),
-                // Closed by `close()`, which has no clock: due now, so that the next
-                // `handle_timeout` starts the linger at its `now`.
-                None => Some(self.last_now.instant()),
+                // Closed by `close()`, which has no clock: due now (any instant already
+                // seen will do), so that the next `handle_timeout` starts the linger at
+                // its `now`.
+                None => Some(self.last_received.instant()),
             },
             SessionState::Closed => None,
         }
@@ -346,12 +346,16 @@ impl Session {
 
     /// The reason of the close frame we sent ("" when none or not closing).
     pub fn close_sent_reason(&self) -> &str {
-        self.cold.as_ref().map_or("", |c| c.close_reasons.0.as_str())
+        self.cold
+            .as_ref()
+            .map_or("", |c| c.close_reasons.0.as_str())
     }
 
     /// The reason of the peer's close frame ("" when none or not received).
     pub fn close_received_reason(&self) -> &str {
-        self.cold.as_ref().map_or("", |c| c.close_reasons.1.as_str())
+        self.cold
+            .as_ref()
+            .map_or("", |c| c.close_reasons.1.as_str())
     }
 
     /// The close code the peer sent, if its close frame was received (1005 when it had no code).
@@ -369,10 +373,9 @@ impl Session {
         &self.limits
     }
 
-    /// Records the latest time seen; starts a linger begun by [`Session::close`].
+    /// Starts a linger begun by [`Session::close`] at the first `now` after it.
     fn observe(&mut self, now: Instant) {
         let now = Tick::from(now);
-        self.last_now = self.last_now.max(now);
         if self.state == SessionState::CloseSent {
             let cold = self.cold();
             if cold.close_sent_at.is_none() {
@@ -471,8 +474,7 @@ impl Session {
         // RFC 6455 §5.2: "RSV1, RSV2, RSV3: MUST be 0 unless an extension is negotiated";
         // RFC 7692 §6: with permessage-deflate RSV1 marks the first frame of a compressed
         // message, never a control frame (§6.1) or a continuation.
-        let rsv1_allowed =
-            self.deflating() && matches!(opcode, OpCode::Text | OpCode::Binary);
+        let rsv1_allowed = self.deflating() && matches!(opcode, OpCode::Text | OpCode::Binary);
         if header.rsv & !RSV1_FIELD != 0 || (header.rsv & RSV1_FIELD != 0 && !rsv1_allowed) {
             return Err(ProtocolError::ReservedBitsSet);
         }
@@ -720,7 +722,11 @@ impl Session {
         // SPEC §10: `bytes` counts a compressed message's inflated bytes, at its end.
         let compressed = self.receiving_kind().is_some();
         if n > 0 {
-            if !compressed && !self.bytes.try_take(self.limits.bytes_per_sec, n as u64, now) {
+            if !compressed
+                && !self
+                    .bytes
+                    .try_take(self.limits.bytes_per_sec, n as u64, now)
+            {
                 let remaining = frame.remaining;
                 self.fail(ProtocolError::RateLimited, now, out);
                 self.cold().skip = remaining;
@@ -1674,7 +1680,10 @@ mod tests {
         let mut mid = masked(false, OpCode::Binary, &[1; 32_768]);
         mid.extend(masked(true, OpCode::Continuation, &[2; 32_768]));
         peer.feed(&mid);
-        assert_eq!(peer.session.message().map_or(0, Reassembly::capacity), 65_536);
+        assert_eq!(
+            peer.session.message().map_or(0, Reassembly::capacity),
+            65_536
+        );
     }
 
     #[test]
