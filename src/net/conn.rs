@@ -7,11 +7,12 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use mio::net::TcpStream;
 
+use super::principal::Principal;
 use crate::clock::Tick;
-use crate::gate::decide::Identity;
 use crate::proto::http::request::HeadReader;
 use crate::proto::ws::session::Session;
 
@@ -83,17 +84,20 @@ pub struct Conn {
     /// The write side has been shut down; reads are drained and discarded until
     /// EOF or `linger_until`.
     pub write_shut: bool,
-    /// When to give up waiting for the peer's FIN.
-    pub linger_until: Option<Tick>,
     /// The peer sent EOF.
     pub read_eof: bool,
-    /// Since when pending output has stayed above `write_buffer`.
-    pub over_limit_since: Option<Tick>,
+    /// Deadlines only a closing or backpressured connection has (see [`Conn::linger_until`]
+    /// and [`Conn::over_limit_since`]): an idle one pays a pointer.
+    pub slow: Option<Box<Slow>>,
     /// Any bytes received at all (408 vs silent close at handshake timeout).
     pub received_any: bool,
-    /// The verified identity and its token's deadlines (per-subject count is released
-    /// when the conn goes); boxed, so that a public connection pays a pointer.
-    pub identity: Option<Box<Authed>>,
+    /// The verified identity and its token's deadlines, shared with the worker's other
+    /// connections of the same token (per-subject count is released when the conn goes).
+    pub identity: Option<Arc<Principal>>,
+    /// SPEC §6: `wsgate.expiring` was sent for the current token.
+    pub notice_sent: bool,
+    /// SPEC §6: in-band refreshes that failed on this connection.
+    pub failed_refreshes: u32,
     /// The 101 is queued: drop the output buffer's memory once it is written.
     pub release_wbuf_when_flushed: bool,
     /// The upstream leg on proxied routes.
@@ -108,51 +112,13 @@ pub struct Conn {
     pub deflate: Option<Box<crate::proto::ws::deflate::PerMessageDeflate>>,
 }
 
-/// What an authenticated connection keeps about its token.
-pub struct Authed {
-    /// The verified identity, without what only the handshake needed (see [`slim`]).
-    pub identity: Identity,
-    /// SPEC §6: when the token's `exp` (+ leeway) passes; the connection closes 4401.
-    pub token_deadline: Option<Tick>,
-    /// SPEC §6: when `wsgate.expiring` is due (refresh on).
-    pub notice_at: Option<Tick>,
-    /// SPEC §6: in-band refreshes that failed on this connection.
-    pub failed_refreshes: u32,
-}
-
-impl Authed {
-    /// A connection's token: `identity` (slimmed) and its deadlines.
-    pub fn new(identity: Identity, token_deadline: Option<Tick>, notice_at: Option<Tick>) -> Self {
-        Authed {
-            identity: slim(identity),
-            token_deadline,
-            notice_at,
-            failed_refreshes: 0,
-        }
-    }
-}
-
-impl Deref for Authed {
-    type Target = Identity;
-
-    fn deref(&self) -> &Identity {
-        &self.identity
-    }
-}
-
-impl DerefMut for Authed {
-    fn deref_mut(&mut self) -> &mut Identity {
-        &mut self.identity
-    }
-}
-
-/// An identity as an open connection keeps it (issue #15): its scopes were checked by the
-/// handshake (a refresh checks the new token's) and carried upstream by the plan, and its
-/// `kid` is not read again, so neither is kept.
-pub fn slim(mut identity: Identity) -> Identity {
-    identity.scopes = Box::default();
-    identity.kid = None;
-    identity
+/// The part of a connection's state that only closing or backpressure needs.
+#[derive(Default)]
+pub struct Slow {
+    /// When to give up waiting for the peer's FIN.
+    pub linger_until: Option<Tick>,
+    /// Since when pending output has stayed above `write_buffer`.
+    pub over_limit_since: Option<Tick>,
 }
 
 /// A connection's buffer (issue #15): 8 bytes and no heap while it holds nothing. Its
@@ -238,6 +204,38 @@ pub fn next_serial() -> u64 {
 }
 
 impl Conn {
+    /// When to give up waiting for the peer's FIN (set once closing).
+    pub fn linger_until(&self) -> Option<Tick> {
+        self.slow.as_ref().and_then(|s| s.linger_until)
+    }
+
+    /// Starts the linger bound at `at` unless one is already running (never extended).
+    pub fn start_linger(&mut self, at: Tick) {
+        let slow = self.slow.get_or_insert_with(Default::default);
+        slow.linger_until.get_or_insert(at);
+    }
+
+    /// Since when pending output has stayed above `write_buffer`.
+    pub fn over_limit_since(&self) -> Option<Tick> {
+        self.slow.as_ref().and_then(|s| s.over_limit_since)
+    }
+
+    /// Output is over `write_buffer` at `now`: keeps the earliest such moment.
+    pub fn over_limit(&mut self, now: Tick) {
+        let slow = self.slow.get_or_insert_with(Default::default);
+        slow.over_limit_since.get_or_insert(now);
+    }
+
+    /// Output is below `write_buffer` (or the slow-consumer rule has acted).
+    pub fn under_limit(&mut self) {
+        if let Some(slow) = &mut self.slow {
+            slow.over_limit_since = None;
+            if slow.linger_until.is_none() {
+                self.slow = None;
+            }
+        }
+    }
+
     /// Bytes queued for the peer, in our buffer and inside TLS.
     pub fn pending_output(&self) -> usize {
         self.wbuf.len()

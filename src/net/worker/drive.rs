@@ -7,15 +7,16 @@ use std::time::{Duration, Instant};
 
 use super::handshake::{handshake, reject};
 use super::proxy::{log_upstream_failure, mark_down, proxy};
-use super::{index, unindex, wants_read, Env, Runtime, Shared, KEEP_CAPACITY, MAX_READS_PER_TURN};
+use super::{wants_read, Env, Runtime, Shared, KEEP_CAPACITY, MAX_READS_PER_TURN};
 use crate::auth::error::TokenError;
 use crate::auth::revocation::token_lifetime;
 use crate::auth::verify::Scratch;
 use crate::clock;
 use crate::clock::Tick;
+use crate::gate::decide::Identity;
 use crate::gate::refresh::is_refresh;
 use crate::gate::reject::Reject;
-use crate::net::conn::{slim, Authed, Conn, Phase, ReadOutcome};
+use crate::net::conn::{Conn, Phase, ReadOutcome};
 use crate::net::token::ConnId;
 use crate::net::upstream::LegState;
 use crate::proto::error::ProtocolError;
@@ -104,9 +105,9 @@ pub(super) fn step(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant, tim
     }
     if pending >= rt.session.write_buffer || upstream_pending >= rt.session.write_buffer {
         // SPEC §5: write_buffer applies to both legs.
-        conn.over_limit_since.get_or_insert(Tick::from(now));
+        conn.over_limit(Tick::from(now));
     } else {
-        conn.over_limit_since = None;
+        conn.under_limit();
         if pending == 0 && conn.wbuf.capacity() > KEEP_CAPACITY {
             conn.wbuf.free();
         }
@@ -128,8 +129,7 @@ pub(super) fn step(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant, tim
     if conn.closing {
         // One bound for the whole goodbye: flushing the last bytes to a peer that may
         // not read, then waiting for its FIN. Never extended.
-        conn.linger_until
-            .get_or_insert(Tick::from(now + rt.session.close_linger));
+        conn.start_linger(Tick::from(now + rt.session.close_linger));
         if !conn.write_shut && conn.output_drained() {
             conn.shutdown_write();
         }
@@ -140,7 +140,7 @@ pub(super) fn step(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant, tim
 /// Handles a fired timer. Returns false to drop the connection.
 fn on_timer(conn: &mut Conn, env: &mut Env, now: Instant) -> bool {
     let tick = Tick::from(now);
-    if conn.linger_until.is_some_and(|t| tick >= t) {
+    if conn.linger_until().is_some_and(|t| tick >= t) {
         return false;
     }
     match &mut conn.phase {
@@ -184,34 +184,34 @@ fn on_timer(conn: &mut Conn, env: &mut Env, now: Instant) -> bool {
             conn.rbuf.release();
             // While its output is over write_buffer the gateway is not reading this
             // peer, so silence proves nothing: the slow-consumer rule decides instead.
-            if conn.over_limit_since.is_none() || session.state() != SessionState::Open {
+            let over_limit_since = conn.slow.as_ref().and_then(|s| s.over_limit_since);
+            if over_limit_since.is_none() || session.state() != SessionState::Open {
                 session.handle_timeout(now, &mut conn.wbuf);
             }
-            if let Some(auth) = conn
+            if let Some(token) = conn
                 .identity
-                .as_deref_mut()
+                .as_deref()
                 .filter(|_| session.state() == SessionState::Open)
             {
-                if auth.token_deadline.is_some_and(|t| tick >= t) {
+                // Once closing, the session is no longer Open and these are not looked
+                // at again.
+                if token.token_deadline.is_some_and(|t| tick >= t) {
                     // SPEC §6: at exp (+ leeway), close 4401 "token expired".
                     let why = ProtocolError::TokenExpired;
                     session.close(why.close_code(), why.reason(), &mut conn.wbuf);
-                    auth.token_deadline = None;
-                    auth.notice_at = None;
-                } else if auth.notice_at.is_some_and(|t| tick >= t) {
-                    auth.notice_at = None;
-                    let msg = format!(r#"{{"type":"wsgate.expiring","exp":{}}}"#, auth.exp);
+                } else if !conn.notice_sent && token.notice_at.is_some_and(|t| tick >= t) {
+                    conn.notice_sent = true;
+                    let msg = format!(r#"{{"type":"wsgate.expiring","exp":{}}}"#, token.exp);
                     write_message(&mut conn.wbuf, MessageKind::Text, msg.as_bytes());
                 }
             }
-            if conn
-                .over_limit_since
-                .is_some_and(|t| now >= t.instant() + env.rt.session.idle_timeout)
-            {
+            if over_limit_since.is_some_and(|t| now >= t.instant() + env.rt.session.idle_timeout) {
                 // SPEC §5: output above write_buffer for idle_timeout.
                 let why = ProtocolError::SlowConsumer;
                 session.close(why.close_code(), why.reason(), &mut conn.wbuf);
-                conn.over_limit_since = None;
+                if let Some(slow) = &mut conn.slow {
+                    slow.over_limit_since = None;
+                }
                 conn.closing = true;
             }
         }
@@ -251,8 +251,9 @@ pub(super) fn feed_session(conn: &mut Conn, env: &mut Env, id: ConnId, n: usize,
     let route = *route;
     let scratch = &mut env.scratch;
     let identity = &mut conn.identity;
+    let (notice_sent, failed) = (&mut conn.notice_sent, &mut conn.failed_refreshes);
     let shared = &*env.shared;
-    let by_jti = &mut env.by_jti;
+    let principals = &mut env.principals;
     let metrics = &*env.metrics;
     let upstream = &mut conn.upstream;
     let peer = conn.peer.ip();
@@ -264,8 +265,7 @@ pub(super) fn feed_session(conn: &mut Conn, env: &mut Env, id: ConnId, n: usize,
             return;
         }
         if rt.refresh && kind == MessageKind::Text && is_refresh(payload) {
-            if let Some(current) = identity.as_deref_mut() {
-                let old_jti = current.jti.clone();
+            if let Some(current) = identity.as_ref() {
                 let live = LiveToken {
                     rt,
                     shared,
@@ -273,16 +273,16 @@ pub(super) fn feed_session(conn: &mut Conn, env: &mut Env, id: ConnId, n: usize,
                     now,
                     peer,
                 };
-                if !live.refresh(current, payload, scratch, out) {
-                    current.failed_refreshes = current.failed_refreshes.saturating_add(1);
-                    too_many = current.failed_refreshes > rt.max_failed_refreshes;
-                }
-                if current.jti != old_jti {
-                    if let Some(j) = &old_jti {
-                        unindex(by_jti, j, id);
+                match live.refresh(current, payload, scratch, out) {
+                    // The connection moves to its new token's record.
+                    Some((new, times)) => {
+                        principals.release(id, current);
+                        *identity = Some(principals.adopt(id, new, times));
+                        *notice_sent = false;
                     }
-                    if let Some(j) = &current.jti {
-                        index(by_jti, j, id);
+                    None => {
+                        *failed = failed.saturating_add(1);
+                        too_many = *failed > rt.max_failed_refreshes;
                     }
                 }
                 return;
@@ -363,15 +363,16 @@ struct LiveToken<'a> {
 
 impl LiveToken<'_> {
     /// Handles one `wsgate.refresh` message; the reply goes to `out`, never to the backend.
-    /// Returns false when it failed (the caller counts it against the connection's
-    /// `max_failed_refreshes`).
+    /// Returns the new token's identity and deadlines, or `None` when it failed (the
+    /// caller counts it against the connection's `max_failed_refreshes`).
+    #[allow(clippy::type_complexity)]
     fn refresh(
         &self,
-        current: &mut Authed,
+        current: &Identity,
         payload: &[u8],
         scratch: &mut Scratch,
         out: &mut Vec<u8>,
-    ) -> bool {
+    ) -> Option<(Identity, (Option<Tick>, Option<Tick>))> {
         let now_unix = clock::unix_now();
         let ips = &self.shared.ips;
         // SPEC §6: past the address's failed-token budget a refresh is refused before any
@@ -395,29 +396,26 @@ impl LiveToken<'_> {
                 Ok(new)
             }
         });
-        let ok = result.is_ok();
-        let reply = match result {
+        let (reply, refreshed) = match result {
             Ok(new) => {
                 // Revocation retention keeps `sub` entries for the longest lifetime seen.
                 self.shared.longest_lifetime.fetch_max(
                     token_lifetime(new.exp, new.iat, now_unix),
                     Ordering::Relaxed,
                 );
-                let (d, n) = token_times(self.rt, new.exp, self.now, now_unix);
-                current.token_deadline = d;
-                current.notice_at = n;
+                let times = token_times(self.rt, new.exp, self.now, now_unix);
                 let reply = format!(r#"{{"type":"wsgate.refreshed","exp":{}}}"#, new.exp);
-                current.identity = slim(new);
-                reply
+                (reply, Some((new, times)))
             }
             Err(reason) => {
                 // Counts like a failed handshake token (SPEC §6).
                 ips.auth_failed(self.peer, self.now);
-                serde_json::json!({"type": "wsgate.refresh_failed", "reason": reason}).to_string()
+                let reply = serde_json::json!({"type": "wsgate.refresh_failed", "reason": reason});
+                (reply.to_string(), None)
             }
         };
         write_message(out, MessageKind::Text, reply.as_bytes());
-        ok
+        refreshed
     }
 }
 

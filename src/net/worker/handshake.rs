@@ -6,10 +6,10 @@ use std::time::Instant;
 
 use super::drive::{feed_session, token_times};
 use super::proxy::{start_upstream, upstream_plan};
-use super::{index, Env, Runtime, Shared};
+use super::{Env, Runtime, Shared};
 use crate::gate::decide::{Ctx, Identity, KEY_PENDING};
 use crate::gate::reject::Reject;
-use crate::net::conn::{Authed, Conn, Phase};
+use crate::net::conn::{Conn, Phase};
 use crate::net::token::ConnId;
 use crate::proto::http::request::RequestHead;
 use crate::proto::http::request::{parse_head, validate_upgrade};
@@ -50,12 +50,8 @@ fn adopt_identity(
     now_unix: u64,
 ) {
     conn.identity = identity.map(|identity| {
-        let (deadline, notice) = token_times(&env.rt, identity.exp, now, now_unix);
-        index(&mut env.by_sub, &identity.sub, id);
-        if let Some(jti) = &identity.jti {
-            index(&mut env.by_jti, jti, id);
-        }
-        Box::new(Authed::new(identity, deadline, notice))
+        let times = token_times(&env.rt, identity.exp, now, now_unix);
+        env.principals.adopt(id, identity, times)
     });
 }
 

@@ -10,7 +10,6 @@ mod drive;
 mod handshake;
 mod proxy;
 
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -25,6 +24,7 @@ use mio::{Events, Interest, Poll, Waker};
 use self::drive::step;
 use self::handshake::reject;
 use super::conn::{Conn, Phase};
+use super::principal::Principals;
 use super::timer::Timers;
 use super::token::{ConnId, Slab, WAKER};
 use super::upstream::LegState;
@@ -165,10 +165,9 @@ struct Env {
     revocations: RevocationCache,
     ready: Vec<ConnId>,
     draining: bool,
-    /// Live connections by token subject and by `jti`, so a revocation finds its
-    /// connections without a scan.
-    by_sub: HashMap<Box<str>, Vec<ConnId>>,
-    by_jti: HashMap<Box<str>, Vec<ConnId>>,
+    /// The live connections' tokens, one record per distinct token, found by `sub` and
+    /// by `jti` so that a revocation finds its connections without a scan.
+    principals: Principals,
     /// This worker's counters (written only here).
     metrics: Arc<WorkerMetrics>,
     /// For registering upstream sockets from inside a connection's step.
@@ -219,8 +218,7 @@ impl Worker {
                     token_buf: Vec::new(),
                     ready: Vec::new(),
                     draining: false,
-                    by_sub: HashMap::new(),
-                    by_jti: HashMap::new(),
+                    principals: Principals::default(),
                     metrics,
                     registry,
                     peer_closed_hint: false,
@@ -333,12 +331,13 @@ impl Worker {
             scheduled: None,
             closing: false,
             write_shut: false,
-            linger_until: None,
             read_eof: false,
-            over_limit_since: None,
+            slow: None,
             received_any: false,
             identity: None,
             upstream: None,
+            notice_sent: false,
+            failed_refreshes: 0,
             release_wbuf_when_flushed: false,
             accepted_at: Tick::from(now),
             serial: super::conn::next_serial(),
@@ -402,11 +401,7 @@ impl Worker {
 
     /// Closes this worker's live connections that `r` matches with 4403 "token revoked".
     fn revoke(&mut self, r: &Revocation) -> usize {
-        let candidates: Vec<ConnId> = match r {
-            Revocation::Jti { jti, .. } => self.env.by_jti.get(jti.as_str()).cloned(),
-            Revocation::Sub { sub, .. } => self.env.by_sub.get(sub.as_str()).cloned(),
-        }
-        .unwrap_or_default();
+        let candidates = self.env.principals.candidates(r);
         let mut closed = 0;
         for id in candidates {
             let Some(conn) = self.conns.get_mut(id) else {
@@ -634,11 +629,8 @@ impl Worker {
                     .as_millis()
             );
         }
-        if let Some(identity) = &conn.identity {
-            unindex(&mut self.env.by_sub, &identity.sub, id);
-            if let Some(jti) = &identity.jti {
-                unindex(&mut self.env.by_jti, jti, id);
-            }
+        if let Some(principal) = &conn.identity {
+            self.env.principals.release(id, principal);
         }
         self.env.shared.per_worker[self.env.index].fetch_sub(1, Ordering::Relaxed);
         self.release_counts(conn.peer, conn.identity.as_ref().map(|i| &*i.sub), now);
@@ -654,27 +646,9 @@ impl Worker {
     }
 }
 
-fn index(map: &mut HashMap<Box<str>, Vec<ConnId>>, key: &str, id: ConnId) {
-    match map.get_mut(key) {
-        Some(ids) => ids.push(id),
-        None => {
-            map.insert(key.into(), vec![id]);
-        }
-    }
-}
-
-fn unindex(map: &mut HashMap<Box<str>, Vec<ConnId>>, key: &str, id: ConnId) {
-    if let Some(ids) = map.get_mut(key) {
-        ids.retain(|x| *x != id);
-        if ids.is_empty() {
-            map.remove(key);
-        }
-    }
-}
-
 /// The earliest moment this connection needs attention.
 fn next_deadline(conn: &Conn, rt: &Runtime) -> Option<Tick> {
-    let mut next = conn.linger_until;
+    let mut next = conn.linger_until();
     let mut consider = |t: Option<Tick>| {
         if let Some(t) = t {
             next = Some(next.map_or(t, |n: Tick| n.min(t)));
@@ -687,13 +661,15 @@ fn next_deadline(conn: &Conn, rt: &Runtime) -> Option<Tick> {
         Phase::Open { session, .. } => {
             // While paused for backpressure the idle clock is not consulted (on_timer
             // skips it), so its past-due deadline must not be either: it would spin.
-            if conn.over_limit_since.is_none() || session.state() != SessionState::Open {
+            if conn.over_limit_since().is_none() || session.state() != SessionState::Open {
                 consider(session.poll_timeout().map(Tick::from));
             }
             if session.state() == SessionState::Open {
-                if let Some(auth) = &conn.identity {
-                    consider(auth.token_deadline);
-                    consider(auth.notice_at);
+                if let Some(principal) = &conn.identity {
+                    consider(principal.token_deadline);
+                    if !conn.notice_sent {
+                        consider(principal.notice_at);
+                    }
                 }
             }
         }
@@ -701,7 +677,7 @@ fn next_deadline(conn: &Conn, rt: &Runtime) -> Option<Tick> {
         Phase::Rejected => {}
     }
     consider(
-        conn.over_limit_since
+        conn.over_limit_since()
             .map(|t| Tick::from(t.instant() + rt.session.idle_timeout)),
     );
     next
