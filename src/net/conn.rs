@@ -360,3 +360,82 @@ fn consume_front(buf: &mut Vec<u8>, n: usize) {
         buf.drain(..n);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::mem::size_of;
+
+    use super::*;
+    use crate::net::token::ConnId;
+    use crate::proto::ws::session::Session;
+
+    /// Issue #15: where an idle connection's bytes go (printed with `--nocapture`), and
+    /// bounds so that a field added carelessly shows up here first. mio's `TcpStream`
+    /// carries a selector id in debug builds (16 bytes instead of 4).
+    #[test]
+    fn an_idle_connection_in_bytes() {
+        let conn = size_of::<Conn>();
+        let rows = [
+            ("Conn (in the slab slot, with its 4-byte generation)", conn),
+            (
+                "  Phase (Open: the Session inline, and the route)",
+                size_of::<Phase>(),
+            ),
+            ("  Session", size_of::<Session>()),
+            ("  mio TcpStream", size_of::<TcpStream>()),
+            ("  peer SocketAddr", size_of::<SocketAddr>()),
+            ("  rbuf / wbuf (Buf)", size_of::<Buf>()),
+            (
+                "  Option<Tick> (scheduled; accepted_at is a Tick)",
+                size_of::<Option<Tick>>(),
+            ),
+            (
+                "  identity Option<Arc<Principal>>",
+                size_of::<Option<Arc<Principal>>>(),
+            ),
+            (
+                "  slow Option<Box<Slow>> (linger, backpressure)",
+                size_of::<Option<Box<Slow>>>(),
+            ),
+            (
+                "timer heap entry (Tick, ConnId)",
+                size_of::<(Tick, ConnId)>(),
+            ),
+            (
+                "token record (shared by a token's connections)",
+                size_of::<Principal>(),
+            ),
+        ];
+        for (what, bytes) in rows {
+            println!("{what}: {bytes} B");
+        }
+        assert_eq!(size_of::<Session>(), 72);
+        assert_eq!(size_of::<Phase>(), 80);
+        assert_eq!(size_of::<Buf>(), 8);
+        assert_eq!(size_of::<Option<Tick>>(), 8);
+        assert_eq!(size_of::<(Tick, ConnId)>(), 16);
+        let bound = if cfg!(debug_assertions) { 224 } else { 208 };
+        assert!(conn <= bound, "Conn is {conn} bytes (bound {bound})");
+    }
+
+    #[test]
+    fn buffers_are_lent_and_given_back_empty() {
+        let mut buf = Buf::default();
+        assert!(!buf.is_held() && buf.is_empty());
+        buf.extend_from_slice(b"bytes in flight");
+        assert!(buf.is_held());
+        // Not empty: kept.
+        buf.release();
+        assert!(buf.is_held());
+        buf.clear();
+        let capacity = buf.capacity();
+        buf.release();
+        assert!(!buf.is_held(), "an empty buffer goes back to the pool");
+        // The next one written to on this thread reuses its storage.
+        let mut next = Buf::default();
+        next.push(1);
+        assert_eq!(next.capacity(), capacity);
+        next.free();
+        assert!(!next.is_held());
+    }
+}

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::ops::Deref;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::token::ConnId;
 use crate::auth::revocation::Revocation;
@@ -28,7 +29,14 @@ pub struct Principal {
     pub token_deadline: Option<Tick>,
     /// SPEC §6: when `wsgate.expiring` is due (refresh on).
     pub notice_at: Option<Tick>,
+    /// What the deadlines were computed with (`auth.leeway` and, with refresh on,
+    /// `session.expiry_notice`): after a reload that changes them, a connection with the
+    /// same token gets a record of its own, with deadlines by the new rules.
+    terms: Terms,
 }
+
+/// `auth.leeway` in whole seconds, and `session.expiry_notice` when refresh is on.
+pub type Terms = (u64, Option<Duration>);
 
 impl Deref for Principal {
     type Target = Identity;
@@ -43,9 +51,9 @@ struct Key(Arc<Principal>);
 
 impl Key {
     #[allow(clippy::type_complexity)]
-    fn fields(&self) -> (&str, Option<&str>, Option<u64>, u64, u64) {
+    fn fields(&self) -> (&str, Option<&str>, Option<u64>, u64, u64, Terms) {
         let i = &self.0.identity;
-        (&i.sub, i.jti.as_deref(), i.iat, i.exp, i.key)
+        (&i.sub, i.jti.as_deref(), i.iat, i.exp, i.key, self.0.terms)
     }
 }
 
@@ -75,12 +83,14 @@ pub struct Principals {
 
 impl Principals {
     /// Connection `id` verified `identity`: the record it shares with the worker's other
-    /// connections of the same token, made (with `times`, its deadlines) if it is the first.
+    /// connections of the same token, made (with `times`, its deadlines by `terms`) if it
+    /// is the first.
     pub fn adopt(
         &mut self,
         id: ConnId,
         mut identity: Identity,
         times: (Option<Tick>, Option<Tick>),
+        terms: Terms,
     ) -> Arc<Principal> {
         identity.scopes = Box::default();
         identity.kid = None;
@@ -88,6 +98,7 @@ impl Principals {
             identity,
             token_deadline: times.0,
             notice_at: times.1,
+            terms,
         }));
         match self.tokens.entry(candidate) {
             Entry::Occupied(mut entry) => {
@@ -196,14 +207,38 @@ mod tests {
     #[test]
     fn one_record_per_token_found_by_sub_and_jti_until_its_last_connection_goes() {
         let mut table = Principals::default();
-        let a = table.adopt(conn(1), identity("alice", Some("j1"), 10), (None, None));
-        let b = table.adopt(conn(2), identity("alice", Some("j1"), 10), (None, None));
+        let a = table.adopt(
+            conn(1),
+            identity("alice", Some("j1"), 10),
+            (None, None),
+            (0, None),
+        );
+        let b = table.adopt(
+            conn(2),
+            identity("alice", Some("j1"), 10),
+            (None, None),
+            (0, None),
+        );
         assert!(Arc::ptr_eq(&a, &b), "the same token shares one record");
         assert!(a.scopes.is_empty() && a.kid.is_none());
         // Another token of the same subject: a record of its own.
-        let c = table.adopt(conn(3), identity("alice", Some("j2"), 20), (None, None));
+        let c = table.adopt(
+            conn(3),
+            identity("alice", Some("j2"), 20),
+            (None, None),
+            (0, None),
+        );
         assert!(!Arc::ptr_eq(&a, &c));
         assert_eq!(table.len(), 2);
+        // The same token under other deadline rules (a reload changed the leeway).
+        let d = table.adopt(
+            conn(4),
+            identity("alice", Some("j2"), 20),
+            (None, None),
+            (30, None),
+        );
+        assert!(!Arc::ptr_eq(&c, &d));
+        table.release(conn(4), &d);
         let jti = Revocation::Jti {
             jti: "j1".into(),
             exp: None,

@@ -17,6 +17,7 @@ use crate::gate::decide::Identity;
 use crate::gate::refresh::is_refresh;
 use crate::gate::reject::Reject;
 use crate::net::conn::{Conn, Phase, ReadOutcome};
+use crate::net::principal::Terms;
 use crate::net::token::ConnId;
 use crate::net::upstream::LegState;
 use crate::proto::error::ProtocolError;
@@ -96,9 +97,9 @@ pub(super) fn step(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant, tim
     let pending = conn.pending_output();
     let upstream_pending = conn.upstream.as_ref().map_or(0, |l| l.wbuf.len());
     if pending == 0 && conn.release_wbuf_when_flushed {
-        // The 101 is out: an idle connection keeps no output buffer.
+        // The 101 is out: an idle connection keeps no output buffer (back to the pool).
         conn.release_wbuf_when_flushed = false;
-        conn.wbuf.free();
+        conn.wbuf.release();
     }
     if upstream_paused && pending < rt.session.write_buffer {
         env.ready.push(id);
@@ -277,7 +278,7 @@ pub(super) fn feed_session(conn: &mut Conn, env: &mut Env, id: ConnId, n: usize,
                     // The connection moves to its new token's record.
                     Some((new, times)) => {
                         principals.release(id, current);
-                        *identity = Some(principals.adopt(id, new, times));
+                        *identity = Some(principals.adopt(id, new, times, terms(rt)));
                         *notice_sent = false;
                     }
                     None => {
@@ -321,6 +322,11 @@ pub(super) fn feed_session(conn: &mut Conn, env: &mut Env, id: ConnId, n: usize,
     if conn.rbuf.is_empty() && conn.rbuf.capacity() > KEEP_CAPACITY {
         conn.rbuf.free();
     }
+}
+
+/// What [`token_times`] computes deadlines with (a token record's terms).
+pub(super) fn terms(rt: &Runtime) -> Terms {
+    (rt.leeway_secs, rt.refresh.then_some(rt.expiry_notice))
 }
 
 /// When the token's connection must close, and when to send `wsgate.expiring`.

@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use super::drive::{feed_session, token_times};
+use super::drive::{feed_session, terms, token_times};
 use super::proxy::{start_upstream, upstream_plan};
 use super::{Env, Runtime, Shared};
 use crate::gate::decide::{Ctx, Identity, KEY_PENDING};
@@ -51,7 +51,7 @@ fn adopt_identity(
 ) {
     conn.identity = identity.map(|identity| {
         let times = token_times(&env.rt, identity.exp, now, now_unix);
-        env.principals.adopt(id, identity, times)
+        env.principals.adopt(id, identity, times, terms(&env.rt))
     });
 }
 

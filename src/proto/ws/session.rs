@@ -13,6 +13,9 @@ use super::message::Reassembly;
 use crate::clock::Tick;
 use crate::proto::error::ProtocolError;
 use crate::rate::Meter;
+use cold::Cold;
+
+mod cold;
 
 /// RFC 6455 §5.5: "All control frames MUST have a payload length of 125 bytes or less".
 const MAX_CONTROL_PAYLOAD: u64 = 125;
@@ -125,37 +128,6 @@ pub struct Session {
     cold: Option<Box<Cold>>,
 }
 
-/// The parts of a session that an idle one does without.
-#[derive(Debug, Default)]
-struct Cold {
-    /// When our close frame was sent (`None` in `CloseSent` until the next call with a `now`).
-    close_sent_at: Option<Tick>,
-    /// The reasons of both close frames, kept (only once closing) so a proxy can relay
-    /// them as sent: (ours, the peer's).
-    close_reasons: (String, String),
-    /// The data frame whose payload is arriving, in `Open`.
-    frame: Option<PartialFrame>,
-    /// Payload bytes of the current frame still to discard, in `CloseSent`.
-    skip: u64,
-    /// The message being reassembled (a compressed one as received, inflated at its end).
-    message: Reassembly,
-    /// permessage-deflate, when negotiated (RFC 7692).
-    deflate: Option<Box<PerMessageDeflate>>,
-}
-
-impl Cold {
-    /// Nothing here is needed any more (an open session between messages).
-    fn is_idle(&self) -> bool {
-        self.frame.is_none()
-            && self.skip == 0
-            && self.deflate.is_none()
-            && self.close_reasons.0.is_empty()
-            && self.close_reasons.1.is_empty()
-            && self.message.kind().is_none()
-            && self.message.capacity() == 0
-    }
-}
-
 impl Session {
     /// A session in `Open` state; `now` starts the idle clock and fills the rate buckets.
     /// `limits` may be shared (`Arc<SessionLimits>`) by every session of a configuration.
@@ -184,42 +156,6 @@ impl Session {
     /// Whether permessage-deflate is on.
     pub fn deflating(&self) -> bool {
         self.cold.as_ref().is_some_and(|c| c.deflate.is_some())
-    }
-
-    /// The cold part, made when first needed.
-    fn cold(&mut self) -> &mut Cold {
-        self.cold.get_or_insert_with(Default::default)
-    }
-
-    /// permessage-deflate's state, when negotiated.
-    fn deflate_mut(&mut self) -> Option<&mut PerMessageDeflate> {
-        self.cold
-            .as_deref_mut()
-            .and_then(|c| c.deflate.as_deref_mut())
-    }
-
-    /// The data frame whose payload is arriving.
-    fn frame(&self) -> Option<PartialFrame> {
-        self.cold.as_ref().and_then(|c| c.frame)
-    }
-
-    /// Sets (or clears) the data frame whose payload is arriving.
-    fn set_frame(&mut self, frame: Option<PartialFrame>) {
-        if frame.is_some() || self.cold.is_some() {
-            self.cold().frame = frame;
-        }
-    }
-
-    /// The message being reassembled, if any is in progress.
-    fn message(&self) -> Option<&Reassembly> {
-        self.cold.as_deref().map(|c| &c.message)
-    }
-
-    /// Drops the cold part once an open session needs none of it.
-    fn shed(&mut self) {
-        if self.state == SessionState::Open && self.cold.as_deref().is_some_and(Cold::is_idle) {
-            self.cold = None;
-        }
     }
 
     /// Consume client bytes from `input` (the caller's read buffer; you may unmask it in place).
@@ -806,55 +742,6 @@ impl Session {
         let bytes = (&mut self.bytes, self.limits.bytes_per_sec);
         let limits = (self.limits.max_message, bytes, now);
         deflate.deliver_compressed(kind, compressed, limits, out, on_message)
-    }
-
-    /// One step in `CloseSent`: discard frames until the peer's close (RFC 6455 §7.1.2: after
-    /// sending a close, an endpoint discards further data until the close handshake ends).
-    fn step_closing(&mut self, input: &mut [u8], pos: usize) -> Step {
-        let Some(rest) = input.get(pos..) else {
-            return Step::Stop;
-        };
-        let skip = self.cold.as_ref().map_or(0, |c| c.skip);
-        if skip > 0 {
-            let available = u64::try_from(rest.len()).unwrap_or(u64::MAX);
-            let n = skip.min(available);
-            if n == 0 {
-                return Step::Stop;
-            }
-            self.cold().skip -= n;
-            // n <= rest.len(), so it fits in usize.
-            return Step::Continue(pos + usize::try_from(n).unwrap_or(0));
-        }
-        match parse_header(rest) {
-            Ok(None) => Step::Stop,
-            Err(_) => {
-                // The framing is lost: the peer's close can no longer be recognized.
-                self.state = SessionState::Closed;
-                Step::Continue(pos)
-            }
-            Ok(Some((header, header_len))) => {
-                if header.opcode != OpCode::Close as u8 {
-                    self.cold().skip = header.payload_len;
-                    return Step::Continue(pos + header_len);
-                }
-                if header.payload_len > MAX_CONTROL_PAYLOAD {
-                    self.close_received = Some(NO_STATUS_CODE);
-                    self.state = SessionState::Closed;
-                    return Step::Continue(pos);
-                }
-                let total = header_len + header.payload_len as usize;
-                let Some(payload) = rest.get(header_len..total) else {
-                    return Step::Stop;
-                };
-                let code = payload.first_chunk::<2>().map_or(NO_STATUS_CODE, |c| {
-                    let key = header.mask.unwrap_or([0; 4]);
-                    u16::from_be_bytes([c[0] ^ key[0], c[1] ^ key[1]])
-                });
-                self.close_received = Some(code);
-                self.state = SessionState::Closed;
-                Step::Continue(pos + total)
-            }
-        }
     }
 }
 
