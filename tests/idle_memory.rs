@@ -25,7 +25,6 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -114,10 +113,7 @@ fn hs256(payload: &str) -> String {
 
 /// A typical access token: a `sub`, a UUID-sized `jti`, two scopes, an hour to live.
 fn token(sub: &str, jti: &str) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs();
+    let now = wsgate::clock::unix_now();
     hs256(&format!(
         r#"{{"sub":"{sub}","jti":"{jti}","scope":"echo chat","iat":{now},"exp":{}}}"#,
         now + 3600
