@@ -308,7 +308,10 @@ pub(super) fn feed_session(conn: &mut Conn, env: &mut Env, id: ConnId, n: usize,
         // Common case: process straight from the worker's buffer, keep only the tail.
         let input = &mut env.readbuf[..n];
         let used = session.handle_input(input, now, &mut conn.wbuf, &mut on_message);
-        conn.rbuf.extend_from_slice(&env.readbuf[used..n]);
+        if used < n {
+            // Only a partial frame takes a buffer from the pool.
+            conn.rbuf.extend_from_slice(&env.readbuf[used..n]);
+        }
     } else {
         conn.rbuf.extend_from_slice(&env.readbuf[..n]);
         let used = session.handle_input(&mut conn.rbuf, now, &mut conn.wbuf, &mut on_message);
