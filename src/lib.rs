@@ -4,8 +4,9 @@
 //! layers, bottom first; code uses only modules of lower layers (`tests/layers.rs` checks
 //! it from the imports, with no circle and no file over 800 lines outside its tests):
 //!
-//! 1. foundation: [`clock`] (the one place that reads time), [`rate`] (the token
-//!    bucket), [`metrics`] (counters; label values never carry token data);
+//! 1. foundation: [`clock`] (the one place that reads time; `Tick`, an instant in 8
+//!    bytes), below [`rate`] (the token bucket) and [`metrics`] (counters; label values
+//!    never carry token data);
 //! 2. wire: [`proto`]: HTTP/1.1 upgrade parsing (`http/`: request, response, fields,
 //!    `origin` (RFC 6454 serialized origins), `client/` the upstream client side) and
 //!    RFC 6455 (`ws/`: frame, mask, message, close, accept, session, `deflate/` RFC 7692), as pure state

@@ -4,6 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::clock::Tick;
+
 /// A token bucket whose burst equals its per-second rate (SPEC §3: `"50/s"`).
 ///
 /// Tokens are kept in nano-units (1 token = 1e9) so that refill is exact integer
@@ -12,20 +14,15 @@ use std::time::{Duration, Instant};
 pub struct TokenBucket {
     /// Tokens per second, also the burst size.
     rate: u64,
-    /// Current fill, in nano-tokens, at most `rate * 1e9`.
-    level: u128,
-    last: Instant,
+    meter: Meter,
 }
-
-const NANO: u128 = 1_000_000_000;
 
 impl TokenBucket {
     /// A full bucket. `rate == 0` means "unlimited": every take succeeds.
     pub fn new(rate: u64, now: Instant) -> Self {
         TokenBucket {
             rate,
-            level: u128::from(rate) * NANO,
-            last: now,
+            meter: Meter::new(now),
         }
     }
 
@@ -34,24 +31,68 @@ impl TokenBucket {
         self.rate
     }
 
-    fn refill(&mut self, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.last);
-        self.last = self.last.max(now);
-        let cap = u128::from(self.rate) * NANO;
-        // elapsed_ns * rate tokens-per-second = nano-tokens gained.
-        let gained = elapsed.as_nanos().saturating_mul(u128::from(self.rate));
-        self.level = self.level.saturating_add(gained).min(cap);
-    }
-
     /// Takes `n` tokens if they are there; returns whether it did.
     pub fn try_take(&mut self, n: u64, now: Instant) -> bool {
-        if self.rate == 0 {
+        self.meter.try_take(self.rate, n, now)
+    }
+
+    /// How long until `n` tokens will be available (zero when they are now).
+    pub fn retry_after(&mut self, n: u64, now: Instant) -> Duration {
+        self.meter.retry_after(self.rate, n, now)
+    }
+
+    /// True when the bucket is full again (nothing to remember about this key).
+    pub fn is_full(&mut self, now: Instant) -> bool {
+        self.meter.is_full(self.rate, now)
+    }
+}
+
+const NANO: u128 = 1_000_000_000;
+
+/// A token bucket's state without its rate (16 bytes): for state kept per connection,
+/// whose rate every connection of a configuration shares (issue #15). Each call passes
+/// the rate; the bucket is exact (as [`TokenBucket`]) for rates up to 18,446,744,073 per
+/// second, whose whole burst fits in 64 bits of nano-tokens; above that a deficit larger
+/// than that is remembered as that.
+#[derive(Debug, Clone, Copy)]
+pub struct Meter {
+    /// Nano-tokens missing from a full bucket at `last`.
+    deficit: u64,
+    last: Tick,
+}
+
+impl Meter {
+    /// A full bucket.
+    pub fn new(now: Instant) -> Self {
+        Meter {
+            deficit: 0,
+            last: Tick::from(now),
+        }
+    }
+
+    /// The fill at `now` in nano-tokens, with the bucket's clock moved to `now`.
+    fn refill(&mut self, rate: u64, now: Instant) -> u128 {
+        let now = Tick::from(now);
+        let elapsed = now.saturating_duration_since(self.last);
+        self.last = self.last.max(now);
+        // elapsed_ns * rate tokens-per-second = nano-tokens gained.
+        let gained = elapsed.as_nanos().saturating_mul(u128::from(rate));
+        let deficit = u128::from(self.deficit).saturating_sub(gained);
+        self.deficit = u64::try_from(deficit).unwrap_or(u64::MAX);
+        (u128::from(rate) * NANO).saturating_sub(deficit)
+    }
+
+    /// Takes `n` tokens if they are there; returns whether it did. `rate == 0` means
+    /// "unlimited": every take succeeds.
+    pub fn try_take(&mut self, rate: u64, n: u64, now: Instant) -> bool {
+        if rate == 0 {
             return true;
         }
-        self.refill(now);
+        let level = self.refill(rate, now);
         let need = u128::from(n) * NANO;
-        if self.level >= need {
-            self.level -= need;
+        if level >= need {
+            let deficit = u128::from(self.deficit) + need;
+            self.deficit = u64::try_from(deficit).unwrap_or(u64::MAX);
             true
         } else {
             false
@@ -59,24 +100,24 @@ impl TokenBucket {
     }
 
     /// How long until `n` tokens will be available (zero when they are now).
-    pub fn retry_after(&mut self, n: u64, now: Instant) -> Duration {
-        if self.rate == 0 {
+    pub fn retry_after(&mut self, rate: u64, n: u64, now: Instant) -> Duration {
+        if rate == 0 {
             return Duration::ZERO;
         }
-        self.refill(now);
-        let need = u128::from(n.min(self.rate)) * NANO;
-        if self.level >= need {
+        let level = self.refill(rate, now);
+        let need = u128::from(n.min(rate)) * NANO;
+        if level >= need {
             return Duration::ZERO;
         }
-        let missing = need - self.level;
-        let nanos = missing.div_ceil(u128::from(self.rate));
+        let missing = need - level;
+        let nanos = missing.div_ceil(u128::from(rate));
         Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
     }
 
-    /// True when the bucket is full again (nothing to remember about this key).
-    pub fn is_full(&mut self, now: Instant) -> bool {
-        self.refill(now);
-        self.level >= u128::from(self.rate) * NANO
+    /// True when the bucket is full again.
+    pub fn is_full(&mut self, rate: u64, now: Instant) -> bool {
+        self.refill(rate, now);
+        self.deficit == 0
     }
 }
 

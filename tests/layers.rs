@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 
 /// Bottom first. A module may use modules of strictly lower layers only.
 const LAYERS: &[(&str, &[&str])] = &[
-    // Pure building blocks with no crate dependency: the one clock reader, the token
-    // bucket, the counters.
-    ("foundation", &["clock", "rate", "metrics"]),
+    // The one clock reader (and `Tick`, its compact instants): no crate dependency.
+    ("clock", &["clock"]),
+    // Pure building blocks: the token bucket (on `Tick`), the counters.
+    ("foundation", &["rate", "metrics"]),
     // Sans-IO wire formats: HTTP/1.1 upgrade, RFC 6455 framing and session.
     ("wire", &["proto"]),
     // Sans-IO tokens: JWS, keys, JWK Sets.

@@ -13,10 +13,9 @@ use crate::proto::ws::session::{write_message, Session, SessionLimits, SessionSt
 
 /// The origin of a virtual clock for fuzzing and tests: read once, then only offsets from it
 /// are used, so runs stay deterministic.
-// The one clock read outside src/clock.rs: an origin for `t0 + Duration`, not a time source.
-#[allow(clippy::disallowed_methods)]
+/// Read through `clock::now`, so that it is never before the base of `clock::Tick`.
 pub fn virtual_epoch() -> Instant {
-    Instant::now()
+    crate::clock::now()
 }
 
 /// Checks the server's output frame by frame, across flushes.

@@ -2,14 +2,17 @@
 //! The byte-moving half (`read_into`, `flush`) lives here; the decisions live in
 //! `proto`, `gate` and `worker`.
 
+use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::sync::Arc;
 
 use mio::net::TcpStream;
 
-use crate::gate::decide::Identity;
+use super::principal::Principal;
+use crate::clock::Tick;
 use crate::proto::http::request::HeadReader;
 use crate::proto::ws::session::Session;
 
@@ -20,12 +23,12 @@ pub enum Phase {
         /// Incremental end-of-head scanner.
         reader: HeadReader,
         /// When the whole request must have arrived.
-        deadline: Instant,
+        deadline: Tick,
     },
     /// Upgraded: frames both ways.
     Open {
-        /// The RFC 6455 state machine.
-        session: Box<Session>,
+        /// The RFC 6455 state machine (64 bytes while idle, held inline).
+        session: Session,
         /// Index of the route in the gate.
         route: usize,
     },
@@ -42,7 +45,7 @@ pub enum Phase {
         /// Length of the request head at the start of `rbuf`.
         head_len: usize,
         /// The handshake's deadline (`limits.handshake_timeout` from accept).
-        deadline: Instant,
+        deadline: Tick,
     },
     /// An HTTP rejection is queued; flush it, then close.
     Rejected,
@@ -71,44 +74,130 @@ pub struct Conn {
     /// The protocol phase.
     pub phase: Phase,
     /// Received bytes not yet consumed (a partial head or frame header).
-    pub rbuf: Vec<u8>,
+    pub rbuf: Buf,
     /// Output not yet handed to the socket (plaintext, before TLS).
-    pub wbuf: Vec<u8>,
+    pub wbuf: Buf,
     /// The earliest deadline already in the worker's timer heap.
-    pub scheduled: Option<Instant>,
+    pub scheduled: Option<Tick>,
     /// No more output will be produced: flush, shut down the write side, drain, close.
     pub closing: bool,
     /// The write side has been shut down; reads are drained and discarded until
     /// EOF or `linger_until`.
     pub write_shut: bool,
-    /// When to give up waiting for the peer's FIN.
-    pub linger_until: Option<Instant>,
     /// The peer sent EOF.
     pub read_eof: bool,
-    /// Since when pending output has stayed above `write_buffer`.
-    pub over_limit_since: Option<Instant>,
+    /// Deadlines only a closing or backpressured connection has (see [`Conn::linger_until`]
+    /// and [`Conn::over_limit_since`]): an idle one pays a pointer.
+    pub slow: Option<Box<Slow>>,
     /// Any bytes received at all (408 vs silent close at handshake timeout).
     pub received_any: bool,
-    /// The verified identity (per-subject count is released when the conn goes).
-    pub identity: Option<Identity>,
+    /// The verified identity and its token's deadlines, shared with the worker's other
+    /// connections of the same token (per-subject count is released when the conn goes).
+    pub identity: Option<Arc<Principal>>,
+    /// SPEC §6: `wsgate.expiring` was sent for the current token.
+    pub notice_sent: bool,
+    /// SPEC §6: in-band refreshes that failed on this connection.
+    pub failed_refreshes: u32,
     /// The 101 is queued: drop the output buffer's memory once it is written.
     pub release_wbuf_when_flushed: bool,
     /// The upstream leg on proxied routes.
     pub upstream: Option<Box<super::upstream::UpstreamLeg>>,
-    /// SPEC §6: when the token's `exp` (+ leeway) passes; the connection closes 4401.
-    pub token_deadline: Option<Instant>,
-    /// SPEC §6: when `wsgate.expiring` is due (refresh on).
-    pub notice_at: Option<Instant>,
     /// When the connection was accepted.
-    pub accepted_at: Instant,
+    pub accepted_at: Tick,
     /// The connection's id in logs: unique for the process's life (SPEC §7), never
     /// reused like a slab slot is.
     pub serial: u64,
-    /// SPEC §6: in-band refreshes that failed on this connection.
-    pub failed_refreshes: u32,
     /// SPEC §10: permessage-deflate agreed at the handshake of a proxied route, held for
     /// the client's 101 (sent once the upstream answers).
     pub deflate: Option<Box<crate::proto::ws::deflate::PerMessageDeflate>>,
+}
+
+/// The part of a connection's state that only closing or backpressure needs.
+#[derive(Default)]
+pub struct Slow {
+    /// When to give up waiting for the peer's FIN.
+    pub linger_until: Option<Tick>,
+    /// Since when pending output has stayed above `write_buffer`.
+    pub over_limit_since: Option<Tick>,
+}
+
+/// A connection's buffer (issue #15): 8 bytes and no heap while it holds nothing. Its
+/// storage is lent from the worker thread's pool when bytes are written into it and given
+/// back by [`Buf::release`] once they are gone, so an idle connection holds no buffer and
+/// a busy one costs no allocator round trip per message.
+#[derive(Default)]
+// Boxed on purpose: the handle is one pointer (8 bytes, 24 for a bare `Vec`), and the box
+// travels with its vector through the pool, so lending allocates nothing.
+#[allow(clippy::box_collection)]
+pub struct Buf(Option<Box<Vec<u8>>>);
+
+/// What an absent buffer reads as.
+static EMPTY: Vec<u8> = Vec::new();
+
+/// Free buffers a worker thread keeps for its connections.
+const POOL_BUFFERS: usize = 32;
+
+/// A buffer with more capacity than this is freed instead of pooled.
+const POOL_CAPACITY: usize = 256 * 1024;
+
+thread_local! {
+    /// The worker thread's free buffers (each empty, capacity kept).
+    #[allow(clippy::vec_box)] // the boxes are `Buf`'s, kept whole (see there)
+    static POOL: RefCell<Vec<Box<Vec<u8>>>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Buf {
+    /// Gives the storage back to the thread's pool if the buffer is empty.
+    pub fn release(&mut self) {
+        if self.0.as_ref().is_some_and(|b| b.is_empty()) {
+            if let Some(buf) = self.0.take() {
+                if buf.capacity() <= POOL_CAPACITY {
+                    let _ = POOL.try_with(|pool| {
+                        let mut pool = pool.borrow_mut();
+                        if pool.len() < POOL_BUFFERS {
+                            pool.push(buf);
+                        }
+                    });
+                }
+            }
+        }
+    }
+
+    /// Drops the contents and the storage (never pooled: the buffer was large or the
+    /// connection is done with it).
+    pub fn free(&mut self) {
+        self.0 = None;
+    }
+
+    /// Whether storage is held.
+    pub fn is_held(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+impl From<Vec<u8>> for Buf {
+    fn from(v: Vec<u8>) -> Buf {
+        Buf(Some(Box::new(v)))
+    }
+}
+
+impl Deref for Buf {
+    type Target = Vec<u8>;
+
+    fn deref(&self) -> &Vec<u8> {
+        self.0.as_deref().unwrap_or(&EMPTY)
+    }
+}
+
+impl DerefMut for Buf {
+    fn deref_mut(&mut self) -> &mut Vec<u8> {
+        self.0.get_or_insert_with(|| {
+            POOL.try_with(|pool| pool.borrow_mut().pop())
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+        })
+    }
 }
 
 /// The next connection id for logs: process-wide, starting at 1, never reused (64 bits
@@ -119,6 +208,38 @@ pub fn next_serial() -> u64 {
 }
 
 impl Conn {
+    /// When to give up waiting for the peer's FIN (set once closing).
+    pub fn linger_until(&self) -> Option<Tick> {
+        self.slow.as_ref().and_then(|s| s.linger_until)
+    }
+
+    /// Starts the linger bound at `at` unless one is already running (never extended).
+    pub fn start_linger(&mut self, at: Tick) {
+        let slow = self.slow.get_or_insert_with(Default::default);
+        slow.linger_until.get_or_insert(at);
+    }
+
+    /// Since when pending output has stayed above `write_buffer`.
+    pub fn over_limit_since(&self) -> Option<Tick> {
+        self.slow.as_ref().and_then(|s| s.over_limit_since)
+    }
+
+    /// Output is over `write_buffer` at `now`: keeps the earliest such moment.
+    pub fn over_limit(&mut self, now: Tick) {
+        let slow = self.slow.get_or_insert_with(Default::default);
+        slow.over_limit_since.get_or_insert(now);
+    }
+
+    /// Output is below `write_buffer` (or the slow-consumer rule has acted).
+    pub fn under_limit(&mut self) {
+        if let Some(slow) = &mut self.slow {
+            slow.over_limit_since = None;
+            if slow.linger_until.is_none() {
+                self.slow = None;
+            }
+        }
+    }
+
     /// Bytes queued for the peer, in our buffer and inside TLS.
     pub fn pending_output(&self) -> usize {
         self.wbuf.len()
@@ -183,7 +304,9 @@ impl Conn {
                         Err(e) => return Err(e),
                     }
                 }
-                consume_front(&mut self.wbuf, written);
+                if written > 0 {
+                    consume_front(&mut self.wbuf, written);
+                }
             }
             Some(tls) => {
                 loop {
@@ -239,5 +362,84 @@ fn consume_front(buf: &mut Vec<u8>, n: usize) {
         buf.clear();
     } else if n > 0 {
         buf.drain(..n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::mem::size_of;
+
+    use super::*;
+    use crate::net::token::ConnId;
+    use crate::proto::ws::session::Session;
+
+    /// Issue #15: where an idle connection's bytes go (printed with `--nocapture`), and
+    /// bounds so that a field added carelessly shows up here first. mio's `TcpStream`
+    /// carries a selector id in debug builds (16 bytes instead of 4).
+    #[test]
+    fn an_idle_connection_in_bytes() {
+        let conn = size_of::<Conn>();
+        let rows = [
+            ("Conn (in the slab slot, with its 4-byte generation)", conn),
+            (
+                "  Phase (Open: the Session inline, and the route)",
+                size_of::<Phase>(),
+            ),
+            ("  Session", size_of::<Session>()),
+            ("  mio TcpStream", size_of::<TcpStream>()),
+            ("  peer SocketAddr", size_of::<SocketAddr>()),
+            ("  rbuf / wbuf (Buf)", size_of::<Buf>()),
+            (
+                "  Option<Tick> (scheduled; accepted_at is a Tick)",
+                size_of::<Option<Tick>>(),
+            ),
+            (
+                "  identity Option<Arc<Principal>>",
+                size_of::<Option<Arc<Principal>>>(),
+            ),
+            (
+                "  slow Option<Box<Slow>> (linger, backpressure)",
+                size_of::<Option<Box<Slow>>>(),
+            ),
+            (
+                "timer heap entry (Tick, ConnId)",
+                size_of::<(Tick, ConnId)>(),
+            ),
+            (
+                "token record (shared by a token's connections)",
+                size_of::<Principal>(),
+            ),
+        ];
+        for (what, bytes) in rows {
+            println!("{what}: {bytes} B");
+        }
+        assert_eq!(size_of::<Session>(), 72);
+        assert_eq!(size_of::<Phase>(), 80);
+        assert_eq!(size_of::<Buf>(), 8);
+        assert_eq!(size_of::<Option<Tick>>(), 8);
+        assert_eq!(size_of::<(Tick, ConnId)>(), 16);
+        let bound = if cfg!(debug_assertions) { 224 } else { 208 };
+        assert!(conn <= bound, "Conn is {conn} bytes (bound {bound})");
+    }
+
+    #[test]
+    fn buffers_are_lent_and_given_back_empty() {
+        let mut buf = Buf::default();
+        assert!(!buf.is_held() && buf.is_empty());
+        buf.extend_from_slice(b"bytes in flight");
+        assert!(buf.is_held());
+        // Not empty: kept.
+        buf.release();
+        assert!(buf.is_held());
+        buf.clear();
+        let capacity = buf.capacity();
+        buf.release();
+        assert!(!buf.is_held(), "an empty buffer goes back to the pool");
+        // The next one written to on this thread reuses its storage.
+        let mut next = Buf::default();
+        next.push(1);
+        assert_eq!(next.capacity(), capacity);
+        next.free();
+        assert!(!next.is_held());
     }
 }

@@ -3,6 +3,7 @@
 pub mod conn;
 pub mod listener;
 pub mod plain;
+pub mod principal;
 pub mod server;
 pub mod timer;
 pub mod tls;

@@ -246,6 +246,17 @@ pub struct UpstreamNames {
     pub dns_failures: Arc<AtomicU64>,
 }
 
+/// No names resolved and no failures: for a data plane whose routes name no upstream host
+/// (tests and benches that start one without the control plane).
+impl Default for UpstreamNames {
+    fn default() -> Self {
+        UpstreamNames {
+            snapshot: Arc::new(ArcSwap::from_pointee(ResolvedNames::default())),
+            dns_failures: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
 /// A running data plane: the workers started, each accepting on its own listeners.
 pub struct Running {
     /// The bound addresses, in `server.listen` order (port 0 resolved).

@@ -7,15 +7,17 @@ use std::time::{Duration, Instant};
 
 use super::handshake::{handshake, reject};
 use super::proxy::{log_upstream_failure, mark_down, proxy};
-use super::{index, unindex, wants_read, Env, Runtime, Shared, KEEP_CAPACITY, MAX_READS_PER_TURN};
+use super::{wants_read, Env, Runtime, Shared, KEEP_CAPACITY, MAX_READS_PER_TURN};
 use crate::auth::error::TokenError;
 use crate::auth::revocation::token_lifetime;
 use crate::auth::verify::Scratch;
 use crate::clock;
+use crate::clock::Tick;
 use crate::gate::decide::Identity;
 use crate::gate::refresh::is_refresh;
 use crate::gate::reject::Reject;
 use crate::net::conn::{Conn, Phase, ReadOutcome};
+use crate::net::principal::Terms;
 use crate::net::token::ConnId;
 use crate::net::upstream::LegState;
 use crate::proto::error::ProtocolError;
@@ -96,20 +98,20 @@ pub(super) fn step(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant, tim
     let pending = conn.pending_output();
     let upstream_pending = conn.upstream.as_ref().map_or(0, |l| l.wbuf.len());
     if pending == 0 && conn.release_wbuf_when_flushed {
-        // The 101 is out: an idle connection keeps no output buffer.
+        // The 101 is out: an idle connection keeps no output buffer (back to the pool).
         conn.release_wbuf_when_flushed = false;
-        conn.wbuf = Vec::new();
+        conn.wbuf.release();
     }
     if upstream_paused && pending < env.rt.session.write_buffer {
         env.ready.push(id);
     }
     if pending >= env.rt.session.write_buffer || upstream_pending >= env.rt.session.write_buffer {
         // SPEC §5: write_buffer applies to both legs.
-        conn.over_limit_since.get_or_insert(now);
+        conn.over_limit(Tick::from(now));
     } else {
-        conn.over_limit_since = None;
+        conn.under_limit();
         if pending == 0 && conn.wbuf.capacity() > KEEP_CAPACITY {
-            conn.wbuf = Vec::new();
+            conn.wbuf.free();
         }
         // Reading stopped for backpressure and the output has since drained below
         // its limit: come back next turn (edge-triggered readiness will not repeat).
@@ -129,8 +131,7 @@ pub(super) fn step(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant, tim
     if conn.closing {
         // One bound for the whole goodbye: flushing the last bytes to a peer that may
         // not read, then waiting for its FIN. Never extended.
-        conn.linger_until
-            .get_or_insert(now + env.rt.session.close_linger);
+        conn.start_linger(Tick::from(now + env.rt.session.close_linger));
         if !conn.write_shut && conn.output_drained() {
             conn.shutdown_write();
         }
@@ -140,18 +141,19 @@ pub(super) fn step(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant, tim
 
 /// Handles a fired timer. Returns false to drop the connection.
 fn on_timer(conn: &mut Conn, env: &mut Env, now: Instant) -> bool {
-    if conn.linger_until.is_some_and(|t| now >= t) {
+    let tick = Tick::from(now);
+    if conn.linger_until().is_some_and(|t| tick >= t) {
         return false;
     }
     match &mut conn.phase {
-        Phase::Handshake { deadline, .. } if now >= *deadline => {
+        Phase::Handshake { deadline, .. } if tick >= *deadline => {
             // Slowloris: the whole request must arrive within handshake_timeout.
             if !conn.received_any {
                 return false;
             }
             reject(conn, env, Reject::HandshakeTimeout, None);
         }
-        Phase::Parked { deadline, .. } if now >= *deadline => {
+        Phase::Parked { deadline, .. } if tick >= *deadline => {
             // SPEC §9: parked at most handshake_timeout; the kid is still unknown.
             env.metrics
                 .auth_failure(TokenError::UnknownKid.reason_label());
@@ -188,40 +190,38 @@ fn on_timer(conn: &mut Conn, env: &mut Env, now: Instant) -> bool {
         }
         Phase::Open { session, .. } => {
             // Idle: a timer fired with nothing pending; give buffer memory back.
-            if conn.wbuf.is_empty() && conn.wbuf.capacity() > 0 {
-                conn.wbuf = Vec::new();
-            }
-            if conn.rbuf.is_empty() && conn.rbuf.capacity() > 0 {
-                conn.rbuf = Vec::new();
-            }
+            conn.wbuf.release();
+            conn.rbuf.release();
             // While its output is over write_buffer the gateway is not reading this
             // peer, so silence proves nothing: the slow-consumer rule decides instead.
-            if conn.over_limit_since.is_none() || session.state() != SessionState::Open {
+            let over_limit_since = conn.slow.as_ref().and_then(|s| s.over_limit_since);
+            if over_limit_since.is_none() || session.state() != SessionState::Open {
                 session.handle_timeout(now, &mut conn.wbuf);
             }
-            if session.state() == SessionState::Open {
-                if conn.token_deadline.is_some_and(|t| now >= t) {
+            if let Some(token) = conn
+                .identity
+                .as_deref()
+                .filter(|_| session.state() == SessionState::Open)
+            {
+                // Once closing, the session is no longer Open and these are not looked
+                // at again.
+                if token.token_deadline.is_some_and(|t| tick >= t) {
                     // SPEC §6: at exp (+ leeway), close 4401 "token expired".
                     let why = ProtocolError::TokenExpired;
                     session.close(why.close_code(), why.reason(), &mut conn.wbuf);
-                    conn.token_deadline = None;
-                    conn.notice_at = None;
-                } else if conn.notice_at.is_some_and(|t| now >= t) {
-                    conn.notice_at = None;
-                    if let Some(id) = &conn.identity {
-                        let msg = format!(r#"{{"type":"wsgate.expiring","exp":{}}}"#, id.exp);
-                        write_message(&mut conn.wbuf, MessageKind::Text, msg.as_bytes());
-                    }
+                } else if !conn.notice_sent && token.notice_at.is_some_and(|t| tick >= t) {
+                    conn.notice_sent = true;
+                    let msg = format!(r#"{{"type":"wsgate.expiring","exp":{}}}"#, token.exp);
+                    write_message(&mut conn.wbuf, MessageKind::Text, msg.as_bytes());
                 }
             }
-            if conn
-                .over_limit_since
-                .is_some_and(|t| now >= t + env.rt.session.idle_timeout)
-            {
+            if over_limit_since.is_some_and(|t| now >= t.instant() + env.rt.session.idle_timeout) {
                 // SPEC §5: output above write_buffer for idle_timeout.
                 let why = ProtocolError::SlowConsumer;
                 session.close(why.close_code(), why.reason(), &mut conn.wbuf);
-                conn.over_limit_since = None;
+                if let Some(slow) = &mut conn.slow {
+                    slow.over_limit_since = None;
+                }
                 conn.closing = true;
             }
         }
@@ -261,13 +261,12 @@ pub(super) fn feed_session(conn: &mut Conn, env: &mut Env, id: ConnId, n: usize,
     let route = *route;
     let scratch = &mut env.scratch;
     let identity = &mut conn.identity;
-    let times = (&mut conn.token_deadline, &mut conn.notice_at);
+    let (notice_sent, failed) = (&mut conn.notice_sent, &mut conn.failed_refreshes);
     let shared = &*env.shared;
-    let by_jti = &mut env.by_jti;
+    let principals = &mut env.principals;
     let metrics = &*env.metrics;
     let upstream = &mut conn.upstream;
     let peer = conn.peer.ip();
-    let failed = &mut conn.failed_refreshes;
     // SPEC §6: past max_failed_refreshes the connection closes; nothing after the
     // refresh that passed the limit is delivered.
     let mut too_many = false;
@@ -276,8 +275,7 @@ pub(super) fn feed_session(conn: &mut Conn, env: &mut Env, id: ConnId, n: usize,
             return;
         }
         if rt.refresh && kind == MessageKind::Text && is_refresh(payload) {
-            if let Some(current) = identity.as_mut() {
-                let old_jti = current.jti.clone();
+            if let Some(current) = identity.as_ref() {
                 let live = LiveToken {
                     rt,
                     shared,
@@ -285,16 +283,16 @@ pub(super) fn feed_session(conn: &mut Conn, env: &mut Env, id: ConnId, n: usize,
                     now,
                     peer,
                 };
-                if !live.refresh(current, payload, scratch, out, times.0, times.1) {
-                    *failed = failed.saturating_add(1);
-                    too_many = *failed > rt.max_failed_refreshes;
-                }
-                if current.jti != old_jti {
-                    if let Some(j) = &old_jti {
-                        unindex(by_jti, j, id);
+                match live.refresh(current, payload, scratch, out) {
+                    // The connection moves to its new token's record.
+                    Some((new, times)) => {
+                        principals.release(id, current);
+                        *identity = Some(principals.adopt(id, new, times, terms(rt)));
+                        *notice_sent = false;
                     }
-                    if let Some(j) = &current.jti {
-                        index(by_jti, j, id);
+                    None => {
+                        *failed = failed.saturating_add(1);
+                        too_many = *failed > rt.max_failed_refreshes;
                     }
                 }
                 return;
@@ -319,7 +317,10 @@ pub(super) fn feed_session(conn: &mut Conn, env: &mut Env, id: ConnId, n: usize,
         // Common case: process straight from the worker's buffer, keep only the tail.
         let input = &mut env.readbuf[..n];
         let used = session.handle_input(input, now, &mut conn.wbuf, &mut on_message);
-        conn.rbuf.extend_from_slice(&env.readbuf[used..n]);
+        if used < n {
+            // Only a partial frame takes a buffer from the pool.
+            conn.rbuf.extend_from_slice(&env.readbuf[used..n]);
+        }
     } else {
         conn.rbuf.extend_from_slice(&env.readbuf[..n]);
         let used = session.handle_input(&mut conn.rbuf, now, &mut conn.wbuf, &mut on_message);
@@ -328,11 +329,16 @@ pub(super) fn feed_session(conn: &mut Conn, env: &mut Env, id: ConnId, n: usize,
     if too_many {
         let why = ProtocolError::TooManyFailedRefreshes;
         session.close(why.close_code(), why.reason(), &mut conn.wbuf);
-        conn.rbuf = Vec::new();
+        conn.rbuf.free();
     }
     if conn.rbuf.is_empty() && conn.rbuf.capacity() > KEEP_CAPACITY {
-        conn.rbuf = Vec::new();
+        conn.rbuf.free();
     }
+}
+
+/// What [`token_times`] computes deadlines with (a token record's terms).
+pub(super) fn terms(rt: &Runtime) -> Terms {
+    (rt.leeway_secs, rt.refresh.then_some(rt.expiry_notice))
 }
 
 /// When the token's connection must close, and when to send `wsgate.expiring`.
@@ -341,9 +347,10 @@ pub(super) fn token_times(
     exp: u64,
     now: Instant,
     now_unix: u64,
-) -> (Option<Instant>, Option<Instant>) {
+) -> (Option<Tick>, Option<Tick>) {
     let notice = rt.refresh.then_some(rt.expiry_notice);
-    deadlines(exp, rt.leeway_secs, notice, now, now_unix)
+    let (deadline, notice) = deadlines(exp, rt.leeway_secs, notice, now, now_unix);
+    (deadline.map(Tick::from), notice.map(Tick::from))
 }
 
 /// SPEC §6, pure: close at `exp` + leeway; with refresh on, notice `expiry_notice` before
@@ -374,17 +381,16 @@ struct LiveToken<'a> {
 
 impl LiveToken<'_> {
     /// Handles one `wsgate.refresh` message; the reply goes to `out`, never to the backend.
-    /// Returns false when it failed (the caller counts it against the connection's
-    /// `max_failed_refreshes`).
+    /// Returns the new token's identity and deadlines, or `None` when it failed (the
+    /// caller counts it against the connection's `max_failed_refreshes`).
+    #[allow(clippy::type_complexity)]
     fn refresh(
         &self,
-        current: &mut Identity,
+        current: &Identity,
         payload: &[u8],
         scratch: &mut Scratch,
         out: &mut Vec<u8>,
-        deadline: &mut Option<Instant>,
-        notice: &mut Option<Instant>,
-    ) -> bool {
+    ) -> Option<(Identity, (Option<Tick>, Option<Tick>))> {
         let now_unix = clock::unix_now();
         let ips = &self.shared.ips;
         // SPEC §6: past the address's failed-token budget a refresh is refused before any
@@ -408,29 +414,26 @@ impl LiveToken<'_> {
                 Ok(new)
             }
         });
-        let ok = result.is_ok();
-        let reply = match result {
+        let (reply, refreshed) = match result {
             Ok(new) => {
                 // Revocation retention keeps `sub` entries for the longest lifetime seen.
                 self.shared.longest_lifetime.fetch_max(
                     token_lifetime(new.exp, new.iat, now_unix),
                     Ordering::Relaxed,
                 );
-                let (d, n) = token_times(self.rt, new.exp, self.now, now_unix);
-                *deadline = d;
-                *notice = n;
+                let times = token_times(self.rt, new.exp, self.now, now_unix);
                 let reply = format!(r#"{{"type":"wsgate.refreshed","exp":{}}}"#, new.exp);
-                *current = new;
-                reply
+                (reply, Some((new, times)))
             }
             Err(reason) => {
                 // Counts like a failed handshake token (SPEC §6).
                 ips.auth_failed(self.peer, self.now);
-                serde_json::json!({"type": "wsgate.refresh_failed", "reason": reason}).to_string()
+                let reply = serde_json::json!({"type": "wsgate.refresh_failed", "reason": reason});
+                (reply.to_string(), None)
             }
         };
         write_message(out, MessageKind::Text, reply.as_bytes());
-        ok
+        refreshed
     }
 }
 

@@ -4,9 +4,9 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use super::drive::{feed_session, token_times};
+use super::drive::{feed_session, terms, token_times};
 use super::proxy::{start_upstream, upstream_plan};
-use super::{index, Env, Runtime, Shared};
+use super::{Env, Runtime, Shared};
 use crate::gate::decide::{Ctx, Identity, KEY_PENDING};
 use crate::gate::reject::Reject;
 use crate::net::conn::{Conn, Phase};
@@ -32,7 +32,7 @@ pub(super) fn reject(conn: &mut Conn, env: &Env, r: Reject, target: Option<&str>
         r.status(),
         r.reason_label()
     );
-    conn.rbuf = Vec::new();
+    conn.rbuf.free();
     // An upstream leg being dialed is abandoned with the request.
     conn.upstream = None;
     conn.phase = Phase::Rejected;
@@ -49,16 +49,10 @@ fn adopt_identity(
     now: Instant,
     now_unix: u64,
 ) {
-    if let Some(identity) = &identity {
-        let (deadline, notice) = token_times(&env.rt, identity.exp, now, now_unix);
-        conn.token_deadline = deadline;
-        conn.notice_at = notice;
-        index(&mut env.by_sub, &identity.sub, id);
-        if let Some(jti) = &identity.jti {
-            index(&mut env.by_jti, jti, id);
-        }
-    }
-    conn.identity = identity;
+    conn.identity = identity.map(|identity| {
+        let times = token_times(&env.rt, identity.exp, now, now_unix);
+        env.principals.adopt(id, identity, times, terms(&env.rt))
+    });
 }
 
 /// SPEC §10: permessage-deflate when `[compression]` turns it on, the route does not opt
@@ -106,8 +100,8 @@ pub(super) fn handshake(conn: &mut Conn, env: &mut Env, id: ConnId, head_len: us
             .as_ref()
             .and_then(|p| p.respond(&head, conn.peer.ip()))
         {
-            conn.wbuf = response;
-            conn.rbuf = Vec::new();
+            conn.wbuf = response.into();
+            conn.rbuf.free();
             conn.upstream = None;
             conn.phase = Phase::Rejected;
             conn.closing = true;
@@ -216,7 +210,7 @@ pub(super) fn handshake(conn: &mut Conn, env: &mut Env, id: ConnId, head_len: us
         }
         Ok((route, identity, explain, target, None)) => {
             env.metrics.handshake(101);
-            let mut session = Box::new(Session::new(rt.session, now));
+            let mut session = Session::new(env.session_limits.clone(), now);
             if let Some(deflate) = conn.deflate.take() {
                 session.set_deflate(*deflate);
             }
@@ -236,7 +230,7 @@ pub(super) fn handshake(conn: &mut Conn, env: &mut Env, id: ConnId, head_len: us
             conn.rbuf.drain(..head_len);
             if conn.rbuf.is_empty() {
                 // The request head's buffer is not needed by an idle open connection.
-                conn.rbuf = Vec::new();
+                conn.rbuf.free();
             }
             conn.release_wbuf_when_flushed = true;
             conn.phase = Phase::Open { session, route };

@@ -11,7 +11,6 @@ mod drive;
 mod handshake;
 mod proxy;
 
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -27,6 +26,7 @@ use self::drive::step;
 use self::handshake::reject;
 use super::conn::{Conn, Phase};
 use super::listener::Accept;
+use super::principal::Principals;
 use super::timer::Timers;
 use super::token::{ConnId, Slab, WAKER};
 use super::upstream::LegState;
@@ -34,6 +34,7 @@ use crate::auth::error::TokenError;
 use crate::auth::revocation::{Revocation, RevocationSet};
 use crate::auth::verify::Scratch;
 use crate::backend::upstream::ResolvedNames;
+use crate::clock::Tick;
 use crate::gate::decide::Gate;
 use crate::gate::limits::{IpTable, SubjectTable};
 use crate::gate::reject::Reject;
@@ -163,6 +164,9 @@ pub struct WorkerHandle {
 struct Env {
     index: usize,
     rt: Arc<Runtime>,
+    /// `rt.session`, shared by every session this worker starts (issue #15: not a copy
+    /// per connection); replaced when a reload changes it.
+    session_limits: Arc<SessionLimits>,
     shared: Arc<Shared>,
     readbuf: Vec<u8>,
     scratch: Scratch,
@@ -171,10 +175,9 @@ struct Env {
     upstream_names: NamesCache,
     ready: Vec<ConnId>,
     draining: bool,
-    /// Live connections by token subject and by `jti`, so a revocation finds its
-    /// connections without a scan.
-    by_sub: HashMap<Box<str>, Vec<ConnId>>,
-    by_jti: HashMap<Box<str>, Vec<ConnId>>,
+    /// The live connections' tokens, one record per distinct token, found by `sub` and
+    /// by `jti` so that a revocation finds its connections without a scan.
+    principals: Principals,
     /// This worker's counters (written only here).
     metrics: Arc<WorkerMetrics>,
     /// For registering upstream sockets from inside a connection's step.
@@ -215,6 +218,7 @@ impl Worker {
         let registry = poll.registry().try_clone()?;
         let revocations = Cache::new(Arc::clone(&shared.revocations));
         let upstream_names = Cache::new(Arc::clone(&shared.upstream_names));
+        let session_limits = Arc::new(rt.session);
         Ok((
             Worker {
                 poll,
@@ -224,6 +228,7 @@ impl Worker {
                 env: Env {
                     index,
                     rt,
+                    session_limits,
                     shared,
                     readbuf: vec![0; READ_BUFFER],
                     revocations,
@@ -232,8 +237,7 @@ impl Worker {
                     token_buf: Vec::new(),
                     ready: Vec::new(),
                     draining: false,
-                    by_sub: HashMap::new(),
-                    by_jti: HashMap::new(),
+                    principals: Principals::default(),
                     metrics,
                     registry,
                     peer_closed_hint: false,
@@ -251,7 +255,7 @@ impl Worker {
         let mut revisit: Vec<ConnId> = Vec::new();
         loop {
             let now = clock::now();
-            let mut deadline = self.timers.next_deadline();
+            let mut deadline = self.timers.next_deadline().map(Tick::instant);
             if let Some(d) = self.drain_deadline {
                 deadline = Some(deadline.map_or(d, |t| t.min(d)));
             }
@@ -290,7 +294,7 @@ impl Worker {
                 self.drive(id, false);
             }
             let now = clock::now();
-            while let Some(id) = self.timers.pop_due(now) {
+            while let Some(id) = self.timers.pop_due(Tick::from(now)) {
                 self.drive(id, true);
             }
             if self.env.draining
@@ -337,7 +341,7 @@ impl Worker {
             },
             None => None,
         };
-        let deadline = now + self.env.rt.handshake_timeout;
+        let deadline = Tick::from(now + self.env.rt.handshake_timeout);
         self.env.metrics.connection_opened();
         let id = self.conns.insert_with(|_| Conn {
             socket,
@@ -347,23 +351,21 @@ impl Worker {
                 reader: HeadReader::default(),
                 deadline,
             },
-            rbuf: Vec::new(),
-            wbuf: Vec::new(),
+            rbuf: Default::default(),
+            wbuf: Default::default(),
             scheduled: None,
             closing: false,
             write_shut: false,
-            linger_until: None,
             read_eof: false,
-            over_limit_since: None,
+            slow: None,
             received_any: false,
             identity: None,
             upstream: None,
-            release_wbuf_when_flushed: false,
-            token_deadline: None,
-            notice_at: None,
-            accepted_at: now,
-            serial: super::conn::next_serial(),
+            notice_sent: false,
             failed_refreshes: 0,
+            release_wbuf_when_flushed: false,
+            accepted_at: Tick::from(now),
+            serial: super::conn::next_serial(),
             deflate: None,
         });
         let Some(conn) = self.conns.get_mut(id) else {
@@ -426,11 +428,7 @@ impl Worker {
 
     /// Closes this worker's live connections that `r` matches with 4403 "token revoked".
     fn revoke(&mut self, r: &Revocation) -> usize {
-        let candidates: Vec<ConnId> = match r {
-            Revocation::Jti { jti, .. } => self.env.by_jti.get(jti.as_str()).cloned(),
-            Revocation::Sub { sub, .. } => self.env.by_sub.get(sub.as_str()).cloned(),
-        }
-        .unwrap_or_default();
+        let candidates = self.env.principals.candidates(r);
         let mut closed = 0;
         for id in candidates {
             let Some(conn) = self.conns.get_mut(id) else {
@@ -465,6 +463,9 @@ impl Worker {
 
     fn reload(&mut self, rt: Arc<Runtime>) {
         let old = std::mem::replace(&mut self.env.rt, rt);
+        if *self.env.session_limits != self.env.rt.session {
+            self.env.session_limits = Arc::new(self.env.rt.session);
+        }
         if self.env.rt.max_token_bytes > self.env.scratch.max_token_bytes() {
             self.env.scratch = Scratch::new(self.env.rt.max_token_bytes);
         }
@@ -611,6 +612,9 @@ impl Worker {
             self.remove(id);
             return;
         }
+        // Issue #15: buffers with nothing left in them go back to the worker's pool.
+        conn.wbuf.release();
+        conn.rbuf.release();
         if let Some(next) = next_deadline(conn, &self.env.rt) {
             if conn.scheduled.is_none_or(|s| next < s) {
                 self.timers.schedule(next, id);
@@ -649,14 +653,12 @@ impl Worker {
                 conn.peer,
                 sent.map_or("-".to_string(), |c| c.to_string()),
                 received.map_or("-".to_string(), |c| c.to_string()),
-                now.saturating_duration_since(conn.accepted_at).as_millis()
+                now.saturating_duration_since(conn.accepted_at.instant())
+                    .as_millis()
             );
         }
-        if let Some(identity) = &conn.identity {
-            unindex(&mut self.env.by_sub, &identity.sub, id);
-            if let Some(jti) = &identity.jti {
-                unindex(&mut self.env.by_jti, jti, id);
-            }
+        if let Some(principal) = &conn.identity {
+            self.env.principals.release(id, principal);
         }
         self.env.shared.per_worker[self.env.index].fetch_sub(1, Ordering::Relaxed);
         self.release_counts(conn.peer, conn.identity.as_ref().map(|i| &*i.sub), now);
@@ -672,30 +674,12 @@ impl Worker {
     }
 }
 
-fn index(map: &mut HashMap<Box<str>, Vec<ConnId>>, key: &str, id: ConnId) {
-    match map.get_mut(key) {
-        Some(ids) => ids.push(id),
-        None => {
-            map.insert(key.into(), vec![id]);
-        }
-    }
-}
-
-fn unindex(map: &mut HashMap<Box<str>, Vec<ConnId>>, key: &str, id: ConnId) {
-    if let Some(ids) = map.get_mut(key) {
-        ids.retain(|x| *x != id);
-        if ids.is_empty() {
-            map.remove(key);
-        }
-    }
-}
-
 /// The earliest moment this connection needs attention.
-fn next_deadline(conn: &Conn, rt: &Runtime) -> Option<Instant> {
-    let mut next = conn.linger_until;
-    let mut consider = |t: Option<Instant>| {
+fn next_deadline(conn: &Conn, rt: &Runtime) -> Option<Tick> {
+    let mut next = conn.linger_until();
+    let mut consider = |t: Option<Tick>| {
         if let Some(t) = t {
-            next = Some(next.map_or(t, |n: Instant| n.min(t)));
+            next = Some(next.map_or(t, |n: Tick| n.min(t)));
         }
     };
     match &conn.phase {
@@ -705,18 +689,25 @@ fn next_deadline(conn: &Conn, rt: &Runtime) -> Option<Instant> {
         Phase::Open { session, .. } => {
             // While paused for backpressure the idle clock is not consulted (on_timer
             // skips it), so its past-due deadline must not be either: it would spin.
-            if conn.over_limit_since.is_none() || session.state() != SessionState::Open {
-                consider(session.poll_timeout());
+            if conn.over_limit_since().is_none() || session.state() != SessionState::Open {
+                consider(session.poll_timeout().map(Tick::from));
             }
             if session.state() == SessionState::Open {
-                consider(conn.token_deadline);
-                consider(conn.notice_at);
+                if let Some(principal) = &conn.identity {
+                    consider(principal.token_deadline);
+                    if !conn.notice_sent {
+                        consider(principal.notice_at);
+                    }
+                }
             }
         }
-        Phase::Dialing { .. } => consider(conn.upstream.as_ref().map(|l| l.deadline)),
+        Phase::Dialing { .. } => consider(conn.upstream.as_ref().map(|l| Tick::from(l.deadline))),
         Phase::Rejected => {}
     }
-    consider(conn.over_limit_since.map(|t| t + rt.session.idle_timeout));
+    consider(
+        conn.over_limit_since()
+            .map(|t| Tick::from(t.instant() + rt.session.idle_timeout)),
+    );
     next
 }
 

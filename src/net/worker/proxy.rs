@@ -632,7 +632,7 @@ fn open_proxied(
             .map_or("-", |r| r.path.as_str()),
         crate::log::QOpt(conn.identity.as_ref().map(|i| &*i.sub))
     );
-    let mut session = Box::new(Session::new(env.rt.session, now));
+    let mut session = Session::new(env.session_limits.clone(), now);
     if let Some(deflate) = deflate {
         session.set_deflate(*deflate);
     }

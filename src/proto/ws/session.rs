@@ -1,6 +1,7 @@
 //! The server side of one WebSocket connection (RFC 6455 §5-§7) as a sans-IO state machine:
 //! client bytes and the current time go in, server frames and a deadline come out.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::close::{is_valid_received_code, parse_close_payload, write_close, write_empty_close};
@@ -9,8 +10,12 @@ use super::frame::{parse_header, write_frame, FrameHeader, OpCode};
 use super::mask::apply_mask;
 pub use super::message::MessageKind;
 use super::message::Reassembly;
+use crate::clock::Tick;
 use crate::proto::error::ProtocolError;
-use crate::rate::TokenBucket;
+use crate::rate::Meter;
+use cold::Cold;
+
+mod cold;
 
 /// RFC 6455 §5.5: "All control frames MUST have a payload length of 125 bytes or less".
 const MAX_CONTROL_PAYLOAD: u64 = 125;
@@ -95,60 +100,49 @@ enum Step {
 ///
 /// Output is appended to `out` as whole frames, server frames are never masked, and nothing is
 /// ever written after a close frame.
+///
+/// Memory (issue #15): an idle session is 64 bytes, held inline by its connection. The
+/// limits are shared by every session of a configuration; times are [`Tick`]s; the rate
+/// buckets keep no rate of their own; and everything an idle connection does not need (a
+/// frame or message in progress, permessage-deflate, the closing handshake) lives in one
+/// box that exists only while it is needed.
 #[derive(Debug)]
 pub struct Session {
-    /// The limits this connection runs under.
-    limits: SessionLimits,
-    /// Where the closing handshake stands.
-    state: SessionState,
+    /// The limits this connection runs under (shared, as configured).
+    limits: Arc<SessionLimits>,
     /// `messages`: one token per received frame.
-    messages: TokenBucket,
+    messages: Meter,
     /// `bytes`: one token per received payload byte.
-    bytes: TokenBucket,
+    bytes: Meter,
     /// When a frame (or payload bytes) last arrived: the idle clock.
-    last_received: Instant,
-    /// The latest `now` seen, for a linger started by [`Session::close`] (which has no `now`).
-    last_now: Instant,
-    /// An idle ping has been sent since the last received frame.
-    ping_sent: bool,
-    /// When our close frame was sent (`None` in `CloseSent` until the next call with a `now`).
-    close_sent_at: Option<Instant>,
+    last_received: Tick,
     /// The code of the close frame we sent.
     close_sent: Option<u16>,
     /// The code of the close frame the peer sent.
     close_received: Option<u16>,
-    /// The reasons of both close frames, kept (only once closing) so a proxy can relay
-    /// them as sent: (ours, the peer's).
-    close_reasons: Option<Box<(String, String)>>,
-    /// The data frame whose payload is arriving, in `Open`.
-    frame: Option<PartialFrame>,
-    /// Payload bytes of the current frame still to discard, in `CloseSent`.
-    skip: u64,
-    /// The message being reassembled (a compressed one as received, inflated at its end).
-    message: Reassembly,
-    /// permessage-deflate, when negotiated (RFC 7692).
-    deflate: Option<Box<PerMessageDeflate>>,
+    /// Where the closing handshake stands.
+    state: SessionState,
+    /// An idle ping has been sent since the last received frame.
+    ping_sent: bool,
+    /// What only a busy, compressing or closing session needs.
+    cold: Option<Box<Cold>>,
 }
 
 impl Session {
     /// A session in `Open` state; `now` starts the idle clock and fills the rate buckets.
-    pub fn new(limits: SessionLimits, now: Instant) -> Session {
+    /// `limits` may be shared (`Arc<SessionLimits>`) by every session of a configuration.
+    pub fn new(limits: impl Into<Arc<SessionLimits>>, now: Instant) -> Session {
+        let now = Tick::from(now);
         Session {
-            limits,
-            state: SessionState::Open,
-            messages: TokenBucket::new(limits.messages_per_sec, now),
-            bytes: TokenBucket::new(limits.bytes_per_sec, now),
+            limits: limits.into(),
+            messages: Meter::new(now.instant()),
+            bytes: Meter::new(now.instant()),
             last_received: now,
-            last_now: now,
-            ping_sent: false,
-            close_sent_at: None,
-            close_reasons: None,
             close_sent: None,
             close_received: None,
-            frame: None,
-            skip: 0,
-            message: Reassembly::new(),
-            deflate: None,
+            state: SessionState::Open,
+            ping_sent: false,
+            cold: None,
         }
     }
 
@@ -156,17 +150,12 @@ impl Session {
     /// messages, which are inflated within `max_message`; what `on_message` writes is
     /// compressed on its way out. Call before the first [`Session::handle_input`].
     pub fn set_deflate(&mut self, deflate: PerMessageDeflate) {
-        self.deflate = Some(Box::new(deflate));
+        self.cold().deflate = Some(Box::new(deflate));
     }
 
     /// Whether permessage-deflate is on.
     pub fn deflating(&self) -> bool {
-        self.deflate.is_some()
-    }
-
-    /// The extension, for a proxy that writes frames to this connection itself.
-    pub fn deflate_mut(&mut self) -> Option<&mut PerMessageDeflate> {
-        self.deflate.as_deref_mut()
+        self.cold.as_ref().is_some_and(|c| c.deflate.is_some())
     }
 
     /// Consume client bytes from `input` (the caller's read buffer; you may unmask it in place).
@@ -197,7 +186,10 @@ impl Session {
             };
             match step {
                 Step::Continue(at) => pos = at,
-                Step::Stop => return pos,
+                Step::Stop => {
+                    self.shed();
+                    return pos;
+                }
             }
         }
     }
@@ -222,12 +214,17 @@ impl Session {
                     write_frame(out, true, OpCode::Ping, &[]);
                     self.ping_sent = true;
                     // Idle: give the reassembly buffer back.
-                    self.message.release();
+                    if let Some(cold) = self.cold.as_deref_mut() {
+                        cold.message.release();
+                    }
+                    self.shed();
                 }
             }
             SessionState::CloseSent => {
                 let linger_end = self
-                    .close_sent_at
+                    .cold
+                    .as_ref()
+                    .and_then(|c| c.close_sent_at)
                     .and_then(|at| at.checked_add(self.limits.close_linger));
                 if deadline_passed(linger_end, now) {
                     self.state = SessionState::Closed;
@@ -245,16 +242,17 @@ impl Session {
                 if idle.is_zero() {
                     None
                 } else if self.ping_sent {
-                    self.last_received.checked_add(idle)
+                    self.last_received.checked_add(idle).map(Tick::instant)
                 } else {
-                    self.last_received.checked_add(idle / 2)
+                    self.last_received.checked_add(idle / 2).map(Tick::instant)
                 }
             }
-            SessionState::CloseSent => match self.close_sent_at {
-                Some(at) => at.checked_add(self.limits.close_linger),
-                // Closed by `close()`, which has no clock: due now, so that the next
-                // `handle_timeout` starts the linger at its `now`.
-                None => Some(self.last_now),
+            SessionState::CloseSent => match self.cold.as_ref().and_then(|c| c.close_sent_at) {
+                Some(at) => at.checked_add(self.limits.close_linger).map(Tick::instant),
+                // Closed by `close()`, which has no clock: due now (any instant already
+                // seen will do), so that the next `handle_timeout` starts the linger at
+                // its `now`.
+                None => Some(self.last_received.instant()),
             },
             SessionState::Closed => None,
         }
@@ -284,12 +282,16 @@ impl Session {
 
     /// The reason of the close frame we sent ("" when none or not closing).
     pub fn close_sent_reason(&self) -> &str {
-        self.close_reasons.as_ref().map_or("", |r| r.0.as_str())
+        self.cold
+            .as_ref()
+            .map_or("", |c| c.close_reasons.0.as_str())
     }
 
     /// The reason of the peer's close frame ("" when none or not received).
     pub fn close_received_reason(&self) -> &str {
-        self.close_reasons.as_ref().map_or("", |r| r.1.as_str())
+        self.cold
+            .as_ref()
+            .map_or("", |c| c.close_reasons.1.as_str())
     }
 
     /// The close code the peer sent, if its close frame was received (1005 when it had no code).
@@ -299,7 +301,7 @@ impl Session {
 
     /// Bytes held for the message being reassembled (never more than `max_message`).
     pub fn buffered(&self) -> usize {
-        self.message.len()
+        self.message().map_or(0, Reassembly::len)
     }
 
     /// The limits this session runs under.
@@ -307,17 +309,20 @@ impl Session {
         &self.limits
     }
 
-    /// Records the latest time seen; starts a linger begun by [`Session::close`].
+    /// Starts a linger begun by [`Session::close`] at the first `now` after it.
     fn observe(&mut self, now: Instant) {
-        self.last_now = self.last_now.max(now);
-        if self.state == SessionState::CloseSent && self.close_sent_at.is_none() {
-            self.close_sent_at = Some(now);
+        let now = Tick::from(now);
+        if self.state == SessionState::CloseSent {
+            let cold = self.cold();
+            if cold.close_sent_at.is_none() {
+                cold.close_sent_at = Some(now);
+            }
         }
     }
 
     /// A frame (or part of one) arrived: the connection is not idle.
     fn touch(&mut self, now: Instant) {
-        self.last_received = self.last_received.max(now);
+        self.last_received = self.last_received.max(Tick::from(now));
         self.ping_sent = false;
     }
 
@@ -327,16 +332,17 @@ impl Session {
             return;
         }
         write_close(out, code, reason);
-        if !reason.is_empty() {
-            self.close_reasons.get_or_insert_with(Default::default).0 = reason.to_owned();
-        }
         self.close_sent = Some(code);
         self.state = SessionState::CloseSent;
-        self.close_sent_at = at;
+        let cold = self.cold();
+        if !reason.is_empty() {
+            cold.close_reasons.0 = reason.to_owned();
+        }
+        cold.close_sent_at = at.map(Tick::from);
         // The rest of a half-received frame is discarded before the next header is parsed.
-        self.skip = self.frame.take().map_or(0, |frame| frame.remaining);
-        self.message.reset();
-        if let Some(deflate) = self.deflate.as_deref_mut() {
+        cold.skip = cold.frame.take().map_or(0, |frame| frame.remaining);
+        cold.message.reset();
+        if let Some(deflate) = cold.deflate.as_deref_mut() {
             deflate.abandon();
         }
     }
@@ -366,7 +372,7 @@ impl Session {
         let Some(rest) = input.get_mut(pos..) else {
             return Step::Stop;
         };
-        if let Some(frame) = self.frame {
+        if let Some(frame) = self.frame() {
             return self.continue_frame(frame, rest, pos, now, out, on_message);
         }
         let (header, header_len) = match parse_header(rest) {
@@ -404,8 +410,7 @@ impl Session {
         // RFC 6455 §5.2: "RSV1, RSV2, RSV3: MUST be 0 unless an extension is negotiated";
         // RFC 7692 §6: with permessage-deflate RSV1 marks the first frame of a compressed
         // message, never a control frame (§6.1) or a continuation.
-        let rsv1_allowed =
-            self.deflate.is_some() && matches!(opcode, OpCode::Text | OpCode::Binary);
+        let rsv1_allowed = self.deflating() && matches!(opcode, OpCode::Text | OpCode::Binary);
         if header.rsv & !RSV1_FIELD != 0 || (header.rsv & RSV1_FIELD != 0 && !rsv1_allowed) {
             return Err(ProtocolError::ReservedBitsSet);
         }
@@ -426,7 +431,7 @@ impl Session {
         }
         // RFC 6455 §5.4: fragments of one message are not interleaved with another message;
         // a continuation needs a message in progress, a new message needs none.
-        let in_progress = self.message.kind().is_some();
+        let in_progress = self.message().is_some_and(|m| m.kind().is_some());
         match opcode {
             OpCode::Continuation if !in_progress => {
                 return Err(ProtocolError::UnexpectedContinuation)
@@ -442,7 +447,7 @@ impl Session {
             return Err(ProtocolError::FrameTooBig);
         }
         let declared = if opcode == OpCode::Continuation {
-            self.message.declared()
+            self.message().map_or(0, Reassembly::declared)
         } else {
             0
         };
@@ -478,7 +483,10 @@ impl Session {
             return Step::Stop;
         };
         // SPEC §5: `messages` counts every frame received, `bytes` every payload byte.
-        if !self.messages.try_take(1, now) || !self.bytes.try_take(header.payload_len, now) {
+        let (messages, bytes) = (self.limits.messages_per_sec, self.limits.bytes_per_sec);
+        if !self.messages.try_take(messages, 1, now)
+            || !self.bytes.try_take(bytes, header.payload_len, now)
+        {
             self.fail(ProtocolError::RateLimited, now, out);
             return Step::Continue(pos);
         }
@@ -507,7 +515,7 @@ impl Session {
             Ok(Some((code, reason))) => {
                 write_close(out, code, "");
                 if !reason.is_empty() {
-                    self.close_reasons.get_or_insert_with(Default::default).1 = reason.to_owned();
+                    self.cold().close_reasons.1 = reason.to_owned();
                 }
                 (code, code)
             }
@@ -523,10 +531,12 @@ impl Session {
         self.close_received = Some(received);
         // RFC 6455 §7.1.1: both closes exchanged; the server closes TCP first.
         self.state = SessionState::Closed;
-        self.frame = None;
-        self.message.reset();
-        if let Some(deflate) = self.deflate.as_deref_mut() {
-            deflate.abandon();
+        if let Some(cold) = self.cold.as_deref_mut() {
+            cold.frame = None;
+            cold.message.reset();
+            if let Some(deflate) = cold.deflate.as_deref_mut() {
+                deflate.abandon();
+            }
         }
     }
 
@@ -548,7 +558,7 @@ impl Session {
         F: FnMut(MessageKind, &[u8], &mut Vec<u8>),
     {
         // SPEC §5: `messages` counts every frame received.
-        if !self.messages.try_take(1, now) {
+        if !self.messages.try_take(self.limits.messages_per_sec, 1, now) {
             self.fail(ProtocolError::RateLimited, now, out);
             return Step::Continue(pos);
         }
@@ -578,7 +588,7 @@ impl Session {
                 }
                 return Step::Continue(pos + total);
             }
-            if !self.bytes.try_take(len, now) {
+            if !self.bytes.try_take(self.limits.bytes_per_sec, len, now) {
                 self.fail(ProtocolError::RateLimited, now, out);
                 return Step::Continue(pos);
             }
@@ -589,33 +599,35 @@ impl Session {
                 self.fail(ProtocolError::InvalidUtf8, now, out);
                 return Step::Continue(pos + total);
             }
-            deliver(self.deflate.as_deref_mut(), kind, payload, out, on_message);
+            deliver(self.deflate_mut(), kind, payload, out, on_message);
             return Step::Continue(pos + total);
         }
         // Streaming path: consume the header now and the payload as it arrives.
+        let max_message = self.limits.max_message;
+        let cold = self.cold();
         if let Some(kind) = starts {
-            match self.deflate.as_deref_mut() {
+            match cold.deflate.as_deref_mut() {
                 // Reassembled as received (not text yet), inflated at the last frame.
                 Some(deflate) if compressed => {
                     deflate.start(kind);
-                    self.message.start(MessageKind::Binary);
+                    cold.message.start(MessageKind::Binary);
                 }
-                _ => self.message.start(kind),
+                _ => cold.message.start(kind),
             }
         }
-        if let Err(e) = self.message.admit_frame(len, self.limits.max_message) {
+        if let Err(e) = cold.message.admit_frame(len, max_message) {
             // Already checked by check_header; kept so the buffer bound never rests on it.
             self.fail(e, now, out);
             return Step::Continue(pos);
         }
         // The idle clock moves when the frame is complete, not per header or chunk: SPEC
         // §5 "no frame received", and a frame dribbled a byte at a time stays idle.
-        self.frame = Some(PartialFrame {
+        self.set_frame(Some(PartialFrame {
             fin: header.fin,
             mask,
             offset: 0,
             remaining: len,
-        });
+        }));
         Step::Continue(pos + header_len)
     }
 
@@ -644,37 +656,38 @@ impl Session {
             return Step::Stop;
         };
         // SPEC §10: `bytes` counts a compressed message's inflated bytes, at its end.
-        let compressed = self
-            .deflate
-            .as_deref()
-            .is_some_and(|d| d.receiving().is_some());
+        let compressed = self.receiving_kind().is_some();
         if n > 0 {
-            if !compressed && !self.bytes.try_take(n as u64, now) {
+            if !compressed
+                && !self
+                    .bytes
+                    .try_take(self.limits.bytes_per_sec, n as u64, now)
+            {
                 let remaining = frame.remaining;
                 self.fail(ProtocolError::RateLimited, now, out);
-                self.skip = remaining;
+                self.cold().skip = remaining;
                 return Step::Continue(pos);
             }
             apply_mask(chunk, frame.mask, frame.offset);
             // RFC 6455 §8.1 with fail-fast: the text is validated as it arrives, so invalid
             // UTF-8 in the middle of a huge frame fails before the rest is sent.
-            if let Err(e) = self.message.push(chunk) {
+            if let Err(e) = self.cold().message.push(chunk) {
                 let remaining = frame.remaining - n as u64;
                 self.fail(e, now, out);
-                self.skip = remaining;
+                self.cold().skip = remaining;
                 return Step::Continue(pos + n);
             }
         }
         let remaining = frame.remaining - n as u64;
         if remaining > 0 {
-            self.frame = Some(PartialFrame {
+            self.set_frame(Some(PartialFrame {
                 remaining,
                 offset: frame.offset.wrapping_add(n),
                 ..frame
-            });
+            }));
             return Step::Continue(pos + n);
         }
-        self.frame = None;
+        self.set_frame(None);
         self.touch(now);
         if frame.fin {
             let delivered = if compressed {
@@ -682,23 +695,25 @@ impl Session {
                     self.inflate_and_deliver(kind, None, now, out, on_message)
                 })
             } else {
-                self.message.finish().map(|(kind, payload)| {
-                    deliver(self.deflate.as_deref_mut(), kind, payload, out, on_message)
+                let cold = self.cold();
+                cold.message.finish().map(|(kind, payload)| {
+                    deliver(cold.deflate.as_deref_mut(), kind, payload, out, on_message)
                 })
             };
             if let Err(e) = delivered {
                 self.fail(e, now, out);
                 return Step::Continue(pos + n);
             }
-            self.message.reset();
+            self.cold().message.reset();
         }
         Step::Continue(pos + n)
     }
 
     /// The kind of the compressed message being received.
     fn receiving_kind(&self) -> Option<MessageKind> {
-        self.deflate
+        self.cold
             .as_deref()
+            .and_then(|c| c.deflate.as_deref())
             .and_then(PerMessageDeflate::receiving)
     }
 
@@ -714,69 +729,25 @@ impl Session {
     where
         F: FnMut(MessageKind, &[u8], &mut Vec<u8>),
     {
-        let Some(deflate) = self.deflate.as_deref_mut() else {
+        let Some(cold) = self.cold.as_deref_mut() else {
+            return Ok(());
+        };
+        let Some(deflate) = cold.deflate.as_deref_mut() else {
             return Ok(());
         };
         let compressed = match payload {
             Some(p) => p,
-            None => self.message.finish()?.1,
+            None => cold.message.finish()?.1,
         };
-        let limits = (self.limits.max_message, &mut self.bytes, now);
+        let bytes = (&mut self.bytes, self.limits.bytes_per_sec);
+        let limits = (self.limits.max_message, bytes, now);
         deflate.deliver_compressed(kind, compressed, limits, out, on_message)
-    }
-
-    /// One step in `CloseSent`: discard frames until the peer's close (RFC 6455 §7.1.2: after
-    /// sending a close, an endpoint discards further data until the close handshake ends).
-    fn step_closing(&mut self, input: &mut [u8], pos: usize) -> Step {
-        let Some(rest) = input.get(pos..) else {
-            return Step::Stop;
-        };
-        if self.skip > 0 {
-            let available = u64::try_from(rest.len()).unwrap_or(u64::MAX);
-            let n = self.skip.min(available);
-            if n == 0 {
-                return Step::Stop;
-            }
-            self.skip -= n;
-            // n <= rest.len(), so it fits in usize.
-            return Step::Continue(pos + usize::try_from(n).unwrap_or(0));
-        }
-        match parse_header(rest) {
-            Ok(None) => Step::Stop,
-            Err(_) => {
-                // The framing is lost: the peer's close can no longer be recognized.
-                self.state = SessionState::Closed;
-                Step::Continue(pos)
-            }
-            Ok(Some((header, header_len))) => {
-                if header.opcode != OpCode::Close as u8 {
-                    self.skip = header.payload_len;
-                    return Step::Continue(pos + header_len);
-                }
-                if header.payload_len > MAX_CONTROL_PAYLOAD {
-                    self.close_received = Some(NO_STATUS_CODE);
-                    self.state = SessionState::Closed;
-                    return Step::Continue(pos);
-                }
-                let total = header_len + header.payload_len as usize;
-                let Some(payload) = rest.get(header_len..total) else {
-                    return Step::Stop;
-                };
-                let code = payload.first_chunk::<2>().map_or(NO_STATUS_CODE, |c| {
-                    let key = header.mask.unwrap_or([0; 4]);
-                    u16::from_be_bytes([c[0] ^ key[0], c[1] ^ key[1]])
-                });
-                self.close_received = Some(code);
-                self.state = SessionState::Closed;
-                Step::Continue(pos + total)
-            }
-        }
     }
 }
 
 /// Whether `deadline` (None: never) has been reached at `now`.
-fn deadline_passed(deadline: Option<Instant>, now: Instant) -> bool {
-    deadline.is_some_and(|d| now >= d)
+fn deadline_passed(deadline: Option<Tick>, now: Instant) -> bool {
+    deadline.is_some_and(|d| Tick::from(now) >= d)
 }
 
 /// Writes a whole data message as one unmasked frame (the echo backend's answer).
@@ -1012,7 +983,7 @@ mod tests {
         assert!(seen);
         assert_eq!(n, input.len());
         assert_eq!(
-            session.message.capacity(),
+            session.message().map_or(0, Reassembly::capacity),
             0,
             "the message buffer was never touched"
         );
@@ -1090,7 +1061,7 @@ mod tests {
         let peer = expect_close(&header, 1009);
         assert_eq!(peer.close_reason(), "frame too big");
         assert_eq!(peer.session.buffered(), 0);
-        assert_eq!(peer.session.message.capacity(), 0);
+        assert_eq!(peer.session.message().map_or(0, Reassembly::capacity), 0);
         // max_frame is inclusive.
         let mut peer = Peer::new(limits());
         peer.feed(&masked(true, OpCode::Binary, &[1; 1024]));
@@ -1567,13 +1538,13 @@ mod tests {
         let mut fragmented = masked(false, OpCode::Binary, &[1; 1000]);
         fragmented.extend(masked(true, OpCode::Continuation, &[2; 1000]));
         peer.feed(&fragmented);
-        let capacity = peer.session.message.capacity();
+        let capacity = peer.session.message().map_or(0, Reassembly::capacity);
         assert!(capacity >= 2000);
         for _ in 0..100 {
             peer.out.clear();
             peer.feed(&fragmented);
             assert_eq!(
-                peer.session.message.capacity(),
+                peer.session.message().map_or(0, Reassembly::capacity),
                 capacity,
                 "no allocation per message"
             );
@@ -1587,7 +1558,7 @@ mod tests {
         peer.feed(&big);
         assert_eq!(peer.received[0].1.len(), 400_000);
         assert_eq!(
-            peer.session.message.capacity(),
+            peer.session.message().map_or(0, Reassembly::capacity),
             0,
             "released after a message over RETAINED_CAPACITY"
         );
@@ -1596,7 +1567,10 @@ mod tests {
         let mut mid = masked(false, OpCode::Binary, &[1; 32_768]);
         mid.extend(masked(true, OpCode::Continuation, &[2; 32_768]));
         peer.feed(&mid);
-        assert_eq!(peer.session.message.capacity(), 65_536);
+        assert_eq!(
+            peer.session.message().map_or(0, Reassembly::capacity),
+            65_536
+        );
     }
 
     #[test]
@@ -1627,7 +1601,7 @@ mod tests {
         }
         assert_eq!(delivered, 1);
         assert_eq!(parse_out(&out)[0].2, text);
-        assert_eq!(session.message.capacity(), 0);
+        assert_eq!(session.message().map_or(0, Reassembly::capacity), 0);
 
         let mut input = Vec::new();
         let pieces: Vec<&[u8]> = text[..1 << 20].chunks(64).collect();

@@ -19,7 +19,7 @@ use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, 
 use super::frame::OpCode;
 use super::message::MessageKind;
 use crate::proto::error::ProtocolError;
-use crate::rate::TokenBucket;
+use crate::rate::Meter;
 
 /// The extension's registered name (RFC 7692 §7).
 pub const EXTENSION: &str = "permessage-deflate";
@@ -246,7 +246,7 @@ impl PerMessageDeflate {
         &mut self,
         kind: MessageKind,
         compressed: &[u8],
-        (max_message, bytes, now): (u64, &mut TokenBucket, Instant),
+        (max_message, (bytes, rate), now): (u64, (&mut Meter, u64), Instant),
         out: &mut Vec<u8>,
         on_message: &mut F,
     ) -> Result<(), ProtocolError>
@@ -255,7 +255,7 @@ impl PerMessageDeflate {
     {
         with_buffers(|inflated, staging| {
             self.inflate(compressed, max_message, inflated)?;
-            if !bytes.try_take(inflated.len() as u64, now) {
+            if !bytes.try_take(rate, inflated.len() as u64, now) {
                 return Err(ProtocolError::RateLimited);
             }
             if kind == MessageKind::Text && std::str::from_utf8(inflated).is_err() {
