@@ -157,10 +157,10 @@ impl Gateway {
     fn wait_until_open(&self, n: i64) {
         let running = self.running.as_ref().expect("running");
         let gauge = &running.shared.metrics.workers[0].open_connections;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let deadline = wsgate::clock::now() + std::time::Duration::from_secs(60);
         while gauge.load(Ordering::SeqCst) != n {
             assert!(
-                std::time::Instant::now() < deadline,
+                wsgate::clock::now() < deadline,
                 "the worker still holds {} connections, expected {n}",
                 gauge.load(Ordering::SeqCst)
             );
