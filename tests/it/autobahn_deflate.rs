@@ -328,11 +328,10 @@ fn read_message(s: &mut TcpStream) -> (u8, bool, Vec<u8>) {
 /// Autobahn's expectedClose). Returns the answer.
 fn run_case(
     gw: &Gateway,
-    offers: &[Offer],
+    (header, offers): (&str, &[Offer]),
     (len, fragment): (usize, usize),
     slicer: &mut Slicer,
 ) -> Answer {
-    let header = offers_header(offers);
     let case = format!("offers {header:?}, {len} B, fragments of {fragment}");
     let extension = format!("Sec-WebSocket-Extensions: {header}");
     let (r, mut s) = request(gw, upgrade_request("/echo", &[&extension]).as_bytes());
@@ -383,8 +382,9 @@ fn run_categories(gw: &Gateway, categories: &[&[Offer]], kind: Data) -> Vec<Answ
     let mut answers = Vec::new();
     for offers in categories {
         let mut slicer = Slicer::new(kind);
+        let header = offers_header(offers);
         for row in MSG_SIZES {
-            answers.push(run_case(gw, offers, row, &mut slicer));
+            answers.push(run_case(gw, (&header, offers), row, &mut slicer));
         }
     }
     answers
@@ -431,4 +431,91 @@ fn autobahn_13_offers_of_8_bit_windows_before_0_8_2() {
         let gw = autobahn_gateway(&format!("context_takeover = {takeover}"));
         run_categories(&gw, &CATEGORIES_13_BEFORE_0_8_2, Data::Json);
     }
+}
+
+#[test]
+fn browser_offers_and_a_narrower_configured_window() {
+    // Not an Autobahn case: Autobahn's offers always hint client_no_context_takeover, so
+    // they never make the gateway inflate with a context kept between messages; a
+    // browser's offer does. With a 10-bit window configured, the gateway limits its own
+    // window unasked and the client's because it was offered without a value (RFC 7692
+    // §7.1.2.1, §7.1.2.2); the client compresses within it and keeps its context.
+    let gw = autobahn_gateway("context_takeover = true\nserver_max_window_bits = 10");
+    let cases: [(&str, Offer, &str); 3] = [
+        (
+            "permessage-deflate; client_max_window_bits",
+            (false, 0),
+            "permessage-deflate; server_max_window_bits=10; client_max_window_bits=10",
+        ),
+        (
+            &offer_string(&(false, 15)),
+            (false, 15),
+            "permessage-deflate; client_no_context_takeover; server_max_window_bits=10; client_max_window_bits=10",
+        ),
+        (
+            &offer_string(&(true, 9)),
+            (true, 9),
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=9; client_max_window_bits=10",
+        ),
+    ];
+    for (header, offer, expected) in cases {
+        let mut slicer = Slicer::new(Data::Records);
+        for row in MSG_SIZES {
+            let answer = run_case(&gw, (header, &[offer]), row, &mut slicer);
+            let written = check_answer(expected, &[offer]).expect("expected answer");
+            assert_eq!(answer, written, "{header}");
+        }
+    }
+}
+
+#[test]
+fn the_checks_fail_a_gateway_that_breaks_its_answer() {
+    // Answers Autobahn's client or RFC 7692 §7.1 refuse.
+    for (answer, offers) in [
+        ("permessage-deflate; server_max_window_bits=12", &[(false, 9)][..]),
+        ("permessage-deflate", &[(false, 9)]),
+        ("permessage-deflate; client_max_window_bits=15", &[(true, 0)]),
+        ("permessage-deflate; server_max_window_bits=8", &[(false, 9)]),
+        ("permessage-deflate; server_max_window_bits=09", &[(false, 0)]),
+        ("permessage-deflate; client_max_window_bits", &[(false, 0)]),
+        ("permessage-deflate; client_no_context_takeover=1", &[(false, 0)]),
+        ("permessage-deflate; client_no_context_takeover; client_no_context_takeover", &[(false, 0)]),
+        ("permessage-deflate; mystery", &[(false, 0)]),
+        ("permessage-deflate, permessage-deflate", &[(false, 0)]),
+        ("x-webkit-deflate-frame", &[(false, 0)]),
+    ] {
+        assert!(check_answer(answer, offers).is_err(), "{answer:?} passed");
+    }
+    assert!(check_answer(
+        "permessage-deflate; server_no_context_takeover; server_max_window_bits=8",
+        &[(true, 8), (false, 0)]
+    )
+    .is_ok());
+
+    // A 15-bit compressor on data that repeats further apart than 512 bytes: the strict
+    // reader refuses it for a 9-bit agreement, and accepts a 9-bit compressor's output.
+    let message = Slicer::new(Data::Records).next(16384);
+    let wide = Client::with(15, 15, true, true).deflate(&message);
+    let mut strict = WindowCheck::new(9, false);
+    let refused = strict.message(&wide).expect_err("a 15-bit stream read as 9-bit");
+    assert!(refused.contains("beyond the agreed window"), "{refused}");
+    assert_eq!(WindowCheck::new(15, false).message(&wide), Ok(message.clone()));
+    let narrow = Client::with(9, 9, true, true).deflate(&message);
+    let mut strict = WindowCheck::new(9, false);
+    assert_eq!(strict.message(&narrow), Ok(message.clone()));
+    assert!(strict.max_distance <= 512 && strict.max_distance > 64);
+
+    // A message that refers to the one before it: refused by a fresh decompressor and by
+    // the strict reader without context, accepted with it.
+    let mut sender = Client::with(15, 15, false, false);
+    let first = sender.deflate(&message);
+    let second = sender.deflate(&message);
+    let mut fresh = Client::with(15, 15, true, true);
+    assert_eq!(fresh.try_inflate(&first), Ok(message.clone()));
+    assert!(fresh.try_inflate(&second).is_err());
+    let mut without = WindowCheck::new(15, false);
+    assert!(without.message(&first).is_ok() && without.message(&second).is_err());
+    let mut with = WindowCheck::new(15, true);
+    assert!(with.message(&first).is_ok());
+    assert_eq!(with.message(&second), Ok(message));
 }
