@@ -68,7 +68,8 @@ const CATEGORIES_13_BEFORE_0_8_2: [&[Offer]; 3] = [
 /// (accept_no_context_takeover and accept_max_window_bits true): the client's own hints
 /// first, then what it asks of the server.
 fn offer_string(&(no_context_takeover, max_window_bits): &Offer) -> String {
-    let mut s = String::from("permessage-deflate; client_no_context_takeover; client_max_window_bits");
+    let mut s =
+        String::from("permessage-deflate; client_no_context_takeover; client_max_window_bits");
     if no_context_takeover {
         s.push_str("; server_no_context_takeover");
     }
@@ -103,7 +104,11 @@ struct Answer {
 /// Autobahn offer names it).
 fn check_answer(header: &str, offers: &[Offer]) -> Result<Answer, String> {
     let first = offers.first().ok_or("no offer")?;
-    let smallest = if offers.iter().any(|o| o.1 == 8) { 8 } else { 9 };
+    let smallest = if offers.iter().any(|o| o.1 == 8) {
+        8
+    } else {
+        9
+    };
     if header.contains(',') {
         return Err(format!("more than one element: {header:?}"));
     }
@@ -190,7 +195,17 @@ enum Data {
 fn corpus(kind: Data) -> Vec<u8> {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut out = Vec::new();
-    let words = ["Größe", "price", "naïve", "€", "日本語", "symbol", "quote", "🙂", "side"];
+    let words = [
+        "Größe",
+        "price",
+        "naïve",
+        "€",
+        "日本語",
+        "symbol",
+        "quote",
+        "🙂",
+        "side",
+    ];
     while out.len() < 256 * 1024 {
         match kind {
             Data::Json => {
@@ -198,15 +213,20 @@ fn corpus(kind: Data) -> Vec<u8> {
                 let w = words[rng.below(words.len())];
                 let v = rng.below(100_000);
                 out.extend_from_slice(
-                    format!(r#"{{"id":{i},"{w}":{v},"tag":"{}","ok":true}},"#, words[v % 9])
-                        .as_bytes(),
+                    format!(
+                        r#"{{"id":{i},"{w}":{v},"tag":"{}","ok":true}},"#,
+                        words[v % 9]
+                    )
+                    .as_bytes(),
                 );
             }
             Data::Records => {
                 let template = rng.below(24) as u8;
                 let mut record = [0u8; 96];
                 for (j, b) in record.iter_mut().enumerate() {
-                    *b = template.wrapping_mul(37).wrapping_add((j as u8).wrapping_mul(11));
+                    *b = template
+                        .wrapping_mul(37)
+                        .wrapping_add((j as u8).wrapping_mul(11));
                 }
                 record[rng.below(96)] = rng.next() as u8;
                 out.extend_from_slice(&record);
@@ -300,7 +320,9 @@ fn send_compressed(s: &mut TcpStream, opcode: u8, compressed: &[u8], fragment: u
     for (i, chunk) in chunks.iter().enumerate() {
         let fin = u8::from(i + 1 == chunks.len()) << 7;
         let first = if i == 0 { fin | 0x40 | opcode } else { fin };
-        let key = ((n * 7919 + i) as u32).wrapping_mul(0x9e37_79b9).to_be_bytes();
+        let key = ((n * 7919 + i) as u32)
+            .wrapping_mul(0x9e37_79b9)
+            .to_be_bytes();
         wire.extend_from_slice(&raw_frame(first, chunk, Some(key)));
     }
     s.write_all(&wire).expect("send");
@@ -371,8 +393,12 @@ fn run_case(
             echoed.len()
         );
     }
-    s.write_all(&raw_frame(0x88, &close_payload(1000, b""), Some(CLIENT_KEY)))
-        .expect("close");
+    s.write_all(&raw_frame(
+        0x88,
+        &close_payload(1000, b""),
+        Some(CLIENT_KEY),
+    ))
+    .expect("close");
     expect_closed_with(&mut s, 1000);
     answer
 }
@@ -472,14 +498,32 @@ fn browser_offers_and_a_narrower_configured_window() {
 fn the_checks_fail_a_gateway_that_breaks_its_answer() {
     // Answers Autobahn's client or RFC 7692 §7.1 refuse.
     for (answer, offers) in [
-        ("permessage-deflate; server_max_window_bits=12", &[(false, 9)][..]),
+        (
+            "permessage-deflate; server_max_window_bits=12",
+            &[(false, 9)][..],
+        ),
         ("permessage-deflate", &[(false, 9)]),
-        ("permessage-deflate; client_max_window_bits=15", &[(true, 0)]),
-        ("permessage-deflate; server_max_window_bits=8", &[(false, 9)]),
-        ("permessage-deflate; server_max_window_bits=09", &[(false, 0)]),
+        (
+            "permessage-deflate; client_max_window_bits=15",
+            &[(true, 0)],
+        ),
+        (
+            "permessage-deflate; server_max_window_bits=8",
+            &[(false, 9)],
+        ),
+        (
+            "permessage-deflate; server_max_window_bits=09",
+            &[(false, 0)],
+        ),
         ("permessage-deflate; client_max_window_bits", &[(false, 0)]),
-        ("permessage-deflate; client_no_context_takeover=1", &[(false, 0)]),
-        ("permessage-deflate; client_no_context_takeover; client_no_context_takeover", &[(false, 0)]),
+        (
+            "permessage-deflate; client_no_context_takeover=1",
+            &[(false, 0)],
+        ),
+        (
+            "permessage-deflate; client_no_context_takeover; client_no_context_takeover",
+            &[(false, 0)],
+        ),
         ("permessage-deflate; mystery", &[(false, 0)]),
         ("permessage-deflate, permessage-deflate", &[(false, 0)]),
         ("x-webkit-deflate-frame", &[(false, 0)]),
@@ -497,9 +541,14 @@ fn the_checks_fail_a_gateway_that_breaks_its_answer() {
     let message = Slicer::new(Data::Records).next(16384);
     let wide = Client::with(15, 15, true, true).deflate(&message);
     let mut strict = WindowCheck::new(9, false);
-    let refused = strict.message(&wide).expect_err("a 15-bit stream read as 9-bit");
+    let refused = strict
+        .message(&wide)
+        .expect_err("a 15-bit stream read as 9-bit");
     assert!(refused.contains("beyond the agreed window"), "{refused}");
-    assert_eq!(WindowCheck::new(15, false).message(&wide), Ok(message.clone()));
+    assert_eq!(
+        WindowCheck::new(15, false).message(&wide),
+        Ok(message.clone())
+    );
     let narrow = Client::with(9, 9, true, true).deflate(&message);
     let mut strict = WindowCheck::new(9, false);
     assert_eq!(strict.message(&narrow), Ok(message.clone()));
