@@ -426,7 +426,7 @@ fn autobahn_12_default_offer_on_text_records_and_noise() {
             // context only when configured to.
             assert!(answers
                 .iter()
-                .all(|a| a.server_no_context_takeover == !takeover));
+                .all(|a| a.server_no_context_takeover != takeover));
         }
     }
 }
