@@ -2,138 +2,16 @@
 //! from RFC 7692 §7.2 with flate2 directly (tungstenite 0.26 has no deflate): raw DEFLATE,
 //! sync flush, the 0x00 0x00 0xff 0xff tail removed on send and appended on receive.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 
-use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
-
+use crate::support::deflate::{frame, json, open_deflate, read_any, Client, OFFER};
 use crate::support::*;
-
-pub(crate) const OFFER: &str =
-    "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits";
 
 fn config(compression: &str, limits: &str, route: &str) -> String {
     format!(
         "{}\n{route}\n[compression]\npermessage_deflate = true\n{compression}\n",
         echo_config(1, "", limits)
     )
-}
-
-/// The client side of the extension.
-pub(crate) struct Client {
-    compress: Compress,
-    decompress: Decompress,
-    /// Reset both contexts after each message (no context takeover).
-    fresh: bool,
-}
-
-impl Client {
-    pub(crate) fn new(fresh: bool) -> Client {
-        Client {
-            compress: Compress::new_with_window_bits(Compression::default(), false, 15),
-            decompress: Decompress::new_with_window_bits(false, 15),
-            fresh,
-        }
-    }
-
-    /// RFC 7692 §7.2.1: compress, sync flush, remove the tail.
-    pub(crate) fn deflate(&mut self, message: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(message.len() + 64);
-        let start = self.compress.total_in();
-        loop {
-            let consumed = (self.compress.total_in() - start) as usize;
-            let before = out.len();
-            self.compress
-                .compress_vec(
-                    &message[consumed.min(message.len())..],
-                    &mut out,
-                    FlushCompress::Sync,
-                )
-                .expect("compress");
-            if out.len() < out.capacity()
-                && (self.compress.total_in() - start) as usize >= message.len()
-            {
-                break;
-            }
-            if out.len() == before || out.len() == out.capacity() {
-                out.reserve(out.capacity() + 64);
-            }
-        }
-        assert!(out.ends_with(&[0, 0, 0xff, 0xff]));
-        out.truncate(out.len() - 4);
-        if self.fresh {
-            self.compress.reset();
-        }
-        out
-    }
-
-    /// RFC 7692 §7.2.2: append the tail, inflate.
-    pub(crate) fn inflate(&mut self, payload: &[u8]) -> Vec<u8> {
-        let mut input = payload.to_vec();
-        input.extend_from_slice(&[0, 0, 0xff, 0xff]);
-        let mut out = Vec::with_capacity(4096);
-        let start_in = self.decompress.total_in();
-        loop {
-            let used = (self.decompress.total_in() - start_in) as usize;
-            self.decompress
-                .decompress_vec(&input[used..], &mut out, FlushDecompress::Sync)
-                .expect("inflate");
-            if (self.decompress.total_in() - start_in) as usize >= input.len()
-                && out.len() < out.capacity()
-            {
-                break;
-            }
-            out.reserve(out.capacity());
-        }
-        if self.fresh {
-            self.decompress.reset(false);
-        }
-        out
-    }
-}
-
-/// One server frame: (first byte, payload).
-pub(crate) fn read_any(s: &mut TcpStream) -> (u8, Vec<u8>) {
-    let mut h = [0u8; 2];
-    s.read_exact(&mut h).expect("frame header");
-    assert_eq!(h[1] & 0x80, 0, "server frames are not masked");
-    let len = match h[1] & 0x7f {
-        126 => {
-            let mut b = [0u8; 2];
-            s.read_exact(&mut b).expect("len16");
-            u16::from_be_bytes(b) as usize
-        }
-        127 => {
-            let mut b = [0u8; 8];
-            s.read_exact(&mut b).expect("len64");
-            u64::from_be_bytes(b) as usize
-        }
-        n => n as usize,
-    };
-    let mut payload = vec![0; len];
-    s.read_exact(&mut payload).expect("payload");
-    (h[0], payload)
-}
-
-/// A masked client frame with RSV1 set when `compressed`.
-pub(crate) fn frame(fin: bool, opcode: u8, compressed: bool, payload: &[u8]) -> Vec<u8> {
-    let first = (u8::from(fin) << 7) | (u8::from(compressed) << 6) | opcode;
-    raw_frame(first, payload, Some(CLIENT_KEY))
-}
-
-pub(crate) fn json(n: usize) -> Vec<u8> {
-    let mut s = String::from("[");
-    for i in 0..n {
-        s.push_str(&format!(
-            r#"{{"id":{i},"symbol":"ABC","price":12.5,"side":"buy"}},"#
-        ));
-    }
-    s.push(']');
-    s.into_bytes()
-}
-
-pub(crate) fn open_deflate(gw: &Gateway, offer: &str) -> (Response, TcpStream) {
-    request(gw, upgrade_request("/echo", &[offer]).as_bytes())
 }
 
 #[test]

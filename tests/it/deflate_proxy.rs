@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 
-use crate::deflate::{frame, json, open_deflate, read_any, Client, OFFER};
+use crate::support::deflate::{frame, json, open_deflate, read_any, Client, OFFER};
 use crate::support::*;
 
 /// The offer the gateway makes with the default `[compression]` (no context takeover).

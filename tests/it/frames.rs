@@ -1,5 +1,5 @@
 //! SPEC §5, RFC 6455 framing through raw sockets: the spirit of Autobahn|Testsuite
-//! sections 1-7 and 9 (framing, pings, reserved bits and opcodes, fragmentation, UTF-8,
+//! sections 1-7, 9 and 10 (framing, pings, reserved bits and opcodes, fragmentation, UTF-8,
 //! the close handshake, limits), against the echo backend.
 
 use std::io::{Read, Write};
@@ -815,4 +815,181 @@ fn client_close_reply_after_a_gateway_close_is_recognized() {
     drop(s);
     let line = gw.wait_log("closed sent=");
     assert!(line.contains("sent=1007 received=1000"), "{line}");
+}
+
+// ------------------------------- Autobahn 2.6, 3.2-3.7, 4.1.3-4.2.5, 5.2, 7.1.2: sequences
+
+/// Autobahn 3.2/3.3 and 4.1.3-4.2.5: a valid message, then a bad frame and a ping in the
+/// same write. The message is echoed, the bad frame closes with 1002, and the ping after
+/// it is never answered (RFC 6455 §7.1.7: once failing, nothing more is processed).
+#[test]
+fn a_bad_frame_after_an_echo_fails_before_the_ping_behind_it() {
+    let gw = gateway();
+    let bad_frames = [
+        raw_frame(0x81 | 0x20, b"Hello", Some(CLIENT_KEY)), // 3.2: RSV2
+        raw_frame(0x81 | 0x30, b"", Some(CLIENT_KEY)),      // 3.4: RSV3 + RSV2
+        raw_frame(0x82 | 0x60, &[0xff; 8], Some(CLIENT_KEY)), // 3.5: binary, RSV1 + RSV2
+        raw_frame(0x88 | 0x70, &close_payload(1000, b""), Some(CLIENT_KEY)), // 3.7: close, RSV
+        client_frame(true, 5, b""),                         // 4.1.3
+        client_frame(true, 6, b"reserved"),                 // 4.1.4
+        client_frame(false, 7, b"reserved"),                // 4.1.5
+        client_frame(true, 0xb, b""),                       // 4.2.3
+        client_frame(true, 0xc, b"reserved"),               // 4.2.4
+        client_frame(false, 0xd, b"reserved"),              // 4.2.5
+    ];
+    for bad in bad_frames {
+        let mut s = open(&gw, "/echo", &[]);
+        let mut bytes = client_frame(true, 1, b"Hello, world!");
+        bytes.extend_from_slice(&bad);
+        bytes.extend(client_frame(true, 9, b"never answered"));
+        s.write_all(&bytes).expect("send");
+        let (_, _, op, p) = read_frame_from(&mut s);
+        assert_eq!((op, p.as_slice()), (1, &b"Hello, world!"[..]));
+        // The next frame is the close, not a pong.
+        expect_closed_with(&mut s, 1002);
+    }
+}
+
+/// Autobahn 5.2: a fragmented pong is as wrong as a fragmented ping (RFC 6455 §5.5).
+#[test]
+fn fragmented_pong_is_1002() {
+    let gw = gateway();
+    let mut bytes = client_frame(false, 0xa, b"frag");
+    bytes.extend(client_frame(true, 0, b"ment"));
+    assert_fails(&gw, &bytes, 1002);
+}
+
+/// Autobahn 2.6: a 125-byte ping written one byte at a time.
+#[test]
+fn ping_written_byte_by_byte_gets_its_pong() {
+    let gw = gateway();
+    let mut s = open(&gw, "/echo", &[]);
+    let payload: Vec<u8> = (0..125u8).map(|i| i.wrapping_mul(7)).collect();
+    for b in client_frame(true, 9, &payload) {
+        s.write_all(&[b]).expect("send");
+    }
+    let (_, fin, op, p) = read_frame_from(&mut s);
+    assert_eq!((fin, op), (true, 0xa));
+    assert_eq!(p, payload);
+}
+
+/// Autobahn 7.1.2: a second close after the first gets no second answer.
+#[test]
+fn a_second_close_is_not_answered() {
+    let gw = gateway();
+    let mut s = open(&gw, "/echo", &[]);
+    let mut bytes = client_frame(true, 8, &close_payload(1000, b""));
+    bytes.extend(client_frame(true, 8, &close_payload(1001, b"again")));
+    s.write_all(&bytes).expect("send");
+    expect_closed_with(&mut s, 1000);
+}
+
+// ------------------------------- Autobahn 9.x and 10.1.1 under the configuration of a run
+
+/// The gateway as docs/testing.md configures it for an Autobahn run.
+fn autobahn_gateway() -> Gateway {
+    Gateway::start(&echo_config(
+        2,
+        "",
+        "max_frame = \"16MiB\"\nmax_message = \"16MiB\"\nmessages = \"1000000/s\"\nbytes = \"100GiB/s\"",
+    ))
+}
+
+/// Reads one whole message whatever its framing: (opcode, payload).
+fn read_message(s: &mut std::net::TcpStream) -> (u8, Vec<u8>) {
+    let (_, mut fin, op, mut payload) = read_frame_from(s);
+    while !fin {
+        let (_, more_fin, more_op, more) = read_frame_from(s);
+        assert_eq!(more_op, 0, "continuation");
+        payload.extend_from_slice(&more);
+        fin = more_fin;
+    }
+    (op, payload)
+}
+
+/// Text of `len` bytes with multi-byte characters (ASCII padding keeps the length exact).
+fn text_of(len: usize) -> Vec<u8> {
+    let mut s = String::with_capacity(len);
+    let pieces = ["κόσμε ", "BAsd7sj ", "€ ", "𝄞 "];
+    let mut i = 0;
+    while s.len() + 8 < len {
+        s.push_str(pieces[i % pieces.len()]);
+        i += 1;
+    }
+    while s.len() < len {
+        s.push('*');
+    }
+    s.into_bytes()
+}
+
+#[test]
+fn autobahn_9_and_10_large_and_many_messages() {
+    let gw = autobahn_gateway();
+    let mut s = open(&gw, "/echo", &[]);
+    // 9.1.6 / 9.2.6: 16 MiB text and binary in one frame (max_message is inclusive).
+    let text = text_of(16 << 20);
+    let binary: Vec<u8> = (0..16u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    for (opcode, payload) in [(1u8, &text), (2, &binary)] {
+        s.write_all(&client_frame(true, opcode, payload))
+            .expect("send");
+        let (op, p) = read_message(&mut s);
+        assert_eq!(op, opcode);
+        assert!(
+            p == *payload,
+            "{} bytes back for {}",
+            p.len(),
+            payload.len()
+        );
+    }
+    // 9.3.1 / 9.4.1: 4 MiB in 64-byte fragments.
+    let four = &text_of(4 << 20)[..];
+    let mut bytes = Vec::with_capacity(four.len() * 2);
+    let chunks: Vec<&[u8]> = four.chunks(64).collect();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let opcode = if i == 0 { 1 } else { 0 };
+        bytes.extend(client_frame(i + 1 == chunks.len(), opcode, chunk));
+    }
+    s.write_all(&bytes).expect("send");
+    let (op, p) = read_message(&mut s);
+    assert!(op == 1 && p == four);
+    // 9.5.1 / 9.6.1: a 1 MiB message written in 64-byte chops.
+    for (opcode, payload) in [(1u8, &text_of(1 << 20)[..]), (2, &binary[..1 << 20])] {
+        for chop in client_frame(true, opcode, payload).chunks(64) {
+            s.write_all(chop).expect("send");
+        }
+        let (op, p) = read_message(&mut s);
+        assert!(op == opcode && p == payload);
+    }
+    // 9.7.6 / 9.8.6: 1000 messages of 4096 bytes, each waiting for its echo.
+    let small_text = text_of(4096);
+    for i in 0..1000usize {
+        let (opcode, payload) = if i % 2 == 0 {
+            (1, &small_text[..])
+        } else {
+            (2, &binary[i * 64..i * 64 + 4096])
+        };
+        s.write_all(&client_frame(true, opcode, payload))
+            .expect("send");
+        let (op, p) = read_message(&mut s);
+        assert!(op == opcode && p == payload, "message {i}");
+    }
+    // 10.1.1: 65536 bytes of text auto-fragmented into 1300-byte frames.
+    let message = &text_of(65536)[..];
+    let chunks: Vec<&[u8]> = message.chunks(1300).collect();
+    let mut bytes = Vec::new();
+    for (i, chunk) in chunks.iter().enumerate() {
+        bytes.extend(client_frame(
+            i + 1 == chunks.len(),
+            if i == 0 { 1 } else { 0 },
+            chunk,
+        ));
+    }
+    s.write_all(&bytes).expect("send");
+    let (op, p) = read_message(&mut s);
+    assert!(op == 1 && p == message);
+    s.write_all(&client_frame(true, 8, &close_payload(1000, b"")))
+        .expect("close");
+    expect_closed_with(&mut s, 1000);
 }

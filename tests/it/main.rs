@@ -7,6 +7,7 @@ mod support;
 
 mod abuse;
 mod admin;
+mod autobahn_deflate;
 mod cli;
 mod cluster;
 mod corpus;

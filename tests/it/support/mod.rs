@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod deflate;
+pub mod raw_inflate;
 mod upstream;
 pub use upstream::{head_values, raw_upstream, Up};
 
