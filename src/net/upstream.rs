@@ -16,7 +16,7 @@ use super::tls::UpstreamTls;
 use super::token::ConnId;
 use crate::proto::http::client::{parse_upstream_response, UpstreamResponse};
 use crate::proto::ws::close::{parse_close_payload, write_close_payload};
-use crate::proto::ws::deflate::{ClientOffer, Ticket};
+use crate::proto::ws::deflate::{ClientOffer, PerMessageDeflate, Ticket};
 use crate::proto::ws::frame::{parse_header, write_frame, write_masked_frame, OpCode};
 use crate::proto::ws::message::MessageKind;
 use crate::proto::ws::message::Utf8Validator;
@@ -120,6 +120,21 @@ pub struct UpstreamLeg {
     /// whenever either leg compresses (SPEC §10 "Proxied routes"); `None`: neither does,
     /// and frames pass through ([`UpstreamLeg::relay`]).
     deflate: Option<Box<compressed::Deflating>>,
+    /// The gateway's own messages to the client (SPEC §6) held while a relayed upstream
+    /// message is in progress toward it (RFC 6455 §5.4: no other data message between
+    /// its fragments); at most one of each kind, written right after its final fragment.
+    held: Vec<(Notice, Box<[u8]>)>,
+}
+
+/// A text message the gateway itself sends the client (SPEC §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    /// `wsgate.expiring`.
+    Expiring,
+    /// `wsgate.refreshed`.
+    Refreshed,
+    /// `wsgate.refresh_failed`.
+    RefreshFailed,
 }
 
 /// An upstream data frame longer than `max_frame` whose header was consumed: its payload
@@ -180,6 +195,7 @@ impl UpstreamLeg {
             utf8: Utf8Validator::default(),
             split: None,
             deflate: None,
+            held: Vec::new(),
         })
     }
 
@@ -204,6 +220,52 @@ impl UpstreamLeg {
     /// Whether the relay inflates or deflates (either leg negotiated permessage-deflate).
     pub fn deflating(&self) -> bool {
         self.deflate.is_some()
+    }
+
+    /// Whether a relayed upstream message is in progress toward the client (a fragment of
+    /// it went out, or its header was consumed, and its final fragment did not): the
+    /// gateway's own messages must wait ([`UpstreamLeg::hold`]).
+    pub fn mid_message(&self) -> bool {
+        match &self.deflate {
+            Some(d) => d.mid_message(),
+            None => self.in_message.is_some(),
+        }
+    }
+
+    /// Holds the gateway's message `text` of kind `notice` until the relayed message in
+    /// progress ends (RFC 6455 §5.4). At most one of each kind waits: a newer one replaces
+    /// the older (the client learns the latest state) and goes last.
+    pub fn hold(&mut self, notice: Notice, text: &[u8]) {
+        self.held.retain(|(n, _)| *n != notice);
+        self.held.push((notice, text.into()));
+    }
+
+    /// Writes the held messages to `out` (the relayed message just ended), compressed
+    /// for a client leg that agreed to permessage-deflate when `min_size` or more.
+    fn release_held(&mut self, client: Option<&mut PerMessageDeflate>, out: &mut Vec<u8>) {
+        if self.held.is_empty() {
+            return;
+        }
+        let mut client = client;
+        for (_, text) in std::mem::take(&mut self.held) {
+            match client.as_deref_mut().filter(|c| c.compresses(text.len())) {
+                Some(c) => c.deflate_frame(OpCode::Text, &text, true, None, out),
+                None => write_frame(out, true, OpCode::Text, &text),
+            }
+        }
+    }
+
+    /// Writes held messages when no relayed message is in progress (any still held after
+    /// a relay turn); `client` as in [`UpstreamLeg::relay_deflate`].
+    pub fn flush_held(&mut self, client: Option<&mut PerMessageDeflate>, out: &mut Vec<u8>) {
+        if !self.mid_message() {
+            self.release_held(client, out);
+        }
+    }
+
+    /// Drops held messages (the client's session is closing: no data message goes out).
+    pub fn drop_held(&mut self) {
+        self.held = Vec::new();
     }
 
     /// Replaces the socket with a connect to another target (after a failure).
@@ -577,6 +639,9 @@ impl UpstreamLeg {
                 if last {
                     self.in_message = if split.fin { None } else { Some(split.text) };
                     self.split = None;
+                    if fin {
+                        self.release_held(None, client_out);
+                    }
                 }
                 continue;
             }
@@ -671,6 +736,9 @@ impl UpstreamLeg {
                     }
                     self.in_message = if header.fin { None } else { Some(text) };
                     client_out.extend_from_slice(frame);
+                    if header.fin && !self.held.is_empty() {
+                        self.release_held(None, client_out);
+                    }
                 }
             }
             pos += total;

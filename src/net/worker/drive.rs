@@ -17,7 +17,7 @@ use crate::gate::refresh::is_refresh;
 use crate::gate::reject::Reject;
 use crate::net::conn::{Conn, Phase, ReadOutcome};
 use crate::net::token::ConnId;
-use crate::net::upstream::LegState;
+use crate::net::upstream::{LegState, Notice, UpstreamLeg};
 use crate::proto::error::ProtocolError;
 use crate::proto::ws::message::MessageKind;
 use crate::proto::ws::session::{write_message, SessionState};
@@ -209,7 +209,8 @@ fn on_timer(conn: &mut Conn, env: &mut Env, now: Instant) -> bool {
                     conn.notice_at = None;
                     if let Some(id) = &conn.identity {
                         let msg = format!(r#"{{"type":"wsgate.expiring","exp":{}}}"#, id.exp);
-                        write_message(&mut conn.wbuf, MessageKind::Text, msg.as_bytes());
+                        let leg = conn.upstream.as_deref_mut();
+                        notify(leg, &mut conn.wbuf, Notice::Expiring, msg.as_bytes());
                     }
                 }
             }
@@ -284,10 +285,15 @@ pub(super) fn feed_session(conn: &mut Conn, env: &mut Env, id: ConnId, n: usize,
                     now,
                     peer,
                 };
-                if !live.refresh(current, payload, scratch, out, times.0, times.1) {
+                let (ok, reply) = live.refresh(current, payload, scratch, times.0, times.1);
+                let notice = if ok {
+                    Notice::Refreshed
+                } else {
                     *failed = failed.saturating_add(1);
                     too_many = *failed > rt.max_failed_refreshes;
-                }
+                    Notice::RefreshFailed
+                };
+                notify(upstream.as_deref_mut(), out, notice, reply.as_bytes());
                 if current.jti != old_jti {
                     if let Some(j) = &old_jti {
                         unindex(by_jti, j, id);
@@ -301,7 +307,12 @@ pub(super) fn feed_session(conn: &mut Conn, env: &mut Env, id: ConnId, n: usize,
             // A public route has no token to refresh; SPEC §6: a refresh message is
             // never echoed or forwarded all the same.
             let reply = r#"{"type":"wsgate.refresh_failed","reason":"no token to refresh"}"#;
-            write_message(out, MessageKind::Text, reply.as_bytes());
+            notify(
+                upstream.as_deref_mut(),
+                out,
+                Notice::RefreshFailed,
+                reply.as_bytes(),
+            );
             return;
         }
         metrics.message_in(payload.len() as u64);
@@ -331,6 +342,17 @@ pub(super) fn feed_session(conn: &mut Conn, env: &mut Env, id: ConnId, n: usize,
     }
     if conn.rbuf.is_empty() && conn.rbuf.capacity() > KEEP_CAPACITY {
         conn.rbuf = Vec::new();
+    }
+}
+
+/// Sends the gateway's own message `text` to the client (SPEC §6), or, on a proxied
+/// connection while a relayed upstream message is in progress toward the client, holds it
+/// until that message's final fragment (RFC 6455 §5.4: fragments of one message are not
+/// interleaved with another data message).
+fn notify(leg: Option<&mut UpstreamLeg>, out: &mut Vec<u8>, notice: Notice, text: &[u8]) {
+    match leg.filter(|leg| leg.mid_message()) {
+        Some(leg) => leg.hold(notice, text),
+        None => write_message(out, MessageKind::Text, text),
     }
 }
 
@@ -372,18 +394,17 @@ struct LiveToken<'a> {
 }
 
 impl LiveToken<'_> {
-    /// Handles one `wsgate.refresh` message; the reply goes to `out`, never to the backend.
-    /// Returns false when it failed (the caller counts it against the connection's
-    /// `max_failed_refreshes`).
+    /// Handles one `wsgate.refresh` message: whether it passed (the caller counts a
+    /// failure against the connection's `max_failed_refreshes`) and the reply for the
+    /// client, never for the backend.
     fn refresh(
         &self,
         current: &mut Identity,
         payload: &[u8],
         scratch: &mut Scratch,
-        out: &mut Vec<u8>,
         deadline: &mut Option<Instant>,
         notice: &mut Option<Instant>,
-    ) -> bool {
+    ) -> (bool, String) {
         let now_unix = clock::unix_now();
         let ips = &self.shared.ips;
         // SPEC §6: past the address's failed-token budget a refresh is refused before any
@@ -428,8 +449,7 @@ impl LiveToken<'_> {
                 serde_json::json!({"type": "wsgate.refresh_failed", "reason": reason}).to_string()
             }
         };
-        write_message(out, MessageKind::Text, reply.as_bytes());
-        ok
+        (ok, reply)
     }
 }
 

@@ -555,6 +555,12 @@ fn relay_upstream(conn: &mut Conn, env: &mut Env, _now: Instant, limit: usize, p
                     session.close(why.close_code(), why.reason(), &mut conn.wbuf);
                 }
             }
+            if session.state() == SessionState::Open {
+                // RFC 6455 §5.4: the gateway's own messages held during a relayed message.
+                leg.flush_held(session.deflate_mut(), &mut conn.wbuf);
+            } else {
+                leg.drop_held();
+            }
             if conn.wbuf.len() > before {
                 env.metrics.message_out((conn.wbuf.len() - before) as u64);
             }
