@@ -124,6 +124,11 @@ pub struct UpstreamLeg {
     /// message is in progress toward it (RFC 6455 §5.4: no other data message between
     /// its fragments); at most one of each kind, written right after its final fragment.
     held: Vec<(Notice, Box<[u8]>)>,
+    /// The upstream socket was read to WouldBlock (or a short read drained it) and no
+    /// readiness event came since: edge-triggered, it needs no read until the next one.
+    pub quiet: bool,
+    /// The same for the client's socket of this proxied connection.
+    pub client_quiet: bool,
 }
 
 /// A text message the gateway itself sends the client (SPEC §6).
@@ -196,6 +201,8 @@ impl UpstreamLeg {
             split: None,
             deflate: None,
             held: Vec::new(),
+            quiet: false,
+            client_quiet: false,
         })
     }
 
@@ -220,6 +227,12 @@ impl UpstreamLeg {
     /// Whether the relay inflates or deflates (either leg negotiated permessage-deflate).
     pub fn deflating(&self) -> bool {
         self.deflate.is_some()
+    }
+
+    /// Whether the leg talks TLS (`wss://`): plaintext may wait inside rustls, so a short
+    /// read does not prove the socket drained.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// Whether a relayed upstream message is in progress toward the client (a fragment of

@@ -32,6 +32,7 @@ pub(super) fn step(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant, tim
         return false;
     }
     if let Some(leg) = &mut conn.upstream {
+        env.woke.apply(leg);
         if leg.state != LegState::Connecting && leg.flush().is_err() {
             // The upstream is gone (a reset over unread input): the relay answers 1014.
             leg.eof = true;
@@ -47,6 +48,11 @@ pub(super) fn step(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant, tim
     let mut reads = 0;
     let mut paused = false;
     loop {
+        // A proxied client's socket drained since its last event needs no read (proxy.rs
+        // `Woke`).
+        if conn.upstream.as_ref().is_some_and(|l| l.client_quiet) {
+            break;
+        }
         if !wants_read(conn, &rt) {
             paused = !conn.read_eof;
             break;
@@ -64,10 +70,18 @@ pub(super) fn step(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant, tim
                 // reports any later bytes as a new event, so skip the read that would
                 // only say WouldBlock (one syscall per message saved).
                 if n < env.readbuf.len() && conn.tls.is_none() && !env.peer_closed_hint {
+                    if let Some(leg) = &mut conn.upstream {
+                        leg.client_quiet = true;
+                    }
                     break;
                 }
             }
-            ReadOutcome::WouldBlock => break,
+            ReadOutcome::WouldBlock => {
+                if let Some(leg) = &mut conn.upstream {
+                    leg.client_quiet = true;
+                }
+                break;
+            }
             ReadOutcome::Eof => {
                 conn.read_eof = true;
                 break;

@@ -15,7 +15,7 @@ use crate::gate::reject::Reject;
 use crate::net::conn::{Conn, Phase};
 use crate::net::tls::UpstreamTls;
 use crate::net::token::ConnId;
-use crate::net::upstream::{self, LegState, Relayed, UpstreamLeg};
+use crate::net::upstream::{self, LegState, Relayed, UpstreamLeg, UPSTREAM_BIT};
 use crate::proto::http::client::{random_key, write_upstream_request, ForwardRequest};
 use crate::proto::http::fields;
 use crate::proto::http::request::{RequestHead, Upgrade};
@@ -68,6 +68,47 @@ pub(super) fn log_upstream_failure(
         url.unwrap_or("-"),
         addr.map_or("-".to_string(), |a| a.to_string()),
     );
+}
+
+/// Which sockets of a proxied connection the event being handled may have made readable.
+/// Readiness is edge-triggered: a socket read to WouldBlock, or drained by a short read,
+/// reports new input as a new event, so a step reads only the sockets that may have some
+/// (on a busy relay this saves a read that would only say WouldBlock per leg per turn).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Woke {
+    /// Not an event (a timer, a revisit, a new connection): read both.
+    Both,
+    /// The client's socket.
+    Client,
+    /// The upstream's socket.
+    Upstream,
+    /// Writable only: no new input on either socket (a readable socket's event carries
+    /// the readable bit too, as epoll reports the socket's whole state).
+    Neither,
+}
+
+impl Woke {
+    pub(super) fn of(event: &mio::event::Event) -> Woke {
+        let input = event.is_readable() || event.is_read_closed() || event.is_error();
+        match (input, event.token().0 & UPSTREAM_BIT != 0) {
+            (false, _) => Woke::Neither,
+            (true, true) => Woke::Upstream,
+            (true, false) => Woke::Client,
+        }
+    }
+
+    /// Forgets what the event may have changed: those sockets are read again.
+    pub(super) fn apply(self, leg: &mut UpstreamLeg) {
+        match self {
+            Woke::Both => {
+                leg.quiet = false;
+                leg.client_quiet = false;
+            }
+            Woke::Client => leg.client_quiet = false,
+            Woke::Upstream => leg.quiet = false,
+            Woke::Neither => {}
+        }
+    }
 }
 
 /// What the handshake prepared for an upstream route.
@@ -450,22 +491,37 @@ pub(super) fn proxy(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant) ->
             paused = true;
             break;
         }
+        if leg.quiet {
+            break;
+        }
         if reads == MAX_READS_PER_TURN {
             env.ready.push(id);
             break;
         }
         reads += 1;
         let mut read_error = None;
+        let mut drained = false;
         match leg.read(&mut env.readbuf) {
             Ok(0) => leg.eof = true,
-            Ok(n) => leg.rbuf.extend_from_slice(&env.readbuf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Ok(n) => {
+                leg.rbuf.extend_from_slice(&env.readbuf[..n]);
+                // A short read on plain TCP drained the socket (as for the client, drive.rs).
+                drained = n < env.readbuf.len() && !leg.is_tls() && !env.peer_closed_hint;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                leg.quiet = true;
+                break;
+            }
             Err(e) => {
                 leg.eof = true;
                 read_error = Some(e);
             }
         }
+        leg.quiet = drained;
         if leg.state != LegState::Handshaking {
+            if drained {
+                break;
+            }
             continue;
         }
         let eof = leg.eof;
@@ -513,6 +569,9 @@ pub(super) fn proxy(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant) ->
                 reject(conn, env, Reject::BadGateway, None);
                 return false;
             }
+        }
+        if drained {
+            break;
         }
     }
     relay_upstream(conn, env, now, limit, &mut paused);
