@@ -622,6 +622,40 @@ impl UpstreamLeg {
     /// data frame longer than `max_frame` is relayed as fragments of `max_frame` bytes, so
     /// the gateway never holds more than one such piece of it (bounded memory).
     pub fn relay(&mut self, client_out: &mut Vec<u8>, limit: usize, max_frame: u64) -> Relayed {
+        let rbuf = std::mem::take(&mut self.rbuf);
+        let (result, used) = self.relay_from(&rbuf, client_out, limit, max_frame);
+        self.rbuf = rbuf;
+        if used > 0 {
+            self.rbuf.drain(..used);
+        }
+        result
+    }
+
+    /// [`UpstreamLeg::relay`] of bytes just read, while `rbuf` is empty: complete frames go
+    /// from `input` straight to `client_out` and only the rest is kept in `rbuf` (one copy
+    /// of the relayed bytes instead of two).
+    pub fn relay_read(
+        &mut self,
+        input: &[u8],
+        client_out: &mut Vec<u8>,
+        limit: usize,
+        max_frame: u64,
+    ) -> Relayed {
+        debug_assert!(self.rbuf.is_empty());
+        let (result, used) = self.relay_from(input, client_out, limit, max_frame);
+        self.rbuf
+            .extend_from_slice(input.get(used..).unwrap_or_default());
+        result
+    }
+
+    /// The relay over `input`: what it found, and how many bytes of `input` it used.
+    fn relay_from(
+        &mut self,
+        input: &[u8],
+        client_out: &mut Vec<u8>,
+        limit: usize,
+        max_frame: u64,
+    ) -> (Relayed, usize) {
         let piece_max = max_frame.max(1);
         let mut pos = 0;
         let result = loop {
@@ -630,7 +664,7 @@ impl UpstreamLeg {
             }
             if let Some(split) = &mut self.split {
                 let want = split.remaining.min(piece_max) as usize;
-                let Some(piece) = self.rbuf.get(pos..pos + want) else {
+                let Some(piece) = input.get(pos..pos + want) else {
                     break Relayed::Continue;
                 };
                 split.remaining -= want as u64;
@@ -658,7 +692,7 @@ impl UpstreamLeg {
                 }
                 continue;
             }
-            let rest = &self.rbuf[pos..];
+            let rest = input.get(pos..).unwrap_or_default();
             let (header, header_len) = match parse_header(rest) {
                 Ok(Some(h)) => h,
                 Ok(None) => break Relayed::Continue,
@@ -756,9 +790,6 @@ impl UpstreamLeg {
             }
             pos += total;
         };
-        if pos > 0 {
-            self.rbuf.drain(..pos);
-        }
-        result
+        (result, pos)
     }
 }

@@ -469,8 +469,12 @@ pub(super) fn proxy(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant) ->
     if leg.flush().is_err() {
         leg.eof = true;
     }
+    let max_frame = rt.session.max_frame;
     let mut paused = false;
     let mut reads = 0;
+    // What a relay straight from a read found, when not "continue", and what it relayed.
+    let mut early = None;
+    let mut relayed_bytes = 0;
     loop {
         let Some(leg) = conn.upstream.as_mut() else {
             return false;
@@ -504,7 +508,24 @@ pub(super) fn proxy(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant) ->
         match leg.read(&mut env.readbuf) {
             Ok(0) => leg.eof = true,
             Ok(n) => {
-                leg.rbuf.extend_from_slice(&env.readbuf[..n]);
+                let input = &env.readbuf[..n];
+                let session_open = matches!(&conn.phase,
+                    Phase::Open { session, .. } if session.state() == SessionState::Open);
+                if leg.state == LegState::Open
+                    && session_open
+                    && leg.rbuf.is_empty()
+                    && !leg.deflating()
+                {
+                    // Complete frames go straight from the read to the client's output.
+                    let before = conn.wbuf.len();
+                    let relayed = leg.relay_read(input, &mut conn.wbuf, limit, max_frame);
+                    relayed_bytes += conn.wbuf.len() - before;
+                    if !matches!(relayed, Relayed::Continue) {
+                        early = Some(relayed);
+                    }
+                } else {
+                    leg.rbuf.extend_from_slice(input);
+                }
                 // A short read on plain TCP drained the socket (as for the client, drive.rs).
                 drained = n < env.readbuf.len() && !leg.is_tls() && !env.peer_closed_hint;
             }
@@ -519,7 +540,7 @@ pub(super) fn proxy(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant) ->
         }
         leg.quiet = drained;
         if leg.state != LegState::Handshaking {
-            if drained {
+            if drained || early.is_some() {
                 break;
             }
             continue;
@@ -574,12 +595,22 @@ pub(super) fn proxy(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant) ->
             break;
         }
     }
-    relay_upstream(conn, env, now, limit, &mut paused);
+    if relayed_bytes > 0 {
+        env.metrics.message_out(relayed_bytes as u64);
+    }
+    relay_upstream(conn, env, early, limit, &mut paused);
     paused
 }
 
-/// Upstream → client, and the close rules that tie the two legs (SPEC §5 "Relay").
-fn relay_upstream(conn: &mut Conn, env: &mut Env, _now: Instant, limit: usize, paused: &mut bool) {
+/// Upstream → client, and the close rules that tie the two legs (SPEC §5 "Relay");
+/// `early`: what a relay straight from a read found, when it stopped there.
+fn relay_upstream(
+    conn: &mut Conn,
+    env: &mut Env,
+    early: Option<Relayed>,
+    limit: usize,
+    paused: &mut bool,
+) {
     let rt = env.rt.clone();
     let Phase::Open { session, .. } = &mut conn.phase else {
         return;
@@ -587,10 +618,14 @@ fn relay_upstream(conn: &mut Conn, env: &mut Env, _now: Instant, limit: usize, p
     let Some(leg) = conn.upstream.as_mut() else {
         return;
     };
-    if matches!(leg.state, LegState::Open | LegState::Closing) && !leg.rbuf.is_empty() {
+    if matches!(leg.state, LegState::Open | LegState::Closing)
+        && (early.is_some() || !leg.rbuf.is_empty())
+    {
         if session.state() == SessionState::Open {
             let before = conn.wbuf.len();
-            let relayed = if leg.deflating() {
+            let relayed = if let Some(early) = early {
+                early
+            } else if leg.deflating() {
                 // SPEC §10: either leg compresses; the relay inflates and deflates.
                 let bounds = (rt.session.max_frame, rt.session.max_message);
                 leg.relay_deflate(&mut conn.wbuf, session.deflate_mut(), limit, bounds)
