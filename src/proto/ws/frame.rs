@@ -1,7 +1,7 @@
 //! RFC 6455 §5.2 frame headers: a push parser over borrowed bytes, and writers for server
 //! (unmasked) and client (masked) frames.
 
-use super::mask::extend_masked;
+use super::mask::apply_mask;
 use crate::proto::error::ProtocolError;
 
 /// RFC 6455 §5.2 opcodes that this crate knows; the others are reserved.
@@ -160,13 +160,16 @@ pub fn write_masked_frame(
     out.reserve(MAX_HEADER_LEN + payload.len());
     // RFC 6455 §5.3: a client masks every frame it sends.
     put_header(out, fin, opcode, payload.len(), Some(key));
-    extend_masked(out, payload, key);
+    let start = out.len();
+    out.extend_from_slice(payload);
+    if let Some(body) = out.get_mut(start..) {
+        apply_mask(body, key, 0);
+    }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::proto::ws::mask::apply_mask;
 
     // RFC 6455 §5.7, verbatim.
     /// A single-frame unmasked text message ("Hello").
