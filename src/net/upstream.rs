@@ -16,7 +16,7 @@ use super::tls::UpstreamTls;
 use super::token::ConnId;
 use crate::proto::http::client::{parse_upstream_response, UpstreamResponse};
 use crate::proto::ws::close::{parse_close_payload, write_close_payload};
-use crate::proto::ws::deflate::{ClientOffer, Ticket};
+use crate::proto::ws::deflate::{ClientOffer, PerMessageDeflate, Ticket};
 use crate::proto::ws::frame::{parse_header, write_frame, write_masked_frame, OpCode};
 use crate::proto::ws::message::MessageKind;
 use crate::proto::ws::message::Utf8Validator;
@@ -120,6 +120,26 @@ pub struct UpstreamLeg {
     /// whenever either leg compresses (SPEC §10 "Proxied routes"); `None`: neither does,
     /// and frames pass through ([`UpstreamLeg::relay`]).
     deflate: Option<Box<compressed::Deflating>>,
+    /// The gateway's own messages to the client (SPEC §6) held while a relayed upstream
+    /// message is in progress toward it (RFC 6455 §5.4: no other data message between
+    /// its fragments); at most one of each kind, written right after its final fragment.
+    held: Vec<(Notice, Box<[u8]>)>,
+    /// The upstream socket was read to WouldBlock (or a short read drained it) and no
+    /// readiness event came since: edge-triggered, it needs no read until the next one.
+    pub quiet: bool,
+    /// The same for the client's socket of this proxied connection.
+    pub client_quiet: bool,
+}
+
+/// A text message the gateway itself sends the client (SPEC §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    /// `wsgate.expiring`.
+    Expiring,
+    /// `wsgate.refreshed`.
+    Refreshed,
+    /// `wsgate.refresh_failed`.
+    RefreshFailed,
 }
 
 /// An upstream data frame longer than `max_frame` whose header was consumed: its payload
@@ -180,6 +200,9 @@ impl UpstreamLeg {
             utf8: Utf8Validator::default(),
             split: None,
             deflate: None,
+            held: Vec::new(),
+            quiet: false,
+            client_quiet: false,
         })
     }
 
@@ -204,6 +227,58 @@ impl UpstreamLeg {
     /// Whether the relay inflates or deflates (either leg negotiated permessage-deflate).
     pub fn deflating(&self) -> bool {
         self.deflate.is_some()
+    }
+
+    /// Whether the leg talks TLS (`wss://`): plaintext may wait inside rustls, so a short
+    /// read does not prove the socket drained.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Whether a relayed upstream message is in progress toward the client (a fragment of
+    /// it went out, or its header was consumed, and its final fragment did not): the
+    /// gateway's own messages must wait ([`UpstreamLeg::hold`]).
+    pub fn mid_message(&self) -> bool {
+        match &self.deflate {
+            Some(d) => d.mid_message(),
+            None => self.in_message.is_some(),
+        }
+    }
+
+    /// Holds the gateway's message `text` of kind `notice` until the relayed message in
+    /// progress ends (RFC 6455 §5.4). At most one of each kind waits: a newer one replaces
+    /// the older (the client learns the latest state) and goes last.
+    pub fn hold(&mut self, notice: Notice, text: &[u8]) {
+        self.held.retain(|(n, _)| *n != notice);
+        self.held.push((notice, text.into()));
+    }
+
+    /// Writes the held messages to `out` (the relayed message just ended), compressed
+    /// for a client leg that agreed to permessage-deflate when `min_size` or more.
+    fn release_held(&mut self, client: Option<&mut PerMessageDeflate>, out: &mut Vec<u8>) {
+        if self.held.is_empty() {
+            return;
+        }
+        let mut client = client;
+        for (_, text) in std::mem::take(&mut self.held) {
+            match client.as_deref_mut().filter(|c| c.compresses(text.len())) {
+                Some(c) => c.deflate_frame(OpCode::Text, &text, true, None, out),
+                None => write_frame(out, true, OpCode::Text, &text),
+            }
+        }
+    }
+
+    /// Writes held messages when no relayed message is in progress (any still held after
+    /// a relay turn); `client` as in [`UpstreamLeg::relay_deflate`].
+    pub fn flush_held(&mut self, client: Option<&mut PerMessageDeflate>, out: &mut Vec<u8>) {
+        if !self.mid_message() {
+            self.release_held(client, out);
+        }
+    }
+
+    /// Drops held messages (the client's session is closing: no data message goes out).
+    pub fn drop_held(&mut self) {
+        self.held = Vec::new();
     }
 
     /// Replaces the socket with a connect to another target (after a failure).
@@ -547,6 +622,40 @@ impl UpstreamLeg {
     /// data frame longer than `max_frame` is relayed as fragments of `max_frame` bytes, so
     /// the gateway never holds more than one such piece of it (bounded memory).
     pub fn relay(&mut self, client_out: &mut Vec<u8>, limit: usize, max_frame: u64) -> Relayed {
+        let rbuf = std::mem::take(&mut self.rbuf);
+        let (result, used) = self.relay_from(&rbuf, client_out, limit, max_frame);
+        self.rbuf = rbuf;
+        if used > 0 {
+            self.rbuf.drain(..used);
+        }
+        result
+    }
+
+    /// [`UpstreamLeg::relay`] of bytes just read, while `rbuf` is empty: complete frames go
+    /// from `input` straight to `client_out` and only the rest is kept in `rbuf` (one copy
+    /// of the relayed bytes instead of two).
+    pub fn relay_read(
+        &mut self,
+        input: &[u8],
+        client_out: &mut Vec<u8>,
+        limit: usize,
+        max_frame: u64,
+    ) -> Relayed {
+        debug_assert!(self.rbuf.is_empty());
+        let (result, used) = self.relay_from(input, client_out, limit, max_frame);
+        self.rbuf
+            .extend_from_slice(input.get(used..).unwrap_or_default());
+        result
+    }
+
+    /// The relay over `input`: what it found, and how many bytes of `input` it used.
+    fn relay_from(
+        &mut self,
+        input: &[u8],
+        client_out: &mut Vec<u8>,
+        limit: usize,
+        max_frame: u64,
+    ) -> (Relayed, usize) {
         let piece_max = max_frame.max(1);
         let mut pos = 0;
         let result = loop {
@@ -555,7 +664,7 @@ impl UpstreamLeg {
             }
             if let Some(split) = &mut self.split {
                 let want = split.remaining.min(piece_max) as usize;
-                let Some(piece) = self.rbuf.get(pos..pos + want) else {
+                let Some(piece) = input.get(pos..pos + want) else {
                     break Relayed::Continue;
                 };
                 split.remaining -= want as u64;
@@ -577,10 +686,13 @@ impl UpstreamLeg {
                 if last {
                     self.in_message = if split.fin { None } else { Some(split.text) };
                     self.split = None;
+                    if fin {
+                        self.release_held(None, client_out);
+                    }
                 }
                 continue;
             }
-            let rest = &self.rbuf[pos..];
+            let rest = input.get(pos..).unwrap_or_default();
             let (header, header_len) = match parse_header(rest) {
                 Ok(Some(h)) => h,
                 Ok(None) => break Relayed::Continue,
@@ -671,13 +783,13 @@ impl UpstreamLeg {
                     }
                     self.in_message = if header.fin { None } else { Some(text) };
                     client_out.extend_from_slice(frame);
+                    if header.fin && !self.held.is_empty() {
+                        self.release_held(None, client_out);
+                    }
                 }
             }
             pos += total;
         };
-        if pos > 0 {
-            self.rbuf.drain(..pos);
-        }
-        result
+        (result, pos)
     }
 }

@@ -684,3 +684,52 @@ fn random_traffic_round_trips_through_the_relay() {
         }
     }
 }
+
+#[test]
+fn a_gateway_answer_waits_for_the_relayed_message_and_its_compressor() {
+    // RFC 6455 §5.4 and RFC 7692 §7.2.1: the upstream's message goes to the client
+    // compressed fragment by fragment (one DEFLATE stream, context kept between
+    // messages); the gateway's answer to a refresh sent meanwhile (a public route: "no
+    // token to refresh") waits until that message's last fragment, and is compressed
+    // after it with the same context (min_size 1 byte).
+    let big = json(200);
+    let sent = big.clone();
+    let (addr, _) = upstream(None, move |mut s| {
+        let (a, b) = sent.split_at(sent.len() / 2);
+        let _ = s.write_all(&server_frame(0x01, a));
+        // The client's ordinary message after its refresh: the refresh was handled.
+        let (first, payload) = read_masked(&mut s);
+        assert_eq!((first, payload.as_slice()), (0x81, &b"go on"[..]));
+        let _ = s.write_all(&server_frame(0x80, b));
+        until_closed(s);
+    });
+    let gw = gateway(
+        addr,
+        "permessage_deflate = true\ncontext_takeover = true\nmin_size = \"1B\"",
+        "",
+    );
+    let (r, mut s) = open_deflate(&gw, OFFER);
+    assert_eq!(r.status, 101, "{r:?}");
+    let mut client = Client::new(false);
+    let (first, mut data) = read_any(&mut s);
+    assert_eq!(first, 0x41, "RSV1 + text, not final");
+    s.write_all(&frame(
+        true,
+        1,
+        false,
+        br#"{"type":"wsgate.refresh","token":"x"}"#,
+    ))
+    .expect("refresh");
+    s.write_all(&frame(true, 1, false, b"go on")).expect("send");
+    let (first, rest) = read_any(&mut s);
+    assert_eq!(first, 0x80, "the relayed message ends first");
+    data.extend_from_slice(&rest);
+    assert_eq!(client.inflate(&data), big);
+    let (first, answer, frames) = read_message(&mut s);
+    assert_eq!((first, frames), (0xc1, 1), "the answer, compressed");
+    let v: serde_json::Value =
+        serde_json::from_slice(&client.inflate(&answer)).expect("json answer");
+    assert_eq!(v["type"], "wsgate.refresh_failed", "{v}");
+    s.write_all(&frame(true, 8, false, &close_payload(1000, b"")))
+        .expect("close");
+}

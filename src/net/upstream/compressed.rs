@@ -93,6 +93,12 @@ impl Deflating {
         self.ext.is_some()
     }
 
+    /// A relayed message is in progress toward the client: a frame of it went out and
+    /// its last did not (RFC 6455 §5.4; the client leg's compressor is mid-message too).
+    pub(super) fn mid_message(&self) -> bool {
+        self.message.is_some_and(|m| m.sent)
+    }
+
     /// The extension, when agreed.
     pub(super) fn extension(&mut self) -> Option<&mut PerMessageDeflate> {
         self.ext.as_mut()
@@ -264,6 +270,10 @@ impl UpstreamLeg {
                 let sinks = (&mut self.utf8, client.as_deref_mut(), &mut *out);
                 if let Err(stop) = state.piece(piece, end, sinks, max_message) {
                     break stop;
+                }
+                if end {
+                    // The gateway's own messages held for this one go right after it.
+                    self.release_held(client.as_deref_mut(), out);
                 }
                 pos += want;
                 state.frame = (remaining > 0).then_some(Frame { remaining, ..frame });

@@ -19,7 +19,7 @@ use crate::gate::reject::Reject;
 use crate::net::conn::{Conn, Phase, ReadOutcome};
 use crate::net::principal::Terms;
 use crate::net::token::ConnId;
-use crate::net::upstream::LegState;
+use crate::net::upstream::{LegState, Notice, UpstreamLeg};
 use crate::proto::error::ProtocolError;
 use crate::proto::ws::message::MessageKind;
 use crate::proto::ws::session::{write_message, SessionState};
@@ -35,6 +35,7 @@ pub(super) fn step(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant, tim
         return false;
     }
     if let Some(leg) = &mut conn.upstream {
+        env.woke.apply(leg);
         if leg.state != LegState::Connecting && leg.flush().is_err() {
             // The upstream is gone (a reset over unread input): the relay answers 1014.
             leg.eof = true;
@@ -50,6 +51,11 @@ pub(super) fn step(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant, tim
     let mut reads = 0;
     let mut paused = false;
     loop {
+        // A proxied client's socket drained since its last event needs no read (proxy.rs
+        // `Woke`).
+        if conn.upstream.as_ref().is_some_and(|l| l.client_quiet) {
+            break;
+        }
         if !wants_read(conn, &env.rt) {
             paused = !conn.read_eof;
             break;
@@ -67,10 +73,18 @@ pub(super) fn step(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant, tim
                 // reports any later bytes as a new event, so skip the read that would
                 // only say WouldBlock (one syscall per message saved).
                 if n < env.readbuf.len() && conn.tls.is_none() && !env.peer_closed_hint {
+                    if let Some(leg) = &mut conn.upstream {
+                        leg.client_quiet = true;
+                    }
                     break;
                 }
             }
-            ReadOutcome::WouldBlock => break,
+            ReadOutcome::WouldBlock => {
+                if let Some(leg) = &mut conn.upstream {
+                    leg.client_quiet = true;
+                }
+                break;
+            }
             ReadOutcome::Eof => {
                 conn.read_eof = true;
                 break;
@@ -212,7 +226,8 @@ fn on_timer(conn: &mut Conn, env: &mut Env, now: Instant) -> bool {
                 } else if !conn.notice_sent && token.notice_at.is_some_and(|t| tick >= t) {
                     conn.notice_sent = true;
                     let msg = format!(r#"{{"type":"wsgate.expiring","exp":{}}}"#, token.exp);
-                    write_message(&mut conn.wbuf, MessageKind::Text, msg.as_bytes());
+                    let leg = conn.upstream.as_deref_mut();
+                    notify(leg, &mut conn.wbuf, Notice::Expiring, msg.as_bytes());
                 }
             }
             if over_limit_since.is_some_and(|t| now >= t.instant() + env.rt.session.idle_timeout) {
@@ -283,7 +298,14 @@ pub(super) fn feed_session(conn: &mut Conn, env: &mut Env, id: ConnId, n: usize,
                     now,
                     peer,
                 };
-                match live.refresh(current, payload, scratch, out) {
+                let (refreshed, reply) = live.refresh(current, payload, scratch);
+                let notice = if refreshed.is_some() {
+                    Notice::Refreshed
+                } else {
+                    Notice::RefreshFailed
+                };
+                notify(upstream.as_deref_mut(), out, notice, reply.as_bytes());
+                match refreshed {
                     // The connection moves to its new token's record.
                     Some((new, times)) => {
                         principals.release(id, current);
@@ -300,7 +322,12 @@ pub(super) fn feed_session(conn: &mut Conn, env: &mut Env, id: ConnId, n: usize,
             // A public route has no token to refresh; SPEC §6: a refresh message is
             // never echoed or forwarded all the same.
             let reply = r#"{"type":"wsgate.refresh_failed","reason":"no token to refresh"}"#;
-            write_message(out, MessageKind::Text, reply.as_bytes());
+            notify(
+                upstream.as_deref_mut(),
+                out,
+                Notice::RefreshFailed,
+                reply.as_bytes(),
+            );
             return;
         }
         metrics.message_in(payload.len() as u64);
@@ -339,6 +366,17 @@ pub(super) fn feed_session(conn: &mut Conn, env: &mut Env, id: ConnId, n: usize,
 /// What [`token_times`] computes deadlines with (a token record's terms).
 pub(super) fn terms(rt: &Runtime) -> Terms {
     (rt.leeway_secs, rt.refresh.then_some(rt.expiry_notice))
+}
+
+/// Sends the gateway's own message `text` to the client (SPEC §6), or, on a proxied
+/// connection while a relayed upstream message is in progress toward the client, holds it
+/// until that message's final fragment (RFC 6455 §5.4: fragments of one message are not
+/// interleaved with another data message).
+fn notify(leg: Option<&mut UpstreamLeg>, out: &mut Vec<u8>, notice: Notice, text: &[u8]) {
+    match leg.filter(|leg| leg.mid_message()) {
+        Some(leg) => leg.hold(notice, text),
+        None => write_message(out, MessageKind::Text, text),
+    }
 }
 
 /// When the token's connection must close, and when to send `wsgate.expiring`.
@@ -380,17 +418,16 @@ struct LiveToken<'a> {
 }
 
 impl LiveToken<'_> {
-    /// Handles one `wsgate.refresh` message; the reply goes to `out`, never to the backend.
-    /// Returns the new token's identity and deadlines, or `None` when it failed (the
-    /// caller counts it against the connection's `max_failed_refreshes`).
+    /// Handles one `wsgate.refresh` message: the new token's identity and deadlines, or
+    /// `None` when it failed (the caller counts it against the connection's
+    /// `max_failed_refreshes`), and the reply for the client, never for the backend.
     #[allow(clippy::type_complexity)]
     fn refresh(
         &self,
         current: &Identity,
         payload: &[u8],
         scratch: &mut Scratch,
-        out: &mut Vec<u8>,
-    ) -> Option<(Identity, (Option<Tick>, Option<Tick>))> {
+    ) -> (Option<(Identity, (Option<Tick>, Option<Tick>))>, String) {
         let now_unix = clock::unix_now();
         let ips = &self.shared.ips;
         // SPEC §6: past the address's failed-token budget a refresh is refused before any
@@ -432,8 +469,7 @@ impl LiveToken<'_> {
                 (reply.to_string(), None)
             }
         };
-        write_message(out, MessageKind::Text, reply.as_bytes());
-        refreshed
+        (refreshed, reply)
     }
 }
 

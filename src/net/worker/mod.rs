@@ -184,6 +184,9 @@ struct Env {
     registry: mio::Registry,
     /// The event being handled also reported the peer's FIN or an error.
     peer_closed_hint: bool,
+    /// Which of a proxied connection's sockets the event being handled may have made
+    /// readable (`proxy::Woke`).
+    woke: proxy::Woke,
 }
 
 /// One event loop.
@@ -241,6 +244,7 @@ impl Worker {
                     metrics,
                     registry,
                     peer_closed_hint: false,
+                    woke: proxy::Woke::Both,
                 },
                 drain_deadline: None,
                 accept: Accept::new(listeners),
@@ -284,8 +288,10 @@ impl Worker {
                     // peer that also closed (FIN / RST in the same edge) must be read to
                     // EOF: no later edge will report it.
                     self.env.peer_closed_hint = event.is_read_closed() || event.is_error();
+                    self.env.woke = proxy::Woke::of(event);
                     self.drive(ConnId::from_token(event.token()), false);
                     self.env.peer_closed_hint = false;
+                    self.env.woke = proxy::Woke::Both;
                 }
             }
             self.accept_again();

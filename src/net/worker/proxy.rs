@@ -15,7 +15,7 @@ use crate::gate::reject::Reject;
 use crate::net::conn::{Conn, Phase};
 use crate::net::tls::UpstreamTls;
 use crate::net::token::ConnId;
-use crate::net::upstream::{self, LegState, Relayed, UpstreamLeg};
+use crate::net::upstream::{self, LegState, Relayed, UpstreamLeg, UPSTREAM_BIT};
 use crate::proto::http::client::{random_key, write_upstream_request, ForwardRequest};
 use crate::proto::http::fields;
 use crate::proto::http::request::{RequestHead, Upgrade};
@@ -68,6 +68,47 @@ pub(super) fn log_upstream_failure(
         url.unwrap_or("-"),
         addr.map_or("-".to_string(), |a| a.to_string()),
     );
+}
+
+/// Which sockets of a proxied connection the event being handled may have made readable.
+/// Readiness is edge-triggered: a socket read to WouldBlock, or drained by a short read,
+/// reports new input as a new event, so a step reads only the sockets that may have some
+/// (on a busy relay this saves a read that would only say WouldBlock per leg per turn).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Woke {
+    /// Not an event (a timer, a revisit, a new connection): read both.
+    Both,
+    /// The client's socket.
+    Client,
+    /// The upstream's socket.
+    Upstream,
+    /// Writable only: no new input on either socket (a readable socket's event carries
+    /// the readable bit too, as epoll reports the socket's whole state).
+    Neither,
+}
+
+impl Woke {
+    pub(super) fn of(event: &mio::event::Event) -> Woke {
+        let input = event.is_readable() || event.is_read_closed() || event.is_error();
+        match (input, event.token().0 & UPSTREAM_BIT != 0) {
+            (false, _) => Woke::Neither,
+            (true, true) => Woke::Upstream,
+            (true, false) => Woke::Client,
+        }
+    }
+
+    /// Forgets what the event may have changed: those sockets are read again.
+    pub(super) fn apply(self, leg: &mut UpstreamLeg) {
+        match self {
+            Woke::Both => {
+                leg.quiet = false;
+                leg.client_quiet = false;
+            }
+            Woke::Client => leg.client_quiet = false,
+            Woke::Upstream => leg.quiet = false,
+            Woke::Neither => {}
+        }
+    }
 }
 
 /// What the handshake prepared for an upstream route.
@@ -428,8 +469,12 @@ pub(super) fn proxy(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant) ->
     if leg.flush().is_err() {
         leg.eof = true;
     }
+    let max_frame = rt.session.max_frame;
     let mut paused = false;
     let mut reads = 0;
+    // What a relay straight from a read found, when not "continue", and what it relayed.
+    let mut early = None;
+    let mut relayed_bytes = 0;
     loop {
         let Some(leg) = conn.upstream.as_mut() else {
             return false;
@@ -450,22 +495,54 @@ pub(super) fn proxy(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant) ->
             paused = true;
             break;
         }
+        if leg.quiet {
+            break;
+        }
         if reads == MAX_READS_PER_TURN {
             env.ready.push(id);
             break;
         }
         reads += 1;
         let mut read_error = None;
+        let mut drained = false;
         match leg.read(&mut env.readbuf) {
             Ok(0) => leg.eof = true,
-            Ok(n) => leg.rbuf.extend_from_slice(&env.readbuf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Ok(n) => {
+                let input = &env.readbuf[..n];
+                let session_open = matches!(&conn.phase,
+                    Phase::Open { session, .. } if session.state() == SessionState::Open);
+                if leg.state == LegState::Open
+                    && session_open
+                    && leg.rbuf.is_empty()
+                    && !leg.deflating()
+                {
+                    // Complete frames go straight from the read to the client's output.
+                    let before = conn.wbuf.len();
+                    let relayed = leg.relay_read(input, &mut conn.wbuf, limit, max_frame);
+                    relayed_bytes += conn.wbuf.len() - before;
+                    if !matches!(relayed, Relayed::Continue) {
+                        early = Some(relayed);
+                    }
+                } else {
+                    leg.rbuf.extend_from_slice(input);
+                }
+                // A short read on plain TCP drained the socket (as for the client, drive.rs).
+                drained = n < env.readbuf.len() && !leg.is_tls() && !env.peer_closed_hint;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                leg.quiet = true;
+                break;
+            }
             Err(e) => {
                 leg.eof = true;
                 read_error = Some(e);
             }
         }
+        leg.quiet = drained;
         if leg.state != LegState::Handshaking {
+            if drained || early.is_some() {
+                break;
+            }
             continue;
         }
         let eof = leg.eof;
@@ -514,13 +591,26 @@ pub(super) fn proxy(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant) ->
                 return false;
             }
         }
+        if drained {
+            break;
+        }
     }
-    relay_upstream(conn, env, now, limit, &mut paused);
+    if relayed_bytes > 0 {
+        env.metrics.message_out(relayed_bytes as u64);
+    }
+    relay_upstream(conn, env, early, limit, &mut paused);
     paused
 }
 
-/// Upstream → client, and the close rules that tie the two legs (SPEC §5 "Relay").
-fn relay_upstream(conn: &mut Conn, env: &mut Env, _now: Instant, limit: usize, paused: &mut bool) {
+/// Upstream → client, and the close rules that tie the two legs (SPEC §5 "Relay");
+/// `early`: what a relay straight from a read found, when it stopped there.
+fn relay_upstream(
+    conn: &mut Conn,
+    env: &mut Env,
+    early: Option<Relayed>,
+    limit: usize,
+    paused: &mut bool,
+) {
     let rt = env.rt.clone();
     let Phase::Open { session, .. } = &mut conn.phase else {
         return;
@@ -528,10 +618,14 @@ fn relay_upstream(conn: &mut Conn, env: &mut Env, _now: Instant, limit: usize, p
     let Some(leg) = conn.upstream.as_mut() else {
         return;
     };
-    if matches!(leg.state, LegState::Open | LegState::Closing) && !leg.rbuf.is_empty() {
+    if matches!(leg.state, LegState::Open | LegState::Closing)
+        && (early.is_some() || !leg.rbuf.is_empty())
+    {
         if session.state() == SessionState::Open {
             let before = conn.wbuf.len();
-            let relayed = if leg.deflating() {
+            let relayed = if let Some(early) = early {
+                early
+            } else if leg.deflating() {
                 // SPEC §10: either leg compresses; the relay inflates and deflates.
                 let bounds = (rt.session.max_frame, rt.session.max_message);
                 leg.relay_deflate(&mut conn.wbuf, session.deflate_mut(), limit, bounds)
@@ -554,6 +648,12 @@ fn relay_upstream(conn: &mut Conn, env: &mut Env, _now: Instant, limit: usize, p
                     // SPEC §5: a close the gateway decides goes to both legs (below).
                     session.close(why.close_code(), why.reason(), &mut conn.wbuf);
                 }
+            }
+            if session.state() == SessionState::Open {
+                // RFC 6455 §5.4: the gateway's own messages held during a relayed message.
+                leg.flush_held(session.deflate_mut(), &mut conn.wbuf);
+            } else {
+                leg.drop_held();
             }
             if conn.wbuf.len() > before {
                 env.metrics.message_out((conn.wbuf.len() - before) as u64);

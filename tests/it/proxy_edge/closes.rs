@@ -217,6 +217,47 @@ fn in_band_refresh_is_answered_by_the_gateway_and_never_forwarded() {
     assert!(!gw.logs().contains(&spaced));
 }
 
+/// RFC 6455 §5.4: the gateway's own message (here the answer to an in-band refresh) never
+/// lands between the fragments of a relayed upstream message; it follows the final one.
+#[test]
+fn refresh_answer_waits_for_the_relayed_fragmented_message() {
+    let (tx, rx) = unbounded();
+    let up = raw_upstream(move |mut up| {
+        up.accept();
+        let _ = up.send(0x01, b"first half, ");
+        // The client's ordinary message sent after its refresh: by the time it arrives the
+        // gateway has handled the refresh (it handles messages in order).
+        let got = up.frame();
+        let _ = tx.send(got.map(|(first, p)| Ev::Msg(first, p)).unwrap_or(Ev::Eof));
+        let _ = up.send(0x80, b"second half");
+        let _ = up.send(0x81, b"next");
+        up.wait_closed();
+    });
+    let gw = gateway(up, Opts::sections("[session]\nrefresh = \"message\"\n"));
+    let t = token("ivy", "ivy-1", 3600, "chat");
+    let mut s = open(&gw, &format!("/chat?access_token={t}"), &[]);
+    assert_eq!(next_data(&mut s), (0x01, b"first half, ".to_vec()));
+    let fresh = token("ivy", "ivy-2", 7200, "chat");
+    text(
+        &mut s,
+        &format!(r#"{{"type":"wsgate.refresh","token":"{fresh}"}}"#),
+    );
+    text(&mut s, "go on");
+    assert_eq!(
+        rx.recv_timeout(WAIT).expect("upstream read"),
+        Ev::Msg(0x81, b"go on".to_vec()),
+        "only the ordinary message reaches the upstream"
+    );
+    assert_eq!(
+        next_data(&mut s),
+        (0x80, b"second half".to_vec()),
+        "the relayed message ends before the gateway's answer"
+    );
+    let v: serde_json::Value = serde_json::from_str(&next_text(&mut s)).expect("json");
+    assert_eq!(v["type"], "wsgate.refreshed", "{v}");
+    assert_eq!(next_text(&mut s), "next");
+}
+
 // ------------------------------------------------------------------------------------
 // More closes the gateway decides.
 
