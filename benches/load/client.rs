@@ -20,7 +20,7 @@ pub(crate) const HANDSHAKE_CONCURRENCY: usize = 64;
 /// Handshakes in flight while opening a set of connections.
 const DIAL_CONCURRENCY: usize = 256;
 /// Client masking key (servers unmask whatever the key; a constant keeps frames prebuilt).
-const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+pub(crate) const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 /// `Sec-WebSocket-Key` of every request (RFC 6455 §1.3 sample nonce).
 const WS_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 /// mio tokens carry the slot in their low bits and a generation above it.
@@ -47,8 +47,28 @@ impl Payload {
                 opcode: opcode as u8,
                 len: len as u64,
                 fill: None,
+                compressed: false,
             },
         }
+    }
+
+    /// A prebuilt masked text `frame` whose echo is a text frame of `echo_len` payload
+    /// bytes, compressed (RSV1, RFC 7692 §6) when `compressed`.
+    pub(crate) fn text_frame(frame: Vec<u8>, echo_len: u64, compressed: bool) -> Payload {
+        Payload {
+            frame,
+            expect: Expect {
+                opcode: OpCode::Text as u8,
+                len: echo_len,
+                fill: None,
+                compressed,
+            },
+        }
+    }
+
+    /// The masked frame sent.
+    pub(crate) fn frame(&self) -> &[u8] {
+        &self.frame
     }
 
     /// Like [`Payload::new`], and every echoed payload byte is checked as well.
@@ -80,9 +100,10 @@ struct FrameReader {
     carry_len: usize,
     /// Payload bytes of the current frame still to come.
     remaining: u64,
-    /// The current frame's opcode, FIN bit and length.
+    /// The current frame's opcode, FIN bit, RSV1 bit and length.
     opcode: u8,
     fin: bool,
+    rsv1: bool,
     len: u64,
     /// Bytes of the current frame's payload that differ from the expected fill.
     wrong: u64,
@@ -97,6 +118,8 @@ struct Expect {
     len: u64,
     /// The payload's one repeated byte, when the payload is checked.
     fill: Option<u8>,
+    /// The echo is compressed (RSV1, RFC 7692 §6) and `len` is its compressed length.
+    compressed: bool,
 }
 
 /// What a chunk of input completed.
@@ -162,6 +185,7 @@ impl FrameReader {
             input = &input[used..];
             self.opcode = header.opcode;
             self.fin = header.fin;
+            self.rsv1 = header.rsv & 0b100 != 0;
             self.len = header.payload_len;
             self.remaining = header.payload_len;
             self.wrong = 0;
@@ -180,6 +204,12 @@ impl FrameReader {
                         return Err(format!(
                             "echo frame opcode {} fin {}, sent opcode {} fin true",
                             self.opcode, self.fin, e.opcode
+                        ));
+                    }
+                    if self.rsv1 != e.compressed {
+                        return Err(format!(
+                            "echo RSV1 {}, expected {}",
+                            self.rsv1, e.compressed
                         ));
                     }
                     if self.len != e.len {
@@ -385,9 +415,17 @@ fn slot_of(token: Token) -> (usize, usize) {
 }
 
 fn upgrade_request(addr: SocketAddr, target: &str) -> Vec<u8> {
+    upgrade_request_with(addr, target, None)
+}
+
+/// [`upgrade_request`] offering `extensions` when given.
+fn upgrade_request_with(addr: SocketAddr, target: &str, extensions: Option<&str>) -> Vec<u8> {
+    let offer = extensions.map_or(String::new(), |e| {
+        format!("Sec-WebSocket-Extensions: {e}\r\n")
+    });
     format!(
         "GET {target} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+         Sec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
     )
     .into_bytes()
 }
@@ -412,9 +450,20 @@ impl Client {
 
     /// Opens `n` upgraded connections to `addr` (replacing any held).
     fn open_many(&mut self, addr: SocketAddr, target: &str, n: usize) -> Res<()> {
+        self.open_many_with(addr, target, n, None)
+    }
+
+    /// [`Client::open_many`], the requests offering `extensions` when given.
+    fn open_many_with(
+        &mut self,
+        addr: SocketAddr,
+        target: &str,
+        n: usize,
+        extensions: Option<&str>,
+    ) -> Res<()> {
         self.conns.clear();
         self.conns.resize_with(n, Conn::new);
-        let request = upgrade_request(addr, target);
+        let request = upgrade_request_with(addr, target, extensions);
         let deadline = Instant::now() + Duration::from_secs(60);
         let (mut next, mut dialing, mut open) = (0, 0, 0);
         while open < n {
@@ -502,7 +551,7 @@ impl Client {
         payload: &Payload,
         depth: usize,
     ) -> Res<Measure> {
-        self.open_many(ep.addr, ep.path, conns)?;
+        self.open_many_with(ep.addr, ep.path, conns, ep.extensions)?;
         let result = self.echo(ep, window, payload, depth);
         let (unclean, first) = self.close_all();
         // After a failed row, unclean closes are expected; after a good one, they are news.

@@ -16,7 +16,7 @@
 //! `WSGATE_BENCH_ROUNDS` (default 2) is kept. `WSGATE_BENCH_SECS` (default 3) is the length
 //! of each measurement window, after a 0.5 s warm-up. `WSGATE_BENCH_IDLE` (default 10000)
 //! sets the idle connection count (0 skips the row), and
-//! `WSGATE_BENCH_ROWS=echo,pipelined,bulk,handshake,auth,proxy,idle` picks rows (default all).
+//! `WSGATE_BENCH_ROWS=echo,pipelined,bulk,handshake,auth,proxy,deflate,idle` picks rows (default all).
 //!
 //! The proxy rows put the tokio-tungstenite server behind wsgate (an upstream route,
 //! `/proxy`) and compare client -> wsgate -> tokio-tungstenite with client ->
@@ -24,6 +24,14 @@
 //! round trip (100 connections, and 1 connection for the unloaded latency) and the
 //! pipelined 1 KiB scenario. Their wsgate column is "via wsgate", their tokio-tungstenite
 //! column "direct"; every echoed payload is checked byte for byte.
+//!
+//! The deflate rows (SPEC §10, `WSGATE_BENCH_ROWS=deflate`, `deflate.rs`) echo a 1 KiB
+//! JSON text message on a wsgate with `[compression]` on: 100 connections that negotiated
+//! permessage-deflate (sent compressed, the echo comes back compressed and its length is
+//! checked) against 100 connections on the same server that did not. tokio-tungstenite
+//! 0.26 and fastwebsockets 0.10 have no permessage-deflate, so no peer negotiates it: the
+//! rows measure wsgate alone, its wsgate column "deflate", its tokio-tung column "plain":
+//! messages/s, the server's CPU per message and the bytes on the wire per message each way.
 //!
 //! Each cell also shows the server's CPU use (all its threads, user + system) during the
 //! window and its CPU per operation (CPU-seconds / messages or handshakes), and the last
@@ -34,6 +42,7 @@
 #![allow(clippy::disallowed_methods)]
 
 mod client;
+mod deflate;
 mod peers;
 mod report;
 mod servers;
@@ -60,7 +69,7 @@ const DISTINCT_TOKENS: usize = 16_384;
 /// Warm-up before each measurement window.
 pub(crate) const WARMUP: Duration = Duration::from_millis(500);
 /// Connections of the round-trip and pipelined rows.
-const ECHO_CONNS: usize = 100;
+pub(crate) const ECHO_CONNS: usize = 100;
 /// Messages in flight per connection in the pipelined row.
 const PIPELINE_DEPTH: usize = 16;
 /// Connections of the bulk row.
@@ -68,7 +77,7 @@ const BULK_CONNS: usize = 10;
 /// Payload of the bulk row.
 const BULK_SIZE: usize = 64 * 1024;
 /// The config the bench gives wsgate: every limit out of the way, one worker.
-const WSGATE_CONFIG: &str = r#"[server]
+pub(crate) const WSGATE_CONFIG: &str = r#"[server]
 listen = ["127.0.0.1:0"]
 workers = 1
 
@@ -127,9 +136,9 @@ fn main() {
 // ---------------------------------------------------------------------------------------
 
 /// Knobs from the environment.
-struct Settings {
+pub(crate) struct Settings {
     /// Measurement window.
-    window: Duration,
+    pub(crate) window: Duration,
     /// Measurements per server per row (the best is kept).
     rounds: usize,
     /// Connections of the idle-memory row.
@@ -139,7 +148,7 @@ struct Settings {
 }
 
 impl Settings {
-    /// Row names: echo, pipelined, bulk, handshake, auth, idle.
+    /// Row names: echo, pipelined, bulk, handshake, auth, proxy, deflate, idle.
     fn wants(&self, row: &str) -> bool {
         self.only.is_empty() || self.only.iter().any(|r| r == row)
     }
@@ -327,6 +336,9 @@ fn run_in(dir: &Path, s: &Settings) -> Res<()> {
             }
         }
     }
+    if s.wants("deflate") {
+        deflate::deflate_rows(dir, s, &mut client, &mut rows)?;
+    }
     if s.idle > 0 && s.wants("idle") {
         // Fresh servers, so that the caches of earlier rows do not hide the cost.
         let ws = Server::wsgate(&config)?;
@@ -352,7 +364,7 @@ fn run_in(dir: &Path, s: &Settings) -> Res<()> {
 
 /// Runs `f` on each endpoint in turn, `rounds` times, and keeps each endpoint's best.
 /// Each measurement is reported on stderr as it completes.
-fn alternate<const N: usize>(
+pub(crate) fn alternate<const N: usize>(
     s: &Settings,
     row: &str,
     servers: &[Endpoint; N],

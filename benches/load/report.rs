@@ -134,6 +134,27 @@ impl Row {
         }
     }
 
+    /// A rate of two measurements of one server (deflate rows: with the extension in the
+    /// wsgate column, without in the tokio-tungstenite column).
+    pub(crate) fn pair_rate(label: &str, a: &Measure, b: &Measure) -> Row {
+        Row {
+            label: label.into(),
+            cells: [Cell::of(a), Cell::default(), Cell::of(b)],
+            client_cpu: format!("{}/-/{}", pct(a.client_cpu), pct(b.client_cpu)),
+            note: errors_note(&[a, b]),
+        }
+    }
+
+    /// Plain figures, one per column (`None`: no figure).
+    pub(crate) fn values(label: &str, values: [Option<f64>; 3]) -> Row {
+        Row {
+            label: label.into(),
+            cells: values.map(Cell::value),
+            client_cpu: String::new(),
+            note: String::new(),
+        }
+    }
+
     /// A pair figure (via, direct) in the wsgate and tokio-tungstenite columns.
     pub(crate) fn pair(
         label: &str,
@@ -256,7 +277,9 @@ pub(crate) fn print_table(rows: &[Row]) {
          runs). ws/tt: higher is better for rates, lower for latency and memory.\nproxy rows: \
          wsgate column = client -> wsgate {PROXY_PATH} -> tokio-tungstenite (cpu: wsgate's; the \
          upstream's is in the note),\n  tokio-tung column = client -> the same \
-         tokio-tungstenite directly; ws/tt = via/direct."
+         tokio-tungstenite directly; ws/tt = via/direct.\ndeflate rows: wsgate alone (no \
+         peer negotiates permessage-deflate); wsgate column = connections with the extension, \
+         tokio-tung column = the same server without it; ws/tt = deflate/plain."
     );
     print!("{out}");
 }

@@ -41,6 +41,8 @@ pub(crate) struct Endpoint {
     pub(crate) pid: u32,
     /// The upstream behind a proxy route (its CPU is reported too).
     pub(crate) upstream_pid: Option<u32>,
+    /// `Sec-WebSocket-Extensions` offered by echo rows' connections.
+    pub(crate) extensions: Option<&'static str>,
 }
 
 impl Server {
@@ -52,6 +54,7 @@ impl Server {
             path,
             pid: self.pid,
             upstream_pid: None,
+            extensions: None,
         }
     }
 
