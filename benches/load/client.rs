@@ -448,12 +448,8 @@ impl Client {
         }
     }
 
-    /// Opens `n` upgraded connections to `addr` (replacing any held).
-    fn open_many(&mut self, addr: SocketAddr, target: &str, n: usize) -> Res<()> {
-        self.open_many_with(addr, target, n, None)
-    }
-
-    /// [`Client::open_many`], the requests offering `extensions` when given.
+    /// Opens `n` upgraded connections to `addr` at `target` (replacing any held), the
+    /// requests offering `extensions` when given.
     fn open_many_with(
         &mut self,
         addr: SocketAddr,
@@ -461,15 +457,29 @@ impl Client {
         n: usize,
         extensions: Option<&str>,
     ) -> Res<()> {
+        let request = upgrade_request_with(addr, target, extensions);
+        self.open_many_requests(addr, n, &[request])
+    }
+
+    /// Opens `n` upgraded connections to `addr` (replacing any held), connection `i`
+    /// sending `requests[i % requests.len()]`.
+    fn open_many_requests(&mut self, addr: SocketAddr, n: usize, requests: &[Vec<u8>]) -> Res<()> {
+        if requests.is_empty() {
+            return Err("no upgrade request".into());
+        }
         self.conns.clear();
         self.conns.resize_with(n, Conn::new);
-        let request = upgrade_request_with(addr, target, extensions);
         let deadline = Instant::now() + Duration::from_secs(60);
         let (mut next, mut dialing, mut open) = (0, 0, 0);
         while open < n {
             while dialing < DIAL_CONCURRENCY && next < n {
                 self.conns[next]
-                    .dial(self.poll.registry(), next, addr, &request)
+                    .dial(
+                        self.poll.registry(),
+                        next,
+                        addr,
+                        &requests[next % requests.len()],
+                    )
                     .map_err(|e| format!("connect #{next}: {e}"))?;
                 next += 1;
                 dialing += 1;
@@ -787,12 +797,30 @@ impl Client {
 
     /// Idle row: RSS of the server before and after `n` idle upgraded connections.
     pub(crate) fn idle_row(&mut self, srv: &Server, n: usize) -> Res<Measure> {
+        self.idle_row_targets(srv, n, &["/echo".to_string()])
+    }
+
+    /// [`Client::idle_row`], connection `i` upgrading at `targets[i % targets.len()]`
+    /// (the authenticated rows: one token for all, or one token per connection).
+    pub(crate) fn idle_row_targets(
+        &mut self,
+        srv: &Server,
+        n: usize,
+        targets: &[String],
+    ) -> Res<Measure> {
+        let requests: Vec<Vec<u8>> = targets
+            .iter()
+            .map(|t| upgrade_request(srv.addr, t))
+            .collect();
         // Warm-up: one-time allocations (buffers, slab, runtime) are not per connection.
-        self.open_many(srv.addr, "/echo", 100)?;
+        // It takes the last 100 targets: with `n + 100` distinct tokens the measured
+        // connections (targets 0..n) all bring tokens the server has not seen.
+        let warm: Vec<Vec<u8>> = requests.iter().rev().take(100).cloned().collect();
+        self.open_many_requests(srv.addr, 100, &warm)?;
         self.close_all();
         std::thread::sleep(Duration::from_millis(300));
         let before = rss_bytes(srv.pid)?;
-        self.open_many(srv.addr, "/echo", n)?;
+        self.open_many_requests(srv.addr, n, &requests)?;
         std::thread::sleep(Duration::from_secs(1));
         let after = rss_bytes(srv.pid)?;
         self.conns.clear();

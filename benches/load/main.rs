@@ -12,7 +12,8 @@
 //! servers; HS256 and EdDSA query tokens for wsgate, the EdDSA one twice: a distinct token
 //! per handshake, which is the verification's real cost, and one token repeated, which a
 //! per-worker cache of verified tokens answers), and resident memory per idle connection at
-//! 10,000 connections. Measurements alternate between the servers; the best of
+//! 10,000 connections (public route for all servers; for wsgate also on the HS256 route,
+//! with one token for every connection and with a distinct `sub`/`jti` per connection). Measurements alternate between the servers; the best of
 //! `WSGATE_BENCH_ROUNDS` (default 2) is kept. `WSGATE_BENCH_SECS` (default 3) is the length
 //! of each measurement window, after a 0.5 s warm-up. `WSGATE_BENCH_IDLE` (default 10000)
 //! sets the idle connection count (0 skips the row), and
@@ -352,6 +353,31 @@ fn run_in(dir: &Path, s: &Settings) -> Res<()> {
         drop(tt);
         let label = format!("RSS per idle conn (bytes, {} conns)", group(s.idle as f64));
         rows.push(Row::latency(&label, &[w, f, t], |m| Some(m.rate)));
+        // Authenticated idle connections (wsgate only): one HS256 token for all of them,
+        // then a distinct sub and jti per connection (each its own verified-token record).
+        let hs_key = dir.join("hs.secret");
+        let same = vec![format!(
+            "/auth?access_token={}",
+            mint_token(&hs_key, "hs", None)?
+        )];
+        // 100 more than connections: the warm-up takes the last 100 (see `idle_row_targets`),
+        // so every measured connection brings a token the server has not seen.
+        let distinct = (0..s.idle + 100)
+            .map(|i| {
+                let token =
+                    mint_token_for(&hs_key, "hs", &format!("idle-{i}"), Some(format!("j{i}")))?;
+                Ok(format!("/auth?access_token={token}"))
+            })
+            .collect::<Res<Vec<String>>>()?;
+        for (label, targets) in [
+            ("RSS per idle conn, HS256, one token", same),
+            ("RSS per idle conn, HS256, own sub+jti", distinct),
+        ] {
+            let ws = Server::wsgate(&config)?;
+            let w = client.idle_row_targets(&ws, s.idle, &targets)?;
+            drop(ws);
+            rows.push(Row::values(label, [Some(w.rate), None, None]));
+        }
     }
     print_table(&rows);
     println!(
@@ -435,6 +461,11 @@ fn proxy_config(dir: &Path, upstream: SocketAddr) -> Res<PathBuf> {
 /// A one-hour token for `sub = bench` (with `jti` when given), through the library's
 /// `token mint`.
 fn mint_token(key: &Path, kid: &str, jti: Option<String>) -> Res<String> {
+    mint_token_for(key, kid, "bench", jti)
+}
+
+/// [`mint_token`] for subject `sub`.
+fn mint_token_for(key: &Path, kid: &str, sub: &str, jti: Option<String>) -> Res<String> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_err(|e| e.to_string())?
@@ -443,7 +474,7 @@ fn mint_token(key: &Path, kid: &str, jti: Option<String>) -> Res<String> {
         key_file: key.to_path_buf(),
         alg: None,
         kid: Some(kid.to_string()),
-        sub: "bench".to_string(),
+        sub: sub.to_string(),
         ttl_secs: 3600,
         scope: None,
         aud: None,
