@@ -58,7 +58,7 @@ use wsgate::cli::token::{mint, MintOptions};
 use wsgate::proto::ws::frame::OpCode;
 
 use client::{Client, Payload, HANDSHAKE_CONCURRENCY};
-use peers::{ROLE_FWS, ROLE_TT};
+use peers::{uws_exe, ROLE_FWS, ROLE_TT, UWS_VAR};
 use report::{group, pct, print_table, Measure, Row};
 use servers::{Endpoint, Server};
 
@@ -204,15 +204,26 @@ fn run_in(dir: &Path, s: &Settings) -> Res<()> {
              pid {} on {} (also wsgate's upstream for {PROXY_PATH})\n",
             ws.pid, ws.addr, fws.pid, fws.addr, tt.pid, tt.addr
         );
-        let all = [
+        let uws = uws_exe()
+            .map(|exe| Server::external("uWebSockets", &exe))
+            .transpose()?;
+        match &uws {
+            Some(u) => println!("uWebSockets pid {} on {}\n", u.pid, u.addr),
+            None => println!(
+                "uWebSockets column: absent; set {UWS_VAR}=/path/to/BenchEcho to add it \
+                 (see benches/load/peers.rs)\n"
+            ),
+        }
+        let mut all = vec![
             ws.endpoint("/echo"),
             fws.endpoint("/echo"),
             tt.endpoint("/echo"),
         ];
+        all.extend(uws.as_ref().map(|u| u.endpoint("/echo")));
 
         if s.wants("echo") {
             let text32 = Payload::new(OpCode::Text, b'x', 32);
-            let ms = alternate(s, "echo", &all, |ep| {
+            let ms = alternate_all(s, "echo", &all, |ep| {
                 client.echo_row(ep, s.window, ECHO_CONNS, &text32, 1)
             })?;
             let label = "echo 100 conn x 32 B text, 1 in flight: msg/s";
@@ -222,7 +233,7 @@ fn run_in(dir: &Path, s: &Settings) -> Res<()> {
         }
         if s.wants("pipelined") {
             let bin1k = Payload::new(OpCode::Binary, 0xa5, 1024);
-            let ms = alternate(s, "pipelined", &all, |ep| {
+            let ms = alternate_all(s, "pipelined", &all, |ep| {
                 client.echo_row(ep, s.window, ECHO_CONNS, &bin1k, PIPELINE_DEPTH)
             })?;
             let label = "pipelined 100 conn x 16 x 1 KiB bin: msg/s";
@@ -232,7 +243,7 @@ fn run_in(dir: &Path, s: &Settings) -> Res<()> {
         }
         if s.wants("bulk") {
             let bin64k = Payload::new(OpCode::Binary, 0x5a, BULK_SIZE);
-            let ms = alternate(s, "bulk", &all, |ep| {
+            let ms = alternate_all(s, "bulk", &all, |ep| {
                 let mut m = client.echo_row(ep, s.window, BULK_CONNS, &bin64k, 1)?;
                 // The figure is MB/s; CPU per operation stays per 64 KiB message.
                 m.rate *= BULK_SIZE as f64 / 1e6;
@@ -243,7 +254,7 @@ fn run_in(dir: &Path, s: &Settings) -> Res<()> {
             rows.push(Row::latency("  round trip p99 (us)", &ms, |m| m.p99_us));
         }
         if s.wants("handshake") {
-            let ms = alternate(s, "handshake", &all, |ep| {
+            let ms = alternate_all(s, "handshake", &all, |ep| {
                 client.storm_row(ep, s.window, &["/echo".to_string()])
             })?;
             let label = format!("handshakes/s, public route ({HANDSHAKE_CONCURRENCY} conc.)");
@@ -351,8 +362,13 @@ fn run_in(dir: &Path, s: &Settings) -> Res<()> {
         let tt = Server::peer("tokio-tungstenite", ROLE_TT)?;
         let t = client.idle_row(&tt, s.idle)?;
         drop(tt);
+        let mut idle = vec![w, f, t];
+        if let Some(exe) = uws_exe() {
+            let uws = Server::external("uWebSockets", &exe)?;
+            idle.push(client.idle_row(&uws, s.idle)?);
+        }
         let label = format!("RSS per idle conn (bytes, {} conns)", group(s.idle as f64));
-        rows.push(Row::latency(&label, &[w, f, t], |m| Some(m.rate)));
+        rows.push(Row::latency(&label, &idle, |m| Some(m.rate)));
         // Authenticated idle connections (wsgate only): one HS256 token for all of them,
         // then a distinct sub and jti per connection (each its own verified-token record).
         let hs_key = dir.join("hs.secret");
@@ -388,15 +404,27 @@ fn run_in(dir: &Path, s: &Settings) -> Res<()> {
     Ok(())
 }
 
-/// Runs `f` on each endpoint in turn, `rounds` times, and keeps each endpoint's best.
-/// Each measurement is reported on stderr as it completes.
+/// [`alternate_all`] for a fixed number of endpoints.
 pub(crate) fn alternate<const N: usize>(
     s: &Settings,
     row: &str,
     servers: &[Endpoint; N],
-    mut f: impl FnMut(&Endpoint) -> Res<Measure>,
+    f: impl FnMut(&Endpoint) -> Res<Measure>,
 ) -> Res<[Measure; N]> {
-    let mut best: [Option<Measure>; N] = std::array::from_fn(|_| None);
+    alternate_all(s, row, servers, f)?
+        .try_into()
+        .map_err(|_| "measurement count".to_string())
+}
+
+/// Runs `f` on each endpoint in turn, `rounds` times, and keeps each endpoint's best.
+/// Each measurement is reported on stderr as it completes.
+fn alternate_all(
+    s: &Settings,
+    row: &str,
+    servers: &[Endpoint],
+    mut f: impl FnMut(&Endpoint) -> Res<Measure>,
+) -> Res<Vec<Measure>> {
+    let mut best: Vec<Option<Measure>> = vec![None; servers.len()];
     for round in 1..=s.rounds {
         for (slot, srv) in best.iter_mut().zip(servers.iter()) {
             let m = f(srv).map_err(|e| format!("{row}, {}: {e}", srv.name))?;
@@ -420,11 +448,9 @@ pub(crate) fn alternate<const N: usize>(
             }
         }
     }
-    let mut out = Vec::with_capacity(N);
-    for m in best {
-        out.push(m.ok_or("no measurement")?);
-    }
-    out.try_into().map_err(|_| "measurement count".to_string())
+    best.into_iter()
+        .map(|m| m.ok_or_else(|| "no measurement".to_string()))
+        .collect()
 }
 
 /// Key files from `wsgate keygen`, and the config next to them.
