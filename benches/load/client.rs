@@ -17,6 +17,20 @@ use crate::{Res, WARMUP};
 
 /// Concurrent connectors in the handshake rows.
 pub(crate) const HANDSHAKE_CONCURRENCY: usize = 64;
+/// Connections per loopback source address when a set is larger than this: connection i
+/// binds 127.0.0.(2 + i / PER_SOURCE) before connecting, so that more connections than
+/// the ephemeral port range (~28k per source address) fit. `WSGATE_BENCH_PER_SOURCE`
+/// overrides it (to exercise the source addresses with fewer connections).
+pub(crate) const PER_SOURCE: usize = 20_000;
+
+/// [`PER_SOURCE`], or `WSGATE_BENCH_PER_SOURCE` when set (at least 1).
+fn per_source() -> usize {
+    std::env::var("WSGATE_BENCH_PER_SOURCE")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(PER_SOURCE)
+        .max(1)
+}
 /// Handshakes in flight while opening a set of connections.
 const DIAL_CONCURRENCY: usize = 256;
 /// Client masking key (servers unmask whatever the key; a constant keeps frames prebuilt).
@@ -270,10 +284,26 @@ impl Conn {
         registry: &Registry,
         slot: usize,
         addr: SocketAddr,
+        source: Option<std::net::Ipv4Addr>,
         request: &[u8],
     ) -> io::Result<()> {
         self.drop_socket();
-        let mut sock = TcpStream::connect(addr)?;
+        let mut sock = match source {
+            None => TcpStream::connect(addr)?,
+            Some(ip) => {
+                // socket2: bind the source address, then a non-blocking connect.
+                use socket2::{Domain, Protocol, Socket, Type};
+                let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+                s.set_nonblocking(true)?;
+                s.bind(&SocketAddr::from((ip, 0)).into())?;
+                match s.connect(&addr.into()) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+                    Err(e) => return Err(e),
+                }
+                TcpStream::from_std(std::net::TcpStream::from(s))
+            }
+        };
         let _ = sock.set_nodelay(true);
         self.generation = self.generation.wrapping_add(1) & (usize::MAX >> SLOT_BITS);
         registry.register(
@@ -469,6 +499,7 @@ impl Client {
         }
         self.conns.clear();
         self.conns.resize_with(n, Conn::new);
+        let per_source = per_source();
         let deadline = Instant::now() + Duration::from_secs(60);
         let (mut next, mut dialing, mut open) = (0, 0, 0);
         while open < n {
@@ -478,6 +509,10 @@ impl Client {
                         self.poll.registry(),
                         next,
                         addr,
+                        (n > per_source).then(|| {
+                            let k = u8::try_from(2 + next / per_source).unwrap_or(u8::MAX);
+                            std::net::Ipv4Addr::new(127, 0, 0, k)
+                        }),
                         &requests[next % requests.len()],
                     )
                     .map_err(|e| format!("connect #{next}: {e}"))?;
@@ -712,7 +747,7 @@ impl Client {
         let mut first_error: Option<String> = None;
         for slot in 0..self.conns.len() {
             self.conns[slot]
-                .dial(self.poll.registry(), slot, srv.addr, next_request())
+                .dial(self.poll.registry(), slot, srv.addr, None, next_request())
                 .map_err(|e| format!("connect: {e}"))?;
         }
         loop {
@@ -767,7 +802,9 @@ impl Client {
                     }
                 };
                 if redial {
-                    if let Err(e) = c.dial(self.poll.registry(), slot, srv.addr, next_request()) {
+                    if let Err(e) =
+                        c.dial(self.poll.registry(), slot, srv.addr, None, next_request())
+                    {
                         errors += 1;
                         first_error.get_or_insert(format!("connect: {e}"));
                         c.drop_socket();
@@ -777,7 +814,7 @@ impl Client {
             // Slots whose connect failed outright get another try.
             for (slot, c) in self.conns.iter_mut().enumerate() {
                 if c.state == State::Free {
-                    let _ = c.dial(self.poll.registry(), slot, srv.addr, next_request());
+                    let _ = c.dial(self.poll.registry(), slot, srv.addr, None, next_request());
                 }
             }
         }

@@ -16,7 +16,13 @@
 //! with one token for every connection and with a distinct `sub`/`jti` per connection). Measurements alternate between the servers; the best of
 //! `WSGATE_BENCH_ROUNDS` (default 2) is kept. `WSGATE_BENCH_SECS` (default 3) is the length
 //! of each measurement window, after a 0.5 s warm-up. `WSGATE_BENCH_IDLE` (default 10000)
-//! sets the idle connection count (0 skips the row), and
+//! sets the idle connection count, or a list of counts for the scale curve of issue #15
+//! (`1000,10000,100000`; 0 skips the rows). Above [`client::PER_SOURCE`] connections the
+//! client binds its sockets to 127.0.0.2, 127.0.0.3, ... (one source address per
+//! `PER_SOURCE` connections) so that they fit the ephemeral port range; RLIMIT_NOFILE is
+//! raised to the hard limit, which must exceed the count (client and each server are
+//! separate processes). tokio-tungstenite is skipped above 20,000 idle connections (it
+//! holds some 130 KB per connection). And
 //! `WSGATE_BENCH_ROWS=echo,pipelined,bulk,handshake,auth,proxy,deflate,idle` picks rows (default all).
 //!
 //! The proxy rows put the tokio-tungstenite server behind wsgate (an upstream route,
@@ -142,8 +148,8 @@ pub(crate) struct Settings {
     pub(crate) window: Duration,
     /// Measurements per server per row (the best is kept).
     rounds: usize,
-    /// Connections of the idle-memory row.
-    idle: usize,
+    /// Connection counts of the idle-memory rows (`WSGATE_BENCH_IDLE=1000,10000`).
+    idle: Vec<usize>,
     /// Rows to run (`WSGATE_BENCH_ROWS`, comma-separated); empty = all.
     only: Vec<String>,
 }
@@ -166,7 +172,11 @@ fn run() -> Res<()> {
     let settings = Settings {
         window: Duration::from_secs_f64(env_or("WSGATE_BENCH_SECS", 3.0_f64).max(0.1)),
         rounds: env_or("WSGATE_BENCH_ROUNDS", 2_usize).max(1),
-        idle: env_or("WSGATE_BENCH_IDLE", 10_000_usize),
+        idle: std::env::var("WSGATE_BENCH_IDLE")
+            .unwrap_or_else(|_| "10000".into())
+            .split(',')
+            .filter_map(|n| n.trim().parse().ok())
+            .collect(),
         only: std::env::var("WSGATE_BENCH_ROWS")
             .unwrap_or_default()
             .split(',')
@@ -351,48 +361,9 @@ fn run_in(dir: &Path, s: &Settings) -> Res<()> {
     if s.wants("deflate") {
         deflate::deflate_rows(dir, s, &mut client, &mut rows)?;
     }
-    if s.idle > 0 && s.wants("idle") {
-        // Fresh servers, so that the caches of earlier rows do not hide the cost.
-        let ws = Server::wsgate(&config)?;
-        let w = client.idle_row(&ws, s.idle)?;
-        drop(ws);
-        let fws = Server::peer("fastwebsockets", ROLE_FWS)?;
-        let f = client.idle_row(&fws, s.idle)?;
-        drop(fws);
-        let tt = Server::peer("tokio-tungstenite", ROLE_TT)?;
-        let t = client.idle_row(&tt, s.idle)?;
-        drop(tt);
-        let mut idle = vec![w, f, t];
-        if let Some(exe) = uws_exe() {
-            let uws = Server::external("uWebSockets", &exe)?;
-            idle.push(client.idle_row(&uws, s.idle)?);
-        }
-        let label = format!("RSS per idle conn (bytes, {} conns)", group(s.idle as f64));
-        rows.push(Row::latency(&label, &idle, |m| Some(m.rate)));
-        // Authenticated idle connections (wsgate only): one HS256 token for all of them,
-        // then a distinct sub and jti per connection (each its own verified-token record).
-        let hs_key = dir.join("hs.secret");
-        let same = vec![format!(
-            "/auth?access_token={}",
-            mint_token(&hs_key, "hs", None)?
-        )];
-        // 100 more than connections: the warm-up takes the last 100 (see `idle_row_targets`),
-        // so every measured connection brings a token the server has not seen.
-        let distinct = (0..s.idle + 100)
-            .map(|i| {
-                let token =
-                    mint_token_for(&hs_key, "hs", &format!("idle-{i}"), Some(format!("j{i}")))?;
-                Ok(format!("/auth?access_token={token}"))
-            })
-            .collect::<Res<Vec<String>>>()?;
-        for (label, targets) in [
-            ("RSS per idle conn, HS256, one token", same),
-            ("RSS per idle conn, HS256, own sub+jti", distinct),
-        ] {
-            let ws = Server::wsgate(&config)?;
-            let w = client.idle_row_targets(&ws, s.idle, &targets)?;
-            drop(ws);
-            rows.push(Row::values(label, [Some(w.rate), None, None]));
+    if s.wants("idle") {
+        for &n in s.idle.iter().filter(|&&n| n > 0) {
+            idle_rows(dir, &config, n, &mut client, &mut rows)?;
         }
     }
     print_table(&rows);
@@ -401,6 +372,68 @@ fn run_in(dir: &Path, s: &Settings) -> Res<()> {
         loadavg(),
         started.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// The idle rows at `n` connections: RSS per idle connection for every peer on the public
+/// route, then wsgate's HS256 route with one token and with one token per connection.
+fn idle_rows(
+    dir: &Path,
+    config: &Path,
+    n: usize,
+    client: &mut Client,
+    rows: &mut Vec<Row>,
+) -> Res<()> {
+    // Fresh servers, so that the caches of earlier rows do not hide the cost.
+    let ws = Server::wsgate(config)?;
+    let w = client.idle_row(&ws, n)?;
+    drop(ws);
+    let fws = Server::peer("fastwebsockets", ROLE_FWS)?;
+    let f = client.idle_row(&fws, n)?;
+    drop(fws);
+    // tokio-tungstenite holds ~130 KB per idle connection: past 20,000 it is skipped.
+    let t = if n <= 20_000 {
+        let tt = Server::peer("tokio-tungstenite", ROLE_TT)?;
+        client.idle_row(&tt, n)?
+    } else {
+        Measure {
+            rate: f64::NAN,
+            ..Measure::default()
+        }
+    };
+    let mut idle = vec![w, f, t];
+    if let Some(exe) = uws_exe() {
+        let uws = Server::external("uWebSockets", &exe)?;
+        idle.push(client.idle_row(&uws, n)?);
+    }
+    let label = format!("RSS per idle conn (bytes, {} conns)", group(n as f64));
+    rows.push(Row::latency(&label, &idle, |m| {
+        Some(m.rate).filter(|r| r.is_finite())
+    }));
+    // Authenticated idle connections (wsgate only): one HS256 token for all of them,
+    // then a distinct sub and jti per connection (each its own verified-token record).
+    let hs_key = dir.join("hs.secret");
+    let same = vec![format!(
+        "/auth?access_token={}",
+        mint_token(&hs_key, "hs", None)?
+    )];
+    // 100 more than connections: the warm-up takes the last 100 (see `idle_row_targets`),
+    // so every measured connection brings a token the server has not seen.
+    let distinct = (0..n + 100)
+        .map(|i| {
+            let token = mint_token_for(&hs_key, "hs", &format!("idle-{i}"), Some(format!("j{i}")))?;
+            Ok(format!("/auth?access_token={token}"))
+        })
+        .collect::<Res<Vec<String>>>()?;
+    for (label, targets) in [
+        ("RSS per idle conn, HS256, one token", same),
+        ("RSS per idle conn, HS256, own sub+jti", distinct),
+    ] {
+        let ws = Server::wsgate(config)?;
+        let w = client.idle_row_targets(&ws, n, &targets)?;
+        drop(ws);
+        rows.push(Row::values(label, [Some(w.rate), None, None]));
+    }
     Ok(())
 }
 
