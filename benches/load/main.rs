@@ -50,6 +50,7 @@
 
 mod client;
 mod deflate;
+mod frames;
 mod peers;
 mod report;
 mod servers;
