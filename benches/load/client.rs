@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Registry, Token};
-use wsgate::proto::ws::frame::{parse_header, write_masked_frame, OpCode, MAX_HEADER_LEN};
+use wsgate::proto::ws::frame::{write_masked_frame, OpCode};
+
+use crate::frames::{Expect, FrameReader, Seen};
 
 use crate::report::Measure;
 use crate::servers::{rss_bytes, CpuWindow, Endpoint, Server};
@@ -17,10 +19,24 @@ use crate::{Res, WARMUP};
 
 /// Concurrent connectors in the handshake rows.
 pub(crate) const HANDSHAKE_CONCURRENCY: usize = 64;
+/// Connections per loopback source address when a set is larger than this: connection i
+/// binds 127.0.0.(2 + i / PER_SOURCE) before connecting, so that more connections than
+/// the ephemeral port range (~28k per source address) fit. `WSGATE_BENCH_PER_SOURCE`
+/// overrides it (to exercise the source addresses with fewer connections).
+pub(crate) const PER_SOURCE: usize = 20_000;
+
+/// [`PER_SOURCE`], or `WSGATE_BENCH_PER_SOURCE` when set (at least 1).
+fn per_source() -> usize {
+    std::env::var("WSGATE_BENCH_PER_SOURCE")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(PER_SOURCE)
+        .max(1)
+}
 /// Handshakes in flight while opening a set of connections.
 const DIAL_CONCURRENCY: usize = 256;
 /// Client masking key (servers unmask whatever the key; a constant keeps frames prebuilt).
-const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+pub(crate) const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 /// `Sec-WebSocket-Key` of every request (RFC 6455 §1.3 sample nonce).
 const WS_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 /// mio tokens carry the slot in their low bits and a generation above it.
@@ -47,8 +63,28 @@ impl Payload {
                 opcode: opcode as u8,
                 len: len as u64,
                 fill: None,
+                compressed: false,
             },
         }
+    }
+
+    /// A prebuilt masked text `frame` whose echo is a text frame of `echo_len` payload
+    /// bytes, compressed (RSV1, RFC 7692 §6) when `compressed`.
+    pub(crate) fn text_frame(frame: Vec<u8>, echo_len: u64, compressed: bool) -> Payload {
+        Payload {
+            frame,
+            expect: Expect {
+                opcode: OpCode::Text as u8,
+                len: echo_len,
+                fill: None,
+                compressed,
+            },
+        }
+    }
+
+    /// The masked frame sent.
+    pub(crate) fn frame(&self) -> &[u8] {
+        &self.frame
     }
 
     /// Like [`Payload::new`], and every echoed payload byte is checked as well.
@@ -70,135 +106,6 @@ enum State {
     Open,
     /// Our close frame is sent; reading until the server's FIN.
     Closing,
-}
-
-/// Server frames: only headers are parsed, payloads are skipped.
-#[derive(Default)]
-struct FrameReader {
-    /// A header split across reads.
-    carry: [u8; MAX_HEADER_LEN],
-    carry_len: usize,
-    /// Payload bytes of the current frame still to come.
-    remaining: u64,
-    /// The current frame's opcode, FIN bit and length.
-    opcode: u8,
-    fin: bool,
-    len: u64,
-    /// Bytes of the current frame's payload that differ from the expected fill.
-    wrong: u64,
-}
-
-/// What every echoed data frame must be.
-#[derive(Debug, Clone, Copy)]
-struct Expect {
-    /// The opcode that was sent (1 text, 2 binary).
-    opcode: u8,
-    /// The payload length that was sent.
-    len: u64,
-    /// The payload's one repeated byte, when the payload is checked.
-    fill: Option<u8>,
-}
-
-/// What a chunk of input completed.
-#[derive(Default)]
-struct Seen {
-    /// Data frames of the expected length.
-    data: usize,
-    /// A close frame arrived.
-    close: bool,
-}
-
-impl FrameReader {
-    /// Consumes `input`; counts complete frames into `seen`. Data frames must match
-    /// `expect` (when given).
-    fn feed(&mut self, mut input: &[u8], expect: Option<&Expect>, seen: &mut Seen) -> Res<()> {
-        while !input.is_empty() {
-            if self.remaining > 0 {
-                let k = usize::try_from(self.remaining)
-                    .unwrap_or(usize::MAX)
-                    .min(input.len());
-                if let Some(fill) = expect.and_then(|e| e.fill) {
-                    if matches!(self.opcode, 1 | 2) {
-                        self.wrong += input[..k].iter().filter(|&&b| b != fill).count() as u64;
-                    }
-                }
-                self.remaining -= k as u64;
-                input = &input[k..];
-                if self.remaining == 0 {
-                    self.complete(expect, seen)?;
-                }
-                continue;
-            }
-            let (header, used) = if self.carry_len == 0 {
-                match parse_header(input) {
-                    Ok(Some(parsed)) => parsed,
-                    Ok(None) => {
-                        self.carry[..input.len()].copy_from_slice(input);
-                        self.carry_len = input.len();
-                        return Ok(());
-                    }
-                    Err(e) => return Err(format!("bad server frame: {e:?}")),
-                }
-            } else {
-                let take = (MAX_HEADER_LEN - self.carry_len).min(input.len());
-                self.carry[self.carry_len..self.carry_len + take].copy_from_slice(&input[..take]);
-                match parse_header(&self.carry[..self.carry_len + take]) {
-                    Ok(Some((header, len))) => {
-                        let used = len - self.carry_len;
-                        self.carry_len = 0;
-                        (header, used)
-                    }
-                    // Less than a whole header even with all of `input`.
-                    Ok(None) => {
-                        self.carry_len += take;
-                        return Ok(());
-                    }
-                    Err(e) => return Err(format!("bad server frame: {e:?}")),
-                }
-            };
-            if header.mask.is_some() {
-                return Err("server frame is masked".into());
-            }
-            input = &input[used..];
-            self.opcode = header.opcode;
-            self.fin = header.fin;
-            self.len = header.payload_len;
-            self.remaining = header.payload_len;
-            self.wrong = 0;
-            if self.remaining == 0 {
-                self.complete(expect, seen)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn complete(&mut self, expect: Option<&Expect>, seen: &mut Seen) -> Res<()> {
-        match self.opcode {
-            0..=2 => {
-                if let Some(e) = expect {
-                    if self.opcode != e.opcode || !self.fin {
-                        return Err(format!(
-                            "echo frame opcode {} fin {}, sent opcode {} fin true",
-                            self.opcode, self.fin, e.opcode
-                        ));
-                    }
-                    if self.len != e.len {
-                        return Err(format!("echo of {} bytes, sent {}", self.len, e.len));
-                    }
-                    if self.wrong > 0 {
-                        return Err(format!(
-                            "echo of {} bytes has {} bytes that differ from what was sent",
-                            self.len, self.wrong
-                        ));
-                    }
-                }
-                seen.data += 1;
-            }
-            8 => seen.close = true,
-            _ => {} // ping / pong
-        }
-        Ok(())
-    }
 }
 
 /// One client connection.
@@ -240,10 +147,26 @@ impl Conn {
         registry: &Registry,
         slot: usize,
         addr: SocketAddr,
+        source: Option<std::net::Ipv4Addr>,
         request: &[u8],
     ) -> io::Result<()> {
         self.drop_socket();
-        let mut sock = TcpStream::connect(addr)?;
+        let mut sock = match source {
+            None => TcpStream::connect(addr)?,
+            Some(ip) => {
+                // socket2: bind the source address, then a non-blocking connect.
+                use socket2::{Domain, Protocol, Socket, Type};
+                let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+                s.set_nonblocking(true)?;
+                s.bind(&SocketAddr::from((ip, 0)).into())?;
+                match s.connect(&addr.into()) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+                    Err(e) => return Err(e),
+                }
+                TcpStream::from_std(std::net::TcpStream::from(s))
+            }
+        };
         let _ = sock.set_nodelay(true);
         self.generation = self.generation.wrapping_add(1) & (usize::MAX >> SLOT_BITS);
         registry.register(
@@ -385,9 +308,17 @@ fn slot_of(token: Token) -> (usize, usize) {
 }
 
 fn upgrade_request(addr: SocketAddr, target: &str) -> Vec<u8> {
+    upgrade_request_with(addr, target, None)
+}
+
+/// [`upgrade_request`] offering `extensions` when given.
+fn upgrade_request_with(addr: SocketAddr, target: &str, extensions: Option<&str>) -> Vec<u8> {
+    let offer = extensions.map_or(String::new(), |e| {
+        format!("Sec-WebSocket-Extensions: {e}\r\n")
+    });
     format!(
         "GET {target} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+         Sec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
     )
     .into_bytes()
 }
@@ -410,17 +341,43 @@ impl Client {
         }
     }
 
-    /// Opens `n` upgraded connections to `addr` (replacing any held).
-    fn open_many(&mut self, addr: SocketAddr, target: &str, n: usize) -> Res<()> {
+    /// Opens `n` upgraded connections to `addr` at `target` (replacing any held), the
+    /// requests offering `extensions` when given.
+    fn open_many_with(
+        &mut self,
+        addr: SocketAddr,
+        target: &str,
+        n: usize,
+        extensions: Option<&str>,
+    ) -> Res<()> {
+        let request = upgrade_request_with(addr, target, extensions);
+        self.open_many_requests(addr, n, &[request])
+    }
+
+    /// Opens `n` upgraded connections to `addr` (replacing any held), connection `i`
+    /// sending `requests[i % requests.len()]`.
+    fn open_many_requests(&mut self, addr: SocketAddr, n: usize, requests: &[Vec<u8>]) -> Res<()> {
+        if requests.is_empty() {
+            return Err("no upgrade request".into());
+        }
         self.conns.clear();
         self.conns.resize_with(n, Conn::new);
-        let request = upgrade_request(addr, target);
+        let per_source = per_source();
         let deadline = Instant::now() + Duration::from_secs(60);
         let (mut next, mut dialing, mut open) = (0, 0, 0);
         while open < n {
             while dialing < DIAL_CONCURRENCY && next < n {
                 self.conns[next]
-                    .dial(self.poll.registry(), next, addr, &request)
+                    .dial(
+                        self.poll.registry(),
+                        next,
+                        addr,
+                        (n > per_source).then(|| {
+                            let k = u8::try_from(2 + next / per_source).unwrap_or(u8::MAX);
+                            std::net::Ipv4Addr::new(127, 0, 0, k)
+                        }),
+                        &requests[next % requests.len()],
+                    )
                     .map_err(|e| format!("connect #{next}: {e}"))?;
                 next += 1;
                 dialing += 1;
@@ -502,7 +459,7 @@ impl Client {
         payload: &Payload,
         depth: usize,
     ) -> Res<Measure> {
-        self.open_many(ep.addr, ep.path, conns)?;
+        self.open_many_with(ep.addr, ep.path, conns, ep.extensions)?;
         let result = self.echo(ep, window, payload, depth);
         let (unclean, first) = self.close_all();
         // After a failed row, unclean closes are expected; after a good one, they are news.
@@ -653,7 +610,7 @@ impl Client {
         let mut first_error: Option<String> = None;
         for slot in 0..self.conns.len() {
             self.conns[slot]
-                .dial(self.poll.registry(), slot, srv.addr, next_request())
+                .dial(self.poll.registry(), slot, srv.addr, None, next_request())
                 .map_err(|e| format!("connect: {e}"))?;
         }
         loop {
@@ -708,7 +665,9 @@ impl Client {
                     }
                 };
                 if redial {
-                    if let Err(e) = c.dial(self.poll.registry(), slot, srv.addr, next_request()) {
+                    if let Err(e) =
+                        c.dial(self.poll.registry(), slot, srv.addr, None, next_request())
+                    {
                         errors += 1;
                         first_error.get_or_insert(format!("connect: {e}"));
                         c.drop_socket();
@@ -718,7 +677,7 @@ impl Client {
             // Slots whose connect failed outright get another try.
             for (slot, c) in self.conns.iter_mut().enumerate() {
                 if c.state == State::Free {
-                    let _ = c.dial(self.poll.registry(), slot, srv.addr, next_request());
+                    let _ = c.dial(self.poll.registry(), slot, srv.addr, None, next_request());
                 }
             }
         }
@@ -738,12 +697,30 @@ impl Client {
 
     /// Idle row: RSS of the server before and after `n` idle upgraded connections.
     pub(crate) fn idle_row(&mut self, srv: &Server, n: usize) -> Res<Measure> {
+        self.idle_row_targets(srv, n, &["/echo".to_string()])
+    }
+
+    /// [`Client::idle_row`], connection `i` upgrading at `targets[i % targets.len()]`
+    /// (the authenticated rows: one token for all, or one token per connection).
+    pub(crate) fn idle_row_targets(
+        &mut self,
+        srv: &Server,
+        n: usize,
+        targets: &[String],
+    ) -> Res<Measure> {
+        let requests: Vec<Vec<u8>> = targets
+            .iter()
+            .map(|t| upgrade_request(srv.addr, t))
+            .collect();
         // Warm-up: one-time allocations (buffers, slab, runtime) are not per connection.
-        self.open_many(srv.addr, "/echo", 100)?;
+        // It takes the last 100 targets: with `n + 100` distinct tokens the measured
+        // connections (targets 0..n) all bring tokens the server has not seen.
+        let warm: Vec<Vec<u8>> = requests.iter().rev().take(100).cloned().collect();
+        self.open_many_requests(srv.addr, 100, &warm)?;
         self.close_all();
         std::thread::sleep(Duration::from_millis(300));
         let before = rss_bytes(srv.pid)?;
-        self.open_many(srv.addr, "/echo", n)?;
+        self.open_many_requests(srv.addr, n, &requests)?;
         std::thread::sleep(Duration::from_secs(1));
         let after = rss_bytes(srv.pid)?;
         self.conns.clear();

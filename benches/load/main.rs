@@ -12,11 +12,18 @@
 //! servers; HS256 and EdDSA query tokens for wsgate, the EdDSA one twice: a distinct token
 //! per handshake, which is the verification's real cost, and one token repeated, which a
 //! per-worker cache of verified tokens answers), and resident memory per idle connection at
-//! 10,000 connections. Measurements alternate between the servers; the best of
+//! 10,000 connections (public route for all servers; for wsgate also on the HS256 route,
+//! with one token for every connection and with a distinct `sub`/`jti` per connection). Measurements alternate between the servers; the best of
 //! `WSGATE_BENCH_ROUNDS` (default 2) is kept. `WSGATE_BENCH_SECS` (default 3) is the length
 //! of each measurement window, after a 0.5 s warm-up. `WSGATE_BENCH_IDLE` (default 10000)
-//! sets the idle connection count (0 skips the row), and
-//! `WSGATE_BENCH_ROWS=echo,pipelined,bulk,handshake,auth,proxy,idle` picks rows (default all).
+//! sets the idle connection count, or a list of counts for the scale curve of issue #15
+//! (`1000,10000,100000`; 0 skips the rows). Above [`client::PER_SOURCE`] connections the
+//! client binds its sockets to 127.0.0.2, 127.0.0.3, ... (one source address per
+//! `PER_SOURCE` connections) so that they fit the ephemeral port range; RLIMIT_NOFILE is
+//! raised to the hard limit, which must exceed the count (client and each server are
+//! separate processes). tokio-tungstenite is skipped above 20,000 idle connections (it
+//! holds some 130 KB per connection). And
+//! `WSGATE_BENCH_ROWS=echo,pipelined,bulk,handshake,auth,proxy,deflate,idle` picks rows (default all).
 //!
 //! The proxy rows put the tokio-tungstenite server behind wsgate (an upstream route,
 //! `/proxy`) and compare client -> wsgate -> tokio-tungstenite with client ->
@@ -24,6 +31,14 @@
 //! round trip (100 connections, and 1 connection for the unloaded latency) and the
 //! pipelined 1 KiB scenario. Their wsgate column is "via wsgate", their tokio-tungstenite
 //! column "direct"; every echoed payload is checked byte for byte.
+//!
+//! The deflate rows (SPEC §10, `WSGATE_BENCH_ROWS=deflate`, `deflate.rs`) echo a 1 KiB
+//! JSON text message on a wsgate with `[compression]` on: 100 connections that negotiated
+//! permessage-deflate (sent compressed, the echo comes back compressed and its length is
+//! checked) against 100 connections on the same server that did not. tokio-tungstenite
+//! 0.26 and fastwebsockets 0.10 have no permessage-deflate, so no peer negotiates it: the
+//! rows measure wsgate alone, its wsgate column "deflate", its tokio-tung column "plain":
+//! messages/s, the server's CPU per message and the bytes on the wire per message each way.
 //!
 //! Each cell also shows the server's CPU use (all its threads, user + system) during the
 //! window and its CPU per operation (CPU-seconds / messages or handshakes), and the last
@@ -34,6 +49,8 @@
 #![allow(clippy::disallowed_methods)]
 
 mod client;
+mod deflate;
+mod frames;
 mod peers;
 mod report;
 mod servers;
@@ -48,7 +65,7 @@ use wsgate::cli::token::{mint, MintOptions};
 use wsgate::proto::ws::frame::OpCode;
 
 use client::{Client, Payload, HANDSHAKE_CONCURRENCY};
-use peers::{ROLE_FWS, ROLE_TT};
+use peers::{uws_exe, ROLE_FWS, ROLE_TT, UWS_VAR};
 use report::{group, pct, print_table, Measure, Row};
 use servers::{Endpoint, Server};
 
@@ -60,7 +77,7 @@ const DISTINCT_TOKENS: usize = 16_384;
 /// Warm-up before each measurement window.
 pub(crate) const WARMUP: Duration = Duration::from_millis(500);
 /// Connections of the round-trip and pipelined rows.
-const ECHO_CONNS: usize = 100;
+pub(crate) const ECHO_CONNS: usize = 100;
 /// Messages in flight per connection in the pipelined row.
 const PIPELINE_DEPTH: usize = 16;
 /// Connections of the bulk row.
@@ -68,7 +85,7 @@ const BULK_CONNS: usize = 10;
 /// Payload of the bulk row.
 const BULK_SIZE: usize = 64 * 1024;
 /// The config the bench gives wsgate: every limit out of the way, one worker.
-const WSGATE_CONFIG: &str = r#"[server]
+pub(crate) const WSGATE_CONFIG: &str = r#"[server]
 listen = ["127.0.0.1:0"]
 workers = 1
 
@@ -127,19 +144,19 @@ fn main() {
 // ---------------------------------------------------------------------------------------
 
 /// Knobs from the environment.
-struct Settings {
+pub(crate) struct Settings {
     /// Measurement window.
-    window: Duration,
+    pub(crate) window: Duration,
     /// Measurements per server per row (the best is kept).
     rounds: usize,
-    /// Connections of the idle-memory row.
-    idle: usize,
+    /// Connection counts of the idle-memory rows (`WSGATE_BENCH_IDLE=1000,10000`).
+    idle: Vec<usize>,
     /// Rows to run (`WSGATE_BENCH_ROWS`, comma-separated); empty = all.
     only: Vec<String>,
 }
 
 impl Settings {
-    /// Row names: echo, pipelined, bulk, handshake, auth, idle.
+    /// Row names: echo, pipelined, bulk, handshake, auth, proxy, deflate, idle.
     fn wants(&self, row: &str) -> bool {
         self.only.is_empty() || self.only.iter().any(|r| r == row)
     }
@@ -156,7 +173,11 @@ fn run() -> Res<()> {
     let settings = Settings {
         window: Duration::from_secs_f64(env_or("WSGATE_BENCH_SECS", 3.0_f64).max(0.1)),
         rounds: env_or("WSGATE_BENCH_ROUNDS", 2_usize).max(1),
-        idle: env_or("WSGATE_BENCH_IDLE", 10_000_usize),
+        idle: std::env::var("WSGATE_BENCH_IDLE")
+            .unwrap_or_else(|_| "10000".into())
+            .split(',')
+            .filter_map(|n| n.trim().parse().ok())
+            .collect(),
         only: std::env::var("WSGATE_BENCH_ROWS")
             .unwrap_or_default()
             .split(',')
@@ -194,15 +215,26 @@ fn run_in(dir: &Path, s: &Settings) -> Res<()> {
              pid {} on {} (also wsgate's upstream for {PROXY_PATH})\n",
             ws.pid, ws.addr, fws.pid, fws.addr, tt.pid, tt.addr
         );
-        let all = [
+        let uws = uws_exe()
+            .map(|exe| Server::external("uWebSockets", &exe))
+            .transpose()?;
+        match &uws {
+            Some(u) => println!("uWebSockets pid {} on {}\n", u.pid, u.addr),
+            None => println!(
+                "uWebSockets column: absent; set {UWS_VAR}=/path/to/BenchEcho to add it \
+                 (see benches/load/peers.rs)\n"
+            ),
+        }
+        let mut all = vec![
             ws.endpoint("/echo"),
             fws.endpoint("/echo"),
             tt.endpoint("/echo"),
         ];
+        all.extend(uws.as_ref().map(|u| u.endpoint("/echo")));
 
         if s.wants("echo") {
             let text32 = Payload::new(OpCode::Text, b'x', 32);
-            let ms = alternate(s, "echo", &all, |ep| {
+            let ms = alternate_all(s, "echo", &all, |ep| {
                 client.echo_row(ep, s.window, ECHO_CONNS, &text32, 1)
             })?;
             let label = "echo 100 conn x 32 B text, 1 in flight: msg/s";
@@ -212,7 +244,7 @@ fn run_in(dir: &Path, s: &Settings) -> Res<()> {
         }
         if s.wants("pipelined") {
             let bin1k = Payload::new(OpCode::Binary, 0xa5, 1024);
-            let ms = alternate(s, "pipelined", &all, |ep| {
+            let ms = alternate_all(s, "pipelined", &all, |ep| {
                 client.echo_row(ep, s.window, ECHO_CONNS, &bin1k, PIPELINE_DEPTH)
             })?;
             let label = "pipelined 100 conn x 16 x 1 KiB bin: msg/s";
@@ -222,7 +254,7 @@ fn run_in(dir: &Path, s: &Settings) -> Res<()> {
         }
         if s.wants("bulk") {
             let bin64k = Payload::new(OpCode::Binary, 0x5a, BULK_SIZE);
-            let ms = alternate(s, "bulk", &all, |ep| {
+            let ms = alternate_all(s, "bulk", &all, |ep| {
                 let mut m = client.echo_row(ep, s.window, BULK_CONNS, &bin64k, 1)?;
                 // The figure is MB/s; CPU per operation stays per 64 KiB message.
                 m.rate *= BULK_SIZE as f64 / 1e6;
@@ -233,7 +265,7 @@ fn run_in(dir: &Path, s: &Settings) -> Res<()> {
             rows.push(Row::latency("  round trip p99 (us)", &ms, |m| m.p99_us));
         }
         if s.wants("handshake") {
-            let ms = alternate(s, "handshake", &all, |ep| {
+            let ms = alternate_all(s, "handshake", &all, |ep| {
                 client.storm_row(ep, s.window, &["/echo".to_string()])
             })?;
             let label = format!("handshakes/s, public route ({HANDSHAKE_CONCURRENCY} conc.)");
@@ -327,19 +359,13 @@ fn run_in(dir: &Path, s: &Settings) -> Res<()> {
             }
         }
     }
-    if s.idle > 0 && s.wants("idle") {
-        // Fresh servers, so that the caches of earlier rows do not hide the cost.
-        let ws = Server::wsgate(&config)?;
-        let w = client.idle_row(&ws, s.idle)?;
-        drop(ws);
-        let fws = Server::peer("fastwebsockets", ROLE_FWS)?;
-        let f = client.idle_row(&fws, s.idle)?;
-        drop(fws);
-        let tt = Server::peer("tokio-tungstenite", ROLE_TT)?;
-        let t = client.idle_row(&tt, s.idle)?;
-        drop(tt);
-        let label = format!("RSS per idle conn (bytes, {} conns)", group(s.idle as f64));
-        rows.push(Row::latency(&label, &[w, f, t], |m| Some(m.rate)));
+    if s.wants("deflate") {
+        deflate::deflate_rows(dir, s, &mut client, &mut rows)?;
+    }
+    if s.wants("idle") {
+        for &n in s.idle.iter().filter(|&&n| n > 0) {
+            idle_rows(dir, &config, n, &mut client, &mut rows)?;
+        }
     }
     print_table(&rows);
     println!(
@@ -350,15 +376,89 @@ fn run_in(dir: &Path, s: &Settings) -> Res<()> {
     Ok(())
 }
 
-/// Runs `f` on each endpoint in turn, `rounds` times, and keeps each endpoint's best.
-/// Each measurement is reported on stderr as it completes.
-fn alternate<const N: usize>(
+/// The idle rows at `n` connections: RSS per idle connection for every peer on the public
+/// route, then wsgate's HS256 route with one token and with one token per connection.
+fn idle_rows(
+    dir: &Path,
+    config: &Path,
+    n: usize,
+    client: &mut Client,
+    rows: &mut Vec<Row>,
+) -> Res<()> {
+    // Fresh servers, so that the caches of earlier rows do not hide the cost.
+    let ws = Server::wsgate(config)?;
+    let w = client.idle_row(&ws, n)?;
+    drop(ws);
+    let fws = Server::peer("fastwebsockets", ROLE_FWS)?;
+    let f = client.idle_row(&fws, n)?;
+    drop(fws);
+    // tokio-tungstenite holds ~130 KB per idle connection: past 20,000 it is skipped.
+    let t = if n <= 20_000 {
+        let tt = Server::peer("tokio-tungstenite", ROLE_TT)?;
+        client.idle_row(&tt, n)?
+    } else {
+        Measure {
+            rate: f64::NAN,
+            ..Measure::default()
+        }
+    };
+    let mut idle = vec![w, f, t];
+    if let Some(exe) = uws_exe() {
+        let uws = Server::external("uWebSockets", &exe)?;
+        idle.push(client.idle_row(&uws, n)?);
+    }
+    let label = format!("RSS per idle conn (bytes, {} conns)", group(n as f64));
+    rows.push(Row::latency(&label, &idle, |m| {
+        Some(m.rate).filter(|r| r.is_finite())
+    }));
+    // Authenticated idle connections (wsgate only): one HS256 token for all of them,
+    // then a distinct sub and jti per connection (each its own verified-token record).
+    let hs_key = dir.join("hs.secret");
+    let same = vec![format!(
+        "/auth?access_token={}",
+        mint_token(&hs_key, "hs", None)?
+    )];
+    // 100 more than connections: the warm-up takes the last 100 (see `idle_row_targets`),
+    // so every measured connection brings a token the server has not seen.
+    let distinct = (0..n + 100)
+        .map(|i| {
+            let token = mint_token_for(&hs_key, "hs", &format!("idle-{i}"), Some(format!("j{i}")))?;
+            Ok(format!("/auth?access_token={token}"))
+        })
+        .collect::<Res<Vec<String>>>()?;
+    for (label, targets) in [
+        ("RSS per idle conn, HS256, one token", same),
+        ("RSS per idle conn, HS256, own sub+jti", distinct),
+    ] {
+        let ws = Server::wsgate(config)?;
+        let w = client.idle_row_targets(&ws, n, &targets)?;
+        drop(ws);
+        rows.push(Row::values(label, [Some(w.rate), None, None]));
+    }
+    Ok(())
+}
+
+/// [`alternate_all`] for a fixed number of endpoints.
+pub(crate) fn alternate<const N: usize>(
     s: &Settings,
     row: &str,
     servers: &[Endpoint; N],
-    mut f: impl FnMut(&Endpoint) -> Res<Measure>,
+    f: impl FnMut(&Endpoint) -> Res<Measure>,
 ) -> Res<[Measure; N]> {
-    let mut best: [Option<Measure>; N] = std::array::from_fn(|_| None);
+    alternate_all(s, row, servers, f)?
+        .try_into()
+        .map_err(|_| "measurement count".to_string())
+}
+
+/// Runs `f` on each endpoint in turn, `rounds` times, and keeps each endpoint's best.
+/// Each measurement is reported on stderr as it completes.
+fn alternate_all(
+    s: &Settings,
+    row: &str,
+    servers: &[Endpoint],
+    mut f: impl FnMut(&Endpoint) -> Res<Measure>,
+) -> Res<Vec<Measure>> {
+    let mut best: Vec<Option<Measure>> = vec![None; servers.len()];
     for round in 1..=s.rounds {
         for (slot, srv) in best.iter_mut().zip(servers.iter()) {
             let m = f(srv).map_err(|e| format!("{row}, {}: {e}", srv.name))?;
@@ -382,11 +482,9 @@ fn alternate<const N: usize>(
             }
         }
     }
-    let mut out = Vec::with_capacity(N);
-    for m in best {
-        out.push(m.ok_or("no measurement")?);
-    }
-    out.try_into().map_err(|_| "measurement count".to_string())
+    best.into_iter()
+        .map(|m| m.ok_or_else(|| "no measurement".to_string()))
+        .collect()
 }
 
 /// Key files from `wsgate keygen`, and the config next to them.
@@ -423,6 +521,11 @@ fn proxy_config(dir: &Path, upstream: SocketAddr) -> Res<PathBuf> {
 /// A one-hour token for `sub = bench` (with `jti` when given), through the library's
 /// `token mint`.
 fn mint_token(key: &Path, kid: &str, jti: Option<String>) -> Res<String> {
+    mint_token_for(key, kid, "bench", jti)
+}
+
+/// [`mint_token`] for subject `sub`.
+fn mint_token_for(key: &Path, kid: &str, sub: &str, jti: Option<String>) -> Res<String> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_err(|e| e.to_string())?
@@ -431,7 +534,7 @@ fn mint_token(key: &Path, kid: &str, jti: Option<String>) -> Res<String> {
         key_file: key.to_path_buf(),
         alg: None,
         kid: Some(kid.to_string()),
-        sub: "bench".to_string(),
+        sub: sub.to_string(),
         ttl_secs: 3600,
         scope: None,
         aud: None,

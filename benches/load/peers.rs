@@ -1,8 +1,16 @@
 //! The peer servers, each run as a child process of this executable (`WSGATE_BENCH_ROLE`)
 //! with one thread serving connections: tokio-tungstenite's echo server example and
 //! fastwebsockets' echo server example. uWebSockets, the other peer of issue #15, is a C++
-//! library that cannot be fetched here (package registries only); the coordinator's
-//! harness measures it.
+//! library that no package registry carries: it is an optional external binary named by
+//! `WSGATE_BENCH_UWS` (see [`uws_exe`]).
+//!
+//! How that binary (BenchEcho) was built: `git clone` uNetworking/uWebSockets and, inside
+//! it, uNetworking/uSockets; `make -C uSockets`; then
+//! `g++ -O3 -march=native -flto=auto -std=c++2b -Isrc -IuSockets/src BenchEcho.cpp
+//! uSockets/*.o -lz`, where BenchEcho.cpp is `examples/EchoServer.cpp` taking its port
+//! from argv[1] and with compression disabled (one thread, every message echoed;
+//! `BenchEcho PORT` listens on 127.0.0.1:PORT and prints "Listening on port N"). Nothing
+//! of uWebSockets is in this repository.
 
 use std::io::{self, Write};
 use std::time::Duration;
@@ -13,6 +21,16 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 pub(crate) const ROLE_TT: &str = "tt-server";
 /// The role value for the fastwebsockets server.
 pub(crate) const ROLE_FWS: &str = "fws-server";
+
+/// Env var naming the uWebSockets echo binary (`BenchEcho PORT`).
+pub(crate) const UWS_VAR: &str = "WSGATE_BENCH_UWS";
+
+/// The uWebSockets echo binary, when `WSGATE_BENCH_UWS` names one.
+pub(crate) fn uws_exe() -> Option<std::path::PathBuf> {
+    std::env::var_os(UWS_VAR)
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+}
 
 /// `WSGATE_BENCH_TT_READ_BUFFER`: a read buffer size for the reference server (tungstenite
 /// zeroes the whole free part of its read buffer before every read, 128 KiB by default).

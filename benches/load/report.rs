@@ -40,8 +40,8 @@ impl Measure {
     }
 }
 
-/// The peers' columns, in print order.
-pub(crate) const COLUMNS: [&str; 3] = ["wsgate", "fastwebsockets", "tokio-tung"];
+/// The peers' columns, in print order (uWebSockets only with `WSGATE_BENCH_UWS`).
+pub(crate) const COLUMNS: [&str; 4] = ["wsgate", "fastwebsockets", "tokio-tung", "uWebSockets"];
 
 /// One peer's cell of a row.
 #[derive(Default, Clone, Copy)]
@@ -71,17 +71,17 @@ impl Cell {
 /// One printed line: a cell per column of [`COLUMNS`].
 pub(crate) struct Row {
     label: String,
-    cells: [Cell; 3],
+    cells: [Cell; 4],
     client_cpu: String,
     note: String,
 }
 
 impl Row {
-    /// A rate row over the three peers (wsgate, fastwebsockets, tokio-tungstenite).
-    pub(crate) fn rate(label: &str, ms: &[Measure; 3]) -> Row {
+    /// A rate row over the peers in [`COLUMNS`] order (uWebSockets when measured).
+    pub(crate) fn rate(label: &str, ms: &[Measure]) -> Row {
         Row {
             label: label.into(),
-            cells: [Cell::of(&ms[0]), Cell::of(&ms[1]), Cell::of(&ms[2])],
+            cells: std::array::from_fn(|i| ms.get(i).map_or_else(Cell::default, Cell::of)),
             client_cpu: ms
                 .iter()
                 .map(|m| pct(m.client_cpu))
@@ -92,18 +92,10 @@ impl Row {
     }
 
     /// A figure of each peer's measurement (latency, memory), without CPU.
-    pub(crate) fn latency(
-        label: &str,
-        ms: &[Measure; 3],
-        f: impl Fn(&Measure) -> Option<f64>,
-    ) -> Row {
+    pub(crate) fn latency(label: &str, ms: &[Measure], f: impl Fn(&Measure) -> Option<f64>) -> Row {
         Row {
             label: label.into(),
-            cells: [
-                Cell::value(f(&ms[0])),
-                Cell::value(f(&ms[1])),
-                Cell::value(f(&ms[2])),
-            ],
+            cells: std::array::from_fn(|i| Cell::value(ms.get(i).and_then(&f))),
             client_cpu: String::new(),
             note: String::new(),
         }
@@ -124,13 +116,44 @@ impl Row {
         };
         Row {
             label: label.into(),
-            cells: [Cell::of(via), Cell::default(), Cell::of(direct)],
+            cells: [
+                Cell::of(via),
+                Cell::default(),
+                Cell::of(direct),
+                Cell::default(),
+            ],
             client_cpu: format!("{}/-/{}", pct(via.client_cpu), pct(direct.client_cpu)),
             note: format!(
                 "  upstream cpu {} via{goal}{}",
                 pct(via.upstream_cpu),
                 errors_note(&[via, direct])
             ),
+        }
+    }
+
+    /// A rate of two measurements of one server (deflate rows: with the extension in the
+    /// wsgate column, without in the tokio-tungstenite column).
+    pub(crate) fn pair_rate(label: &str, a: &Measure, b: &Measure) -> Row {
+        Row {
+            label: label.into(),
+            cells: [Cell::of(a), Cell::default(), Cell::of(b), Cell::default()],
+            client_cpu: format!("{}/-/{}", pct(a.client_cpu), pct(b.client_cpu)),
+            note: errors_note(&[a, b]),
+        }
+    }
+
+    /// Plain figures, one per column (`None`: no figure).
+    pub(crate) fn values(label: &str, values: [Option<f64>; 3]) -> Row {
+        Row {
+            label: label.into(),
+            cells: [
+                Cell::value(values[0]),
+                Cell::value(values[1]),
+                Cell::value(values[2]),
+                Cell::default(),
+            ],
+            client_cpu: String::new(),
+            note: String::new(),
         }
     }
 
@@ -143,7 +166,12 @@ impl Row {
     ) -> Row {
         Row {
             label: label.into(),
-            cells: [Cell::value(f(via)), Cell::default(), Cell::value(f(direct))],
+            cells: [
+                Cell::value(f(via)),
+                Cell::default(),
+                Cell::value(f(direct)),
+                Cell::default(),
+            ],
             client_cpu: String::new(),
             note: String::new(),
         }
@@ -163,7 +191,12 @@ impl Row {
         };
         Row {
             label: "  added p50 via wsgate (us)".into(),
-            cells: [Cell::value(added), Cell::default(), Cell::default()],
+            cells: [
+                Cell::value(added),
+                Cell::default(),
+                Cell::default(),
+                Cell::default(),
+            ],
             client_cpu: String::new(),
             note,
         }
@@ -173,7 +206,12 @@ impl Row {
     pub(crate) fn wsgate_only(label: &str, w: &Measure, note: &str) -> Row {
         Row {
             label: label.into(),
-            cells: [Cell::of(w), Cell::default(), Cell::default()],
+            cells: [
+                Cell::of(w),
+                Cell::default(),
+                Cell::default(),
+                Cell::default(),
+            ],
             client_cpu: format!("{}/-/-", pct(w.client_cpu)),
             note: format!("{}{note}", errors_note(&[w])),
         }
@@ -227,7 +265,7 @@ pub(crate) fn print_table(rows: &[Row]) {
         let _ = write!(out, " {name:>11} {:>5} {:>6}", "cpu", "us/op");
     }
     let _ = writeln!(out, " {:>7}  {:>11}", "ws/tt", "client");
-    let _ = writeln!(out, "{}", "-".repeat(46 + 3 * 25 + 22));
+    let _ = writeln!(out, "{}", "-".repeat(46 + COLUMNS.len() * 25 + 22));
     for r in rows {
         let cell = |v: Option<f64>| v.map_or("-".into(), group);
         let cpu = |c: Option<f64>| c.map_or(String::new(), |c| pct(Some(c)));
@@ -253,10 +291,12 @@ pub(crate) fn print_table(rows: &[Row]) {
         "cpu: the server's CPU (all threads) during the window, 100% = one core; us/op: server \
          CPU-seconds / operations (messages echoed, handshakes completed) in the window, lower \
          is better;\nclient: the bench client's CPU (wsgate / fastwebsockets / tokio-tungstenite \
-         runs). ws/tt: higher is better for rates, lower for latency and memory.\nproxy rows: \
+         / uWebSockets runs). ws/tt: higher is better for rates, lower for latency and memory.\nproxy rows: \
          wsgate column = client -> wsgate {PROXY_PATH} -> tokio-tungstenite (cpu: wsgate's; the \
          upstream's is in the note),\n  tokio-tung column = client -> the same \
-         tokio-tungstenite directly; ws/tt = via/direct."
+         tokio-tungstenite directly; ws/tt = via/direct.\ndeflate rows: wsgate alone (no \
+         peer negotiates permessage-deflate); wsgate column = connections with the extension, \
+         tokio-tung column = the same server without it; ws/tt = deflate/plain."
     );
     print!("{out}");
 }

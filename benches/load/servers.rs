@@ -41,6 +41,8 @@ pub(crate) struct Endpoint {
     pub(crate) pid: u32,
     /// The upstream behind a proxy route (its CPU is reported too).
     pub(crate) upstream_pid: Option<u32>,
+    /// `Sec-WebSocket-Extensions` offered by echo rows' connections.
+    pub(crate) extensions: Option<&'static str>,
 }
 
 impl Server {
@@ -52,6 +54,7 @@ impl Server {
             path,
             pid: self.pid,
             upstream_pid: None,
+            extensions: None,
         }
     }
 
@@ -94,6 +97,45 @@ impl Server {
             }
             if Instant::now() > deadline {
                 return Err("wsgate is not listening after 10 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// An external echo server binary (`exe PORT`, as uWebSockets' BenchEcho): a free port
+    /// is found by binding 127.0.0.1:0 and releasing it, then the server is ready once it
+    /// accepts a TCP connection (within 10 s).
+    pub(crate) fn external(name: &'static str, exe: &Path) -> Res<Server> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("free port: {e}"))?
+            .port();
+        let child = Command::new(exe)
+            .arg(port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start {name} ({}): {e}", exe.display()))?;
+        let pid = child.id();
+        let mut server = Server {
+            name,
+            child,
+            pid,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if std::net::TcpStream::connect(server.addr).is_ok() {
+                return Ok(server);
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                return Err(format!("{name} exited at start: {status}"));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{name} is not listening on {} after 10 s",
+                    server.addr
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
