@@ -5,9 +5,21 @@
 //! did not. The rows measure wsgate alone (its wsgate column "deflate", its tokio-tung
 //! column "plain"): messages/s, the server's CPU per message, and the bytes on the wire
 //! per message each way.
+//!
+//! With `WSGATE_BENCH_UWS_DEFLATE=/path/to/BenchEchoDeflate` (a uWebSockets echo server
+//! built like the `WSGATE_BENCH_UWS` one, see `peers.rs`, but with
+//! `.compression = uWS::CompressOptions(uWS::SHARED_COMPRESSOR | uWS::SHARED_DECOMPRESSOR)`
+//! and `ws->send(message, opCode, true)`: no context takeover, every echo compressed),
+//! uWebSockets joins the row in its own column, measured in the same alternation with the
+//! same compressed frames; its echo's compressed length is read once from a probe
+//! connection (its compressor is not wsgate's, so the bytes differ) and then checked on
+//! every echo.
 
 use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
+use std::time::Duration;
 
 use wsgate::proto::ws::deflate::{negotiate, DeflateConfig, PerMessageDeflate};
 use wsgate::proto::ws::frame::{parse_header, write_masked_frame, OpCode};
@@ -16,6 +28,9 @@ use crate::client::{Client, Payload, MASK};
 use crate::report::Row;
 use crate::servers::{Endpoint, Server};
 use crate::{alternate, Res, Settings, ECHO_CONNS, WSGATE_CONFIG};
+
+/// Env var naming a uWebSockets echo binary with permessage-deflate on (module text).
+const UWS_DEFLATE_VAR: &str = "WSGATE_BENCH_UWS_DEFLATE";
 
 /// The size of the JSON message.
 const JSON_LEN: usize = 1024;
@@ -100,33 +115,141 @@ pub(crate) fn deflate_rows(
             ..ws.endpoint("/echo")
         },
     ];
-    let [d, p] = alternate(s, "deflate", &pair, |ep| {
-        let payload = if ep.extensions.is_some() {
-            &deflated
-        } else {
-            &plain
+    let uws = match std::env::var_os(UWS_DEFLATE_VAR).filter(|v| !v.is_empty()) {
+        Some(exe) => Some(Server::external("uWebSockets deflate", Path::new(&exe))?),
+        None => {
+            eprintln!(
+                "deflate rows: no uWebSockets column; set {UWS_DEFLATE_VAR}=/path/to/BenchEchoDeflate to add it"
+            );
+            None
+        }
+    };
+    let Some(uws) = uws else {
+        let [d, p] = alternate(s, "deflate", &pair, |ep| {
+            let payload = if ep.extensions.is_some() {
+                &deflated
+            } else {
+                &plain
+            };
+            client.echo_row(ep, s.window, ECHO_CONNS, payload, 1)
+        })?;
+        push_rows(rows, [&d, &p], None, &deflated, &plain, echo.len(), None);
+        return Ok(());
+    };
+    let uws_ep = Endpoint {
+        extensions: Some(OFFER),
+        ..uws.endpoint("/echo")
+    };
+    let uws_echo = probe_echo_len(uws_ep.addr, deflated.frame())?;
+    let uws_payload = Payload::text_frame(deflated.frame().to_vec(), uws_echo.1, true);
+    let [d_ep, p_ep] = pair;
+    let three = [d_ep, p_ep, uws_ep];
+    let [d, p, u] = alternate(s, "deflate", &three, |ep| {
+        let payload = match (ep.extensions.is_some(), ep.pid == uws.pid) {
+            (_, true) => &uws_payload,
+            (true, false) => &deflated,
+            (false, false) => &plain,
         };
         client.echo_row(ep, s.window, ECHO_CONNS, payload, 1)
     })?;
-    rows.push(Row::pair_rate(
-        "deflate 100 conn x 1 KiB JSON: msg/s",
-        &d,
-        &p,
-    ));
-    rows.push(Row::pair("  round trip p50 (us)", &d, &p, |m| m.p50_us));
-    rows.push(Row::pair("  round trip p99 (us)", &d, &p, |m| m.p99_us));
-    let bytes = |label: &str, deflate: usize, plain: usize| {
-        Row::values(label, [Some(deflate as f64), None, Some(plain as f64)])
-    };
-    rows.push(bytes(
-        "  bytes on the wire per message, to wsgate",
-        deflated.frame().len(),
-        plain.frame().len(),
-    ));
-    rows.push(bytes(
-        "  bytes on the wire per message, echoed",
+    push_rows(
+        rows,
+        [&d, &p],
+        Some(&u),
+        &deflated,
+        &plain,
         echo.len(),
-        plain.frame().len() - MASK.len(),
-    ));
+        Some(uws_echo.0),
+    );
     Ok(())
+}
+
+/// The rows: wsgate with the extension (wsgate column), without it (tokio-tung column),
+/// uWebSockets with it when measured (its own column).
+fn push_rows(
+    rows: &mut Vec<Row>,
+    [d, p]: [&crate::report::Measure; 2],
+    u: Option<&crate::report::Measure>,
+    deflated: &Payload,
+    plain: &Payload,
+    echo_len: usize,
+    uws_echo_len: Option<usize>,
+) {
+    rows.push(Row::deflate_rate(
+        "deflate 100 conn x 1 KiB JSON: msg/s",
+        d,
+        p,
+        u,
+    ));
+    let pick = |f: fn(&crate::report::Measure) -> Option<f64>| [f(d), None, f(p), u.and_then(f)];
+    rows.push(Row::values4("  round trip p50 (us)", pick(|m| m.p50_us)));
+    rows.push(Row::values4("  round trip p99 (us)", pick(|m| m.p99_us)));
+    let to_server = deflated.frame().len() as f64;
+    rows.push(Row::values4(
+        "  bytes on the wire per message, to the server",
+        [
+            Some(to_server),
+            None,
+            Some(plain.frame().len() as f64),
+            u.map(|_| to_server),
+        ],
+    ));
+    rows.push(Row::values4(
+        "  bytes on the wire per message, echoed",
+        [
+            Some(echo_len as f64),
+            None,
+            Some((plain.frame().len() - MASK.len()) as f64),
+            uws_echo_len.map(|n| n as f64),
+        ],
+    ));
+}
+
+/// One connection offering [`OFFER`] to `addr`, one `frame` sent: the echo's frame
+/// length and its payload length (RSV1 required).
+fn probe_echo_len(addr: SocketAddr, frame: &[u8]) -> Res<(usize, u64)> {
+    let err = |e: std::io::Error| format!("uWebSockets deflate probe: {e}");
+    let mut s = TcpStream::connect(addr).map_err(err)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(err)?;
+    let request = format!(
+        "GET /echo HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Extensions: {OFFER}\r\n\r\n"
+    );
+    s.write_all(request.as_bytes()).map_err(err)?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = s.read(&mut buf).map_err(err)?;
+        if n == 0 {
+            return Err("uWebSockets deflate probe: closed during the upgrade".into());
+        }
+        got.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&got[..head_end]).to_ascii_lowercase();
+    if !head.starts_with("http/1.1 101") || !head.contains("permessage-deflate") {
+        return Err(format!(
+            "uWebSockets deflate probe: no permessage-deflate in {:?}",
+            head.lines().next().unwrap_or("")
+        ));
+    }
+    got.drain(..head_end);
+    s.write_all(frame).map_err(err)?;
+    loop {
+        if let Ok(Some((h, header_len))) = parse_header(&got) {
+            if h.rsv & 0b100 == 0 {
+                return Err("uWebSockets deflate probe: the echo is not compressed".into());
+            }
+            return Ok((header_len + h.payload_len as usize, h.payload_len));
+        }
+        let n = s.read(&mut buf).map_err(err)?;
+        if n == 0 {
+            return Err("uWebSockets deflate probe: closed before the echo".into());
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
 }

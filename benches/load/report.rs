@@ -131,14 +131,34 @@ impl Row {
         }
     }
 
-    /// A rate of two measurements of one server (deflate rows: with the extension in the
-    /// wsgate column, without in the tokio-tungstenite column).
-    pub(crate) fn pair_rate(label: &str, a: &Measure, b: &Measure) -> Row {
+    /// The deflate row: wsgate with the extension (wsgate column), without it (the
+    /// tokio-tungstenite column), uWebSockets with it when measured (its column).
+    pub(crate) fn deflate_rate(label: &str, d: &Measure, p: &Measure, u: Option<&Measure>) -> Row {
+        let all: Vec<&Measure> = [Some(d), Some(p), u].into_iter().flatten().collect();
         Row {
             label: label.into(),
-            cells: [Cell::of(a), Cell::default(), Cell::of(b), Cell::default()],
-            client_cpu: format!("{}/-/{}", pct(a.client_cpu), pct(b.client_cpu)),
-            note: errors_note(&[a, b]),
+            cells: [
+                Cell::of(d),
+                Cell::default(),
+                Cell::of(p),
+                u.map_or_else(Cell::default, Cell::of),
+            ],
+            client_cpu: all
+                .iter()
+                .map(|m| pct(m.client_cpu))
+                .collect::<Vec<_>>()
+                .join("/"),
+            note: errors_note(&all),
+        }
+    }
+
+    /// Plain figures in all four columns (`None`: no figure).
+    pub(crate) fn values4(label: &str, values: [Option<f64>; 4]) -> Row {
+        Row {
+            label: label.into(),
+            cells: values.map(Cell::value),
+            client_cpu: String::new(),
+            note: String::new(),
         }
     }
 
@@ -294,9 +314,10 @@ pub(crate) fn print_table(rows: &[Row]) {
          / uWebSockets runs). ws/tt: higher is better for rates, lower for latency and memory.\nproxy rows: \
          wsgate column = client -> wsgate {PROXY_PATH} -> tokio-tungstenite (cpu: wsgate's; the \
          upstream's is in the note),\n  tokio-tung column = client -> the same \
-         tokio-tungstenite directly; ws/tt = via/direct.\ndeflate rows: wsgate alone (no \
-         peer negotiates permessage-deflate); wsgate column = connections with the extension, \
-         tokio-tung column = the same server without it; ws/tt = deflate/plain."
+         tokio-tungstenite directly; ws/tt = via/direct.\ndeflate rows: wsgate column = \
+         connections with the extension, tokio-tung column = the same wsgate without it, \
+         uWebSockets column = its deflating echo (WSGATE_BENCH_UWS_DEFLATE); ws/tt = \
+         deflate/plain."
     );
     print!("{out}");
 }
