@@ -12,6 +12,7 @@ use std::sync::Arc;
 use mio::net::TcpStream;
 
 use super::principal::Principal;
+use super::tls::flush_records;
 use crate::clock::Tick;
 use crate::proto::http::request::HeadReader;
 use crate::proto::ws::session::Session;
@@ -283,7 +284,7 @@ impl Conn {
                 }
                 // The TLS handshake may need to answer before any plaintext exists.
                 if tls.wants_write() {
-                    let _ = flush_tls(tls, &mut self.socket);
+                    let _ = flush_records(tls, &mut self.socket);
                 }
             },
         }
@@ -316,7 +317,7 @@ impl Conn {
                     }
                     // Stop when the socket is full or everything has been handed over;
                     // otherwise rustls' buffer was full and is now empty: go again.
-                    if !flush_tls(tls, &mut self.socket)? || self.wbuf.is_empty() {
+                    if !flush_records(tls, &mut self.socket)? || self.wbuf.is_empty() {
                         break;
                     }
                 }
@@ -334,26 +335,11 @@ impl Conn {
     pub fn shutdown_write(&mut self) {
         if let Some(tls) = &mut self.tls {
             tls.send_close_notify();
-            let _ = flush_tls(tls, &mut self.socket);
+            let _ = flush_records(tls, &mut self.socket);
         }
         let _ = self.socket.shutdown(Shutdown::Write);
         self.write_shut = true;
     }
-}
-
-/// Writes TLS records until rustls has none left or the socket would block.
-/// Returns whether everything went out.
-fn flush_tls(tls: &mut rustls::ServerConnection, socket: &mut TcpStream) -> io::Result<bool> {
-    while tls.wants_write() {
-        match tls.write_tls(socket) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(true)
 }
 
 /// Drops the first `n` bytes; the common case (everything written) is a plain clear.

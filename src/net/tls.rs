@@ -1,7 +1,10 @@
 //! rustls server configuration (ring provider). The handshake itself runs inside the
 //! worker's event loop, non-blocking, through `rustls::ServerConnection`.
 
+use std::io;
 use std::sync::Arc;
+
+use mio::net::TcpStream;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -67,4 +70,23 @@ pub fn client_config(
     // RFC 6455 §4.1: the upgrade is HTTP/1.1.
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
+}
+
+/// Writes TLS records until rustls has none left or the socket would block, for either
+/// side (the client's server connection, an upstream leg's client connection). Returns
+/// whether everything went out.
+pub fn flush_records<D>(
+    tls: &mut rustls::ConnectionCommon<D>,
+    socket: &mut TcpStream,
+) -> io::Result<bool> {
+    while tls.wants_write() {
+        match tls.write_tls(socket) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
 }

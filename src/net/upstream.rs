@@ -12,7 +12,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use ring::rand::SecureRandom;
 
-use super::tls::UpstreamTls;
+use super::tls::{flush_records, UpstreamTls};
 use super::token::ConnId;
 use crate::proto::http::client::{parse_upstream_response, UpstreamResponse};
 use crate::proto::ws::close::{parse_close_payload, write_close_payload};
@@ -364,7 +364,7 @@ impl UpstreamLeg {
                     }
                     // Stop when the socket is full or everything has been handed over;
                     // otherwise rustls' buffer was full and is now empty: go again.
-                    if !write_tls(tls, &mut self.socket)? || written >= self.wbuf.len() {
+                    if !flush_records(tls, &mut self.socket)? || written >= self.wbuf.len() {
                         break;
                     }
                 }
@@ -377,7 +377,7 @@ impl UpstreamLeg {
             {
                 if let Some(tls) = &mut self.tls {
                     tls.send_close_notify();
-                    let _ = write_tls(tls, &mut self.socket);
+                    let _ = flush_records(tls, &mut self.socket);
                 }
                 let _ = self.socket.shutdown(Shutdown::Write);
             }
@@ -414,11 +414,11 @@ impl UpstreamLeg {
             }
             if let Err(e) = tls.process_new_packets() {
                 // Send the alert rustls queued, best effort.
-                let _ = write_tls(tls, &mut self.socket);
+                let _ = flush_records(tls, &mut self.socket);
                 return Err(io::Error::other(e));
             }
             if tls.wants_write() {
-                let _ = write_tls(tls, &mut self.socket);
+                let _ = flush_records(tls, &mut self.socket);
             }
         }
     }
@@ -486,7 +486,7 @@ fn tls_handshake(
     socket: &mut TcpStream,
 ) -> Result<bool, String> {
     loop {
-        write_tls(tls, socket).map_err(|e| format!("tls: {e}"))?;
+        flush_records(tls, socket).map_err(|e| format!("tls: {e}"))?;
         if !tls.is_handshaking() {
             return Ok(true);
         }
@@ -502,25 +502,10 @@ fn tls_handshake(
         }
         if let Err(e) = tls.process_new_packets() {
             // Send the alert rustls queued (e.g. bad_certificate), best effort.
-            let _ = write_tls(tls, socket);
+            let _ = flush_records(tls, socket);
             return Err(format!("tls: {e}"));
         }
     }
-}
-
-/// Writes TLS records until rustls has none left or the socket would block.
-/// Returns whether everything went out.
-fn write_tls(tls: &mut rustls::ClientConnection, socket: &mut TcpStream) -> io::Result<bool> {
-    while tls.wants_write() {
-        match tls.write_tls(socket) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(true)
 }
 
 /// What the relay found in the upstream's bytes.
