@@ -52,8 +52,13 @@ struct Key(Arc<Principal>);
 impl Key {
     #[allow(clippy::type_complexity)]
     fn fields(&self) -> (&str, Option<&str>, Option<u64>, u64, u64, Terms) {
-        let i = &self.0.identity;
-        (&i.sub, i.jti.as_deref(), i.iat, i.exp, i.key, self.0.terms)
+        Key::fields_of(&self.0.identity, self.0.terms)
+    }
+
+    /// What makes two tokens the same record (module text).
+    #[allow(clippy::type_complexity)]
+    fn fields_of(i: &Identity, terms: Terms) -> (&str, Option<&str>, Option<u64>, u64, u64, Terms) {
+        (&i.sub, i.jti.as_deref(), i.iat, i.exp, i.key, terms)
     }
 }
 
@@ -92,6 +97,22 @@ impl Principals {
         times: (Option<Tick>, Option<Tick>),
         terms: Terms,
     ) -> Arc<Principal> {
+        // A token this worker already holds joins its record without a new allocation: the
+        // `jti` index (or the `sub` one) lists the few records it could be.
+        let same = |p: &&Arc<Principal>| {
+            Key::fields_of(&p.identity, p.terms) == Key::fields_of(&identity, terms)
+        };
+        let known = match &identity.jti {
+            Some(jti) => self.by_jti.get(&**jti),
+            None => self.by_sub.get(&*identity.sub),
+        }
+        .and_then(|records| records.iter().find(same).cloned());
+        if let Some(principal) = known {
+            if let Some(conns) = self.tokens.get_mut(&Key(Arc::clone(&principal))) {
+                conns.push(id);
+                return principal;
+            }
+        }
         identity.scopes = Box::default();
         identity.kid = None;
         let candidate = Key(Arc::new(Principal {
