@@ -533,4 +533,6 @@ fn deflate_into(deflater: &mut Compress, payload: &[u8], out: &mut Vec<u8>) {
 }
 
 #[cfg(test)]
+mod session_tests;
+#[cfg(test)]
 mod tests;
