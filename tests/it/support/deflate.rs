@@ -3,7 +3,6 @@
 //! removed on send and appended on receive. Shared by deflate.rs, deflate_proxy.rs and
 //! autobahn_deflate.rs.
 
-use std::io::Read;
 use std::net::TcpStream;
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
@@ -108,28 +107,7 @@ impl Client {
     }
 }
 
-/// One server frame: (first byte, payload).
-pub(crate) fn read_any(s: &mut TcpStream) -> (u8, Vec<u8>) {
-    let mut h = [0u8; 2];
-    s.read_exact(&mut h).expect("frame header");
-    assert_eq!(h[1] & 0x80, 0, "server frames are not masked");
-    let len = match h[1] & 0x7f {
-        126 => {
-            let mut b = [0u8; 2];
-            s.read_exact(&mut b).expect("len16");
-            u16::from_be_bytes(b) as usize
-        }
-        127 => {
-            let mut b = [0u8; 8];
-            s.read_exact(&mut b).expect("len64");
-            u64::from_be_bytes(b) as usize
-        }
-        n => n as usize,
-    };
-    let mut payload = vec![0; len];
-    s.read_exact(&mut payload).expect("payload");
-    (h[0], payload)
-}
+pub(crate) use super::read_any;
 
 /// A masked client frame with RSV1 set when `compressed`.
 pub(crate) fn frame(fin: bool, opcode: u8, compressed: bool, payload: &[u8]) -> Vec<u8> {

@@ -353,8 +353,8 @@ pub fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// One server frame: (fin, opcode, payload). Panics if the frame is masked.
-pub fn read_frame(s: &mut TcpStream) -> (bool, u8, Vec<u8>) {
+/// One server frame: (first byte, payload). Panics if the frame is masked.
+pub(crate) fn read_any(s: &mut TcpStream) -> (u8, Vec<u8>) {
     let mut h = [0u8; 2];
     s.read_exact(&mut h).expect("frame header");
     assert_eq!(h[1] & 0x80, 0, "server frames must not be masked");
@@ -373,7 +373,13 @@ pub fn read_frame(s: &mut TcpStream) -> (bool, u8, Vec<u8>) {
     };
     let mut payload = vec![0; len];
     s.read_exact(&mut payload).expect("payload");
-    (h[0] & 0x80 != 0, h[0] & 0x0f, payload)
+    (h[0], payload)
+}
+
+/// One server frame: (fin, opcode, payload). Panics if the frame is masked.
+pub fn read_frame(s: &mut TcpStream) -> (bool, u8, Vec<u8>) {
+    let (first, payload) = read_any(s);
+    (first & 0x80 != 0, first & 0x0f, payload)
 }
 
 /// Reads frames until a close frame; returns its code (None for an empty close).
