@@ -46,30 +46,15 @@ pub(crate) fn tt_server() {
     exit_with_parent();
     // tungstenite's default read buffer (128 KiB) unless WSGATE_BENCH_TT_READ_BUFFER says.
     let config = tt_read_buffer().map(|n| WebSocketConfig::default().read_buffer_size(n));
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("tt-server: runtime: {e}");
-            std::process::exit(1);
-        }
-    };
+    let runtime = runtime_or_exit(
+        "tt-server",
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1),
+    );
     runtime.block_on(async {
         use futures_util::{future, StreamExt, TryStreamExt};
         let listener = listen(ROLE_TT).await;
         loop {
-            let stream = match listener.accept().await {
-                Ok((stream, _)) => stream,
-                Err(_) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
+            let stream = accept_next(&listener).await;
             tokio::spawn(async move {
                 let Ok(ws) = tokio_tungstenite::accept_async_with_config(stream, config).await
                 else {
@@ -151,28 +136,14 @@ pub(crate) fn fws_server() {
 
     exit_with_parent();
     // The example enables I/O only; the timer is for the accept back-off below.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("fws-server: runtime: {e}");
-            std::process::exit(1);
-        }
-    };
+    let runtime = runtime_or_exit(
+        "fws-server",
+        &mut tokio::runtime::Builder::new_current_thread(),
+    );
     runtime.block_on(async {
         let listener = listen(ROLE_FWS).await;
         loop {
-            let stream = match listener.accept().await {
-                Ok((stream, _)) => stream,
-                Err(_) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
+            let stream = accept_next(&listener).await;
             tokio::spawn(async move {
                 let io = hyper_util::rt::TokioIo::new(stream);
                 let _ = http1::Builder::new()
@@ -182,4 +153,30 @@ pub(crate) fn fws_server() {
             });
         }
     });
+}
+
+/// The peer's runtime (all drivers on: the timer is for the accept back-off), or exit 1
+/// with the reason.
+fn runtime_or_exit(role: &str, builder: &mut tokio::runtime::Builder) -> tokio::runtime::Runtime {
+    match builder.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{role}: runtime: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// The next accepted connection, with TCP_NODELAY like wsgate's; EMFILE and friends back
+/// off instead of spinning.
+async fn accept_next(listener: &tokio::net::TcpListener) -> tokio::net::TcpStream {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let _ = stream.set_nodelay(true);
+                return stream;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
 }
