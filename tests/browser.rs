@@ -176,6 +176,26 @@ impl Cdp {
         }
         self.call(Some(&session), "Page.navigate", json!({ "url": url }));
         self.event(&session, "Page.loadEventFired");
+        // The load event of the target's first document (about:blank) can arrive after
+        // Page.enable and stand in for the page's: wait until the page itself has loaded
+        // (a condition with a deadline, not a pause).
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let state = self.call(
+                Some(&session),
+                "Runtime.evaluate",
+                json!({ "expression": "location.href + ' ' + document.readyState", "returnByValue": true }),
+            );
+            let state = state["result"]["value"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            if state.starts_with(url) && state.ends_with(" complete") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{url} did not load: {state}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
         session
     }
 
