@@ -383,6 +383,26 @@ impl Running {
     /// closes every connection with 1001, and exits within `shutdown_grace`.
     pub fn shutdown(mut self) {
         self.shared.draining.store(true, Ordering::SeqCst);
+        // Two steps: every listener is closed before any connection is told 1001, so a
+        // client reconnecting on its close cannot land on a worker that has not yet
+        // begun to drain.
+        let (ack, acks) = crossbeam_channel::unbounded();
+        let mut asked = 0;
+        for (tx, waker, _) in &self.workers {
+            if tx.send(Command::StopAccepting(ack.clone())).is_ok() {
+                asked += 1;
+                let _ = waker.wake();
+            }
+        }
+        drop(ack);
+        // A worker answers on its next loop turn; the bound only guards against one that
+        // has died (its sender is then dropped and `recv` fails at once).
+        let until = std::time::Instant::now() + Duration::from_secs(1);
+        for _ in 0..asked {
+            if acks.recv_deadline(until).is_err() {
+                break;
+            }
+        }
         for (tx, waker, _) in &self.workers {
             let _ = tx.send(Command::Drain);
             let _ = waker.wake();

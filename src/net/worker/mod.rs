@@ -141,6 +141,10 @@ pub type NamesCache = Cache<Arc<ArcSwap<ResolvedNames>>, Arc<ResolvedNames>>;
 
 /// Messages to a worker.
 pub enum Command {
+    /// First step of graceful shutdown: close this worker's listening sockets, then
+    /// acknowledge. [`Command::Drain`] follows once every worker has acknowledged, so a
+    /// client that has seen 1001 from one worker finds every listener already closed.
+    StopAccepting(Sender<()>),
     /// Begin graceful shutdown.
     Drain,
     /// A revocation to enforce on live connections; the reply is how many were closed.
@@ -317,6 +321,10 @@ impl Worker {
     fn commands(&mut self) {
         while let Ok(cmd) = self.rx.try_recv() {
             match cmd {
+                Command::StopAccepting(ack) => {
+                    self.accept.close();
+                    let _ = ack.send(());
+                }
                 Command::Drain => self.drain(),
                 Command::Reload(rt) => self.reload(rt),
                 Command::KeysChanged => {
