@@ -397,7 +397,7 @@ impl Running {
         drop(ack);
         // A worker answers on its next loop turn; the bound only guards against one that
         // has died (its sender is then dropped and `recv` fails at once).
-        let until = std::time::Instant::now() + Duration::from_secs(1);
+        let until = crate::clock::now() + Duration::from_secs(1);
         for _ in 0..asked {
             if acks.recv_deadline(until).is_err() {
                 break;
