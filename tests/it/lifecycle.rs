@@ -260,6 +260,25 @@ fn close_then_half_close_still_gets_the_queued_output() {
     sender.join().expect("sender");
 }
 
+#[test]
+fn a_finished_close_handshake_closes_tcp_without_waiting_for_the_clients_fin() {
+    // RFC 6455 §7.1.1: once both close frames are exchanged the server closes TCP first.
+    // The client here never half-closes: the server must not hold the connection until
+    // its FIN (or the linger bound). Proof: with room for one connection, the next one
+    // is upgraded as soon as the first has seen the server's EOF.
+    let gw = Gateway::start(&echo_config(1, "max_connections = 1", ""));
+    let mut first = open(&gw, "/echo", &[]);
+    echo_once(&mut first, 1, b"hello");
+    first
+        .write_all(&client_frame(true, 8, &close_payload(1000, b"bye")))
+        .expect("close");
+    expect_closed_with(&mut first, 1000);
+    // `first` stays open on this side (no FIN sent).
+    let mut second = open(&gw, "/echo", &[]);
+    echo_once(&mut second, 1, b"next");
+    drop(first);
+}
+
 // ------------------------------------------------------------------- signals
 
 fn signal_config(grace: &str) -> String {

@@ -50,6 +50,8 @@ pub(super) fn step(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant, tim
     }
     let mut reads = 0;
     let mut paused = false;
+    // The last read left the kernel's receive queue empty (a short read or WouldBlock).
+    let mut input_drained = false;
     loop {
         // A proxied client's socket drained since its last event needs no read (proxy.rs
         // `Woke`).
@@ -73,6 +75,7 @@ pub(super) fn step(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant, tim
                 // reports any later bytes as a new event, so skip the read that would
                 // only say WouldBlock (one syscall per message saved).
                 if n < env.readbuf.len() && conn.tls.is_none() && !env.peer_closed_hint {
+                    input_drained = true;
                     if let Some(leg) = &mut conn.upstream {
                         leg.client_quiet = true;
                     }
@@ -80,6 +83,7 @@ pub(super) fn step(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant, tim
                 }
             }
             ReadOutcome::WouldBlock => {
+                input_drained = true;
                 if let Some(leg) = &mut conn.upstream {
                     leg.client_quiet = true;
                 }
@@ -141,6 +145,14 @@ pub(super) fn step(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant, tim
             return false;
         }
         conn.closing = true;
+    }
+    if conn.closing && input_drained && close_handshake_done(conn) && conn.output_drained() {
+        // RFC 6455 §7.1.1: both close frames are exchanged, so the server closes TCP
+        // first. Nothing is left unread (a close over unread input would be a reset that
+        // can destroy our close frame) and all our bytes are in the kernel, which
+        // delivers them before its FIN: close now instead of a shutdown and a turn
+        // waiting for the peer's FIN (two syscalls and a wakeup per connection).
+        return false;
     }
     if conn.closing {
         // One bound for the whole goodbye: flushing the last bytes to a peer that may
@@ -471,6 +483,17 @@ impl LiveToken<'_> {
         };
         (refreshed, reply)
     }
+}
+
+/// A plain-TCP client connection whose close handshake is complete: our close frame sent
+/// and the peer's received. TLS connections keep the graceful path (close_notify, then
+/// the peer's), and so do proxied ones (the upstream leg has its own goodbye).
+fn close_handshake_done(conn: &Conn) -> bool {
+    if conn.tls.is_some() || conn.upstream.is_some() {
+        return false;
+    }
+    matches!(&conn.phase, Phase::Open { session, .. }
+        if session.state() == SessionState::Closed && session.close_received().is_some())
 }
 
 #[cfg(test)]
