@@ -311,11 +311,11 @@ impl Session {
 
     /// Starts a linger begun by [`Session::close`] at the first `now` after it.
     fn observe(&mut self, now: Instant) {
-        let now = Tick::from(now);
+        // The conversion to a tick is only paid while closing (not per read).
         if self.state == SessionState::CloseSent {
             let cold = self.cold();
             if cold.close_sent_at.is_none() {
-                cold.close_sent_at = Some(now);
+                cold.close_sent_at = Some(Tick::from(now));
             }
         }
     }
