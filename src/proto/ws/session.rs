@@ -562,7 +562,10 @@ impl Session {
         // SPEC §5: `messages` counts every frame received. One clock conversion for the
         // meters and the idle clock.
         let tick = Tick::from(now);
-        if !self.messages.try_take(self.limits.messages_per_sec, 1, tick) {
+        if !self
+            .messages
+            .try_take(self.limits.messages_per_sec, 1, tick)
+        {
             self.fail(ProtocolError::RateLimited, now, out);
             return Step::Continue(pos);
         }
