@@ -71,8 +71,8 @@ impl Meter {
     }
 
     /// The fill at `now` in nano-tokens, with the bucket's clock moved to `now`.
-    fn refill(&mut self, rate: u64, now: Instant) -> u128 {
-        let now = Tick::from(now);
+    fn refill(&mut self, rate: u64, now: impl Into<Tick>) -> u128 {
+        let now = now.into();
         let elapsed = now.saturating_duration_since(self.last);
         self.last = self.last.max(now);
         // elapsed_ns * rate tokens-per-second = nano-tokens gained.
@@ -83,8 +83,9 @@ impl Meter {
     }
 
     /// Takes `n` tokens if they are there; returns whether it did. `rate == 0` means
-    /// "unlimited": every take succeeds.
-    pub fn try_take(&mut self, rate: u64, n: u64, now: Instant) -> bool {
+    /// "unlimited": every take succeeds. `now` as an `Instant` or, cheaper when the caller
+    /// already converted it for another use, a [`Tick`].
+    pub fn try_take(&mut self, rate: u64, n: u64, now: impl Into<Tick>) -> bool {
         if rate == 0 {
             return true;
         }

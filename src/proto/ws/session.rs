@@ -321,8 +321,8 @@ impl Session {
     }
 
     /// A frame (or part of one) arrived: the connection is not idle.
-    fn touch(&mut self, now: Instant) {
-        self.last_received = self.last_received.max(Tick::from(now));
+    fn touch(&mut self, now: impl Into<Tick>) {
+        self.last_received = self.last_received.max(now.into());
         self.ping_sent = false;
     }
 
@@ -483,14 +483,16 @@ impl Session {
             return Step::Stop;
         };
         // SPEC §5: `messages` counts every frame received, `bytes` every payload byte.
+        // One clock conversion for the two meters and the idle clock.
+        let tick = Tick::from(now);
         let (messages, bytes) = (self.limits.messages_per_sec, self.limits.bytes_per_sec);
-        if !self.messages.try_take(messages, 1, now)
-            || !self.bytes.try_take(bytes, header.payload_len, now)
+        if !self.messages.try_take(messages, 1, tick)
+            || !self.bytes.try_take(bytes, header.payload_len, tick)
         {
             self.fail(ProtocolError::RateLimited, now, out);
             return Step::Continue(pos);
         }
-        self.touch(now);
+        self.touch(tick);
         apply_mask(payload, mask, 0);
         match opcode {
             // RFC 6455 §5.5.2/§5.5.3: answer a ping with a pong carrying the same data.
@@ -557,8 +559,13 @@ impl Session {
     where
         F: FnMut(MessageKind, &[u8], &mut Vec<u8>),
     {
-        // SPEC §5: `messages` counts every frame received.
-        if !self.messages.try_take(self.limits.messages_per_sec, 1, now) {
+        // SPEC §5: `messages` counts every frame received. One clock conversion for the
+        // meters and the idle clock.
+        let tick = Tick::from(now);
+        if !self
+            .messages
+            .try_take(self.limits.messages_per_sec, 1, tick)
+        {
             self.fail(ProtocolError::RateLimited, now, out);
             return Step::Continue(pos);
         }
@@ -580,7 +587,7 @@ impl Session {
                 return Step::Stop;
             };
             if compressed {
-                self.touch(now);
+                self.touch(tick);
                 apply_mask(payload, mask, 0);
                 if let Err(e) = self.inflate_and_deliver(kind, Some(payload), now, out, on_message)
                 {
@@ -588,11 +595,11 @@ impl Session {
                 }
                 return Step::Continue(pos + total);
             }
-            if !self.bytes.try_take(self.limits.bytes_per_sec, len, now) {
+            if !self.bytes.try_take(self.limits.bytes_per_sec, len, tick) {
                 self.fail(ProtocolError::RateLimited, now, out);
                 return Step::Continue(pos);
             }
-            self.touch(now);
+            self.touch(tick);
             apply_mask(payload, mask, 0);
             // RFC 6455 §8.1: a text message must be UTF-8 (1007, §7.4.1).
             if kind == MessageKind::Text && std::str::from_utf8(payload).is_err() {

@@ -203,3 +203,51 @@ fn up_addr_of(gw: &Gateway) -> String {
         .expect("upstream in config")
         .to_string()
 }
+
+/// The relay reads a socket only when epoll reports new bytes (edge-triggered), and skips
+/// the read after a short one; a frame cut across two writes must still be relayed whole
+/// when its second piece arrives. Each second piece is written only after the first piece's
+/// effect was seen (an echo came back), so the gateway has read the first piece alone.
+#[test]
+fn frames_cut_across_two_writes_are_relayed_when_the_rest_arrives_on_both_legs() {
+    let tail: Vec<u8> = (0..300).map(|i| b'a' + (i % 26) as u8).collect();
+    let up = raw_upstream({
+        let tail = tail.clone();
+        move |mut up| {
+            up.accept();
+            // "go": one whole frame and the first bytes of the next, in one write.
+            assert_eq!(up.frame().expect("go"), (0x81, b"go".to_vec()));
+            let mut first = raw_frame(0x81, b"whole", None);
+            let cut = raw_frame(0x81, &tail, None);
+            first.extend_from_slice(&cut[..7]);
+            up.s.write_all(&first).expect("first piece");
+            // The rest of that frame only once the client saw "whole" and said so.
+            assert_eq!(up.frame().expect("more"), (0x81, b"more".to_vec()));
+            up.s.write_all(&cut[7..]).expect("second piece");
+            // Then an echo of whatever comes (the client leg's half of the test).
+            while let Ok((first, p)) = up.frame() {
+                if first & 0x0f == 8 || up.send(first, &p).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let gw = gateway(up, Opts::default());
+    let mut s = open_mode(&gw, "cut", "uma");
+
+    // Upstream -> client.
+    text(&mut s, "go");
+    assert_eq!(next_text(&mut s), "whole");
+    text(&mut s, "more");
+    assert_eq!(next_text(&mut s).as_bytes(), &tail[..]);
+
+    // Client -> upstream: a whole frame and 3 bytes of the next (inside its 16-bit length).
+    let body: Vec<u8> = (0..300u32).map(|i| (i * 7) as u8).collect();
+    let cut = client_frame(true, 2, &body);
+    let mut first = client_frame(true, 1, b"ping-pong");
+    first.extend_from_slice(&cut[..3]);
+    s.write_all(&first).expect("first piece");
+    assert_eq!(next_text(&mut s), "ping-pong");
+    s.write_all(&cut[3..]).expect("second piece");
+    assert_eq!(next_data(&mut s), (0x82, body));
+}
