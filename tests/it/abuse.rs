@@ -462,7 +462,7 @@ fn slowloris_gets_408_at_handshake_timeout() {
     let closed_at = started.elapsed();
     drop(slow);
     drop(silent);
-    let fds_after = fds_settle(&gw, fds_before + 2, Duration::from_secs(5));
+    let fds_after = fds_settle(&gw, fds_before + 2, WAIT);
     let report = victim.finish("slowloris");
     eprintln!(
         "abuse[slowloris]: outcomes={outcomes:?} all let go by {closed_at:?}; rss {rss_before}->{rss_peak} KiB; fds {fds_before}->{fds_after}"
@@ -519,7 +519,7 @@ fn header_floods_get_431() {
     }
     let elapsed = started.elapsed();
     let rss_peak = rss_kib(&gw);
-    let fds_after = fds_settle(&gw, fds_before + 2, Duration::from_secs(5));
+    let fds_after = fds_settle(&gw, fds_before + 2, WAIT);
     victim.finish("header flood");
     eprintln!(
         "abuse[header flood]: 120 requests in {elapsed:?}, slowest 431 {worst:?}; rss {rss_before}->{rss_peak} KiB; fds {fds_before}->{fds_after}"
@@ -811,7 +811,7 @@ fn connection_churn_with_resets_leaks_nothing() {
         reset(s);
     }
     let churn_took = t.elapsed();
-    let fds_after = fds_settle(&gw, fds_before + 2, Duration::from_secs(3));
+    let fds_after = fds_settle(&gw, fds_before + 2, WAIT);
     let rss_after = rss_kib(&gw);
     // Every per-IP slot came back: 20 may open at once again, the 21st is refused.
     let mut held = Vec::new();
@@ -1233,7 +1233,7 @@ fn all_attacks_leave_fds_and_rss_near_baseline() {
     }
     let rss_peak = rss_kib(&gw);
     // Let the slow consumers' idle_timeout and every linger pass.
-    let fds_after = fds_settle(&gw, fds_before + 2, Duration::from_secs(8));
+    let fds_after = fds_settle(&gw, fds_before + 2, WAIT);
     std::thread::sleep(Duration::from_millis(500));
     let rss_after = rss_kib(&gw);
     let attacks_took = t.elapsed();
@@ -1441,7 +1441,7 @@ fn partial_large_frames_cost_at_most_their_declared_size() {
     std::thread::sleep(Duration::from_millis(300));
     let rss_held = rss_kib(&gw);
     // Idle (no complete frame) for idle_timeout: all closed, memory back.
-    let fds_after = fds_settle(&gw, fds_before + 2, Duration::from_secs(6));
+    let fds_after = fds_settle(&gw, fds_before + 2, WAIT);
     drop(conns);
     let rss_after = rss_kib(&gw);
     victim.finish("partial large frames");
