@@ -188,6 +188,34 @@ impl Gateway {
         }
     }
 
+    /// Waits (bounded) until `n` log lines contain `needle`.
+    pub fn wait_log_count(&self, needle: &str, n: usize) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let seen = self.logs().lines().filter(|l| l.contains(needle)).count();
+            if seen >= n {
+                return;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if self.lines.recv_timeout(left).is_err() {
+                panic!(
+                    "{seen} of {n} log lines containing {needle:?}; log:\n{}",
+                    self.logs()
+                );
+            }
+        }
+    }
+
+    /// Waits (bounded) until each of `workers` workers has logged its `nth` configuration
+    /// reload. The control plane logs "reloaded" once it has sent the new configuration;
+    /// each worker takes it on its next loop turn, so a handshake right after "reloaded"
+    /// can still meet the old configuration on a worker that has not got to it.
+    pub fn wait_workers_reloaded(&self, workers: usize, nth: usize) {
+        for w in 0..workers {
+            self.wait_log_count(&format!("worker {w}: configuration reloaded"), nth);
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("ws://{}{}", self.addr, path)
     }
