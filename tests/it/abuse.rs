@@ -976,8 +976,12 @@ fn per_ip_connections_limit_counts_from_accept() {
     let pending: Vec<TcpStream> = (0..5)
         .map(|_| connect_from(gw.addr, ATTACKER_IP, None))
         .collect();
-    // The workers count accepts asynchronously: give them a moment to see the five.
-    std::thread::sleep(Duration::from_millis(100));
+    // A connect returns once the kernel has queued the connection; the worker counts it
+    // at its accept, which it logs.
+    for s in &pending {
+        let me = s.local_addr().expect("local addr");
+        gw.wait_log(&format!("peer={me} worker="));
+    }
     // SPEC §4: the eleventh is closed at accept, before a byte is read, no response.
     assert!(attempt_from_or_closed(&gw, ATTACKER_IP).is_none());
     // Another address is not affected.
