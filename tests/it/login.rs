@@ -33,16 +33,6 @@ pub(crate) fn run_with_stdin(args: &[&str], stdin: &str) -> (i32, String, String
     )
 }
 
-/// A port that was free a moment ago (the admin listener needs a fixed one, because
-/// `user remove` reads it from the config).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 fn config() -> String {
     r#"[server]
 listen = "127.0.0.1:0"
@@ -68,7 +58,7 @@ path = "/chat"
 backend = "echo"
 scope = ["chat"]
 "#
-    .replace("ADMIN_PORT", &free_port().to_string())
+    .replace("ADMIN_PORT", &fixed_port().to_string())
 }
 
 /// A directory with the login key, the config and users alice, bob and carol (scope chat).

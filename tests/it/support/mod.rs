@@ -744,6 +744,33 @@ pub fn answer_or_closed(mut s: TcpStream, req: &[u8]) -> Option<(Response, TcpSt
     }
 }
 
+/// A loopback port for a listener that needs a fixed one (the admin listener, which
+/// `wsgate revoke` and `wsgate user remove` find through the config), free when picked.
+/// It is taken below the kernel's ephemeral range (`net.ipv4.ip_local_port_range`), which
+/// `bind(0)` and every outgoing connection draw from: a port from that range that a test
+/// frees while it restarts a gateway can meanwhile become the source port of another
+/// test's connection, and the restarted gateway then fails to bind it (seen under stress:
+/// the restart exited after its login listener came up, and the test got ECONNREFUSED).
+pub fn fixed_port() -> u16 {
+    const FIRST: usize = 10_000;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<usize>().ok())
+        .unwrap_or(32_768);
+    let span = ephemeral.saturating_sub(FIRST).max(1);
+    // Another test binary picking at the same time starts elsewhere.
+    let offset = std::process::id() as usize * 7919;
+    for _ in 0..span {
+        let port = FIRST + (offset + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let port = u16::try_from(port).expect("a port number");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}..{ephemeral}");
+}
+
 /// A listener bound where the gateway will find `localhost` (its first address from
 /// /etc/hosts), on a free port.
 pub fn bind_localhost() -> std::net::TcpListener {
