@@ -19,8 +19,8 @@
 // The test bounds its own duration with the real clock; the product code may not read it.
 #![allow(clippy::disallowed_methods)]
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -153,9 +153,8 @@ impl Cdp {
         }
     }
 
-    /// A new tab showing `url` (with the page's Content-Security-Policy bypassed when
-    /// `bypass_csp`); returns its session id once the page has loaded.
-    fn open(&mut self, url: &str, bypass_csp: bool) -> String {
+    /// A new tab showing `url`; returns its session id once the page has loaded.
+    fn open(&mut self, url: &str) -> String {
         let target = self.call(None, "Target.createTarget", json!({ "url": "about:blank" }));
         let attached = self.call(
             None,
@@ -167,13 +166,6 @@ impl Cdp {
             .expect("sessionId")
             .to_owned();
         self.call(Some(&session), "Page.enable", json!({}));
-        if bypass_csp {
-            self.call(
-                Some(&session),
-                "Page.setBypassCSP",
-                json!({ "enabled": true }),
-            );
-        }
         self.call(Some(&session), "Page.navigate", json!({ "url": url }));
         self.event(&session, "Page.loadEventFired");
         // The load event of the target's first document (about:blank) can arrive after
@@ -286,18 +278,28 @@ const SCENARIO: &str = r##"
 })()
 "##;
 
-/// Runs in a tab of the demo page: a WebSocket to another gateway (`GATEWAY`, whose only
-/// token source is the cookie `wsgate_token` and whose allowlist is the demo page's
-/// origin), first with the token `TOKEN` in that cookie, then without it.
+/// Runs in a tab of a plain page (`plain_page`): a WebSocket to another gateway
+/// (`GATEWAY`, whose only token source is the cookie `wsgate_token` and whose allowlist is
+/// that page's origin), first with the token `TOKEN` in that cookie, then without it.
 const COOKIE_SCENARIO: &str = r##"
 (async () => {
+  // A connection the page's Content-Security-Policy blocked fails like a refused one
+  // (1006): name the directive, so that such a failure says so.
+  const violations = [];
+  document.addEventListener("securitypolicyviolation", (e) => violations.push(e.violatedDirective));
   const open = () => new Promise((resolve, reject) => {
     const result = {};
     const timer = setTimeout(() => reject(new Error("no close within 20 s: " + JSON.stringify(result))), 20000);
     const ws = new WebSocket(GATEWAY);
     ws.onopen = () => { result.protocol = ws.protocol; ws.send("hello through a cookie"); };
     ws.onmessage = (e) => { result.echo = e.data; ws.close(1000, "done"); };
-    ws.onclose = (e) => { clearTimeout(timer); result.code = e.code; resolve(result); };
+    ws.onclose = (e) => {
+      clearTimeout(timer);
+      result.code = e.code;
+      const blocked = violations.splice(0);
+      if (blocked.length) result.blockedBy = blocked.join(", ");
+      resolve(result);
+    };
   });
   document.cookie = "wsgate_token=" + TOKEN + "; path=/echo; SameSite=Strict";
   const withCookie = await open();
@@ -306,6 +308,37 @@ const COOKIE_SCENARIO: &str = r##"
   return JSON.stringify({ withCookie, without });
 })()
 "##;
+
+/// A page of its own on 127.0.0.1 for the cookie tab: an empty HTML document without a
+/// Content-Security-Policy, served to every request; returns its URL. The demo page's
+/// policy allows connections to the demo's own gateway only, and lifting it through
+/// DevTools (`Page.setBypassCSP` before the navigation) did not always take: seen under
+/// load as 1006 for both cookie connections, which a connection the policy blocks gets.
+fn plain_page() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the plain page");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let _ = s.set_read_timeout(Some(WAIT));
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                match s.read(&mut byte) {
+                    Ok(1) => head.push(byte[0]),
+                    _ => break,
+                }
+            }
+            let body = "<!doctype html><title>cookie tab</title>";
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    format!("http://127.0.0.1:{port}/")
+}
 
 /// A gateway whose only token source is the cookie `wsgate_token`, for pages of `origin`
 /// only (SPEC §4: a cookie source needs a non-empty allowlist and `allow_missing = false`);
@@ -429,7 +462,7 @@ fn chromium_logs_in_echoes_refreshes_in_band_logs_out_4403_sees_4401_and_sends_a
     .remove(0);
 
     let mut cdp = Cdp::connect(&devtools);
-    let session = cdp.open(&page, false);
+    let session = cdp.open(&page);
     let result = cdp.evaluate(
         &session,
         &SCENARIO.replace("PASSWORD", &json!(password).to_string()),
@@ -489,11 +522,11 @@ fn chromium_logs_in_echoes_refreshes_in_band_logs_out_4403_sees_4401_and_sends_a
     assert_eq!(result["echoes"], json!(2), "{result}");
 
     // A cookie token with Origin: the page's origin is the only one the cookie gateway
-    // allows. The demo page's policy allows connections to its own gateway only, so this
-    // tab bypasses it (the demo cannot carry a cookie source: it keeps origin-less clients).
-    let origin = page.trim_end_matches('/');
+    // allows (the demo cannot carry a cookie source: it keeps origin-less clients).
+    let cookie_page = plain_page();
+    let origin = cookie_page.trim_end_matches('/');
     let (_cookie_gateway, url, token) = cookie_gateway(&profile.join("cookie-gateway"), origin);
-    let cookie_session = cdp.open(&page, true);
+    let cookie_session = cdp.open(&cookie_page);
     let cookie = cdp.evaluate(
         &cookie_session,
         &COOKIE_SCENARIO

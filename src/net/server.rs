@@ -395,9 +395,12 @@ impl Running {
             }
         }
         drop(ack);
-        // A worker answers on its next loop turn; the bound only guards against one that
-        // has died (its sender is then dropped and `recv` fails at once).
-        let until = crate::clock::now() + Duration::from_secs(1);
+        // A worker answers at the end of its current loop turn, however long a loaded
+        // machine makes that (a debug build's turn over a flood took over a second): a
+        // shorter bound would let the 1001s go out before every listener is closed. A
+        // worker that has died drops its sender, and `recv` fails at once; one that is
+        // stuck would hold the `join` below anyway. The grace bounds the wait.
+        let until = crate::clock::now() + self.grace;
         for _ in 0..asked {
             if acks.recv_deadline(until).is_err() {
                 break;

@@ -14,6 +14,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use wsgate::net::server::CLOSE_LINGER;
+
 use crate::support::*;
 
 /// The attacker's source address.
@@ -21,8 +23,13 @@ const ATTACKER_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
 /// The victim's source address: loopback accepts all of 127.0.0.0/8, so per-IP limits
 /// that the attacker exhausts do not apply to it.
 const VICTIM_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
-/// The victim's worst acceptable round trip during any attack.
-const WORST_RTT: Duration = Duration::from_secs(1);
+/// The victim's worst acceptable round trip during any attack. On a quiet machine the
+/// worst seen is about 100 ms (the fragment flood: one loop turn of a debug build
+/// parsing 7-byte frames); on a 2-core machine running two test suites at once (load
+/// 17) the same turn took 1.0 to 1.4 s and a 1 s bound failed. The longest attacks
+/// (slow reader, backpressured ping flood: about 6 s each) still outlast this bound, so
+/// a victim starved for a whole attack fails it.
+const WORST_RTT: Duration = Duration::from_secs(2);
 /// Gateway RSS growth (KiB) that counts as "bounded" while an attack is under way.
 const RSS_BOUND_KIB: u64 = 32 * 1024;
 
@@ -354,8 +361,11 @@ fn write_in_background(s: &TcpStream, data: Vec<u8>) -> JoinHandle<usize> {
 /// One slowloris connection: its socket, what it received, and when it was let go.
 struct Slow {
     s: TcpStream,
+    /// When its connect returned (its handshake deadline is later: from its accept).
+    connected: Instant,
     sent: usize,
     got: Vec<u8>,
+    /// How long after `connected` it was let go, and how.
     done: Option<(Duration, &'static str)>,
 }
 
@@ -375,6 +385,7 @@ fn slowloris_gets_408_at_handshake_timeout() {
             s.set_nonblocking(true).expect("nonblocking");
             Slow {
                 s,
+                connected: Instant::now(),
                 sent: 0,
                 got: Vec::new(),
                 done: None,
@@ -385,18 +396,20 @@ fn slowloris_gets_408_at_handshake_timeout() {
     let mut silent: Vec<TcpStream> = (0..50)
         .map(|_| connect_from(gw.addr, ATTACKER_IP, None))
         .collect();
-    let bound = Instant::now() + Duration::from_secs(4);
+    // Each connection's timeout runs from its own accept: times are taken per connection
+    // (connecting 250 sockets on a loaded machine takes a while of its own).
+    let bound = Instant::now() + WAIT;
     while slow.iter().any(|c| c.done.is_none()) && Instant::now() < bound {
         for c in slow.iter_mut().filter(|c| c.done.is_none()) {
             let mut buf = [0u8; 1024];
             match c.s.read(&mut buf) {
-                Ok(0) => c.done = Some((started.elapsed(), "eof")),
+                Ok(0) => c.done = Some((c.connected.elapsed(), "eof")),
                 Ok(n) => {
                     c.got.extend_from_slice(&buf[..n]);
-                    c.done = Some((started.elapsed(), "answer"));
+                    c.done = Some((c.connected.elapsed(), "answer"));
                 }
                 Err(e) if is_timeout(&e) => {}
-                Err(_) => c.done = Some((started.elapsed(), "reset")),
+                Err(_) => c.done = Some((c.connected.elapsed(), "reset")),
             }
             if c.done.is_some() {
                 continue;
@@ -404,7 +417,7 @@ fn slowloris_gets_408_at_handshake_timeout() {
             match c.s.write(&head[c.sent % head.len()..][..1]) {
                 Ok(_) => c.sent += 1,
                 Err(e) if is_timeout(&e) => {}
-                Err(_) => c.done = Some((started.elapsed(), "write failed")),
+                Err(_) => c.done = Some((c.connected.elapsed(), "write failed")),
             }
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -419,7 +432,7 @@ fn slowloris_gets_408_at_handshake_timeout() {
     let rss_peak = rss_kib(&gw);
     let mut outcomes = std::collections::BTreeMap::new();
     for c in &slow {
-        let (at, how) = c.done.unwrap_or((started.elapsed(), "never closed"));
+        let (at, how) = c.done.unwrap_or((c.connected.elapsed(), "never closed"));
         let text = String::from_utf8_lossy(&c.got);
         let status = text.split(' ').nth(1).unwrap_or("-").to_string();
         *outcomes.entry(format!("{how} {status}")).or_insert(0) += 1;
@@ -457,7 +470,7 @@ fn slowloris_gets_408_at_handshake_timeout() {
     let closed_at = started.elapsed();
     drop(slow);
     drop(silent);
-    let fds_after = fds_settle(&gw, fds_before + 2, Duration::from_secs(5));
+    let fds_after = fds_settle(&gw, fds_before + 2, WAIT);
     let report = victim.finish("slowloris");
     eprintln!(
         "abuse[slowloris]: outcomes={outcomes:?} all let go by {closed_at:?}; rss {rss_before}->{rss_peak} KiB; fds {fds_before}->{fds_after}"
@@ -514,7 +527,7 @@ fn header_floods_get_431() {
     }
     let elapsed = started.elapsed();
     let rss_peak = rss_kib(&gw);
-    let fds_after = fds_settle(&gw, fds_before + 2, Duration::from_secs(5));
+    let fds_after = fds_settle(&gw, fds_before + 2, WAIT);
     victim.finish("header flood");
     eprintln!(
         "abuse[header flood]: 120 requests in {elapsed:?}, slowest 431 {worst:?}; rss {rss_before}->{rss_peak} KiB; fds {fds_before}->{fds_after}"
@@ -554,11 +567,8 @@ fn frame_bomb_is_refused_without_allocating() {
         let _ = s.write_all(&[0x55; 1024]);
         let reason = expect_closed_with(&mut s, 1009);
         worst = worst.max(t.elapsed());
-        assert!(
-            t.elapsed() < Duration::from_secs(1),
-            "1009 after {:?}",
-            t.elapsed()
-        );
+        // Decided on the header alone: a round trip, not a wait for the payload.
+        assert!(t.elapsed() < WORST_RTT, "1009 after {:?}", t.elapsed());
         assert!(reason.len() <= 123, "{reason:?}");
         conns.push(s);
     }
@@ -806,7 +816,7 @@ fn connection_churn_with_resets_leaks_nothing() {
         reset(s);
     }
     let churn_took = t.elapsed();
-    let fds_after = fds_settle(&gw, fds_before + 2, Duration::from_secs(3));
+    let fds_after = fds_settle(&gw, fds_before + 2, WAIT);
     let rss_after = rss_kib(&gw);
     // Every per-IP slot came back: 20 may open at once again, the 21st is refused.
     let mut held = Vec::new();
@@ -898,9 +908,9 @@ fn invalid_token_flood_gets_429_and_spares_other_ips() {
         );
     }
     let took = t.elapsed();
-    // The attacker's own valid token is refused too while its budget is spent.
-    let (r, _s) = attempt_from(&gw, ATTACKER_IP, &[&good]);
-    assert_429(&r);
+    // (That the attacker's own valid token is refused too while its budget is spent is
+    // `valid_token_is_refused_while_its_address_auth_budget_is_spent`: after a flood the
+    // bucket holds just under one token and may refill at any moment.)
     // Another IP with a valid token still upgrades, and echoes.
     let mut other = open_from(&gw, VICTIM_IP, &[&good]);
     echo_once(&mut other, 1, b"from another address");
@@ -921,6 +931,48 @@ fn invalid_token_flood_gets_429_and_spares_other_ips() {
 }
 
 #[test]
+fn valid_token_is_refused_while_its_address_auth_budget_is_spent() {
+    // SPEC §4 `per_ip_auth_failures`: once an address has spent its failed-token budget,
+    // even a valid token from it gets 429. With "1/s" one forged token empties a fresh
+    // address's budget exactly, and it holds a whole token again only one second after
+    // the gateway checked the forged one (which was after we sent it): a valid token
+    // whose answer came back within that second was checked while the budget was empty.
+    let gw = Gateway::start_in(
+        hs_secret_dir(SECRET),
+        &config_with(
+            "",
+            &["per_ip_auth_failures = \"1/s\""],
+            "[[auth.key]]\nkid = \"hs\"\nalg = \"HS256\"\nsecret_file = \"hs.secret\"",
+            "backend = \"echo\"",
+        ),
+    );
+    let good = format!("Authorization: Bearer {}", hs_token("alice", SECRET));
+    let forged = format!(
+        "Authorization: Bearer {}",
+        hs_token("alice", b"not-the-secret-not-the-secret-not-the-secret")
+    );
+    // Each try uses an address of its own (a fresh, full budget). A try whose two
+    // round trips took a second or more (a very loaded machine) proves nothing either
+    // way, and the next address is tried; one within the second must see the 429.
+    for last in 10..20u8 {
+        let ip = Ipv4Addr::new(127, 0, 0, last);
+        let sent = Instant::now();
+        let (r, _s) = attempt_from(&gw, ip, &[&forged]);
+        assert_eq!(r.status, 401, "{r:?}");
+        let (r, _s) = attempt_from(&gw, ip, &[&good]);
+        if sent.elapsed() < Duration::from_secs(1) {
+            assert_429(&r);
+            // Another address with the same valid token is not affected.
+            let mut other = open_from(&gw, VICTIM_IP, &[&good]);
+            echo_once(&mut other, 1, b"from another address");
+            return;
+        }
+        assert!(r.status == 101 || r.status == 429, "{r:?}");
+    }
+    panic!("no forged and valid attempt pair came back within one second");
+}
+
+#[test]
 fn per_ip_connections_limit_counts_from_accept() {
     let gw = Gateway::start(&config("", &["per_ip_connections = 10"]));
     let victim = Victim::start(&gw, &[]);
@@ -930,8 +982,12 @@ fn per_ip_connections_limit_counts_from_accept() {
     let pending: Vec<TcpStream> = (0..5)
         .map(|_| connect_from(gw.addr, ATTACKER_IP, None))
         .collect();
-    // The workers count accepts asynchronously: give them a moment to see the five.
-    std::thread::sleep(Duration::from_millis(100));
+    // A connect returns once the kernel has queued the connection; the worker counts it
+    // at its accept, which it logs.
+    for s in &pending {
+        let me = s.local_addr().expect("local addr");
+        gw.wait_log(&format!("peer={me} worker="));
+    }
     // SPEC §4: the eleventh is closed at accept, before a byte is read, no response.
     assert!(attempt_from_or_closed(&gw, ATTACKER_IP).is_none());
     // Another address is not affected.
@@ -1087,10 +1143,10 @@ fn sigterm_under_load_closes_every_connection_1001() {
         "{codes:?}"
     );
     assert_eq!(code, Some(0));
-    assert!(exited_after < Duration::from_secs(5), "{exited_after:?}");
-    // Every client answered at once: nothing should need the 2 s closing linger.
+    // Every client answered at once: nothing should need the closing linger, which,
+    // counted from a close sent after the signal, would end past CLOSE_LINGER.
     assert!(
-        exited_after < Duration::from_millis(1500),
+        exited_after < CLOSE_LINGER,
         "exit only after {exited_after:?}"
     );
     // The listener is gone.
@@ -1186,7 +1242,7 @@ fn all_attacks_leave_fds_and_rss_near_baseline() {
     }
     let rss_peak = rss_kib(&gw);
     // Let the slow consumers' idle_timeout and every linger pass.
-    let fds_after = fds_settle(&gw, fds_before + 2, Duration::from_secs(8));
+    let fds_after = fds_settle(&gw, fds_before + 2, WAIT);
     std::thread::sleep(Duration::from_millis(500));
     let rss_after = rss_kib(&gw);
     let attacks_took = t.elapsed();
@@ -1236,7 +1292,8 @@ fn fin_arriving_with_the_last_message_is_noticed() {
     let took = t.elapsed();
     eprintln!("abuse[fin with data]: echo, then {eof:?} after {took:?}");
     assert!(matches!(eof, Ok(0)), "no EOF within 3 s: {eof:?}");
-    assert!(took < Duration::from_secs(1), "EOF only after {took:?}");
+    // A round trip, not the idle ping (10 s) that the old gateway waited for.
+    assert!(took < WORST_RTT, "EOF only after {took:?}");
     // ... and its per-IP slot is free again.
     let (r, _s) = attempt_from(&gw, ATTACKER_IP, &[]);
     assert_eq!(r.status, 101, "{r:?}");
@@ -1270,10 +1327,9 @@ fn sigterm_exit_is_not_held_by_the_close_linger() {
         "abuse[sigterm linger]: clients done after {answered:?}; exit {code:?} after {exited:?}"
     );
     assert_eq!(code, Some(0));
-    assert!(
-        exited < Duration::from_secs(1),
-        "exit only after {exited:?}"
-    );
+    // Held by the linger, the exit would come CLOSE_LINGER after a close that was sent
+    // after the signal.
+    assert!(exited < CLOSE_LINGER, "exit only after {exited:?}");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1394,7 +1450,7 @@ fn partial_large_frames_cost_at_most_their_declared_size() {
     std::thread::sleep(Duration::from_millis(300));
     let rss_held = rss_kib(&gw);
     // Idle (no complete frame) for idle_timeout: all closed, memory back.
-    let fds_after = fds_settle(&gw, fds_before + 2, Duration::from_secs(6));
+    let fds_after = fds_settle(&gw, fds_before + 2, WAIT);
     drop(conns);
     let rss_after = rss_kib(&gw);
     victim.finish("partial large frames");

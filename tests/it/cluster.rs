@@ -447,6 +447,12 @@ fn a_reused_refresh_token_on_one_gateway_closes_the_family_on_another() {
         "alice-password\n",
     );
     assert_eq!(code, 0, "{out}{err}");
+    // SPEC §11: the running gateway re-reads the users file on SIGHUP. (A login also
+    // looks whether the file changed, but at most once a second: a login within a
+    // second of A's start, as on a quiet machine, was refused "wrong username or
+    // password".)
+    a.signal(libc::SIGHUP);
+    a.wait_log("login: users file re-read: 1 users");
     let b_dir = TempDir::new();
     for file in ["issuer.key.pem", "users.toml"] {
         std::fs::copy(a.dir.path().join(file), b_dir.path().join(file)).expect("copy");

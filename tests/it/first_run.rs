@@ -6,16 +6,6 @@ use std::path::Path;
 
 use crate::support::*;
 
-/// A port that was free a moment ago (the admin listener needs a fixed one, because
-/// `revoke` reads it from the config).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 fn path_str(p: &Path) -> &str {
     p.to_str().expect("utf-8 temp path")
 }
@@ -51,7 +41,7 @@ fn init_check_serve_mint_connect_revoke() {
     assert_eq!(err, "");
 
     // Served as written, but on free ports.
-    let admin_port = free_port();
+    let admin_port = fixed_port();
     let config = before
         .replace(
             "listen = [\"127.0.0.1:8080\"]",
@@ -133,7 +123,7 @@ fn revoke_without_an_admin_listener_or_with_none_running_exits_1() {
     let (code, _, err) = run(&["revoke", "-c", path_str(&cfg), "--sub", "a", "--token", "x"]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("no [admin] section"), "{err}");
-    let port = free_port();
+    let port = fixed_port();
     let cfg = dir.write(
         "down.toml",
         format!("[server]\nlisten = [\"127.0.0.1:0\"]\n[admin]\nlisten = \"127.0.0.1:{port}\"\n[[route]]\npath = \"/e\"\nbackend = \"echo\"\npublic = true\n"),

@@ -181,7 +181,12 @@ fn max_connections_closes_at_accept_without_a_response() {
         &public_config("").replace("workers = 2", "workers = 2\nmax_connections = 2"),
     );
     let mut a = open(&gw, "/echo", &[]);
-    let _idle = gw.connect();
+    let idle = gw.connect();
+    // `connect` returns once the kernel has queued the connection, not once a worker has
+    // accepted (and counted) it; with two workers the next connection may land on the
+    // other one and be accepted first. The accept is logged right after it is counted.
+    let me = idle.local_addr().expect("local addr");
+    gw.wait_log(&format!("peer={me} worker="));
     assert!(answer_or_closed(gw.connect(), upgrade_request("/echo", &[]).as_bytes()).is_none());
     // The connections within the cap are served.
     a.write_all(&client_frame(true, 1, b"served"))

@@ -33,16 +33,6 @@ pub(crate) fn run_with_stdin(args: &[&str], stdin: &str) -> (i32, String, String
     )
 }
 
-/// A port that was free a moment ago (the admin listener needs a fixed one, because
-/// `user remove` reads it from the config).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 fn config() -> String {
     r#"[server]
 listen = "127.0.0.1:0"
@@ -68,7 +58,7 @@ path = "/chat"
 backend = "echo"
 scope = ["chat"]
 "#
-    .replace("ADMIN_PORT", &free_port().to_string())
+    .replace("ADMIN_PORT", &fixed_port().to_string())
 }
 
 /// A directory with the login key, the config and users alice, bob and carol (scope chat).
@@ -491,19 +481,19 @@ fn cors_answers_only_the_origins_of_the_gateway_allowlist() {
     }
 }
 
-/// `GET /.well-known/jwks.json` over TLS trusting only `cert`; None when the handshake fails.
+/// `GET /.well-known/jwks.json` over TLS trusting only `cert`; the error when the
+/// handshake (or anything after it) fails.
 fn jwks_over_tls(
     addr: SocketAddr,
     cert: &rustls::pki_types::CertificateDer<'static>,
-) -> Option<String> {
+) -> Result<String, std::io::Error> {
     let stream = TcpStream::connect(addr).expect("connect");
     stream.set_read_timeout(Some(WAIT)).expect("timeout");
     let mut s = crate::tls::tls_client(stream, cert);
-    s.write_all(b"GET /.well-known/jwks.json HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .ok()?;
+    s.write_all(b"GET /.well-known/jwks.json HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
     let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    Some(raw)
+    s.read_to_string(&mut raw)?;
+    Ok(raw)
 }
 
 #[test]
@@ -525,7 +515,8 @@ fn sighup_reloads_the_login_listener_certificate_too() {
     let gw = Gateway::start_in(dir, &text);
     assert!(gw.wait_log("login listening on").contains("(https)"));
     let login_addr = listener(&gw, "login");
-    let answer = jwks_over_tls(login_addr, &old).expect("HTTPS with the first certificate");
+    let answer = jwks_over_tls(login_addr, &old)
+        .unwrap_or_else(|e| panic!("HTTPS with the first certificate: {e}; log:\n{}", gw.logs()));
     assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
     let (cert, key, new) = crate::tls::self_signed();
     gw.dir.write("cert.pem", cert);
@@ -533,10 +524,11 @@ fn sighup_reloads_the_login_listener_certificate_too() {
     gw.signal(1);
     // Published to the login listener before this line is logged.
     gw.wait_log("reloaded ");
-    let answer = jwks_over_tls(login_addr, &new).expect("HTTPS with the new certificate");
+    let answer = jwks_over_tls(login_addr, &new)
+        .unwrap_or_else(|e| panic!("HTTPS with the new certificate: {e}; log:\n{}", gw.logs()));
     assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
     assert!(
-        jwks_over_tls(login_addr, &old).is_none(),
+        jwks_over_tls(login_addr, &old).is_err(),
         "the old certificate is still served by the login listener"
     );
 }

@@ -258,7 +258,9 @@ fn sighup_retires_removed_keys_and_keeps_the_rest() {
     assert_eq!((code, reason.as_str()), (Some(4401), "key retired"));
     text(&mut sa, "a still open");
     assert_eq!(next_text(&mut sa), "a still open");
-    // New handshakes with key b are refused now.
+    // New handshakes with key b are refused now, on either worker (b's 4401 shows only
+    // that the worker holding it has taken the reload).
+    gw.wait_workers_reloaded(2, 1);
     let (r, _) = request(
         &gw,
         upgrade_request(

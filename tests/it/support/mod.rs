@@ -188,6 +188,34 @@ impl Gateway {
         }
     }
 
+    /// Waits (bounded) until `n` log lines contain `needle`.
+    pub fn wait_log_count(&self, needle: &str, n: usize) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let seen = self.logs().lines().filter(|l| l.contains(needle)).count();
+            if seen >= n {
+                return;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if self.lines.recv_timeout(left).is_err() {
+                panic!(
+                    "{seen} of {n} log lines containing {needle:?}; log:\n{}",
+                    self.logs()
+                );
+            }
+        }
+    }
+
+    /// Waits (bounded) until each of `workers` workers has logged its `nth` configuration
+    /// reload. The control plane logs "reloaded" once it has sent the new configuration;
+    /// each worker takes it on its next loop turn, so a handshake right after "reloaded"
+    /// can still meet the old configuration on a worker that has not got to it.
+    pub fn wait_workers_reloaded(&self, workers: usize, nth: usize) {
+        for w in 0..workers {
+            self.wait_log_count(&format!("worker {w}: configuration reloaded"), nth);
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("ws://{}{}", self.addr, path)
     }
@@ -714,6 +742,33 @@ pub fn answer_or_closed(mut s: TcpStream, req: &[u8]) -> Option<(Response, TcpSt
         }
         Err(e) => panic!("waiting for an answer or a close: {e}"),
     }
+}
+
+/// A loopback port for a listener that needs a fixed one (the admin listener, which
+/// `wsgate revoke` and `wsgate user remove` find through the config), free when picked.
+/// It is taken below the kernel's ephemeral range (`net.ipv4.ip_local_port_range`), which
+/// `bind(0)` and every outgoing connection draw from: a port from that range that a test
+/// frees while it restarts a gateway can meanwhile become the source port of another
+/// test's connection, and the restarted gateway then fails to bind it (seen under stress:
+/// the restart exited after its login listener came up, and the test got ECONNREFUSED).
+pub fn fixed_port() -> u16 {
+    const FIRST: usize = 10_000;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<usize>().ok())
+        .unwrap_or(32_768);
+    let span = ephemeral.saturating_sub(FIRST).max(1);
+    // Another test binary picking at the same time starts elsewhere.
+    let offset = std::process::id() as usize * 7919;
+    for _ in 0..span {
+        let port = FIRST + (offset + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let port = u16::try_from(port).expect("a port number");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}..{ephemeral}");
 }
 
 /// A listener bound where the gateway will find `localhost` (its first address from
