@@ -259,6 +259,22 @@ fn login_connect_rotate_reuse_logout_and_remove_through_the_real_binary() {
         post(login_addr, "/login", "application/json", &body.to_string()).0,
         401
     );
+    // `user add` while the gateway runs: the very next login sees the new user (every
+    // login looks whether the users file changed), and a login right before it did not.
+    let dave = serde_json::json!({"username": "dave", "password": "dave-password"});
+    assert_eq!(
+        post(login_addr, "/login", "application/json", &dave.to_string()).0,
+        401
+    );
+    let (code, out, err) = run_with_stdin(
+        &["user", "add", "dave", "--scope", "chat", "-c", &cfg],
+        "dave-password\n",
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        post(login_addr, "/login", "application/json", &dave.to_string()).0,
+        200
+    );
 
     // The published key verifies the tokens (what another service would fetch).
     let (status, _, jwks) = exchange(login_addr, "GET /.well-known/jwks.json HTTP/1.1", &[], "");
@@ -277,8 +293,8 @@ fn login_connect_rotate_reuse_logout_and_remove_through_the_real_binary() {
         raw
     };
     for line in [
-        "wsgate_login_total{outcome=\"ok\"} 4",
-        "wsgate_login_total{outcome=\"failed\"} 1",
+        "wsgate_login_total{outcome=\"ok\"} 5",
+        "wsgate_login_total{outcome=\"failed\"} 2",
         "wsgate_login_refresh_total{outcome=\"ok\"} 2",
         "wsgate_login_refresh_total{outcome=\"reused\"} 1",
         "wsgate_login_refresh_total{outcome=\"invalid\"} 1",

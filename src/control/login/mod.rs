@@ -25,7 +25,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::SystemTime;
 
 use self::budget::Budget;
 use self::issue::Issuer;
@@ -57,9 +57,6 @@ pub const MAX_QUEUED_CHECKS: usize = 64;
 
 /// Most keys each failure-budget table tracks.
 pub const MAX_BUDGET_KEYS: usize = 65_536;
-
-/// How often, at most, a login looks whether the users file changed.
-const USERS_STAT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Counters by outcome, for `/metrics`. Label values are fixed words.
 #[derive(Debug, Default)]
@@ -129,13 +126,20 @@ fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
-/// What identifies a version of the users file.
-type FileStamp = Option<(SystemTime, u64)>;
+/// What identifies a version of the users file: modification time, length and inode
+/// (`wsgate user` replaces the file by a rename, which a new inode shows even when the
+/// time and length happen to match).
+type FileStamp = Option<(SystemTime, u64, u64)>;
 
 fn stamp(path: &std::path::Path) -> FileStamp {
-    std::fs::metadata(path)
-        .ok()
-        .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()))
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| {
+        (
+            m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            m.len(),
+            m.ino(),
+        )
+    })
 }
 
 /// An answer of the service, before HTTP rendering.
@@ -194,7 +198,7 @@ pub struct Service {
     issuer: Issuer,
     users_path: PathBuf,
     users: RwLock<Arc<Directory>>,
-    users_seen: Mutex<(Instant, FileStamp)>,
+    users_seen: Mutex<FileStamp>,
     passwords: Passwords,
     store: Arc<Store>,
     budget: Mutex<Budget>,
@@ -238,7 +242,7 @@ impl Service {
         let service = Service {
             issuer,
             users_path: login.users.clone(),
-            users_seen: Mutex::new((clock::now(), stamp(&login.users))),
+            users_seen: Mutex::new(stamp(&login.users)),
             users: RwLock::new(Arc::new(users)),
             passwords,
             store: Arc::new(store),
@@ -289,23 +293,17 @@ impl Service {
         let fresh = read_directory(&self.users_path)?;
         let count = fresh.len();
         *self.users.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
-        *self.users_seen.lock().unwrap_or_else(|p| p.into_inner()) =
-            (clock::now(), stamp(&self.users_path));
+        *self.users_seen.lock().unwrap_or_else(|p| p.into_inner()) = stamp(&self.users_path);
         Ok(count)
     }
 
-    /// Re-reads the users file when it changed since last seen (checked at most once per
-    /// [`USERS_STAT_INTERVAL`]), so that `user remove` takes effect on logins at once.
+    /// Re-reads the users file when it changed since last seen, looked at on every login
+    /// (one `stat` on the blocking pool, next to a password hash), so that `user add` and
+    /// `user remove` take effect on the very next login.
     fn refresh_users_if_changed(&self) {
-        let now = clock::now();
         {
-            let mut seen = self.users_seen.lock().unwrap_or_else(|p| p.into_inner());
-            if now.saturating_duration_since(seen.0) < USERS_STAT_INTERVAL {
-                return;
-            }
-            let current = stamp(&self.users_path);
-            if current == seen.1 {
-                seen.0 = now;
+            let seen = self.users_seen.lock().unwrap_or_else(|p| p.into_inner());
+            if stamp(&self.users_path) == *seen {
                 return;
             }
         }
