@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -15,6 +16,7 @@ use crate::frames::{Expect, FrameReader, Seen};
 
 use crate::report::Measure;
 use crate::servers::{rss_bytes, CpuWindow, Endpoint, Server};
+use crate::tls::TlsConn;
 use crate::{Res, WARMUP};
 
 /// Concurrent connectors in the handshake rows.
@@ -121,6 +123,8 @@ struct Conn {
     frames: FrameReader,
     /// Send times of the messages in flight, oldest first.
     sent_at: VecDeque<Instant>,
+    /// wss: the TLS session between the buffers above and the socket.
+    tls: Option<Box<TlsConn>>,
 }
 
 impl Conn {
@@ -134,6 +138,7 @@ impl Conn {
             out_pos: 0,
             frames: FrameReader::default(),
             sent_at: VecDeque::new(),
+            tls: None,
         }
     }
 
@@ -141,16 +146,17 @@ impl Conn {
         Token(slot | (self.generation << SLOT_BITS))
     }
 
-    /// Starts a TCP connect and queues the upgrade request.
+    /// Starts a TCP connect (and a TLS handshake with `tls`) and queues the upgrade request.
     fn dial(
         &mut self,
         registry: &Registry,
         slot: usize,
-        addr: SocketAddr,
+        (addr, tls): Dest,
         source: Option<std::net::Ipv4Addr>,
         request: &[u8],
     ) -> io::Result<()> {
         self.drop_socket();
+        self.tls = tls.map(TlsConn::new).transpose()?.map(Box::new);
         let mut sock = match source {
             None => TcpStream::connect(addr)?,
             Some(ip) => {
@@ -195,7 +201,11 @@ impl Conn {
         let Some(sock) = self.sock.as_mut() else {
             return Ok(());
         };
-        while self.out_pos < self.out.len() {
+        if let Some(tls) = self.tls.as_mut() {
+            tls.send(sock, &self.out, &mut self.out_pos)?;
+        }
+        // Plain ws (TLS took all of `out` into its session, or the socket is full).
+        while self.out_pos < self.out.len() && self.tls.is_none() {
             match sock.write(&self.out[self.out_pos..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => self.out_pos += n,
@@ -219,6 +229,9 @@ impl Conn {
         let Some(sock) = self.sock.as_mut() else {
             return Ok(None);
         };
+        if let Some(tls) = self.tls.as_mut() {
+            return tls.read(sock, buf);
+        }
         loop {
             match sock.read(buf) {
                 Ok(n) => return Ok(Some(n)),
@@ -303,6 +316,9 @@ pub(crate) struct Client {
     conns: Vec<Conn>,
 }
 
+/// Where a connection goes: the server's address, and the client TLS config for wss.
+type Dest<'a> = (SocketAddr, Option<&'a Arc<rustls::ClientConfig>>);
+
 fn slot_of(token: Token) -> (usize, usize) {
     (token.0 & SLOT_MASK, token.0 >> SLOT_BITS)
 }
@@ -341,22 +357,16 @@ impl Client {
         }
     }
 
-    /// Opens `n` upgraded connections to `addr` at `target` (replacing any held), the
-    /// requests offering `extensions` when given.
-    fn open_many_with(
-        &mut self,
-        addr: SocketAddr,
-        target: &str,
-        n: usize,
-        extensions: Option<&str>,
-    ) -> Res<()> {
-        let request = upgrade_request_with(addr, target, extensions);
-        self.open_many_requests(addr, n, &[request])
+    /// Opens `n` upgraded connections to `ep` at its path (replacing any held), the
+    /// requests offering its extensions when it has some.
+    fn open_many_with(&mut self, ep: &Endpoint, n: usize) -> Res<()> {
+        let request = upgrade_request_with(ep.addr, ep.path, ep.extensions);
+        self.open_many_requests((ep.addr, ep.tls.as_ref()), n, &[request])
     }
 
-    /// Opens `n` upgraded connections to `addr` (replacing any held), connection `i`
+    /// Opens `n` upgraded connections to `to` (replacing any held), connection `i`
     /// sending `requests[i % requests.len()]`.
-    fn open_many_requests(&mut self, addr: SocketAddr, n: usize, requests: &[Vec<u8>]) -> Res<()> {
+    fn open_many_requests(&mut self, to: Dest, n: usize, requests: &[Vec<u8>]) -> Res<()> {
         if requests.is_empty() {
             return Err("no upgrade request".into());
         }
@@ -371,7 +381,7 @@ impl Client {
                     .dial(
                         self.poll.registry(),
                         next,
-                        addr,
+                        to,
                         (n > per_source).then(|| {
                             let k = u8::try_from(2 + next / per_source).unwrap_or(u8::MAX);
                             std::net::Ipv4Addr::new(127, 0, 0, k)
@@ -459,7 +469,7 @@ impl Client {
         payload: &Payload,
         depth: usize,
     ) -> Res<Measure> {
-        self.open_many_with(ep.addr, ep.path, conns, ep.extensions)?;
+        self.open_many_with(ep, conns)?;
         let result = self.echo(ep, window, payload, depth);
         let (unclean, first) = self.close_all();
         // After a failed row, unclean closes are expected; after a good one, they are news.
@@ -588,6 +598,30 @@ impl Client {
         window: Duration,
         targets: &[String],
     ) -> Res<Measure> {
+        self.conns.clear();
+        self.storm(srv, window, targets)
+    }
+
+    /// The scale curve's handshake row: [`Client::storm_row`] at `srv`'s path while `idle`
+    /// other upgraded connections to the same server stay open (untouched, from several
+    /// source addresses past [`PER_SOURCE`]).
+    pub(crate) fn storm_with_idle(
+        &mut self,
+        srv: &Endpoint,
+        window: Duration,
+        idle: usize,
+    ) -> Res<Measure> {
+        let request = upgrade_request(srv.addr, srv.path);
+        self.open_many_requests((srv.addr, srv.tls.as_ref()), idle, &[request])?;
+        let result = self.storm(srv, window, &[srv.path.to_string()]);
+        self.conns.clear();
+        result
+    }
+
+    /// The handshake storm on [`HANDSHAKE_CONCURRENCY`] new slots after the connections
+    /// held, which it leaves alone.
+    fn storm(&mut self, srv: &Endpoint, window: Duration, targets: &[String]) -> Res<Measure> {
+        let to = (srv.addr, srv.tls.as_ref());
         let requests: Vec<Vec<u8>> = targets
             .iter()
             .map(|t| upgrade_request(srv.addr, t))
@@ -600,17 +634,18 @@ impl Client {
             turn = turn.wrapping_add(1);
             &requests[turn % requests.len()]
         };
-        self.conns.clear();
-        self.conns.resize_with(HANDSHAKE_CONCURRENCY, Conn::new);
+        let base = self.conns.len();
+        self.conns
+            .resize_with(base + HANDSHAKE_CONCURRENCY, Conn::new);
         let t0 = Instant::now();
         let (start, end) = (t0 + WARMUP, t0 + WARMUP + window);
         let mut cpu = CpuWindow::new(srv.pid, None);
         let cpu_used;
         let (mut measuring, mut completed, mut errors) = (false, 0u64, 0u64);
         let mut first_error: Option<String> = None;
-        for slot in 0..self.conns.len() {
+        for slot in base..self.conns.len() {
             self.conns[slot]
-                .dial(self.poll.registry(), slot, srv.addr, None, next_request())
+                .dial(self.poll.registry(), slot, to, None, next_request())
                 .map_err(|e| format!("connect: {e}"))?;
         }
         loop {
@@ -665,9 +700,7 @@ impl Client {
                     }
                 };
                 if redial {
-                    if let Err(e) =
-                        c.dial(self.poll.registry(), slot, srv.addr, None, next_request())
-                    {
+                    if let Err(e) = c.dial(self.poll.registry(), slot, to, None, next_request()) {
                         errors += 1;
                         first_error.get_or_insert(format!("connect: {e}"));
                         c.drop_socket();
@@ -675,13 +708,13 @@ impl Client {
                 }
             }
             // Slots whose connect failed outright get another try.
-            for (slot, c) in self.conns.iter_mut().enumerate() {
+            for (slot, c) in self.conns.iter_mut().enumerate().skip(base) {
                 if c.state == State::Free {
-                    let _ = c.dial(self.poll.registry(), slot, srv.addr, None, next_request());
+                    let _ = c.dial(self.poll.registry(), slot, to, None, next_request());
                 }
             }
         }
-        self.conns.clear();
+        self.conns.truncate(base);
         if let Some(e) = &first_error {
             eprintln!("{}: {errors} handshake errors, first: {e}", srv.name);
         }
@@ -716,11 +749,11 @@ impl Client {
         // It takes the last 100 targets: with `n + 100` distinct tokens the measured
         // connections (targets 0..n) all bring tokens the server has not seen.
         let warm: Vec<Vec<u8>> = requests.iter().rev().take(100).cloned().collect();
-        self.open_many_requests(srv.addr, 100, &warm)?;
+        self.open_many_requests((srv.addr, None), 100, &warm)?;
         self.close_all();
         std::thread::sleep(Duration::from_millis(300));
         let before = rss_bytes(srv.pid)?;
-        self.open_many_requests(srv.addr, n, &requests)?;
+        self.open_many_requests((srv.addr, None), n, &requests)?;
         std::thread::sleep(Duration::from_secs(1));
         let after = rss_bytes(srv.pid)?;
         self.conns.clear();
