@@ -23,7 +23,16 @@
 //! raised to the hard limit, which must exceed the count (client and each server are
 //! separate processes). tokio-tungstenite is skipped above 20,000 idle connections (it
 //! holds some 130 KB per connection). And
-//! `WSGATE_BENCH_ROWS=echo,pipelined,bulk,handshake,auth,proxy,deflate,idle` picks rows (default all).
+//! `WSGATE_BENCH_ROWS=echo,pipelined,bulk,handshake,auth,proxy,deflate,tls,idle,scale` picks
+//! rows (default all).
+//!
+//! The tls rows (`tls.rs`) measure wss: wsgate with `[tls]` next to tokio-tungstenite
+//! behind tokio-rustls, the same rustls server config (ring) and certificate, each also
+//! over plain ws in the same alternation; the TLS cost is the difference of server CPU per
+//! operation. The scale rows (`scale.rs`) are the handshake rate while 1,000 / 10,000 /
+//! 100,000 (`WSGATE_BENCH_SCALE`) idle connections stay open on the server. A point of the
+//! idle or scale rows whose connections do not fit RLIMIT_NOFILE is skipped with the
+//! reason printed.
 //!
 //! The proxy rows put the tokio-tungstenite server behind wsgate (an upstream route,
 //! `/proxy`) and compare client -> wsgate -> tokio-tungstenite with client ->

@@ -1,6 +1,6 @@
 //! The peer servers, each run as a child process of this executable (`WSGATE_BENCH_ROLE`)
-//! with one thread serving connections: tokio-tungstenite's echo server example and
-//! fastwebsockets' echo server example. uWebSockets, the other peer of issue #15, is a C++
+//! with one thread serving connections: tokio-tungstenite's echo server example (also
+//! behind tokio-rustls, for the wss rows) and fastwebsockets' echo server example. uWebSockets, the other peer of issue #15, is a C++
 //! library that no package registry carries: it is an optional external binary named by
 //! `WSGATE_BENCH_UWS` (see [`uws_exe`]).
 //!
