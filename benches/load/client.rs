@@ -15,7 +15,7 @@ use wsgate::proto::ws::frame::{write_masked_frame, OpCode};
 use crate::frames::{Expect, FrameReader, Seen};
 
 use crate::report::Measure;
-use crate::servers::{rss_bytes, CpuWindow, Endpoint, Server};
+use crate::servers::{rss_bytes, slab_bytes, CpuWindow, Endpoint, Server};
 use crate::tls::TlsConn;
 use crate::{Res, WARMUP};
 
@@ -585,7 +585,7 @@ impl Client {
             server_cpu: cpu_used.0,
             client_cpu: cpu_used.1,
             upstream_cpu: cpu_used.2,
-            errors: 0,
+            ..Measure::default()
         })
     }
 
@@ -752,13 +752,15 @@ impl Client {
         self.open_many_requests((srv.addr, None), 100, &warm)?;
         self.close_all();
         std::thread::sleep(Duration::from_millis(300));
-        let before = rss_bytes(srv.pid)?;
+        let (before, slab_before) = (rss_bytes(srv.pid)?, slab_bytes());
         self.open_many_requests((srv.addr, None), n, &requests)?;
         std::thread::sleep(Duration::from_secs(1));
-        let after = rss_bytes(srv.pid)?;
+        let (after, slab_after) = (rss_bytes(srv.pid)?, slab_bytes());
         self.conns.clear();
+        let per_conn = |b: u64, a: u64| a.saturating_sub(b) as f64 / n.max(1) as f64;
         Ok(Measure {
-            rate: after.saturating_sub(before) as f64 / n.max(1) as f64,
+            rate: per_conn(before, after),
+            slab_per_conn: slab_before.zip(slab_after).map(|(b, a)| per_conn(b, a)),
             ..Measure::default()
         })
     }

@@ -29,6 +29,8 @@ pub(crate) struct Measure {
     pub(crate) upstream_cpu: Option<f64>,
     /// Failed connects or handshakes during the window.
     pub(crate) errors: u64,
+    /// Idle rows: growth of the machine's kernel slab per connection (both ends).
+    pub(crate) slab_per_conn: Option<f64>,
 }
 
 impl Measure {

@@ -140,6 +140,12 @@ pub(crate) fn idle_rows(
     rows.push(Row::latency(&label, &idle, |m| {
         Some(m.rate).filter(|r| r.is_finite())
     }));
+    // Socket structures are kernel memory: whole machine, both ends, so noisy on a shared box.
+    rows.push(Row::latency(
+        "  kernel slab per conn, both ends",
+        &idle,
+        |m| m.slab_per_conn,
+    ));
     // Authenticated idle connections (wsgate only): one HS256 token for all of them,
     // then a distinct sub and jti per connection (each its own verified-token record).
     let hs_key = dir.join("hs.secret");

@@ -231,6 +231,17 @@ pub(crate) fn rss_bytes(pid: u32) -> Res<u64> {
         .ok_or_else(|| "no VmRSS".to_string())
 }
 
+/// The kernel's slab memory, whole machine (`Slab:` of /proc/meminfo), in bytes: where
+/// socket structures live, which no process's RSS counts.
+pub(crate) fn slab_bytes() -> Option<u64> {
+    let meminfo = fs::read_to_string("/proc/meminfo").ok()?;
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("Slab:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+}
+
 /// CPU ticks (server, client, upstream) at the start of a window.
 type Ticks = (Option<u64>, Option<u64>, Option<u64>);
 
