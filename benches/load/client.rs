@@ -23,9 +23,13 @@ use crate::{Res, WARMUP};
 pub(crate) const HANDSHAKE_CONCURRENCY: usize = 64;
 /// Connections per loopback source address when a set is larger than this: connection i
 /// binds 127.0.0.(2 + i / PER_SOURCE) before connecting, so that more connections than
-/// the ephemeral port range (~28k per source address) fit. `WSGATE_BENCH_PER_SOURCE`
-/// overrides it (to exercise the source addresses with fewer connections).
-pub(crate) const PER_SOURCE: usize = 20_000;
+/// the ephemeral port range (~28k per source address) fit. Half of it: Linux hands out
+/// one parity of the range first (odd ports to bind, even ones to connect) and scans the
+/// whole half on every call once that half is full (seen here: 19,000 connections from
+/// 127.0.0.1 slowed every further connect() to some 100 per second).
+/// `WSGATE_BENCH_PER_SOURCE` overrides it (to exercise the source addresses with fewer
+/// connections).
+pub(crate) const PER_SOURCE: usize = 10_000;
 
 /// [`PER_SOURCE`], or `WSGATE_BENCH_PER_SOURCE` when set (at least 1).
 fn per_source() -> usize {
@@ -367,6 +371,18 @@ impl Client {
     /// Opens `n` upgraded connections to `to` (replacing any held), connection `i`
     /// sending `requests[i % requests.len()]`.
     fn open_many_requests(&mut self, to: Dest, n: usize, requests: &[Vec<u8>]) -> Res<()> {
+        self.open_many_from(to, n, requests, false)
+    }
+
+    /// [`Client::open_many_requests`]; with `spread`, from 127.0.0.2 on even when `n`
+    /// fits one source address (127.0.0.1 stays free for other connections).
+    fn open_many_from(
+        &mut self,
+        to: Dest,
+        n: usize,
+        requests: &[Vec<u8>],
+        spread: bool,
+    ) -> Res<()> {
         if requests.is_empty() {
             return Err("no upgrade request".into());
         }
@@ -382,7 +398,7 @@ impl Client {
                         self.poll.registry(),
                         next,
                         to,
-                        (n > per_source).then(|| {
+                        (spread || n > per_source).then(|| {
                             let k = u8::try_from(2 + next / per_source).unwrap_or(u8::MAX);
                             std::net::Ipv4Addr::new(127, 0, 0, k)
                         }),
@@ -603,8 +619,8 @@ impl Client {
     }
 
     /// The scale curve's handshake row: [`Client::storm_row`] at `srv`'s path while `idle`
-    /// other upgraded connections to the same server stay open (untouched, from several
-    /// source addresses past [`PER_SOURCE`]).
+    /// other upgraded connections to the same server stay open (untouched, from
+    /// 127.0.0.2 on, [`PER_SOURCE`] per address).
     pub(crate) fn storm_with_idle(
         &mut self,
         srv: &Endpoint,
@@ -612,7 +628,8 @@ impl Client {
         idle: usize,
     ) -> Res<Measure> {
         let request = upgrade_request(srv.addr, srv.path);
-        self.open_many_requests((srv.addr, srv.tls.as_ref()), idle, &[request])?;
+        // The storm dials from 127.0.0.1: the idle set takes the other addresses.
+        self.open_many_from((srv.addr, srv.tls.as_ref()), idle, &[request], true)?;
         let result = self.storm(srv, window, &[srv.path.to_string()]);
         self.conns.clear();
         result

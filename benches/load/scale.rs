@@ -2,7 +2,9 @@
 //! handshake rate while idle connections are held open, at each of a list of connection
 //! counts (`WSGATE_BENCH_IDLE`, default 10000, and `WSGATE_BENCH_SCALE`, default
 //! 1000,10000,100000). Past [`crate::client::PER_SOURCE`] connections the client spreads
-//! them over 127.0.0.2, 127.0.0.3, ... (the ephemeral port range is per source address).
+//! them over 127.0.0.2, 127.0.0.3, ... (the ephemeral port range is per source address);
+//! the handshake curve's idle sets always do, so that the handshakes dial from 127.0.0.1
+//! alone.
 //! A point that needs more file descriptors than RLIMIT_NOFILE allows (client and server
 //! are separate processes, each holding every connection) is skipped with the reason.
 
