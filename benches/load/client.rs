@@ -12,7 +12,8 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Registry, Token};
 use wsgate::proto::ws::frame::{write_masked_frame, OpCode};
 
-use crate::frames::{Expect, FrameReader, Seen};
+pub(crate) use crate::frames::Payload;
+use crate::frames::{FrameReader, Seen};
 
 use crate::report::Measure;
 use crate::servers::{rss_bytes, slab_bytes, CpuWindow, Endpoint, Server};
@@ -22,14 +23,14 @@ use crate::{Res, WARMUP};
 /// Concurrent connectors in the handshake rows.
 pub(crate) const HANDSHAKE_CONCURRENCY: usize = 64;
 /// Connections per loopback source address when a set is larger than this: connection i
-/// binds 127.0.0.(2 + i / PER_SOURCE) before connecting, so that more connections than
-/// the ephemeral port range (~28k per source address) fit. Half of it: Linux hands out
-/// one parity of the range first (odd ports to bind, even ones to connect) and scans the
-/// whole half on every call once that half is full (seen here: 19,000 connections from
-/// 127.0.0.1 slowed every further connect() to some 100 per second).
-/// `WSGATE_BENCH_PER_SOURCE` overrides it (to exercise the source addresses with fewer
-/// connections).
-pub(crate) const PER_SOURCE: usize = 10_000;
+/// of a set binds 127.0.0.(first + i / PER_SOURCE) before connecting, `first` moving on
+/// with every set (see `Client::next_source`), so that more connections than the
+/// ephemeral port range (~28k per source address) fit. Well under it: Linux hands out one
+/// parity of the range first (odd ports to bind, even ones to connect) and scans the whole
+/// half on every call once that half is full (seen here: 19,000 connections from
+/// 127.0.0.1 cut every further connect() to some 100 per second), and ports of an earlier
+/// set linger in TIME_WAIT. `WSGATE_BENCH_PER_SOURCE` overrides it.
+pub(crate) const PER_SOURCE: usize = 5_000;
 
 /// [`PER_SOURCE`], or `WSGATE_BENCH_PER_SOURCE` when set (at least 1).
 fn per_source() -> usize {
@@ -49,57 +50,6 @@ const WS_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 const SLOT_BITS: u32 = 20;
 /// Mask of the slot bits of a token.
 const SLOT_MASK: usize = (1 << SLOT_BITS) - 1;
-
-/// What an echo row sends: one prebuilt frame, and what its echo must look like.
-pub(crate) struct Payload {
-    /// The masked client frame.
-    frame: Vec<u8>,
-    /// The echo's expected shape.
-    expect: Expect,
-}
-
-impl Payload {
-    /// `len` bytes of `fill` in one `opcode` frame; echoes are checked for type and length.
-    pub(crate) fn new(opcode: OpCode, fill: u8, len: usize) -> Payload {
-        let mut frame = Vec::new();
-        write_masked_frame(&mut frame, true, opcode, &vec![fill; len], MASK);
-        Payload {
-            frame,
-            expect: Expect {
-                opcode: opcode as u8,
-                len: len as u64,
-                fill: None,
-                compressed: false,
-            },
-        }
-    }
-
-    /// A prebuilt masked text `frame` whose echo is a text frame of `echo_len` payload
-    /// bytes, compressed (RSV1, RFC 7692 §6) when `compressed`.
-    pub(crate) fn text_frame(frame: Vec<u8>, echo_len: u64, compressed: bool) -> Payload {
-        Payload {
-            frame,
-            expect: Expect {
-                opcode: OpCode::Text as u8,
-                len: echo_len,
-                fill: None,
-                compressed,
-            },
-        }
-    }
-
-    /// The masked frame sent.
-    pub(crate) fn frame(&self) -> &[u8] {
-        &self.frame
-    }
-
-    /// Like [`Payload::new`], and every echoed payload byte is checked as well.
-    pub(crate) fn checked(opcode: OpCode, fill: u8, len: usize) -> Payload {
-        let mut payload = Payload::new(opcode, fill, len);
-        payload.expect.fill = Some(fill);
-        payload
-    }
-}
 
 /// Where a client connection stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -318,6 +268,10 @@ pub(crate) struct Client {
     events: Events,
     buf: Vec<u8>,
     conns: Vec<Conn>,
+    /// The last octet of the next connection set's first source address (127.0.0.x,
+    /// 2..=254, in turn): a new set never takes the previous sets' addresses, whose ports
+    /// the kernel still holds in TIME_WAIT for these very servers.
+    next_source: u8,
 }
 
 /// Where a connection goes: the server's address, and the client TLS config for wss.
@@ -350,6 +304,7 @@ impl Client {
             events: Events::with_capacity(1024),
             buf: vec![0; 256 * 1024],
             conns: Vec::new(),
+            next_source: 2,
         })
     }
 
@@ -389,6 +344,27 @@ impl Client {
         self.conns.clear();
         self.conns.resize_with(n, Conn::new);
         let per_source = per_source();
+        // Source addresses 127.0.0.first ..= 127.0.0.(first + k - 1), within 2..=254.
+        let spread = spread || n > per_source;
+        let first = if spread {
+            let k = n.div_ceil(per_source);
+            if k > 253 {
+                return Err(format!(
+                    "{n} connections need more than 253 source addresses"
+                ));
+            }
+            let mut first = usize::from(self.next_source);
+            if first + k > 255 {
+                first = 2;
+            }
+            self.next_source = u8::try_from(first + k)
+                .ok()
+                .filter(|&x| x <= 254)
+                .unwrap_or(2);
+            first
+        } else {
+            0
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
         let (mut next, mut dialing, mut open) = (0, 0, 0);
         while open < n {
@@ -398,8 +374,8 @@ impl Client {
                         self.poll.registry(),
                         next,
                         to,
-                        (spread || n > per_source).then(|| {
-                            let k = u8::try_from(2 + next / per_source).unwrap_or(u8::MAX);
+                        spread.then(|| {
+                            let k = u8::try_from(first + next / per_source).unwrap_or(u8::MAX);
                             std::net::Ipv4Addr::new(127, 0, 0, k)
                         }),
                         &requests[next % requests.len()],
