@@ -269,8 +269,9 @@ pub(crate) struct Client {
     buf: Vec<u8>,
     conns: Vec<Conn>,
     /// The last octet of the next connection set's first source address (127.0.0.x,
-    /// 2..=254, in turn): a new set never takes the previous sets' addresses, whose ports
-    /// the kernel still holds in TIME_WAIT for these very servers.
+    /// 2..=254, in turn): a new set does not take the previous sets' addresses, whose
+    /// ports linger in TIME_WAIT toward the same servers (reusing them at once left
+    /// connections stalled or closed during the handshake).
     next_source: u8,
 }
 
@@ -329,8 +330,9 @@ impl Client {
         self.open_many_from(to, n, requests, false)
     }
 
-    /// [`Client::open_many_requests`]; with `spread`, from 127.0.0.2 on even when `n`
-    /// fits one source address (127.0.0.1 stays free for other connections).
+    /// [`Client::open_many_requests`]; with `spread`, from the next unused source
+    /// addresses (127.0.0.2 to .254) even when `n` fits one (127.0.0.1 stays free for
+    /// other connections).
     fn open_many_from(
         &mut self,
         to: Dest,
