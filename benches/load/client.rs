@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -11,19 +12,25 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Registry, Token};
 use wsgate::proto::ws::frame::{write_masked_frame, OpCode};
 
-use crate::frames::{Expect, FrameReader, Seen};
+pub(crate) use crate::frames::Payload;
+use crate::frames::{FrameReader, Seen};
 
 use crate::report::Measure;
-use crate::servers::{rss_bytes, CpuWindow, Endpoint, Server};
+use crate::servers::{rss_bytes, slab_bytes, CpuWindow, Endpoint, Server};
+use crate::tls::TlsConn;
 use crate::{Res, WARMUP};
 
 /// Concurrent connectors in the handshake rows.
 pub(crate) const HANDSHAKE_CONCURRENCY: usize = 64;
 /// Connections per loopback source address when a set is larger than this: connection i
-/// binds 127.0.0.(2 + i / PER_SOURCE) before connecting, so that more connections than
-/// the ephemeral port range (~28k per source address) fit. `WSGATE_BENCH_PER_SOURCE`
-/// overrides it (to exercise the source addresses with fewer connections).
-pub(crate) const PER_SOURCE: usize = 20_000;
+/// of a set binds 127.0.0.(first + i / PER_SOURCE) before connecting, `first` moving on
+/// with every set (see `Client::next_source`), so that more connections than the
+/// ephemeral port range (~28k per source address) fit. Well under it: Linux hands out one
+/// parity of the range first (odd ports to bind, even ones to connect) and scans the whole
+/// half on every call once that half is full (seen here: 19,000 connections from
+/// 127.0.0.1 cut every further connect() to some 100 per second), and ports of an earlier
+/// set linger in TIME_WAIT. `WSGATE_BENCH_PER_SOURCE` overrides it.
+pub(crate) const PER_SOURCE: usize = 5_000;
 
 /// [`PER_SOURCE`], or `WSGATE_BENCH_PER_SOURCE` when set (at least 1).
 fn per_source() -> usize {
@@ -43,57 +50,6 @@ const WS_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 const SLOT_BITS: u32 = 20;
 /// Mask of the slot bits of a token.
 const SLOT_MASK: usize = (1 << SLOT_BITS) - 1;
-
-/// What an echo row sends: one prebuilt frame, and what its echo must look like.
-pub(crate) struct Payload {
-    /// The masked client frame.
-    frame: Vec<u8>,
-    /// The echo's expected shape.
-    expect: Expect,
-}
-
-impl Payload {
-    /// `len` bytes of `fill` in one `opcode` frame; echoes are checked for type and length.
-    pub(crate) fn new(opcode: OpCode, fill: u8, len: usize) -> Payload {
-        let mut frame = Vec::new();
-        write_masked_frame(&mut frame, true, opcode, &vec![fill; len], MASK);
-        Payload {
-            frame,
-            expect: Expect {
-                opcode: opcode as u8,
-                len: len as u64,
-                fill: None,
-                compressed: false,
-            },
-        }
-    }
-
-    /// A prebuilt masked text `frame` whose echo is a text frame of `echo_len` payload
-    /// bytes, compressed (RSV1, RFC 7692 §6) when `compressed`.
-    pub(crate) fn text_frame(frame: Vec<u8>, echo_len: u64, compressed: bool) -> Payload {
-        Payload {
-            frame,
-            expect: Expect {
-                opcode: OpCode::Text as u8,
-                len: echo_len,
-                fill: None,
-                compressed,
-            },
-        }
-    }
-
-    /// The masked frame sent.
-    pub(crate) fn frame(&self) -> &[u8] {
-        &self.frame
-    }
-
-    /// Like [`Payload::new`], and every echoed payload byte is checked as well.
-    pub(crate) fn checked(opcode: OpCode, fill: u8, len: usize) -> Payload {
-        let mut payload = Payload::new(opcode, fill, len);
-        payload.expect.fill = Some(fill);
-        payload
-    }
-}
 
 /// Where a client connection stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +77,8 @@ struct Conn {
     frames: FrameReader,
     /// Send times of the messages in flight, oldest first.
     sent_at: VecDeque<Instant>,
+    /// wss: the TLS session between the buffers above and the socket.
+    tls: Option<Box<TlsConn>>,
 }
 
 impl Conn {
@@ -134,6 +92,7 @@ impl Conn {
             out_pos: 0,
             frames: FrameReader::default(),
             sent_at: VecDeque::new(),
+            tls: None,
         }
     }
 
@@ -141,16 +100,17 @@ impl Conn {
         Token(slot | (self.generation << SLOT_BITS))
     }
 
-    /// Starts a TCP connect and queues the upgrade request.
+    /// Starts a TCP connect (and a TLS handshake with `tls`) and queues the upgrade request.
     fn dial(
         &mut self,
         registry: &Registry,
         slot: usize,
-        addr: SocketAddr,
+        (addr, tls): Dest,
         source: Option<std::net::Ipv4Addr>,
         request: &[u8],
     ) -> io::Result<()> {
         self.drop_socket();
+        self.tls = tls.map(TlsConn::new).transpose()?.map(Box::new);
         let mut sock = match source {
             None => TcpStream::connect(addr)?,
             Some(ip) => {
@@ -195,7 +155,11 @@ impl Conn {
         let Some(sock) = self.sock.as_mut() else {
             return Ok(());
         };
-        while self.out_pos < self.out.len() {
+        if let Some(tls) = self.tls.as_mut() {
+            tls.send(sock, &self.out, &mut self.out_pos)?;
+        }
+        // Plain ws (TLS took all of `out` into its session, or the socket is full).
+        while self.out_pos < self.out.len() && self.tls.is_none() {
             match sock.write(&self.out[self.out_pos..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => self.out_pos += n,
@@ -219,6 +183,9 @@ impl Conn {
         let Some(sock) = self.sock.as_mut() else {
             return Ok(None);
         };
+        if let Some(tls) = self.tls.as_mut() {
+            return tls.read(sock, buf);
+        }
         loop {
             match sock.read(buf) {
                 Ok(n) => return Ok(Some(n)),
@@ -301,7 +268,15 @@ pub(crate) struct Client {
     events: Events,
     buf: Vec<u8>,
     conns: Vec<Conn>,
+    /// The last octet of the next connection set's first source address (127.0.0.x,
+    /// 2..=254, in turn): a new set does not take the previous sets' addresses, whose
+    /// ports linger in TIME_WAIT toward the same servers (reusing them at once left
+    /// connections stalled or closed during the handshake).
+    next_source: u8,
 }
+
+/// Where a connection goes: the server's address, and the client TLS config for wss.
+type Dest<'a> = (SocketAddr, Option<&'a Arc<rustls::ClientConfig>>);
 
 fn slot_of(token: Token) -> (usize, usize) {
     (token.0 & SLOT_MASK, token.0 >> SLOT_BITS)
@@ -330,6 +305,7 @@ impl Client {
             events: Events::with_capacity(1024),
             buf: vec![0; 256 * 1024],
             conns: Vec::new(),
+            next_source: 2,
         })
     }
 
@@ -341,28 +317,56 @@ impl Client {
         }
     }
 
-    /// Opens `n` upgraded connections to `addr` at `target` (replacing any held), the
-    /// requests offering `extensions` when given.
-    fn open_many_with(
-        &mut self,
-        addr: SocketAddr,
-        target: &str,
-        n: usize,
-        extensions: Option<&str>,
-    ) -> Res<()> {
-        let request = upgrade_request_with(addr, target, extensions);
-        self.open_many_requests(addr, n, &[request])
+    /// Opens `n` upgraded connections to `ep` at its path (replacing any held), the
+    /// requests offering its extensions when it has some.
+    fn open_many_with(&mut self, ep: &Endpoint, n: usize) -> Res<()> {
+        let request = upgrade_request_with(ep.addr, ep.path, ep.extensions);
+        self.open_many_requests((ep.addr, ep.tls.as_ref()), n, &[request])
     }
 
-    /// Opens `n` upgraded connections to `addr` (replacing any held), connection `i`
+    /// Opens `n` upgraded connections to `to` (replacing any held), connection `i`
     /// sending `requests[i % requests.len()]`.
-    fn open_many_requests(&mut self, addr: SocketAddr, n: usize, requests: &[Vec<u8>]) -> Res<()> {
+    fn open_many_requests(&mut self, to: Dest, n: usize, requests: &[Vec<u8>]) -> Res<()> {
+        self.open_many_from(to, n, requests, false)
+    }
+
+    /// [`Client::open_many_requests`]; with `spread`, from the next unused source
+    /// addresses (127.0.0.2 to .254) even when `n` fits one (127.0.0.1 stays free for
+    /// other connections).
+    fn open_many_from(
+        &mut self,
+        to: Dest,
+        n: usize,
+        requests: &[Vec<u8>],
+        spread: bool,
+    ) -> Res<()> {
         if requests.is_empty() {
             return Err("no upgrade request".into());
         }
         self.conns.clear();
         self.conns.resize_with(n, Conn::new);
         let per_source = per_source();
+        // Source addresses 127.0.0.first ..= 127.0.0.(first + k - 1), within 2..=254.
+        let spread = spread || n > per_source;
+        let first = if spread {
+            let k = n.div_ceil(per_source);
+            if k > 253 {
+                return Err(format!(
+                    "{n} connections need more than 253 source addresses"
+                ));
+            }
+            let mut first = usize::from(self.next_source);
+            if first + k > 255 {
+                first = 2;
+            }
+            self.next_source = u8::try_from(first + k)
+                .ok()
+                .filter(|&x| x <= 254)
+                .unwrap_or(2);
+            first
+        } else {
+            0
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
         let (mut next, mut dialing, mut open) = (0, 0, 0);
         while open < n {
@@ -371,9 +375,9 @@ impl Client {
                     .dial(
                         self.poll.registry(),
                         next,
-                        addr,
-                        (n > per_source).then(|| {
-                            let k = u8::try_from(2 + next / per_source).unwrap_or(u8::MAX);
+                        to,
+                        spread.then(|| {
+                            let k = u8::try_from(first + next / per_source).unwrap_or(u8::MAX);
                             std::net::Ipv4Addr::new(127, 0, 0, k)
                         }),
                         &requests[next % requests.len()],
@@ -459,7 +463,7 @@ impl Client {
         payload: &Payload,
         depth: usize,
     ) -> Res<Measure> {
-        self.open_many_with(ep.addr, ep.path, conns, ep.extensions)?;
+        self.open_many_with(ep, conns)?;
         let result = self.echo(ep, window, payload, depth);
         let (unclean, first) = self.close_all();
         // After a failed row, unclean closes are expected; after a good one, they are news.
@@ -575,7 +579,7 @@ impl Client {
             server_cpu: cpu_used.0,
             client_cpu: cpu_used.1,
             upstream_cpu: cpu_used.2,
-            errors: 0,
+            ..Measure::default()
         })
     }
 
@@ -588,6 +592,31 @@ impl Client {
         window: Duration,
         targets: &[String],
     ) -> Res<Measure> {
+        self.conns.clear();
+        self.storm(srv, window, targets)
+    }
+
+    /// The scale curve's handshake row: [`Client::storm_row`] at `srv`'s path while `idle`
+    /// other upgraded connections to the same server stay open (untouched, from
+    /// 127.0.0.2 on, [`PER_SOURCE`] per address).
+    pub(crate) fn storm_with_idle(
+        &mut self,
+        srv: &Endpoint,
+        window: Duration,
+        idle: usize,
+    ) -> Res<Measure> {
+        let request = upgrade_request(srv.addr, srv.path);
+        // The storm dials from 127.0.0.1: the idle set takes the other addresses.
+        self.open_many_from((srv.addr, srv.tls.as_ref()), idle, &[request], true)?;
+        let result = self.storm(srv, window, &[srv.path.to_string()]);
+        self.conns.clear();
+        result
+    }
+
+    /// The handshake storm on [`HANDSHAKE_CONCURRENCY`] new slots after the connections
+    /// held, which it leaves alone.
+    fn storm(&mut self, srv: &Endpoint, window: Duration, targets: &[String]) -> Res<Measure> {
+        let to = (srv.addr, srv.tls.as_ref());
         let requests: Vec<Vec<u8>> = targets
             .iter()
             .map(|t| upgrade_request(srv.addr, t))
@@ -600,17 +629,18 @@ impl Client {
             turn = turn.wrapping_add(1);
             &requests[turn % requests.len()]
         };
-        self.conns.clear();
-        self.conns.resize_with(HANDSHAKE_CONCURRENCY, Conn::new);
+        let base = self.conns.len();
+        self.conns
+            .resize_with(base + HANDSHAKE_CONCURRENCY, Conn::new);
         let t0 = Instant::now();
         let (start, end) = (t0 + WARMUP, t0 + WARMUP + window);
         let mut cpu = CpuWindow::new(srv.pid, None);
         let cpu_used;
         let (mut measuring, mut completed, mut errors) = (false, 0u64, 0u64);
         let mut first_error: Option<String> = None;
-        for slot in 0..self.conns.len() {
+        for slot in base..self.conns.len() {
             self.conns[slot]
-                .dial(self.poll.registry(), slot, srv.addr, None, next_request())
+                .dial(self.poll.registry(), slot, to, None, next_request())
                 .map_err(|e| format!("connect: {e}"))?;
         }
         loop {
@@ -665,9 +695,7 @@ impl Client {
                     }
                 };
                 if redial {
-                    if let Err(e) =
-                        c.dial(self.poll.registry(), slot, srv.addr, None, next_request())
-                    {
+                    if let Err(e) = c.dial(self.poll.registry(), slot, to, None, next_request()) {
                         errors += 1;
                         first_error.get_or_insert(format!("connect: {e}"));
                         c.drop_socket();
@@ -675,13 +703,13 @@ impl Client {
                 }
             }
             // Slots whose connect failed outright get another try.
-            for (slot, c) in self.conns.iter_mut().enumerate() {
+            for (slot, c) in self.conns.iter_mut().enumerate().skip(base) {
                 if c.state == State::Free {
-                    let _ = c.dial(self.poll.registry(), slot, srv.addr, None, next_request());
+                    let _ = c.dial(self.poll.registry(), slot, to, None, next_request());
                 }
             }
         }
-        self.conns.clear();
+        self.conns.truncate(base);
         if let Some(e) = &first_error {
             eprintln!("{}: {errors} handshake errors, first: {e}", srv.name);
         }
@@ -716,16 +744,18 @@ impl Client {
         // It takes the last 100 targets: with `n + 100` distinct tokens the measured
         // connections (targets 0..n) all bring tokens the server has not seen.
         let warm: Vec<Vec<u8>> = requests.iter().rev().take(100).cloned().collect();
-        self.open_many_requests(srv.addr, 100, &warm)?;
+        self.open_many_requests((srv.addr, None), 100, &warm)?;
         self.close_all();
         std::thread::sleep(Duration::from_millis(300));
-        let before = rss_bytes(srv.pid)?;
-        self.open_many_requests(srv.addr, n, &requests)?;
+        let (before, slab_before) = (rss_bytes(srv.pid)?, slab_bytes());
+        self.open_many_requests((srv.addr, None), n, &requests)?;
         std::thread::sleep(Duration::from_secs(1));
-        let after = rss_bytes(srv.pid)?;
+        let (after, slab_after) = (rss_bytes(srv.pid)?, slab_bytes());
         self.conns.clear();
+        let per_conn = |b: u64, a: u64| a.saturating_sub(b) as f64 / n.max(1) as f64;
         Ok(Measure {
-            rate: after.saturating_sub(before) as f64 / n.max(1) as f64,
+            rate: per_conn(before, after),
+            slab_per_conn: slab_before.zip(slab_after).map(|(b, a)| per_conn(b, a)),
             ..Measure::default()
         })
     }

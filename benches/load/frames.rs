@@ -1,9 +1,61 @@
 //! What the bench client reads back: server frames, of which only headers are parsed
 //! (payloads are checked against a fill byte where a row asks).
 
-use wsgate::proto::ws::frame::{parse_header, MAX_HEADER_LEN};
+use wsgate::proto::ws::frame::{parse_header, write_masked_frame, OpCode, MAX_HEADER_LEN};
 
+use crate::client::MASK;
 use crate::Res;
+
+/// What an echo row sends: one prebuilt frame, and what its echo must look like.
+pub(crate) struct Payload {
+    /// The masked client frame.
+    pub(crate) frame: Vec<u8>,
+    /// The echo's expected shape.
+    pub(crate) expect: Expect,
+}
+
+impl Payload {
+    /// `len` bytes of `fill` in one `opcode` frame; echoes are checked for type and length.
+    pub(crate) fn new(opcode: OpCode, fill: u8, len: usize) -> Payload {
+        let mut frame = Vec::new();
+        write_masked_frame(&mut frame, true, opcode, &vec![fill; len], MASK);
+        Payload {
+            frame,
+            expect: Expect {
+                opcode: opcode as u8,
+                len: len as u64,
+                fill: None,
+                compressed: false,
+            },
+        }
+    }
+
+    /// A prebuilt masked text `frame` whose echo is a text frame of `echo_len` payload
+    /// bytes, compressed (RSV1, RFC 7692 §6) when `compressed`.
+    pub(crate) fn text_frame(frame: Vec<u8>, echo_len: u64, compressed: bool) -> Payload {
+        Payload {
+            frame,
+            expect: Expect {
+                opcode: OpCode::Text as u8,
+                len: echo_len,
+                fill: None,
+                compressed,
+            },
+        }
+    }
+
+    /// The masked frame sent.
+    pub(crate) fn frame(&self) -> &[u8] {
+        &self.frame
+    }
+
+    /// Like [`Payload::new`], and every echoed payload byte is checked as well.
+    pub(crate) fn checked(opcode: OpCode, fill: u8, len: usize) -> Payload {
+        let mut payload = Payload::new(opcode, fill, len);
+        payload.expect.fill = Some(fill);
+        payload
+    }
+}
 
 /// Server frames: only headers are parsed, payloads are skipped.
 #[derive(Default)]

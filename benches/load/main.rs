@@ -23,7 +23,16 @@
 //! raised to the hard limit, which must exceed the count (client and each server are
 //! separate processes). tokio-tungstenite is skipped above 20,000 idle connections (it
 //! holds some 130 KB per connection). And
-//! `WSGATE_BENCH_ROWS=echo,pipelined,bulk,handshake,auth,proxy,deflate,idle` picks rows (default all).
+//! `WSGATE_BENCH_ROWS=echo,pipelined,bulk,handshake,auth,proxy,deflate,tls,idle,scale` picks
+//! rows (default all).
+//!
+//! The tls rows (`tls.rs`) measure wss: wsgate with `[tls]` next to tokio-tungstenite
+//! behind tokio-rustls, the same rustls server config (ring) and certificate, each also
+//! over plain ws in the same alternation; the TLS cost is the difference of server CPU per
+//! operation. The scale rows (`scale.rs`) are the handshake rate while 1,000 / 10,000 /
+//! 100,000 (`WSGATE_BENCH_SCALE`) idle connections stay open on the server. A point of the
+//! idle or scale rows whose connections do not fit RLIMIT_NOFILE is skipped with the
+//! reason printed.
 //!
 //! The proxy rows put the tokio-tungstenite server behind wsgate (an upstream route,
 //! `/proxy`) and compare client -> wsgate -> tokio-tungstenite with client ->
@@ -53,7 +62,9 @@ mod deflate;
 mod frames;
 mod peers;
 mod report;
+mod scale;
 mod servers;
+mod tls;
 
 use std::fs;
 use std::net::SocketAddr;
@@ -79,7 +90,7 @@ pub(crate) const WARMUP: Duration = Duration::from_millis(500);
 /// Connections of the round-trip and pipelined rows.
 pub(crate) const ECHO_CONNS: usize = 100;
 /// Messages in flight per connection in the pipelined row.
-const PIPELINE_DEPTH: usize = 16;
+pub(crate) const PIPELINE_DEPTH: usize = 16;
 /// Connections of the bulk row.
 const BULK_CONNS: usize = 10;
 /// Payload of the bulk row.
@@ -131,6 +142,7 @@ fn main() {
     match std::env::var(ROLE_VAR).as_deref() {
         Ok(ROLE_TT) => return peers::tt_server(),
         Ok(ROLE_FWS) => return peers::fws_server(),
+        Ok(peers::ROLE_TT_TLS) => return peers::tt_tls_server(),
         _ => {}
     }
     if let Err(e) = run() {
@@ -151,12 +163,16 @@ pub(crate) struct Settings {
     rounds: usize,
     /// Connection counts of the idle-memory rows (`WSGATE_BENCH_IDLE=1000,10000`).
     idle: Vec<usize>,
+    /// Idle connection counts of the handshake curve (`WSGATE_BENCH_SCALE`).
+    pub(crate) scale: Vec<usize>,
+    /// RLIMIT_NOFILE after raising the soft limit to the hard one.
+    pub(crate) nofile: u64,
     /// Rows to run (`WSGATE_BENCH_ROWS`, comma-separated); empty = all.
     only: Vec<String>,
 }
 
 impl Settings {
-    /// Row names: echo, pipelined, bulk, handshake, auth, proxy, deflate, idle.
+    /// Row names: echo, pipelined, bulk, handshake, auth, proxy, deflate, tls, idle, scale.
     fn wants(&self, row: &str) -> bool {
         self.only.is_empty() || self.only.iter().any(|r| r == row)
     }
@@ -170,14 +186,19 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 }
 
 fn run() -> Res<()> {
+    let counts = |var: &str, default: &str| -> Vec<usize> {
+        std::env::var(var)
+            .unwrap_or_else(|_| default.into())
+            .split(',')
+            .filter_map(|n| n.trim().parse().ok())
+            .collect()
+    };
     let settings = Settings {
         window: Duration::from_secs_f64(env_or("WSGATE_BENCH_SECS", 3.0_f64).max(0.1)),
         rounds: env_or("WSGATE_BENCH_ROUNDS", 2_usize).max(1),
-        idle: std::env::var("WSGATE_BENCH_IDLE")
-            .unwrap_or_else(|_| "10000".into())
-            .split(',')
-            .filter_map(|n| n.trim().parse().ok())
-            .collect(),
+        idle: counts("WSGATE_BENCH_IDLE", "10000"),
+        scale: counts("WSGATE_BENCH_SCALE", "1000,10000,100000"),
+        nofile: raise_nofile(),
         only: std::env::var("WSGATE_BENCH_ROWS")
             .unwrap_or_default()
             .split(',')
@@ -185,8 +206,7 @@ fn run() -> Res<()> {
             .filter(|r| !r.is_empty())
             .collect(),
     };
-    let nofile = raise_nofile();
-    print_machine(nofile, &settings);
+    print_machine(settings.nofile, &settings);
 
     let dir = std::env::temp_dir().join(format!("wsgate-load-{}", std::process::id()));
     fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -362,10 +382,16 @@ fn run_in(dir: &Path, s: &Settings) -> Res<()> {
     if s.wants("deflate") {
         deflate::deflate_rows(dir, s, &mut client, &mut rows)?;
     }
+    if s.wants("tls") {
+        tls::tls_rows(dir, &config, s, &mut client, &mut rows)?;
+    }
     if s.wants("idle") {
         for &n in s.idle.iter().filter(|&&n| n > 0) {
-            idle_rows(dir, &config, n, &mut client, &mut rows)?;
+            scale::idle_rows(dir, &config, (s, n), &mut client, &mut rows)?;
         }
+    }
+    if s.wants("scale") {
+        scale::handshake_curve(&config, s, &mut client, &mut rows)?;
     }
     print_table(&rows);
     println!(
@@ -373,68 +399,6 @@ fn run_in(dir: &Path, s: &Settings) -> Res<()> {
         loadavg(),
         started.elapsed().as_secs_f64()
     );
-    Ok(())
-}
-
-/// The idle rows at `n` connections: RSS per idle connection for every peer on the public
-/// route, then wsgate's HS256 route with one token and with one token per connection.
-fn idle_rows(
-    dir: &Path,
-    config: &Path,
-    n: usize,
-    client: &mut Client,
-    rows: &mut Vec<Row>,
-) -> Res<()> {
-    // Fresh servers, so that the caches of earlier rows do not hide the cost.
-    let ws = Server::wsgate(config)?;
-    let w = client.idle_row(&ws, n)?;
-    drop(ws);
-    let fws = Server::peer("fastwebsockets", ROLE_FWS)?;
-    let f = client.idle_row(&fws, n)?;
-    drop(fws);
-    // tokio-tungstenite holds ~130 KB per idle connection: past 20,000 it is skipped.
-    let t = if n <= 20_000 {
-        let tt = Server::peer("tokio-tungstenite", ROLE_TT)?;
-        client.idle_row(&tt, n)?
-    } else {
-        Measure {
-            rate: f64::NAN,
-            ..Measure::default()
-        }
-    };
-    let mut idle = vec![w, f, t];
-    if let Some(exe) = uws_exe() {
-        let uws = Server::external("uWebSockets", &exe)?;
-        idle.push(client.idle_row(&uws, n)?);
-    }
-    let label = format!("RSS per idle conn (bytes, {} conns)", group(n as f64));
-    rows.push(Row::latency(&label, &idle, |m| {
-        Some(m.rate).filter(|r| r.is_finite())
-    }));
-    // Authenticated idle connections (wsgate only): one HS256 token for all of them,
-    // then a distinct sub and jti per connection (each its own verified-token record).
-    let hs_key = dir.join("hs.secret");
-    let same = vec![format!(
-        "/auth?access_token={}",
-        mint_token(&hs_key, "hs", None)?
-    )];
-    // 100 more than connections: the warm-up takes the last 100 (see `idle_row_targets`),
-    // so every measured connection brings a token the server has not seen.
-    let distinct = (0..n + 100)
-        .map(|i| {
-            let token = mint_token_for(&hs_key, "hs", &format!("idle-{i}"), Some(format!("j{i}")))?;
-            Ok(format!("/auth?access_token={token}"))
-        })
-        .collect::<Res<Vec<String>>>()?;
-    for (label, targets) in [
-        ("RSS per idle conn, HS256, one token", same),
-        ("RSS per idle conn, HS256, own sub+jti", distinct),
-    ] {
-        let ws = Server::wsgate(config)?;
-        let w = client.idle_row_targets(&ws, n, &targets)?;
-        drop(ws);
-        rows.push(Row::values(label, [Some(w.rate), None, None]));
-    }
     Ok(())
 }
 
@@ -452,7 +416,7 @@ pub(crate) fn alternate<const N: usize>(
 
 /// Runs `f` on each endpoint in turn, `rounds` times, and keeps each endpoint's best.
 /// Each measurement is reported on stderr as it completes.
-fn alternate_all(
+pub(crate) fn alternate_all(
     s: &Settings,
     row: &str,
     servers: &[Endpoint],
@@ -520,12 +484,12 @@ fn proxy_config(dir: &Path, upstream: SocketAddr) -> Res<PathBuf> {
 
 /// A one-hour token for `sub = bench` (with `jti` when given), through the library's
 /// `token mint`.
-fn mint_token(key: &Path, kid: &str, jti: Option<String>) -> Res<String> {
+pub(crate) fn mint_token(key: &Path, kid: &str, jti: Option<String>) -> Res<String> {
     mint_token_for(key, kid, "bench", jti)
 }
 
 /// [`mint_token`] for subject `sub`.
-fn mint_token_for(key: &Path, kid: &str, sub: &str, jti: Option<String>) -> Res<String> {
+pub(crate) fn mint_token_for(key: &Path, kid: &str, sub: &str, jti: Option<String>) -> Res<String> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_err(|e| e.to_string())?

@@ -1,6 +1,6 @@
 //! The peer servers, each run as a child process of this executable (`WSGATE_BENCH_ROLE`)
-//! with one thread serving connections: tokio-tungstenite's echo server example and
-//! fastwebsockets' echo server example. uWebSockets, the other peer of issue #15, is a C++
+//! with one thread serving connections: tokio-tungstenite's echo server example (also
+//! behind tokio-rustls, for the wss rows) and fastwebsockets' echo server example. uWebSockets, the other peer of issue #15, is a C++
 //! library that no package registry carries: it is an optional external binary named by
 //! `WSGATE_BENCH_UWS` (see [`uws_exe`]).
 //!
@@ -19,6 +19,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 /// The role value for the tokio-tungstenite server.
 pub(crate) const ROLE_TT: &str = "tt-server";
+/// The role value for the tokio-tungstenite server behind tokio-rustls.
+pub(crate) const ROLE_TT_TLS: &str = "tt-tls-server";
 /// The role value for the fastwebsockets server.
 pub(crate) const ROLE_FWS: &str = "fws-server";
 
@@ -51,23 +53,60 @@ pub(crate) fn tt_server() {
         tokio::runtime::Builder::new_multi_thread().worker_threads(1),
     );
     runtime.block_on(async {
-        use futures_util::{future, StreamExt, TryStreamExt};
         let listener = listen(ROLE_TT).await;
         loop {
             let stream = accept_next(&listener).await;
+            tokio::spawn(tt_echo(stream, config));
+        }
+    });
+}
+
+/// [`tt_server`] behind tokio-rustls (`TlsAcceptor`, ring provider), with the rustls
+/// `ServerConfig` wsgate's `[tls]` builds, from the PEM files `crate::tls` names in the
+/// environment: the wss peer of the `tls` rows.
+pub(crate) fn tt_tls_server() {
+    exit_with_parent();
+    let tls = match crate::tls::server_config_from_env() {
+        Ok(c) => tokio_rustls::TlsAcceptor::from(c),
+        Err(e) => {
+            eprintln!("{ROLE_TT_TLS}: {e}");
+            std::process::exit(1);
+        }
+    };
+    let config = tt_read_buffer().map(|n| WebSocketConfig::default().read_buffer_size(n));
+    let runtime = runtime_or_exit(
+        ROLE_TT_TLS,
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1),
+    );
+    runtime.block_on(async {
+        let listener = listen(ROLE_TT_TLS).await;
+        loop {
+            let stream = accept_next(&listener).await;
+            let tls = tls.clone();
             tokio::spawn(async move {
-                let Ok(ws) = tokio_tungstenite::accept_async_with_config(stream, config).await
-                else {
-                    return;
-                };
-                let (write, read) = ws.split();
-                let _ = read
-                    .try_filter(|msg| future::ready(msg.is_text() || msg.is_binary()))
-                    .forward(write)
-                    .await;
+                if let Ok(stream) = tls.accept(stream).await {
+                    tt_echo(stream, config).await;
+                }
             });
         }
     });
+}
+
+/// One connection of tokio-tungstenite's echo example: upgrade, then forward every text
+/// and binary message back.
+async fn tt_echo<S>(stream: S, config: Option<WebSocketConfig>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::{future, StreamExt, TryStreamExt};
+    let Ok(ws) = tokio_tungstenite::accept_async_with_config(stream, config).await else {
+        return;
+    };
+    let (write, read) = ws.split();
+    let _ = read
+        .try_filter(|msg| future::ready(msg.is_text() || msg.is_binary()))
+        .forward(write)
+        .await;
 }
 
 /// The parent holds our stdin; when it goes away, so do we.

@@ -29,6 +29,8 @@ pub(crate) struct Measure {
     pub(crate) upstream_cpu: Option<f64>,
     /// Failed connects or handshakes during the window.
     pub(crate) errors: u64,
+    /// Idle rows: growth of the machine's kernel slab per connection (both ends).
+    pub(crate) slab_per_conn: Option<f64>,
 }
 
 impl Measure {
@@ -54,7 +56,8 @@ pub(crate) struct Cell {
 impl Cell {
     fn of(m: &Measure) -> Cell {
         Cell {
-            value: Some(m.rate),
+            // NaN: no figure (a peer skipped at that point).
+            value: Some(m.rate).filter(|r| r.is_finite()),
             cpu: m.server_cpu,
             us_per_op: m.us_per_op(),
         }
@@ -222,6 +225,31 @@ impl Row {
         }
     }
 
+    /// wsgate's and tokio-tungstenite's measurements in their columns (the wss rows).
+    pub(crate) fn two(label: &str, w: &Measure, t: &Measure) -> Row {
+        Row {
+            label: label.into(),
+            cells: [Cell::of(w), Cell::default(), Cell::of(t), Cell::default()],
+            client_cpu: format!("{}/-/{}", pct(w.client_cpu), pct(t.client_cpu)),
+            note: errors_note(&[w, t]),
+        }
+    }
+
+    /// Plain figures in the wsgate and tokio-tungstenite columns.
+    pub(crate) fn two_values(label: &str, w: Option<f64>, t: Option<f64>) -> Row {
+        Row::values4(label, [w, None, t, None])
+    }
+
+    /// A row without figures: `note` says why (a scale point that cannot run here).
+    pub(crate) fn skipped(label: &str, note: &str) -> Row {
+        Row {
+            label: label.into(),
+            cells: [Cell::default(); 4],
+            client_cpu: String::new(),
+            note: format!("  {note}"),
+        }
+    }
+
     /// A row only wsgate has (token handshakes); `note` is added to the errors note.
     pub(crate) fn wsgate_only(label: &str, w: &Measure, note: &str) -> Row {
         Row {
@@ -317,7 +345,9 @@ pub(crate) fn print_table(rows: &[Row]) {
          tokio-tungstenite directly; ws/tt = via/direct.\ndeflate rows: wsgate column = \
          connections with the extension, tokio-tung column = the same wsgate without it, \
          uWebSockets column = its deflating echo (WSGATE_BENCH_UWS_DEFLATE); ws/tt = \
-         deflate/plain."
+         deflate/plain.\nwss rows: wsgate column = wsgate with [tls], tokio-tung column = tokio-tungstenite \
+         behind tokio-rustls (same rustls ServerConfig, ring); \"the same over ws\": the same \
+         servers' plain twins in the same alternation."
     );
     print!("{out}");
 }

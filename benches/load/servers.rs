@@ -7,6 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::{Res, ROLE_VAR};
@@ -43,6 +44,8 @@ pub(crate) struct Endpoint {
     pub(crate) upstream_pid: Option<u32>,
     /// `Sec-WebSocket-Extensions` offered by echo rows' connections.
     pub(crate) extensions: Option<&'static str>,
+    /// wss: the client's TLS config (`crate::tls`); `None` is plain ws.
+    pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Server {
@@ -55,6 +58,7 @@ impl Server {
             pid: self.pid,
             upstream_pid: None,
             extensions: None,
+            tls: None,
         }
     }
 
@@ -144,9 +148,15 @@ impl Server {
     /// This executable again, as the peer server `role` (see `crate::peers`); it prints
     /// its address, and exits when its stdin (held by the `Child`) closes.
     pub(crate) fn peer(name: &'static str, role: &str) -> Res<Server> {
+        Server::peer_with(name, role, &[])
+    }
+
+    /// [`Server::peer`] with more environment variables (the TLS peer's PEM files).
+    pub(crate) fn peer_with(name: &'static str, role: &str, env: &[(&str, &Path)]) -> Res<Server> {
         let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
         let mut child = Command::new(exe)
             .env(ROLE_VAR, role)
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -219,6 +229,17 @@ pub(crate) fn rss_bytes(pid: u32) -> Res<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map(|kb| kb * 1024)
         .ok_or_else(|| "no VmRSS".to_string())
+}
+
+/// The kernel's slab memory, whole machine (`Slab:` of /proc/meminfo), in bytes: where
+/// socket structures live, which no process's RSS counts.
+pub(crate) fn slab_bytes() -> Option<u64> {
+    let meminfo = fs::read_to_string("/proc/meminfo").ok()?;
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("Slab:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
 }
 
 /// CPU ticks (server, client, upstream) at the start of a window.
