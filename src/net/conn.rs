@@ -54,14 +54,32 @@ pub enum Phase {
 
 /// Result of one read attempt.
 pub enum ReadOutcome {
-    /// `n` plaintext bytes were placed at the start of the buffer.
-    Data(usize),
+    /// `n` plaintext bytes were placed at the start of the buffer. `drained`: the read
+    /// came back short, so the kernel's receive queue is empty (TCP) and nothing readable
+    /// is left in TLS either; edge-triggered epoll reports whatever arrives later, so the
+    /// read that would only say WouldBlock can be skipped.
+    Data { n: usize, drained: bool },
     /// Nothing more now.
     WouldBlock,
     /// The peer closed its write side (or sent TLS close_notify).
     Eof,
     /// The socket or TLS failed.
     Failed,
+}
+
+/// The socket as rustls reads it, noting whether the read came back short of what rustls
+/// asked for (the kernel's receive queue is then empty).
+struct Probe<'a> {
+    socket: &'a mut TcpStream,
+    short: bool,
+}
+
+impl Read for Probe<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.socket.read(buf)?;
+        self.short = n < buf.len();
+        Ok(n)
+    }
 }
 
 /// A client connection.
@@ -252,7 +270,10 @@ impl Conn {
             None => loop {
                 match self.socket.read(buf) {
                     Ok(0) => return ReadOutcome::Eof,
-                    Ok(n) => return ReadOutcome::Data(n),
+                    Ok(n) => {
+                        let drained = n < buf.len();
+                        return ReadOutcome::Data { n, drained };
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         return ReadOutcome::WouldBlock
                     }
@@ -260,33 +281,52 @@ impl Conn {
                     Err(_) => return ReadOutcome::Failed,
                 }
             },
-            Some(tls) => loop {
-                // Plaintext already decrypted comes first.
-                match tls.reader().read(buf) {
-                    Ok(0) => return ReadOutcome::Eof,
-                    Ok(n) => return ReadOutcome::Data(n),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(_) => return ReadOutcome::Failed,
-                }
-                match tls.read_tls(&mut self.socket) {
-                    Ok(0) => return ReadOutcome::Eof,
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        return ReadOutcome::WouldBlock
+            Some(tls) => {
+                // The socket's last read in this call came back short: its queue is empty.
+                let mut socket_drained = false;
+                loop {
+                    // Plaintext already decrypted comes first.
+                    match tls.reader().read(buf) {
+                        Ok(0) => return ReadOutcome::Eof,
+                        // `n < buf.len()`: rustls' plaintext is used up, and what it still
+                        // holds of ciphertext is at most an incomplete record.
+                        Ok(n) => {
+                            let drained = socket_drained && n < buf.len();
+                            return ReadOutcome::Data { n, drained };
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            if socket_drained {
+                                // Only part of a record arrived: the rest is a new event.
+                                return ReadOutcome::WouldBlock;
+                            }
+                        }
+                        Err(_) => return ReadOutcome::Failed,
                     }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(_) => return ReadOutcome::Failed,
+                    let mut probe = Probe {
+                        socket: &mut self.socket,
+                        short: false,
+                    };
+                    match tls.read_tls(&mut probe) {
+                        Ok(0) => return ReadOutcome::Eof,
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            return ReadOutcome::WouldBlock
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(_) => return ReadOutcome::Failed,
+                    }
+                    socket_drained = probe.short;
+                    if tls.process_new_packets().is_err() {
+                        // Send the alert rustls queued, best effort, then give up.
+                        let _ = tls.write_tls(&mut self.socket);
+                        return ReadOutcome::Failed;
+                    }
+                    // The TLS handshake may need to answer before any plaintext exists.
+                    if tls.wants_write() {
+                        let _ = flush_records(tls, &mut self.socket);
+                    }
                 }
-                if tls.process_new_packets().is_err() {
-                    // Send the alert rustls queued, best effort, then give up.
-                    let _ = tls.write_tls(&mut self.socket);
-                    return ReadOutcome::Failed;
-                }
-                // The TLS handshake may need to answer before any plaintext exists.
-                if tls.wants_write() {
-                    let _ = flush_records(tls, &mut self.socket);
-                }
-            },
+            }
         }
     }
 

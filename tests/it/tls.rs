@@ -128,6 +128,35 @@ fn wss_pipelined_messages_echo_in_order() {
 }
 
 #[test]
+fn wss_record_cut_across_two_writes_is_read_when_its_rest_arrives() {
+    // The gateway stops reading once a read came back short and rustls holds only part
+    // of a record: the rest is a new readiness event. Here the first write carries a
+    // whole record (a ping) and half of the next one; the pong proves that write was
+    // read, and only then does the record's second half go.
+    let (gw, cert) = tls_gateway(1);
+    let mut s = tls_open(&gw, &cert);
+    let mut records = |frame: Vec<u8>| {
+        s.conn.writer().write_all(&frame).expect("plaintext");
+        let mut out = Vec::new();
+        while s.conn.wants_write() {
+            s.conn.write_tls(&mut out).expect("records");
+        }
+        out
+    };
+    let ping = records(client_frame(true, 9, b"p"));
+    let data = records(client_frame(true, 1, b"cut in two"));
+    let half = data.len() / 2;
+    let mut first = ping;
+    first.extend_from_slice(&data[..half]);
+    s.sock.write_all(&first).expect("first write");
+    let (_, fin, op, p) = read_frame_from(&mut s);
+    assert_eq!((fin, op, p.as_slice()), (true, 10, &b"p"[..]));
+    s.sock.write_all(&data[half..]).expect("second write");
+    let (_, fin, op, p) = read_frame_from(&mut s);
+    assert_eq!((fin, op, p.as_slice()), (true, 1, &b"cut in two"[..]));
+}
+
+#[test]
 fn wss_protocol_error_closes_1002_with_close_notify() {
     let (gw, cert) = tls_gateway(2);
     let mut s = tls_open(&gw, &cert);

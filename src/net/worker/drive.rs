@@ -68,13 +68,14 @@ pub(super) fn step(conn: &mut Conn, env: &mut Env, id: ConnId, now: Instant, tim
         }
         reads += 1;
         match conn.read_into(&mut env.readbuf) {
-            ReadOutcome::Data(n) => {
+            ReadOutcome::Data { n, drained } => {
                 conn.received_any = true;
                 on_data(conn, env, id, n, now);
-                // A short read on plain TCP drained the socket: edge-triggered epoll
-                // reports any later bytes as a new event, so skip the read that would
-                // only say WouldBlock (one syscall per message saved).
-                if n < env.readbuf.len() && conn.tls.is_none() && !env.peer_closed_hint {
+                // A short read drained the socket: edge-triggered epoll reports any later
+                // bytes as a new event, so skip the read that would only say WouldBlock
+                // (one syscall per message saved). With the peer's FIN or an error
+                // reported, read on to see it.
+                if drained && !env.peer_closed_hint {
                     input_drained = true;
                     if let Some(leg) = &mut conn.upstream {
                         leg.client_quiet = true;
