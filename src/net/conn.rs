@@ -67,21 +67,6 @@ pub enum ReadOutcome {
     Failed,
 }
 
-/// The socket as rustls reads it, noting whether the read came back short of what rustls
-/// asked for (the kernel's receive queue is then empty).
-struct Probe<'a> {
-    socket: &'a mut TcpStream,
-    short: bool,
-}
-
-impl Read for Probe<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.socket.read(buf)?;
-        self.short = n < buf.len();
-        Ok(n)
-    }
-}
-
 /// A client connection.
 pub struct Conn {
     /// The socket.
@@ -281,52 +266,7 @@ impl Conn {
                     Err(_) => return ReadOutcome::Failed,
                 }
             },
-            Some(tls) => {
-                // The socket's last read in this call came back short: its queue is empty.
-                let mut socket_drained = false;
-                loop {
-                    // Plaintext already decrypted comes first.
-                    match tls.reader().read(buf) {
-                        Ok(0) => return ReadOutcome::Eof,
-                        // `n < buf.len()`: rustls' plaintext is used up, and what it still
-                        // holds of ciphertext is at most an incomplete record.
-                        Ok(n) => {
-                            let drained = socket_drained && n < buf.len();
-                            return ReadOutcome::Data { n, drained };
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            if socket_drained {
-                                // Only part of a record arrived: the rest is a new event.
-                                return ReadOutcome::WouldBlock;
-                            }
-                        }
-                        Err(_) => return ReadOutcome::Failed,
-                    }
-                    let mut probe = Probe {
-                        socket: &mut self.socket,
-                        short: false,
-                    };
-                    match tls.read_tls(&mut probe) {
-                        Ok(0) => return ReadOutcome::Eof,
-                        Ok(_) => {}
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            return ReadOutcome::WouldBlock
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(_) => return ReadOutcome::Failed,
-                    }
-                    socket_drained = probe.short;
-                    if tls.process_new_packets().is_err() {
-                        // Send the alert rustls queued, best effort, then give up.
-                        let _ = tls.write_tls(&mut self.socket);
-                        return ReadOutcome::Failed;
-                    }
-                    // The TLS handshake may need to answer before any plaintext exists.
-                    if tls.wants_write() {
-                        let _ = flush_records(tls, &mut self.socket);
-                    }
-                }
-            }
+            Some(tls) => read_tls_into(tls, &mut self.socket, buf),
         }
     }
 
@@ -379,6 +319,80 @@ impl Conn {
         }
         let _ = self.socket.shutdown(Shutdown::Write);
         self.write_shut = true;
+    }
+}
+
+/// [`Conn::read_into`] on TLS. rustls reads a socket 4 KiB at a time (its deframer's
+/// `READ_SIZE`), so one `recv` into the upper half of `buf`, fed to rustls from memory,
+/// takes a whole batch of records in one system call where `read_tls` on the socket would
+/// take four per 16 KiB. Plaintext is never longer than its records, so what one `recv`
+/// brings decrypts into the lower half.
+fn read_tls_into(
+    tls: &mut rustls::ServerConnection,
+    socket: &mut TcpStream,
+    buf: &mut [u8],
+) -> ReadOutcome {
+    let (plain, cipher) = buf.split_at_mut(buf.len() / 2);
+    // The socket's last read in this call came back short: its queue is empty.
+    let mut socket_drained = false;
+    loop {
+        // Plaintext already decrypted comes first.
+        match tls.reader().read(plain) {
+            Ok(0) => return ReadOutcome::Eof,
+            Ok(n) => {
+                // `n < plain.len()`: rustls' plaintext is used up, and what it still holds
+                // of records is at most an incomplete one.
+                let drained = socket_drained && n < plain.len();
+                return ReadOutcome::Data { n, drained };
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if socket_drained {
+                    // Only part of a record arrived: the rest is a new event.
+                    return ReadOutcome::WouldBlock;
+                }
+            }
+            Err(_) => return ReadOutcome::Failed,
+        }
+        let got = match socket.read(cipher) {
+            Ok(0) => return ReadOutcome::Eof,
+            Ok(got) => got,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::WouldBlock,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return ReadOutcome::Failed,
+        };
+        socket_drained = got < cipher.len();
+        let mut fed = cipher.get(..got).unwrap_or_default();
+        let mut n = 0;
+        while !fed.is_empty() {
+            match tls.read_tls(&mut fed) {
+                Ok(0) => break, // close_notify came: rustls takes nothing more
+                Ok(_) => {}
+                Err(_) => return ReadOutcome::Failed,
+            }
+            if tls.process_new_packets().is_err() {
+                // Send the alert rustls queued, best effort, then give up.
+                let _ = tls.write_tls(socket);
+                return ReadOutcome::Failed;
+            }
+            // The TLS handshake may need to answer before any plaintext exists.
+            if tls.wants_write() {
+                let _ = flush_records(tls, socket);
+            }
+            // Take the plaintext out as it comes, so rustls' received-plaintext limit
+            // never refuses the rest of the batch.
+            while let Some(room) = plain.get_mut(n..).filter(|r| !r.is_empty()) {
+                match tls.reader().read(room) {
+                    Ok(k) if k > 0 => n += k,
+                    _ => break,
+                }
+            }
+        }
+        if n > 0 {
+            // (`plain` is never filled by one batch; if it were, rustls would hold more.)
+            let drained = socket_drained && n < plain.len();
+            return ReadOutcome::Data { n, drained };
+        }
+        // Handshake records or part of a record only: look again (above).
     }
 }
 
