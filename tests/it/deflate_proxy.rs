@@ -96,35 +96,6 @@ fn gateway(upstream: SocketAddr, compression: &str, limits: &str) -> Gateway {
     ))
 }
 
-/// One frame from the gateway to the upstream: (first byte, payload unmasked); it must be
-/// masked (RFC 6455 §5.3).
-fn read_masked(s: &mut TcpStream) -> (u8, Vec<u8>) {
-    let mut h = [0u8; 2];
-    s.read_exact(&mut h).expect("frame header");
-    assert_ne!(h[1] & 0x80, 0, "client frames are masked");
-    let len = match h[1] & 0x7f {
-        126 => {
-            let mut b = [0u8; 2];
-            s.read_exact(&mut b).expect("len16");
-            u16::from_be_bytes(b) as usize
-        }
-        127 => {
-            let mut b = [0u8; 8];
-            s.read_exact(&mut b).expect("len64");
-            u64::from_be_bytes(b) as usize
-        }
-        n => n as usize,
-    };
-    let mut key = [0u8; 4];
-    s.read_exact(&mut key).expect("mask");
-    let mut payload = vec![0; len];
-    s.read_exact(&mut payload).expect("payload");
-    for (i, b) in payload.iter_mut().enumerate() {
-        *b ^= key[i % 4];
-    }
-    (h[0], payload)
-}
-
 /// Waits for the gateway to close the connection, reading whatever it sends.
 fn until_closed(mut s: TcpStream) {
     let _ = s.read_to_end(&mut Vec::new());

@@ -383,9 +383,24 @@ pub fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
 
 /// One server frame: (first byte, payload). Panics if the frame is masked.
 pub(crate) fn read_any(s: &mut TcpStream) -> (u8, Vec<u8>) {
+    read_raw_frame(s, false)
+}
+
+/// One frame from the gateway acting as a client (to an upstream): (first byte, payload
+/// unmasked). Panics unless it is masked (RFC 6455 §5.3).
+pub(crate) fn read_masked(s: &mut TcpStream) -> (u8, Vec<u8>) {
+    read_raw_frame(s, true)
+}
+
+/// One frame whose mask bit must be `masked`: (first byte, payload, unmasked).
+fn read_raw_frame(s: &mut TcpStream, masked: bool) -> (u8, Vec<u8>) {
     let mut h = [0u8; 2];
     s.read_exact(&mut h).expect("frame header");
-    assert_eq!(h[1] & 0x80, 0, "server frames must not be masked");
+    if masked {
+        assert_ne!(h[1] & 0x80, 0, "client frames are masked");
+    } else {
+        assert_eq!(h[1] & 0x80, 0, "server frames must not be masked");
+    }
     let len = match h[1] & 0x7f {
         126 => {
             let mut b = [0u8; 2];
@@ -399,8 +414,15 @@ pub(crate) fn read_any(s: &mut TcpStream) -> (u8, Vec<u8>) {
         }
         n => n as usize,
     };
+    let mut key = [0u8; 4];
+    if masked {
+        s.read_exact(&mut key).expect("mask");
+    }
     let mut payload = vec![0; len];
     s.read_exact(&mut payload).expect("payload");
+    for (i, b) in payload.iter_mut().enumerate() {
+        *b ^= key[i % 4];
+    }
     (h[0], payload)
 }
 
