@@ -1,7 +1,6 @@
 //! The one place that reads the clock. Everything else takes `now` as a parameter
 //! (clippy.toml forbids `Instant::now` and `SystemTime::now` elsewhere).
 
-use std::cell::Cell;
 use std::num::NonZeroU64;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -59,30 +58,12 @@ impl Tick {
     }
 }
 
-thread_local! {
-    /// This thread's last conversion: a worker converts the same `now` for every frame
-    /// of a turn (idle clocks, rate meters), and the subtraction through `Instant` was
-    /// measurable in the pipelined echo (perf: 1.8% of the worker's CPU).
-    static LAST: Cell<Option<(Instant, Tick)>> = const { Cell::new(None) };
-}
-
 impl From<Instant> for Tick {
     fn from(at: Instant) -> Tick {
-        LAST.with(|last| match last.get() {
-            Some((seen, tick)) if seen == at => tick,
-            _ => {
-                let tick = convert(at);
-                last.set(Some((at, tick)));
-                tick
-            }
-        })
+        let since = at.saturating_duration_since(base());
+        let nanos = u64::try_from(since.as_nanos()).unwrap_or(u64::MAX - 1);
+        Tick::at(nanos.min(u64::MAX - 1)).unwrap_or(Tick(NonZeroU64::MAX))
     }
-}
-
-fn convert(at: Instant) -> Tick {
-    let since = at.saturating_duration_since(base());
-    let nanos = u64::try_from(since.as_nanos()).unwrap_or(u64::MAX - 1);
-    Tick::at(nanos.min(u64::MAX - 1)).unwrap_or(Tick(NonZeroU64::MAX))
 }
 
 /// The time base of [`Tick`]: a year before the first reading of the clock where the
@@ -142,21 +123,6 @@ mod tests {
         // Backwards from now, within the base's margin (Linux): still exact.
         if let Some(earlier) = t0.checked_sub(Duration::from_secs(60)) {
             assert_eq!(Tick::from(earlier).instant(), earlier);
-        }
-    }
-
-    #[test]
-    fn the_remembered_conversion_is_the_computed_one() {
-        let t0 = now();
-        let instants: Vec<Instant> = (0..50u64)
-            .map(|i| t0 + Duration::from_nanos(i.wrapping_mul(7_919) % 13 * 1_000_003))
-            .collect();
-        // Repeats, alternations and returns to an earlier instant all give what the
-        // uncached conversion gives.
-        for &at in instants.iter().chain(instants.iter().rev()) {
-            assert_eq!(Tick::from(at), convert(at));
-            assert_eq!(Tick::from(at), convert(at));
-            assert_eq!(Tick::from(at).instant(), at);
         }
     }
 }
