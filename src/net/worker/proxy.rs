@@ -271,6 +271,18 @@ struct Pick {
     addrs: Result<Vec<SocketAddr>, String>,
 }
 
+impl Pick {
+    /// The addresses to dial; a target without any (its name does not resolve) is a
+    /// failed connect, logged and counted here.
+    fn dial_list(self, conn: (u64, SocketAddr), env: &mut Env, route: usize) -> Vec<SocketAddr> {
+        let target = self.target;
+        self.addrs.unwrap_or_else(|reason| {
+            connect_failed(conn, env, route, (target, None), &reason);
+            Vec::new()
+        })
+    }
+}
+
 /// The next upstream of `route` not in `tried`: round-robin over those not marked down,
 /// else the one that recovers soonest (SPEC §5); its addresses from the resolver's
 /// snapshot as it is now (`backend::upstream::dial_order`).
@@ -299,8 +311,8 @@ fn dial_next(conn: &mut Conn, env: &mut Env, id: ConnId, route: usize, now: Inst
     let mut target = leg.target;
     let mut addrs = std::mem::take(&mut leg.spare_addrs);
     loop {
+        let tls = target_tls(env, route, target);
         for (k, addr) in addrs.iter().enumerate() {
-            let tls = target_tls(env, route, target);
             let Some(leg) = conn.upstream.as_mut() else {
                 return false;
             };
@@ -335,16 +347,7 @@ fn dial_next(conn: &mut Conn, env: &mut Env, id: ConnId, route: usize, now: Inst
             leg.tried.push(pick.target);
         }
         target = pick.target;
-        addrs = pick.addrs.unwrap_or_else(|reason| {
-            connect_failed(
-                (conn.serial, conn.peer),
-                env,
-                route,
-                (target, None),
-                &reason,
-            );
-            Vec::new()
-        });
+        addrs = pick.dial_list((conn.serial, conn.peer), env, route);
     }
 }
 
@@ -365,23 +368,15 @@ pub(super) fn start_upstream(
     let deadline = now + timeout;
     let mut tried = Vec::new();
     loop {
-        let Some(Pick { target, addrs }) = next_target(env, route, &tried, now) else {
+        let Some(pick) = next_target(env, route, &tried, now) else {
             // SPEC §5: no upstream left to try.
             env.metrics.upstream_error();
             reject(conn, env, Reject::BadGateway, None);
             return;
         };
+        let target = pick.target;
         tried.push(target);
-        let addrs = addrs.unwrap_or_else(|reason| {
-            connect_failed(
-                (conn.serial, conn.peer),
-                env,
-                route,
-                (target, None),
-                &reason,
-            );
-            Vec::new()
-        });
+        let addrs = pick.dial_list((conn.serial, conn.peer), env, route);
         let tls = target_tls(env, route, target);
         for (k, addr) in addrs.iter().enumerate() {
             match UpstreamLeg::connect(
